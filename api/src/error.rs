@@ -1,0 +1,302 @@
+//! The API's one error type and its single mapping to HTTP: RFC 9457 `application/problem+json`
+//! with a stable `code`, the offending `param` where there is one, and the `request_id`.
+//! Every error on the way out, ours or the framework's, passes through [`ProblemMiddleware`].
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response,
+    http::{HeaderValue, StatusCode, header},
+};
+use poem_openapi::{
+    ApiResponse, Object,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
+use serde::Serialize;
+
+use crate::request_id::RequestId;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+const PROBLEM_TYPE_BASE: &str = "https://switchyard.dev/problems/";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, Object)]
+pub struct Problem {
+    /// URI identifying the problem type: `https://switchyard.dev/problems/<code>`.
+    pub r#type: String,
+    pub title: String,
+    pub status: u16,
+    /// Human-readable explanation of this occurrence.
+    pub detail: String,
+    /// Stable machine-readable error code.
+    pub code: String,
+    /// The request field at fault (`items[0].quantity`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    pub request_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub param: Option<String>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side; it has been logged. Retrying is safe.",
+        )
+    }
+
+    pub fn unavailable() -> Self {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "A backing store is unreachable; nothing was changed. Retry shortly.",
+            )
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+
+    pub fn into_problem_response(self, request_id: &str) -> Response {
+        let problem = Problem {
+            r#type: format!("{PROBLEM_TYPE_BASE}{}", self.code),
+            title: self.title().to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            param: self.param,
+            request_id: request_id.to_owned(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = Response::builder()
+            .status(self.status)
+            .content_type(PROBLEM_JSON)
+            .body(body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"switchyard\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<switchyard_shared::Error> for ApiError {
+    fn from(e: switchyard_shared::Error) -> Self {
+        use switchyard_shared::Error as E;
+        match e {
+            E::Invalid {
+                code,
+                param,
+                detail,
+            } => ApiError {
+                param,
+                ..ApiError::new(StatusCode::BAD_REQUEST, code, detail)
+            },
+            E::NotFound { code, detail } => ApiError::new(StatusCode::NOT_FOUND, code, detail),
+            E::Conflict {
+                code,
+                param,
+                detail,
+            } => ApiError {
+                param,
+                ..ApiError::new(StatusCode::CONFLICT, code, detail)
+            },
+            E::Unauthenticated { code, detail } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
+            }
+            E::Forbidden { code, detail } => ApiError::new(StatusCode::FORBIDDEN, code, detail),
+            ref infra if infra.is_unavailable() => {
+                tracing::warn!(error = %infra, "store unavailable");
+                ApiError::unavailable()
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<ApiError> for poem::Error {
+    fn from(e: ApiError) -> Self {
+        let status = e.status;
+        poem::Error::new(e, status)
+    }
+}
+
+/// Documents every error a partner may see: all problem documents share one schema.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let described = [
+            (
+                400,
+                "Invalid request: malformed JSON, missing or invalid field (`param` names it).",
+            ),
+            (401, "Missing, invalid, expired or revoked credentials."),
+            (403, "The credentials lack a required scope."),
+            (404, "No such resource for this tenant, or no such route."),
+            (
+                409,
+                "Conflicts with the current state (e.g. duplicate `external_id`).",
+            ),
+            (413, "Request body too large."),
+            (415, "Content-Type must be application/json."),
+            (
+                503,
+                "A backing store is unreachable; nothing was changed. Honour `Retry-After`.",
+            ),
+        ];
+        MetaResponses {
+            responses: described
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: PROBLEM_JSON,
+                        schema: Problem::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+/// Turns any error raised below it into a problem document carrying the request id.
+pub struct ProblemMiddleware;
+
+impl<E: Endpoint> Middleware<E> for ProblemMiddleware {
+    type Output = ProblemEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        ProblemEndpoint(ep)
+    }
+}
+
+pub struct ProblemEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for ProblemEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        match self.0.call(req).await {
+            Ok(resp) => Ok(resp.into_response()),
+            Err(err) => Ok(to_api_error(err).into_problem_response(&request_id)),
+        }
+    }
+}
+
+/// Maps framework errors (routing, content type, parameters, bodies) to our codes.
+fn to_api_error(err: poem::Error) -> ApiError {
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    };
+    if err.is::<ApiError>() {
+        return err.downcast::<ApiError>().expect("checked by is()");
+    }
+    if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            format!("Parameter `{}` is invalid: {}.", e.name, e.reason),
+        )
+        .with_param(e.name);
+    }
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            format!("Path segment `{}` is invalid: {}.", e.name, e.reason),
+        )
+        .with_param(e.name);
+    }
+    if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.reason.clone());
+    }
+    if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("{e}; send `Content-Type: application/json`."),
+        );
+    }
+    if err.is::<AuthorizationError>() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+        );
+    }
+    if err.is::<poem::error::NotFoundError>() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "No such route; see /docs for the API reference.",
+        );
+    }
+    if err.is::<poem::error::MethodNotAllowedError>() {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "This route does not support that HTTP method.",
+        );
+    }
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled server error");
+        return ApiError::internal();
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "route_not_found",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        _ => "invalid_request",
+    };
+    ApiError::new(status, code, err.to_string())
+}

@@ -1,0 +1,136 @@
+//! The Switchyard HTTP API: partner API under `/v1`, operator API under `/admin/v1`, health,
+//! metrics, the OpenAPI document and interactive docs. Handlers are thin: they authenticate,
+//! call `switchyard_shared`, and shape the response; errors map to HTTP once, in [`error`].
+
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod pagination;
+pub mod request_id;
+pub mod responses;
+pub mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use clap::Parser;
+use poem::{Endpoint, EndpointExt, Route, listener::TcpAcceptor};
+use poem_openapi::OpenApiService;
+use switchyard_shared::{
+    config::{CommonConfig, WorkerConfig},
+    dispatch::FastPath,
+    services::Services,
+    telemetry,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::{
+    admin::AdminApi, ops::OpsApi, orders::OrdersApi, webhook_endpoints::WebhookEndpointsApi,
+};
+
+/// Shared by every request.
+pub struct AppState {
+    pub services: Services,
+    pub fast_path: FastPath,
+}
+
+type Apis = (OpsApi, AdminApi, WebhookEndpointsApi, OrdersApi);
+
+pub fn openapi() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (OpsApi, AdminApi, WebhookEndpointsApi, OrdersApi),
+        "Switchyard API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Durable integration hub: partners post orders, every order change becomes an event, \
+         and events are delivered to partner endpoints as signed Standard Webhooks. \
+         Errors are RFC 9457 problem documents with a stable `code`.",
+    )
+}
+
+/// The OpenAPI document as served at `/openapi.json`.
+pub fn spec_json() -> String {
+    openapi().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> impl Endpoint {
+    let api = openapi();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .with(error::ProblemMiddleware)
+        .with(request_id::RequestIdMiddleware)
+        .data(state)
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains in-flight requests (20 s at most).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+        .run_with_graceful_shutdown(
+            app(state),
+            shutdown.cancelled_owned(),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+}
+
+/// Command line of `switchyard-api`.
+#[derive(Parser, Debug)]
+#[command(name = "switchyard-api", version, about = "Switchyard HTTP API")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Also run the worker runtime in this process (one-machine mode).
+    #[arg(long, env = "SWITCHYARD_WITH_WORKER", default_value_t = false)]
+    pub with_worker: bool,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+}
+
+/// Runs the API (and the worker with `--with-worker`) until SIGTERM/Ctrl-C or `shutdown`.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let services = Services::connect(cli.common.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, with_worker = cli.with_worker, "switchyard-api listening");
+    let fast_path_stop = CancellationToken::new();
+    let (fast_path, fast_path_task) =
+        FastPath::spawn(services.dispatcher.clone(), fast_path_stop.clone());
+    let worker = cli.with_worker.then(|| {
+        tokio::spawn(switchyard_worker::run(
+            services.clone(),
+            cli.worker.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let state = Arc::new(AppState {
+        services,
+        fast_path,
+    });
+    serve(listener, state, shutdown.clone()).await?;
+    fast_path_stop.cancel();
+    let _ = fast_path_task.await;
+    if let Some(worker) = worker {
+        worker.await??;
+    }
+    Ok(())
+}
+
+/// Entry point of the binary.
+pub async fn main_entry() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(&cli.common.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(switchyard_worker::shutdown_on_signal(shutdown.clone()));
+    run(cli, shutdown).await
+}

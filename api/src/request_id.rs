@@ -1,0 +1,58 @@
+//! Every request gets an id (`Request-Id: req_…`), a tracing span, an access-log line and a
+//! metrics sample labelled by operation (bounded cardinality).
+
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
+use poem_openapi::OperationId;
+use tracing::Instrument;
+
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+pub struct RequestIdMiddleware;
+
+impl<E: Endpoint> Middleware<E> for RequestIdMiddleware {
+    type Output = RequestIdEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        RequestIdEndpoint(ep)
+    }
+}
+
+pub struct RequestIdEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let id = format!("req_{}", uuid::Uuid::now_v7().simple());
+        req.extensions_mut().insert(RequestId(id.clone()));
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let span = tracing::info_span!("request", request_id = %id, %method, %path);
+        let started = Instant::now();
+        let result = self.0.call(req).instrument(span.clone()).await;
+        let mut resp = match result {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("request-id", v);
+        }
+        let status = resp.status().as_u16();
+        let elapsed = started.elapsed();
+        let operation = resp.data::<OperationId>().map(|o| o.0).unwrap_or("other");
+        metrics::histogram!("switchyard_http_request_duration_seconds",
+            "operation" => operation, "status" => status.to_string())
+        .record(elapsed.as_secs_f64());
+        span.in_scope(|| {
+            tracing::info!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        });
+        Ok(resp)
+    }
+}

@@ -1,0 +1,127 @@
+//! Partner webhook endpoints and their attempt logs.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{OpenApi, param::Path, param::Query};
+use switchyard_shared::webhooks::{attempts, endpoints};
+use uuid::Uuid;
+
+use super::ApiTags;
+use crate::{
+    AppState,
+    auth::Partner,
+    error::ApiError,
+    json::Json,
+    pagination::{self, list_type},
+    responses::{Created, NoContent},
+};
+
+list_type!(EndpointList, endpoints::Endpoint);
+list_type!(AttemptList, attempts::Attempt);
+
+pub struct WebhookEndpointsApi;
+
+#[OpenApi(
+    prefix_path = "/v1/webhook-endpoints",
+    tag = "ApiTags::WebhookEndpoints"
+)]
+impl WebhookEndpointsApi {
+    /// Create an endpoint. The `whsec_` signing secret is in this response only.
+    #[oai(path = "/", method = "post", operation_id = "createWebhookEndpoint")]
+    async fn create(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        body: Json<endpoints::CreateEndpoint>,
+    ) -> Result<Created<endpoints::CreatedEndpoint>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let s = &state.services;
+        Ok(Created(
+            endpoints::create(
+                &s.pool,
+                &s.secrets.keyring,
+                s.config.allow_private_targets,
+                p.tenant_id,
+                body.0,
+            )
+            .await?,
+        ))
+    }
+
+    /// List endpoints, newest first.
+    #[oai(path = "/", method = "get", operation_id = "listWebhookEndpoints")]
+    async fn list(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<Uuid>>,
+    ) -> Result<Json<EndpointList>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        let limit = pagination::limit(limit.0)?;
+        let rows = endpoints::list(
+            &state.services.pool,
+            p.tenant_id,
+            limit + 1,
+            starting_after.0,
+        )
+        .await?;
+        Ok(Json(EndpointList::from_rows(rows, limit)))
+    }
+
+    /// Get an endpoint (without its secret).
+    #[oai(path = "/:id", method = "get", operation_id = "getWebhookEndpoint")]
+    async fn get(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<endpoints::Endpoint>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        Ok(Json(
+            endpoints::get(&state.services.pool, p.tenant_id, id.0).await?,
+        ))
+    }
+
+    /// Delete an endpoint; deliveries still waiting for it are cancelled.
+    #[oai(
+        path = "/:id",
+        method = "delete",
+        operation_id = "deleteWebhookEndpoint"
+    )]
+    async fn delete(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        endpoints::delete(&state.services.pool, p.tenant_id, id.0).await?;
+        Ok(NoContent)
+    }
+
+    /// Delivery attempts to this endpoint, newest first.
+    #[oai(
+        path = "/:id/attempts",
+        method = "get",
+        operation_id = "listWebhookAttempts"
+    )]
+    async fn attempts(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<Uuid>>,
+    ) -> Result<Json<AttemptList>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        let limit = pagination::limit(limit.0)?;
+        let pool = &state.services.pool;
+        endpoints::get(pool, p.tenant_id, id.0).await?;
+        let rows =
+            attempts::list_for_endpoint(pool, p.tenant_id, id.0, limit + 1, starting_after.0)
+                .await?;
+        Ok(Json(AttemptList::from_rows(rows, limit)))
+    }
+}

@@ -1,0 +1,196 @@
+//! Configuration shared by both binaries: flags with environment fallbacks (DESIGN §4).
+//! A first local run needs none of it; production refuses to start without real secrets.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+/// Settings every Switchyard process needs.
+#[derive(Args, Clone, Debug)]
+pub struct CommonConfig {
+    /// Postgres URL; the database is created if missing and migrated at start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/switchyard"
+    )]
+    pub database_url: String,
+
+    /// Maximum Postgres connections held by this process.
+    #[arg(long, env = "SWITCHYARD_DB_POOL_SIZE", default_value_t = 20)]
+    pub db_pool_size: u32,
+
+    /// Redis URL of the dispatch layer.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Namespace of every Redis key Switchyard writes.
+    #[arg(long, env = "SWITCHYARD_REDIS_PREFIX", default_value = "switchyard")]
+    pub redis_prefix: String,
+
+    /// Token operators present as `Authorization: Bearer …` on the admin API.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Keyring for secrets at rest: `id:base64(32 bytes)[,id:base64…]`, first one encrypts.
+    #[arg(long, env = "SWITCHYARD_MASTER_KEYS", hide_env_values = true)]
+    pub master_keys: Option<String>,
+
+    /// Server-side pepper for API key hashes (base64, at least 32 bytes).
+    #[arg(long, env = "SWITCHYARD_API_KEY_PEPPER", hide_env_values = true)]
+    pub api_key_pepper: Option<String>,
+
+    /// Let webhooks reach loopback and private networks (tests, on-prem).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ALLOW_PRIVATE_TARGETS",
+        default_value_t = false
+    )]
+    pub allow_private_targets: bool,
+
+    /// Refuse to start without real secrets (also `SWITCHYARD_ENV=production`).
+    #[arg(long, default_value_t = false)]
+    pub production: bool,
+
+    /// Where development secrets are kept when none are configured.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = ".switchyard")]
+    pub data_dir: PathBuf,
+
+    /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal).
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "auto")]
+    pub log_format: String,
+
+    /// Ready tasks allowed in Redis per queue; the rest waits in Postgres.
+    #[arg(long, env = "SWITCHYARD_HIGH_WATER_MARK", default_value_t = 1000)]
+    pub high_water_mark: u32,
+}
+
+impl CommonConfig {
+    pub fn is_production(&self) -> bool {
+        self.production
+            || std::env::var("SWITCHYARD_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
+    }
+}
+
+/// Settings of the worker runtime (queue consumers, dispatcher, reconciler, janitor).
+#[derive(Args, Clone, Debug)]
+pub struct WorkerConfig {
+    /// Concurrent webhook deliveries per worker process.
+    #[arg(long, env = "SWITCHYARD_DELIVERY_CONCURRENCY", default_value_t = 64)]
+    pub delivery_concurrency: usize,
+
+    /// Concurrent order-event fan-outs per worker process.
+    #[arg(long, env = "SWITCHYARD_EVENT_CONCURRENCY", default_value_t = 16)]
+    pub event_concurrency: usize,
+
+    /// Fallback poll interval of the queue consumers (pushes also wake them at once).
+    #[arg(long, env = "SWITCHYARD_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How often the dispatcher looks for due jobs in the ledger.
+    #[arg(long, env = "SWITCHYARD_DISPATCH_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub dispatch_interval: Duration,
+
+    /// A queued job whose task is missing from Redis for this long goes back to pending.
+    #[arg(long, env = "SWITCHYARD_RECONCILE_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+
+    /// Lease of a running job; renewed while the job runs, reclaimed when it expires.
+    #[arg(long, env = "SWITCHYARD_LEASE", default_value = "8s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// Delays between webhook attempts (Standard Webhooks schedule by default).
+    #[arg(
+        long,
+        env = "SWITCHYARD_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+        value_parser = parse_schedule
+    )]
+    pub retry_schedule: RetrySchedule,
+
+    /// Connect timeout of webhook requests.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_connect_timeout: Duration,
+
+    /// Total timeout of webhook requests.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How long in-flight jobs may run after SIGTERM before they are handed back.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Finished jobs are deleted from the ledger after this long.
+    #[arg(long, env = "SWITCHYARD_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub job_retention: Duration,
+}
+
+/// The delays before attempts 2, 3, …; attempt 1 runs at once. Its length + 1 is the attempt cap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl RetrySchedule {
+    pub fn max_attempts(&self) -> i32 {
+        self.0.len() as i32 + 1
+    }
+
+    /// Delay before attempt `attempt + 1`, or `None` when `attempt` was the last one.
+    pub fn delay_after(&self, attempt: i32) -> Option<Duration> {
+        let idx = usize::try_from(attempt).ok()?.checked_sub(1)?;
+        self.0.get(idx).copied()
+    }
+}
+
+/// Parses `250ms`, `5s`, `30m`, `2h`, `7d` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 250ms, 5s, 30m, 2h or 7d"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
+    };
+    Ok(d)
+}
+
+pub fn parse_schedule(s: &str) -> Result<RetrySchedule, String> {
+    if s.trim().is_empty() {
+        return Ok(RetrySchedule(Vec::new()));
+    }
+    s.split(',')
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()
+        .map(RetrySchedule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn schedule_counts_attempts() {
+        let s = parse_schedule("5s,5m").unwrap();
+        assert_eq!(s.max_attempts(), 3);
+        assert_eq!(s.delay_after(1), Some(Duration::from_secs(5)));
+        assert_eq!(s.delay_after(2), Some(Duration::from_secs(300)));
+        assert_eq!(s.delay_after(3), None);
+        assert_eq!(s.delay_after(0), None);
+        assert_eq!(parse_schedule("").unwrap().max_attempts(), 1);
+    }
+}

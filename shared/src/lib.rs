@@ -1,0 +1,26 @@
+//! Switchyard's shared library: configuration, the job ledger and dispatch layer, and the
+//! domains (tenants, API keys, orders, webhooks). The `api` and `worker` crates are thin
+//! layers over it.
+
+pub mod api_keys;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod dispatch;
+pub mod error;
+pub mod jobs;
+pub mod net;
+pub mod orders;
+pub mod queue;
+pub mod secrets;
+pub mod services;
+pub mod telemetry;
+pub mod tenants;
+pub mod webhooks;
+
+pub use error::{Error, Result};
+
+/// Installs the ring crypto provider for rustls (reqwest is built without one). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

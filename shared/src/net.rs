@@ -1,0 +1,286 @@
+//! Outbound HTTP that cannot be turned against our own network (SSRF).
+//!
+//! Hosts are resolved by us ([`GuardedResolver`]) and refused if *any* address is not globally
+//! routable; the connection then goes to the vetted addresses only (no second lookup, so no DNS
+//! rebinding). IP literals are checked by [`check_url`] before every request, since they bypass
+//! resolvers. Redirects are never followed. `SWITCHYARD_ALLOW_PRIVATE_TARGETS` opens all of it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use reqwest::{
+    Url,
+    dns::{Addrs, Name, Resolve, Resolving},
+};
+
+/// Why an outbound target is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockedTarget {
+    #[error("only http and https URLs are allowed")]
+    Scheme,
+    #[error("URLs must not contain credentials")]
+    Credentials,
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("{0} is not a public address")]
+    NonPublic(IpAddr),
+}
+
+/// True for addresses reachable on the public internet; false for loopback, private,
+/// link-local, CGNAT, ULA, multicast, documentation, benchmarking, reserved and unspecified
+/// ranges, and for IPv6 forms that embed such an IPv4 address (mapped, compatible, 6to4, NAT64).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0                                    // "this network"
+        || a == 10                              // private
+        || a == 127                             // loopback
+        || (a == 100 && (64..128).contains(&b)) // CGNAT (also Alibaba metadata 100.100.100.200)
+        || (a == 169 && b == 254)               // link-local (cloud metadata 169.254.169.254)
+        || (a == 172 && (16..32).contains(&b))  // private
+        || (a == 192 && b == 0 && c == 0)       // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)       // TEST-NET-1
+        || (a == 192 && b == 88 && c == 99)     // 6to4 relay anycast
+        || (a == 192 && b == 168)               // private
+        || (a == 198 && (b == 18 || b == 19))   // benchmarking
+        || (a == 198 && b == 51 && c == 100)    // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113)     // TEST-NET-3
+        || a >= 224) // multicast, reserved, broadcast
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    // IPv4-compatible (deprecated) ::a.b.c.d, and :: / ::1 themselves.
+    if seg[..6] == [0, 0, 0, 0, 0, 0] {
+        return false;
+    }
+    // NAT64 64:ff9b::/96 and local-use 64:ff9b:1::/48 embed an IPv4 address in the low bits.
+    if seg[0] == 0x64 && seg[1] == 0xff9b {
+        if seg[2..6] == [0, 0, 0, 0] {
+            let [.., a, b] = seg;
+            return is_public_v4(Ipv4Addr::new(
+                (a >> 8) as u8,
+                a as u8,
+                (b >> 8) as u8,
+                b as u8,
+            ));
+        }
+        return false;
+    }
+    // 6to4 2002::/16 embeds an IPv4 address in bits 16..48.
+    if seg[0] == 0x2002 {
+        return is_public_v4(Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        ));
+    }
+    !((seg[0] & 0xfe00) == 0xfc00                  // ULA fc00::/7 (AWS metadata fd00:ec2::254)
+        || (seg[0] & 0xffc0) == 0xfe80             // link-local
+        || (seg[0] & 0xffc0) == 0xfec0             // site-local (deprecated)
+        || (seg[0] & 0xff00) == 0xff00             // multicast
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8)  // documentation
+        || (seg[0] == 0x2001 && seg[1] < 0x0200)   // IETF protocol assignments 2001::/23
+        || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only 100::/64
+        || seg[0] == 0x3fff && seg[1] < 0x1000) // documentation 3fff::/20
+}
+
+/// Checks scheme, credentials and (for IP literals) the address of an outbound URL.
+/// `url` parsing already normalises decimal, octal and hex IPv4 forms (`http://2130706433/`).
+pub fn check_url(url: &Url, allow_private: bool) -> Result<(), BlockedTarget> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(BlockedTarget::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(BlockedTarget::Credentials);
+    }
+    let ip = match url.host() {
+        None => return Err(BlockedTarget::NoHost),
+        Some(url::Host::Domain(_)) => return Ok(()),
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+    };
+    if allow_private || is_public(ip) {
+        Ok(())
+    } else {
+        Err(BlockedTarget::NonPublic(ip))
+    }
+}
+
+/// Resolver that refuses a host if any of its addresses is not public.
+#[derive(Clone, Debug)]
+pub struct GuardedResolver {
+    pub allow_private: bool,
+}
+
+/// DNS failures and blocked answers, told apart so attempts can be classified.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("dns lookup of {host} failed: {source}")]
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{host} resolves to a non-public address ({ip})")]
+    Blocked { host: String, ip: IpAddr },
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|source| ResolveError::Lookup {
+                    host: host.clone(),
+                    source,
+                })?
+                .collect();
+            if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                return Err(Box::new(ResolveError::Blocked { host, ip: bad.ip() })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for partner endpoints: guarded DNS, no redirects, no proxies from the
+/// environment, explicit timeouts.
+pub fn outbound_client(
+    allow_private: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> reqwest::Client {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .user_agent(concat!("Switchyard-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static client configuration is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for s in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.100.100.200",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+        ] {
+            assert!(!is_public(s.parse().unwrap()), "{s} must be blocked");
+        }
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
+            assert!(is_public(s.parse().unwrap()), "{s} must be allowed");
+        }
+    }
+
+    #[test]
+    fn ip_literals_in_every_notation_are_checked() {
+        for u in [
+            "http://127.0.0.1/",
+            "http://2130706433/", // decimal
+            "http://0x7f000001/", // hex
+            "http://0177.0.0.1/", // octal
+            "http://127.1/",      // short form
+            "http://[::1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[fd00:ec2::254]/",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
+            assert!(
+                matches!(check_url(&url(u), false), Err(BlockedTarget::NonPublic(_))),
+                "{u} must be blocked"
+            );
+            assert_eq!(check_url(&url(u), true), Ok(()), "{u} allowed when opened");
+        }
+    }
+
+    #[test]
+    fn schemes_and_credentials_are_checked() {
+        assert_eq!(
+            check_url(&url("ftp://example.com/"), true),
+            Err(BlockedTarget::Scheme)
+        );
+        assert_eq!(
+            check_url(&url("https://user:pw@example.com/"), true),
+            Err(BlockedTarget::Credentials)
+        );
+        assert_eq!(check_url(&url("https://example.com/hook"), false), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused() {
+        let r = GuardedResolver {
+            allow_private: false,
+        };
+        let err = r
+            .resolve("localhost".parse().unwrap())
+            .await
+            .err()
+            .expect("localhost must be refused");
+        assert!(err.to_string().contains("non-public"), "{err}");
+        let open = GuardedResolver {
+            allow_private: true,
+        };
+        assert!(open.resolve("localhost".parse().unwrap()).await.is_ok());
+    }
+}

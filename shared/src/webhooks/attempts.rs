@@ -1,0 +1,56 @@
+//! The attempt log of an endpoint, newest first.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: Uuid,
+    pub delivery_id: Uuid,
+    pub message_id: Uuid,
+    /// The `webhook-id` header sent (stable across the attempts of a delivery).
+    pub webhook_id: String,
+    pub event_type: String,
+    /// 1-based attempt number of the delivery.
+    pub attempt: i32,
+    /// The `webhook-timestamp` header sent with this attempt.
+    pub webhook_timestamp: i64,
+    pub status_code: Option<i32>,
+    /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `invalid_url` or `request`.
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub duration_ms: i32,
+    /// First 64 KiB of the response body (lossy UTF-8).
+    pub response_body: Option<String>,
+    /// Size of the whole response body in bytes, where known.
+    pub response_size: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Attempts of an endpoint of `tenant_id`, newest first, after the cursor `starting_after`.
+pub async fn list_for_endpoint(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    endpoint_id: Uuid,
+    limit: i64,
+    starting_after: Option<Uuid>,
+) -> Result<Vec<Attempt>> {
+    Ok(sqlx::query_as::<_, Attempt>(
+        "SELECT a.id, a.delivery_id, a.message_id, 'msg_' || replace(a.message_id::text, '-', '') AS webhook_id,
+                m.event_type, a.attempt, a.webhook_timestamp, a.status_code, a.error_class,
+                a.error_message, a.duration_ms, a.response_body, a.response_size, a.created_at
+           FROM webhook_attempts a JOIN webhook_messages m ON m.id = a.message_id
+          WHERE a.tenant_id = $1 AND a.endpoint_id = $2 AND ($4::uuid IS NULL OR a.id < $4)
+          ORDER BY a.id DESC LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(endpoint_id)
+    .bind(limit)
+    .bind(starting_after)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,88 @@
+//! What every job handler gets: stores, the HTTP client, settings, and this process's identity.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sqlx::PgPool;
+use switchyard_shared::{
+    config::{CommonConfig, RetrySchedule, WorkerConfig},
+    crypto::Keyring,
+    dispatch::FastPath,
+    jobs::ClaimedJob,
+};
+use uuid::Uuid;
+
+pub struct Ctx {
+    pub pool: PgPool,
+    pub fast_path: FastPath,
+    pub http: reqwest::Client,
+    pub keyring: Keyring,
+    pub schedule: RetrySchedule,
+    pub allow_private: bool,
+    /// Lease owner name of this process: unique per process start.
+    pub owner: String,
+    pub lease: Duration,
+    held: Mutex<HashSet<Uuid>>,
+}
+
+impl Ctx {
+    pub fn new(
+        common: &CommonConfig,
+        cfg: &WorkerConfig,
+        pool: PgPool,
+        fast_path: FastPath,
+        keyring: Keyring,
+        owner: String,
+    ) -> Arc<Self> {
+        Arc::new(Ctx {
+            pool,
+            fast_path,
+            http: switchyard_shared::net::outbound_client(
+                common.allow_private_targets,
+                cfg.webhook_connect_timeout,
+                cfg.webhook_timeout,
+            ),
+            keyring,
+            schedule: cfg.retry_schedule.clone(),
+            allow_private: common.allow_private_targets,
+            owner,
+            lease: cfg.lease,
+            held: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Marks a claimed job as held until the guard drops (however the handler ends), so the
+    /// lease renewer only extends leases of jobs that are really running here.
+    pub fn hold(self: &Arc<Self>, job: &ClaimedJob) -> HeldJob {
+        self.held.lock().expect("held lock").insert(job.id);
+        HeldJob {
+            ctx: self.clone(),
+            id: job.id,
+        }
+    }
+
+    pub fn held_ids(&self) -> Vec<Uuid> {
+        self.held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+pub struct HeldJob {
+    ctx: Arc<Ctx>,
+    id: Uuid,
+}
+
+impl Drop for HeldJob {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.ctx.held.lock() {
+            held.remove(&self.id);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `webhook_deliveries`: one attempt of one message to one endpoint.
+
+use chrono::Utc;
+use switchyard_shared::{
+    jobs::{self, ClaimedJob, Outcome},
+    webhooks::{delivery, endpoints},
+};
+
+use crate::context::Ctx;
+
+pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
+    let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
+    let Some(target) = target.filter(|t| t.delivery_status == "pending") else {
+        // Already finished (a duplicate run) or gone: nothing to send.
+        return finish_only(
+            ctx,
+            job,
+            None,
+            Outcome::Cancelled {
+                reason: "delivery is no longer pending".into(),
+            },
+        )
+        .await;
+    };
+    if !target.endpoint_active {
+        return finish_only(
+            ctx,
+            job,
+            Some((target.delivery_id, "cancelled")),
+            Outcome::Cancelled {
+                reason: "endpoint deleted or disabled".into(),
+            },
+        )
+        .await;
+    }
+    if job.attempt > job.max_attempts {
+        // Only reachable when runs died without recording an attempt (e.g. repeated SIGKILLs).
+        return finish_only(
+            ctx,
+            job,
+            Some((target.delivery_id, "failed")),
+            Outcome::Dead {
+                error: "attempts exhausted by runs that never finished".into(),
+            },
+        )
+        .await;
+    }
+    let key = endpoints::decrypt_secret_key(
+        &ctx.keyring,
+        target.tenant_id,
+        target.endpoint_id,
+        &target.secret_key_id,
+        &target.secret_ciphertext,
+    )?;
+    let result = delivery::send(&ctx.http, &target, &key, ctx.allow_private).await;
+    let (outcome, status) = delivery::decide(&result, job.attempt, &ctx.schedule, Utc::now());
+    let next_attempt_at = match &outcome {
+        Outcome::Retry { at, .. } => Some(*at),
+        _ => None,
+    };
+    let mut tx = ctx.pool.begin().await?;
+    delivery::record(
+        &mut tx,
+        &target,
+        job.attempt,
+        &result,
+        status,
+        next_attempt_at,
+    )
+    .await?;
+    if !jobs::finish(&mut tx, job, &ctx.owner, &outcome).await? {
+        tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
+    }
+    tx.commit().await?;
+    let label = if result.succeeded() {
+        "succeeded"
+    } else {
+        result.error_class.unwrap_or("failed")
+    };
+    metrics::counter!("switchyard_webhook_attempts_total", "outcome" => label).increment(1);
+    metrics::histogram!("switchyard_webhook_attempt_seconds").record(result.duration.as_secs_f64());
+    Ok(())
+}
+
+async fn finish_only(
+    ctx: &Ctx,
+    job: &ClaimedJob,
+    close: Option<(uuid::Uuid, &str)>,
+    outcome: Outcome,
+) -> switchyard_shared::Result<()> {
+    let mut tx = ctx.pool.begin().await?;
+    if let Some((delivery_id, status)) = close {
+        delivery::close(&mut tx, delivery_id, status).await?;
+    }
+    jobs::finish(&mut tx, job, &ctx.owner, &outcome).await?;
+    tx.commit().await?;
+    Ok(())
+}

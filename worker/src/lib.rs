@@ -1,0 +1,284 @@
+//! The Switchyard worker runtime: queue consumers (apalis-redis), the dispatcher and reconciler
+//! that keep Redis in step with the ledger, the lease renewer and the janitor.
+//! `switchyard-worker` runs it alone; `switchyard-api --with-worker` runs it beside the API.
+
+mod context;
+mod jobs;
+mod wake;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis_redis::RedisStorage;
+use switchyard_shared::{
+    config::WorkerConfig,
+    dispatch::FastPath,
+    jobs as ledger,
+    queue::{self, JobTask},
+    services::Services,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{context::Ctx, wake::WakeHub};
+
+/// A name unique to this process start: apalis worker names and ledger lease owners derive
+/// from it, so no two processes (or restarts) ever share an identity (research/apalis.md §6.3).
+fn process_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!("{}-{}-{}", host.trim(), std::process::id(), &nonce[24..])
+}
+
+/// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
+/// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
+pub async fn run(
+    services: Services,
+    cfg: WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let owner = process_identity();
+    tracing::info!(%owner, "worker starting");
+    // Loops that must outlive the drain (lease renewal, fast path, wake-ups) stop on `after`.
+    let after = CancellationToken::new();
+    let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
+    let ctx = Ctx::new(
+        &services.config,
+        &cfg,
+        services.pool.clone(),
+        fast_path,
+        services.secrets.keyring.clone(),
+        owner.clone(),
+    );
+    let hub = WakeHub::default();
+    let mut loops = JoinSet::new();
+    loops.spawn(hub.clone().listen(
+        services.config.redis_url.clone(),
+        services.queues.wake_channel(),
+        after.clone(),
+    ));
+    spawn_background(&mut loops, &services, &cfg, &ctx, &shutdown, &after);
+
+    let mut monitor = Monitor::new();
+    for (queue, concurrency) in [
+        (queue::ORDER_EVENTS, cfg.event_concurrency),
+        (queue::WEBHOOK_DELIVERIES, cfg.delivery_concurrency),
+    ] {
+        let apalis_cfg = services
+            .queues
+            .apalis_config(queue, concurrency.clamp(1, 32));
+        let conn = services.queues.connection();
+        let (hub, ctx, owner, poll) = (hub.clone(), ctx.clone(), owner.clone(), cfg.poll_interval);
+        monitor = monitor.register(move |restarts| {
+            // After a Redis error apalis workers die; restart them with a growing pause.
+            let pause = Duration::from_millis(250 * u64::from(restarts.min(20) as u32));
+            let backend = RedisStorage::<JobTask>::new(conn.clone())
+                .with_config(apalis_cfg.clone())
+                .poll_with_strategy(hub.strategy(queue, poll))
+                .before_start(move |_| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                });
+            WorkerBuilder::new(format!("{queue}-{owner}-{restarts}"))
+                .backend(backend)
+                .data(ctx.clone())
+                .concurrency(concurrency)
+                .build(jobs::handle)
+        });
+    }
+    let stop = shutdown.clone();
+    monitor
+        .should_restart(|worker, error| {
+            tracing::warn!(worker = worker.name(), %error, "queue consumer stopped; restarting it");
+            metrics::counter!("switchyard_consumer_restarts_total").increment(1);
+            true
+        })
+        .shutdown_timeout(cfg.shutdown_timeout)
+        .run_with_signal(async move {
+            stop.cancelled().await;
+            Ok(())
+        })
+        .await?;
+
+    // Whatever did not finish within the deadline runs again elsewhere, now.
+    match ledger::release_leases(&services.pool, &owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "handed back unfinished jobs at shutdown"),
+        Err(e) => tracing::error!(error = %e, "could not hand back jobs; their leases will expire"),
+    }
+    after.cancel();
+    let _ = fast_path_task.await;
+    while loops.join_next().await.is_some() {}
+    tracing::info!(%owner, "worker stopped");
+    Ok(())
+}
+
+fn spawn_background(
+    loops: &mut JoinSet<()>,
+    services: &Services,
+    cfg: &WorkerConfig,
+    ctx: &Arc<Ctx>,
+    shutdown: &CancellationToken,
+    after: &CancellationToken,
+) {
+    let dispatcher = services.dispatcher.clone();
+    every(
+        loops,
+        "dispatcher",
+        cfg.dispatch_interval,
+        shutdown,
+        move || {
+            let d = dispatcher.clone();
+            async move { d.dispatch_due().await.map(|_| ()) }
+        },
+    );
+    let dispatcher = services.dispatcher.clone();
+    let lost_after = cfg.reconcile_after;
+    every(
+        loops,
+        "reconciler",
+        Duration::from_secs(1),
+        shutdown,
+        move || {
+            let d = dispatcher.clone();
+            async move { d.reconcile(lost_after).await.map(|_| ()) }
+        },
+    );
+    let (renew_ctx, lease) = (ctx.clone(), cfg.lease);
+    every(loops, "lease renewer", lease / 3, after, move || {
+        let ctx = renew_ctx.clone();
+        async move {
+            let held = ctx.held_ids();
+            if held.is_empty() {
+                return Ok(());
+            }
+            ledger::renew_leases(&ctx.pool, &ctx.owner, &held, ctx.lease)
+                .await
+                .map(|_| ())
+        }
+    });
+    let (queues, pool, retention) = (
+        services.queues.clone(),
+        services.pool.clone(),
+        cfg.job_retention,
+    );
+    every(
+        loops,
+        "janitor",
+        Duration::from_secs(10),
+        shutdown,
+        move || {
+            let (queues, pool) = (queues.clone(), pool.clone());
+            async move {
+                for q in queue::ALL_QUEUES {
+                    queues.sweep(q).await?;
+                }
+                ledger::purge_finished(&pool, retention).await?;
+                Ok(())
+            }
+        },
+    );
+    let (queues, pool) = (services.queues.clone(), services.pool.clone());
+    every(
+        loops,
+        "queue metrics",
+        Duration::from_secs(5),
+        shutdown,
+        move || {
+            let (queues, pool) = (queues.clone(), pool.clone());
+            async move {
+                for s in ledger::queue_stats(&pool).await? {
+                    let q = s.queue.clone();
+                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "pending")
+                        .set(s.pending as f64);
+                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "queued")
+                        .set(s.queued as f64);
+                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "running")
+                        .set(s.running as f64);
+                    metrics::gauge!("switchyard_jobs_due", "queue" => q.clone()).set(s.due as f64);
+                    metrics::gauge!("switchyard_oldest_due_job_age_seconds", "queue" => q.clone())
+                        .set(s.oldest_due_age_seconds);
+                    let depth = queues.depth(&q).await?;
+                    metrics::gauge!("switchyard_redis_ready_tasks", "queue" => q).set(depth as f64);
+                }
+                Ok(())
+            }
+        },
+    );
+}
+
+/// Runs `f` every `period` until `token` fires; errors are logged at most every 10 s per loop.
+fn every<F, Fut>(
+    loops: &mut JoinSet<()>,
+    name: &'static str,
+    period: Duration,
+    token: &CancellationToken,
+    f: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = switchyard_shared::Result<()>> + Send,
+{
+    let token = token.clone();
+    loops.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_log: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = f().await
+                && last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            {
+                tracing::warn!(task = name, error = %e, "background task failed; retrying");
+                last_log = Some(std::time::Instant::now());
+            }
+        }
+    });
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub async fn shutdown_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+/// A tiny side server for a standalone worker: liveness and Prometheus metrics.
+pub async fn serve_metrics(addr: String, shutdown: CancellationToken) {
+    use poem::{EndpointExt, Route, get, handler, listener::TcpListener};
+    #[handler]
+    fn healthz() -> &'static str {
+        "ok"
+    }
+    #[handler]
+    fn metrics() -> String {
+        switchyard_shared::telemetry::prometheus().render()
+    }
+    let app = Route::new()
+        .at("/healthz", get(healthz))
+        .at("/metrics", get(metrics))
+        .map_to_response();
+    let server = poem::Server::new(TcpListener::bind(addr.clone()));
+    if let Err(e) = server
+        .run_with_graceful_shutdown(app, async move { shutdown.cancelled().await }, None)
+        .await
+    {
+        tracing::error!(%addr, error = %e, "worker metrics server failed");
+    }
+}
