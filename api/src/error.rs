@@ -247,13 +247,14 @@ fn to_api_error(err: poem::Error) -> ApiError {
         )
         .with_param(e.name);
     }
-    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+    // A malformed id in the path cannot name an existing resource (poem-openapi also names
+    // path parameters `param0`, … internally, so there is no field to point at).
+    if err.is::<ParsePathError>() {
         return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "parameter_invalid",
-            format!("Path segment `{}` is invalid: {}.", e.name, e.reason),
-        )
-        .with_param(e.name);
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "No such resource: the id in the path is not a valid id.",
+        );
     }
     if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.reason.clone());

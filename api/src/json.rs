@@ -71,6 +71,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body is empty; send a JSON object.",
         ));
     }
+    // serde would also accept a struct written as an array; the API takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request body must be a JSON object.",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -85,7 +93,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("The request body is not valid JSON: {msg}."),
             ),
             Category::Data => {
-                // serde reports a missing or unknown field at the enclosing object.
+                // serde reports a missing field at the enclosing object, an unknown one at itself.
                 let field = |prefix: &str| {
                     msg.strip_prefix(prefix)
                         .and_then(|r| r.split('`').next())
@@ -107,7 +115,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     )
                     .with_param(param)
                 } else if let Some(f) = field("unknown field `") {
-                    let param = join(f);
+                    let param = if path == "." { f } else { path.clone() };
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "unknown_parameter",
@@ -223,11 +231,13 @@ mod tests {
             (e.code, e.param.as_deref()),
             ("unknown_parameter", Some("extra"))
         );
+        let e = err(r#"{"items":[{"sku":"a","quantity":1}],}"#);
+        assert_eq!(e.code, "invalid_json");
         let e = err(r#"{"items":["#);
         assert_eq!(e.code, "invalid_json");
         let e = err("");
         assert_eq!(e.code, "invalid_json");
         let e = err("[1]");
-        assert_eq!((e.code, e.param), ("parameter_invalid", None));
+        assert_eq!((e.code, e.param), ("invalid_request", None));
     }
 }

@@ -1,16 +1,18 @@
 //! Moves work from the ledger into Redis and repairs what goes missing (DESIGN §2).
 //!
 //! * `dispatch_ids` is the fast path right after a commit; `dispatch_due` is the batched sweep
-//!   of due `pending` jobs every worker replica runs. Both mark the rows `queued` with a bumped
-//!   `dispatch_seq` and push inside the same transaction: a worker that fetches the task before
-//!   our COMMIT blocks on the row lock in its claim and then sees the committed row. If Redis
-//!   refuses or fails, the transaction rolls back and the rows stay `pending`.
+//!   of due `pending` jobs every worker replica runs. Both first commit the rows as `queued`
+//!   with a bumped `dispatch_seq`, then push. The push must come after the commit: a worker's
+//!   claim (`… WHERE dispatch_seq = $2 AND state = 'queued'`) is evaluated against the last
+//!   committed row and would drop a task that overtook its commit as stale. If the push fails
+//!   or the high-water mark refuses it, the rows go straight back to `pending`; if the process
+//!   dies in between, the reconciler finds them missing from Redis.
 //! * `reconcile` returns to `pending` the running jobs whose lease expired (SIGKILLed worker)
 //!   and the queued jobs whose task Redis no longer has (flush, restart without persistence).
 
 use std::{collections::BTreeMap, time::Duration};
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -59,7 +61,6 @@ impl Dispatcher {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
         let picked = sqlx::query_as::<_, Picked>(
             "WITH picked AS (
                 SELECT id FROM jobs
@@ -72,9 +73,9 @@ impl Dispatcher {
           RETURNING j.id, j.queue, j.dispatch_seq",
         )
         .bind(ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        self.push_and_commit(tx, picked).await
+        self.push(picked).await
     }
 
     /// Pushes due pending jobs of every queue until each queue reaches its high-water mark or
@@ -89,7 +90,6 @@ impl Dispatcher {
                     break;
                 }
                 let limit = room.min(BATCH);
-                let mut tx = self.pool.begin().await?;
                 let picked = sqlx::query_as::<_, Picked>(
                     "WITH picked AS (
                         SELECT id FROM jobs
@@ -105,10 +105,10 @@ impl Dispatcher {
                 )
                 .bind(queue)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
                 let found = picked.len() as i64;
-                let pushed = self.push_and_commit(tx, picked).await?;
+                let pushed = self.push(picked).await?;
                 total += pushed;
                 if found < limit || (pushed as i64) < found {
                     break;
@@ -118,17 +118,9 @@ impl Dispatcher {
         Ok(total)
     }
 
-    /// Pushes the picked rows queue by queue, hands back what the high-water mark refused, and
-    /// commits. Any error rolls everything back (the rows stay pending).
-    async fn push_and_commit(
-        &self,
-        mut tx: Transaction<'static, Postgres>,
-        picked: Vec<Picked>,
-    ) -> Result<usize> {
-        if picked.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
+    /// Pushes rows already committed as `queued`, queue by queue; whatever Redis refused (high
+    /// -water mark) or could not take (error) goes back to `pending` at once.
+    async fn push(&self, picked: Vec<Picked>) -> Result<usize> {
         let mut by_queue: BTreeMap<String, Vec<JobTask>> = BTreeMap::new();
         for p in picked {
             by_queue.entry(p.queue).or_default().push(JobTask {
@@ -137,22 +129,37 @@ impl Dispatcher {
             });
         }
         let mut pushed = 0;
-        let mut refused: Vec<Uuid> = Vec::new();
+        let mut refused: Vec<JobTask> = Vec::new();
+        let mut failure = None;
         for (queue, tasks) in &by_queue {
-            let accepted = self.queues.push(queue, tasks).await?;
-            pushed += accepted;
-            refused.extend(tasks[accepted..].iter().map(|t| t.job));
-            metrics::counter!("switchyard_dispatched_total", "queue" => queue.clone())
-                .increment(accepted as u64);
+            match self.queues.push(queue, tasks).await {
+                Ok(accepted) => {
+                    pushed += accepted;
+                    refused.extend_from_slice(&tasks[accepted..]);
+                    metrics::counter!("switchyard_dispatched_total", "queue" => queue.clone())
+                        .increment(accepted as u64);
+                }
+                Err(e) => {
+                    refused.extend_from_slice(tasks);
+                    failure = Some(e);
+                }
+            }
         }
         if !refused.is_empty() {
-            sqlx::query("UPDATE jobs SET state = 'pending', queued_at = NULL WHERE id = ANY($1)")
-                .bind(&refused)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE jobs j SET state = 'pending', queued_at = NULL, updated_at = now()
+                   FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
+                  WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = 'queued'",
+            )
+            .bind(refused.iter().map(|t| t.job).collect::<Vec<_>>())
+            .bind(refused.iter().map(|t| t.seq).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
         }
-        tx.commit().await?;
-        Ok(pushed)
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(pushed),
+        }
     }
 
     /// One reconciler pass. `lost_after` is how long a queued job may be missing from Redis.

@@ -155,6 +155,7 @@ fn valid_email(e: &str) -> bool {
 }
 
 /// A validated order ready to insert, with server-side totals.
+#[derive(Debug)]
 struct ValidOrder {
     external_id: String,
     currency: String,

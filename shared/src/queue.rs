@@ -122,8 +122,9 @@ impl Queues {
     }
 
     /// apalis configuration of `queue`, namespaced under the prefix, with explicit heartbeat
-    /// settings, no pub/sub chatter, no stored results and no per-task Redis locks (the ledger's
-    /// claim is the lock).
+    /// settings, no pub/sub chatter and no per-task Redis locks (the ledger's claim is the lock).
+    /// `persist_results` must stay on: in apalis-redis 1.0 it also switches acknowledgements, and
+    /// without them every task stays in its worker's inflight set forever.
     pub fn apalis_config(&self, queue: &str, batch_size: usize) -> apalis_redis::Config {
         apalis_redis::Config::default()
             .queue(format!("{}:{}", self.prefix, queue))
@@ -131,7 +132,7 @@ impl Queues {
             .heartbeat_interval(HEARTBEAT)
             .missed_heartbeats(MISSED_HEARTBEATS)
             .emit_events(false)
-            .persist_results(false)
+            .persist_results(true)
             .lock_tasks(false)
             .idempotency_ttl(Some(Duration::from_secs(86_400)))
     }

@@ -1,0 +1,304 @@
+//! Orders become signed webhooks; failures are retried on schedule and every attempt is logged.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, verify_signature,
+};
+
+#[tokio::test]
+async fn an_order_reaches_the_partner_as_a_signed_order_created_webhook() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    let (_, secret) = app.create_endpoint(&key, &partner.url, &["order.*"]).await;
+
+    let posted = Instant::now();
+    let r = app.post_order(&key, "ord-1001").await;
+    assert_eq!(r.status(), 201);
+    let order: Value = r.json().await.unwrap();
+    assert_eq!(order["status"], "received");
+    assert_eq!(order["total"], 2 * 950 + 300, "totals computed server side");
+
+    let hook = eventually(Duration::from_secs(2), "the webhook", || async {
+        partner.received().into_iter().next()
+    })
+    .await;
+    println!("order → webhook in {:?}", hook.at - posted);
+
+    assert!(hook.header("webhook-id").starts_with("msg_"));
+    assert!(hook.header("user-agent").starts_with("Switchyard"));
+    assert_eq!(hook.header("content-type"), "application/json");
+    assert!(
+        verify_signature(
+            &secret,
+            hook.header("webhook-id"),
+            hook.header("webhook-timestamp"),
+            &hook.body,
+            hook.header("webhook-signature"),
+        ),
+        "signature must verify with the endpoint secret"
+    );
+    let ts: i64 = hook.header("webhook-timestamp").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 10);
+    let body = hook.json();
+    assert_eq!(body["type"], "order.created");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["data"]["id"], order["id"]);
+    assert_eq!(
+        body["data"], order,
+        "the payload is the order as the API returns it"
+    );
+
+    // The attempt is logged as a success.
+    eventually(
+        Duration::from_secs(2),
+        "the delivery to be recorded",
+        || async {
+            let n = app
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+                .await;
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_gets_the_event_on_the_third_attempt() {
+    // 1.5 s ± 20 % between attempts guarantees distinct whole-second timestamps.
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "1500ms,1500ms,1500ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::PerMessage(vec![500, 500, 200])).await;
+    let (_, key) = app.partner_account().await;
+    let (endpoint, secret) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+    assert_eq!(app.post_order(&key, "ord-retry").await.status(), 201);
+
+    let hooks = eventually(Duration::from_secs(15), "three attempts", || async {
+        let r = partner.received();
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(partner.count(), 3, "no attempt after the success");
+    let statuses: Vec<u16> = hooks.iter().map(|h| h.status).collect();
+    assert_eq!(statuses, [500, 500, 200]);
+    let ids: Vec<&str> = hooks.iter().map(|h| h.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "same webhook-id on every attempt: {ids:?}"
+    );
+    let stamps: Vec<i64> = hooks
+        .iter()
+        .map(|h| h.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    assert!(
+        stamps[0] < stamps[1] && stamps[1] < stamps[2],
+        "fresh timestamp per attempt: {stamps:?}"
+    );
+    for h in &hooks {
+        assert!(verify_signature(
+            &secret,
+            h.header("webhook-id"),
+            h.header("webhook-timestamp"),
+            &h.body,
+            h.header("webhook-signature")
+        ));
+    }
+    for w in hooks.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_millis(1150), "retry waited {gap:?}");
+    }
+
+    // Three attempt rows, newest first, through the API.
+    let attempts = eventually(Duration::from_secs(5), "three attempt rows", || async {
+        let v: Value = app
+            .http
+            .get(app.url(&format!("/v1/webhook-endpoints/{endpoint}/attempts")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["data"].as_array().unwrap().len() == 3).then_some(v)
+    })
+    .await;
+    let data = attempts["data"].as_array().unwrap();
+    let nums: Vec<i64> = data
+        .iter()
+        .map(|a| a["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(nums, [3, 2, 1], "newest first");
+    let codes: Vec<i64> = data
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [200, 500, 500]);
+    assert_eq!(data[1]["error_class"], "http_status");
+    assert_eq!(data[1]["response_body"], "partner says hi");
+    assert_eq!(data[0]["error_class"], Value::Null);
+    assert!(data.iter().all(|a| a["webhook_id"] == ids[0]));
+    assert_eq!(attempts["has_more"], false);
+    let status: String = sqlx::query_scalar("SELECT status FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
+}
+
+#[tokio::test]
+async fn a_delivery_that_never_succeeds_fails_after_the_last_scheduled_attempt() {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "200ms,200ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(503)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    assert_eq!(app.post_order(&key, "ord-dead").await.status(), 201);
+    eventually(Duration::from_secs(10), "the delivery to fail", || async {
+        let n = app
+            .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(partner.count(), 3, "exactly 1 + 2 scheduled attempts");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 3);
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'dead'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn attempts_paginate_with_a_cursor() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    let (endpoint, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+    app.post_orders(&key, "page", 5, 5).await;
+    eventually(Duration::from_secs(5), "5 attempts", || async {
+        (app.count("SELECT count(*) FROM webhook_attempts").await == 5).then_some(())
+    })
+    .await;
+    let list = |after: Option<String>| {
+        let mut url = app.url(&format!(
+            "/v1/webhook-endpoints/{endpoint}/attempts?limit=2"
+        ));
+        if let Some(a) = after {
+            url.push_str(&format!("&starting_after={a}"));
+        }
+        let (http, key) = (app.http.clone(), key.clone());
+        async move {
+            http.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(after.clone()).await;
+        let data = page["data"].as_array().unwrap().clone();
+        seen.extend(data.iter().map(|a| a["id"].as_str().unwrap().to_owned()));
+        after = data.last().map(|a| a["id"].as_str().unwrap().to_owned());
+        if page["has_more"] == false {
+            break;
+        }
+        assert_eq!(data.len(), 2);
+    }
+    assert_eq!(seen.len(), 5);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first, no duplicates across pages");
+}
+
+#[tokio::test]
+async fn endpoints_receive_only_the_event_types_they_subscribe_to() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let wants_orders = PartnerServer::start(Behaviour::Status(200)).await;
+    let wants_other = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &wants_orders.url, &["order.created"])
+        .await;
+    app.create_endpoint(&key, &wants_other.url, &["invoice.*"])
+        .await;
+    assert_eq!(app.post_order(&key, "ord-filter").await.status(), 201);
+    eventually(
+        Duration::from_secs(3),
+        "the subscribed endpoint",
+        || async { (wants_orders.count() == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(wants_other.count(), 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_cancels_its_pending_retries() {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "1s,1s,1s".into(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let (endpoint, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+    assert_eq!(app.post_order(&key, "ord-cancel").await.status(), 201);
+    eventually(Duration::from_secs(3), "a first attempt", || async {
+        (partner.count() == 1).then_some(())
+    })
+    .await;
+    let r = app
+        .http
+        .delete(app.url(&format!("/v1/webhook-endpoints/{endpoint}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    eventually(
+        Duration::from_secs(5),
+        "the delivery to be cancelled",
+        || async {
+            let n = app
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'cancelled'")
+                .await;
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        partner.count(),
+        1,
+        "no attempt after the endpoint was deleted"
+    );
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/webhook-endpoints/{endpoint}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -1,0 +1,291 @@
+//! Nothing is lost: worker SIGKILL, Redis losing everything, a backlog far beyond what Redis
+//! holds, and a graceful shutdown mid-flight.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use switchyard_shared::queue::ALL_QUEUES;
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::WorkerProcess,
+};
+
+async fn succeeded(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+        .await
+}
+
+fn env_with(app: &TestApp, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = app.process_env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+#[tokio::test]
+async fn deliveries_survive_a_worker_sigkill() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_secs(1))).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    // Few delivery slots, so at the kill some deliveries are mid-request, some prefetched by
+    // the worker, some waiting in Redis and some still in the ledger.
+    let env = env_with(&app, &[("SWITCHYARD_DELIVERY_CONCURRENCY", "4")]);
+    let mut first = WorkerProcess::spawn(&env);
+    const N: usize = 24;
+    app.post_orders(&key, "kill", N, 8).await;
+    eventually(
+        Duration::from_secs(20),
+        "deliveries to be under way",
+        || async { (partner.count() >= 6).then_some(()) },
+    )
+    .await;
+
+    let killed_at = Instant::now();
+    first.kill9();
+    let done_before_kill = succeeded(&app).await;
+    let seen_before_kill: HashSet<String> = partner.unique_ids();
+    let _second = WorkerProcess::spawn(&env);
+
+    eventually(
+        Duration::from_secs(60),
+        "every delivery to succeed",
+        || async { (succeeded(&app).await == N as i64).then_some(()) },
+    )
+    .await;
+    let all_done = killed_at.elapsed();
+
+    // Every message arrived; the ones cut off by the kill arrived again.
+    let received = partner.received();
+    let ids = partner.unique_ids();
+    assert_eq!(ids.len(), N, "every order's webhook arrived");
+    let mut per_id: HashMap<String, Vec<Instant>> = HashMap::new();
+    for r in &received {
+        per_id
+            .entry(r.header("webhook-id").to_owned())
+            .or_default()
+            .push(r.at);
+    }
+    let redelivered: Vec<Duration> = per_id
+        .values()
+        .filter(|times| times.len() > 1)
+        .map(|times| *times.iter().max().unwrap() - killed_at)
+        .collect();
+    let recovery = redelivered.iter().max().copied().unwrap_or_default();
+    println!(
+        "SIGKILL: {done_before_kill} of {N} done before the kill, {} requests in flight or sent, \
+         {} redelivered; interrupted work re-sent within {recovery:?}; all done {all_done:?} after the kill",
+        seen_before_kill.len(),
+        redelivered.len()
+    );
+    assert!(
+        recovery <= Duration::from_secs(30),
+        "interrupted deliveries took {recovery:?} to resume (target 15 s)"
+    );
+    // Duplicates are only ever the deliveries in flight at the kill.
+    assert!(redelivered.len() <= seen_before_kill.len());
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state NOT IN ('succeeded')")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_delivered_after_redis_loses_everything() {
+    let mut app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+
+    // Accepted, pushed to Redis by the fast path, then Redis forgets all of it.
+    app.post_orders(&key, "flush", 40, 8).await;
+    eventually(Duration::from_secs(5), "the fast path to push", || async {
+        let q = app
+            .count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await;
+        (q == 40).then_some(())
+    })
+    .await;
+    let deleted = app.queues.delete_all_keys().await.unwrap();
+    assert!(deleted > 0);
+    app.start_worker();
+    eventually(
+        Duration::from_secs(30),
+        "40 webhooks after the flush",
+        || async { (partner.unique_ids().len() == 40).then_some(()) },
+    )
+    .await;
+
+    // Again while the worker runs: its consumers lose their registration and restart.
+    app.post_orders(&key, "flush-live", 40, 8).await;
+    app.queues.delete_all_keys().await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "80 webhooks after the second flush",
+        || async { (partner.unique_ids().len() == 80).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "every delivery recorded",
+        || async { (succeeded(&app).await == 80).then_some(()) },
+    )
+    .await;
+    println!(
+        "Redis flush: 80 of 80 delivered, {} requests in all",
+        partner.count()
+    );
+}
+
+/// Samples the ready tasks of every queue until stopped; returns the maximum seen.
+fn sample_redis_depth(app: &TestApp, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let queues = app.queues.clone();
+    let max = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            for q in ALL_QUEUES {
+                if let Ok(d) = queues.depth(q).await {
+                    max.fetch_max(d, Ordering::Relaxed);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        max.load(Ordering::Relaxed)
+    })
+}
+
+#[tokio::test]
+async fn a_backlog_of_20000_orders_drains_with_redis_bounded_by_the_high_water_mark() {
+    const N: usize = 20_000;
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        high_water_mark: 1000,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_redis_depth(&app, stop.clone());
+    let started = Instant::now();
+    app.post_orders(&key, "backlog", N, 32).await;
+    let accepted_in = started.elapsed();
+    // Redis holds exactly its window; the rest of the backlog waits in Postgres.
+    eventually(Duration::from_secs(5), "the window to settle", || async {
+        let queued = app
+            .count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await;
+        let pending = app
+            .count("SELECT count(*) FROM jobs WHERE state = 'pending'")
+            .await;
+        (queued == 1000 && pending == (N - 1000) as i64).then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    let mut worker = WorkerProcess::spawn(&app.process_env());
+    eventually(Duration::from_secs(600), "20,000 webhooks", || async {
+        (partner.unique_ids().len() == N).then_some(())
+    })
+    .await;
+    let drained_in = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let max_depth = sampler.await.unwrap();
+    println!(
+        "backlog: {N} orders accepted in {accepted_in:?} without a worker; delivered in {drained_in:?} \
+         ({:.0}/s); {} requests; max ready tasks in Redis {max_depth}",
+        N as f64 / drained_in.as_secs_f64(),
+        partner.count()
+    );
+    assert!(
+        max_depth <= 1000,
+        "Redis held {max_depth} ready tasks (> high-water mark)"
+    );
+    assert!(worker.is_running(), "the worker must not crash");
+    let log = worker.log_text();
+    assert!(!log.contains("restarting it"), "a consumer crashed:\n{log}");
+    eventually(
+        Duration::from_secs(10),
+        "every delivery recorded",
+        || async { (succeeded(&app).await == N as i64).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_deliveries_finish_and_hands_back_the_rest() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(1500))).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    let env = env_with(&app, &[("SWITCHYARD_DELIVERY_CONCURRENCY", "4")]);
+    let mut first = WorkerProcess::spawn(&env);
+    const N: usize = 16;
+    app.post_orders(&key, "term", N, 8).await;
+    eventually(
+        Duration::from_secs(20),
+        "4 deliveries in flight",
+        || async { (partner.count() >= 4).then_some(()) },
+    )
+    .await;
+    let in_flight = partner.unique_ids();
+
+    let term_at = Instant::now();
+    let status = first.terminate(Duration::from_secs(15)).await;
+    let log = first.log_text();
+    assert!(status.success(), "clean exit, got {status:?}:\n{log}");
+    println!(
+        "SIGTERM: worker exited {:?} after the signal",
+        term_at.elapsed()
+    );
+    // What was in flight completed during the drain.
+    let done = succeeded(&app).await;
+    assert!(
+        done >= in_flight.len() as i64,
+        "{done} done, {} were in flight:\n{log}",
+        in_flight.len()
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .await,
+        0,
+        "nothing left claimed by the stopped worker"
+    );
+
+    let restarted = Instant::now();
+    let _second = WorkerProcess::spawn(&env);
+    eventually(
+        Duration::from_secs(30),
+        "the rest to be delivered",
+        || async { (succeeded(&app).await == N as i64).then_some(()) },
+    )
+    .await;
+    println!(
+        "SIGTERM: rest delivered {:?} after restart",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        partner.count(),
+        N,
+        "a graceful shutdown causes no duplicates"
+    );
+}

@@ -1,0 +1,80 @@
+use switchyard_shared::services::Services;
+use switchyard_tests::{
+    TestApp, TestOptions,
+    app::{cli_args, serve_api},
+};
+
+#[tokio::test]
+async fn health_readiness_docs_and_metrics_are_served() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()
+            .get("request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["postgres"], "ok");
+    assert_eq!(v["redis"], "ok");
+    let spec: serde_json::Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/orders",
+        "/v1/webhook-endpoints/{id}/attempts",
+        "/admin/v1/tenants",
+    ] {
+        assert!(spec["paths"][path].is_object(), "spec lacks {path}");
+    }
+    let r = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_http_request_duration_seconds"),
+        "{metrics}"
+    );
+}
+
+/// Readiness tells the truth when a store is down (here: Redis on a closed port).
+#[tokio::test]
+async fn readiness_reports_an_unreachable_store() {
+    use clap::Parser;
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let mut args = cli_args(&app.db.url, &app.prefix, &app.opts);
+    let at = args.iter().position(|a| a == "--redis-url").unwrap();
+    args[at + 1] = "redis://127.0.0.1:1".into();
+    let cli = switchyard_api::Cli::try_parse_from(args).unwrap();
+    let services = Services::connect(cli.common).await.unwrap();
+    let (base, stop) = serve_api(services).await;
+    let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "unavailable");
+    assert_eq!(v["postgres"], "ok");
+    assert_ne!(v["redis"], "ok");
+    stop.cancel();
+}

@@ -1,0 +1,315 @@
+//! An isolated Switchyard: API (and optionally the worker runtime) in this process, bound to
+//! ephemeral ports, on a database and Redis prefix of its own.
+
+use std::{sync::Arc, time::Duration};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use switchyard_api::{AppState, Cli};
+use switchyard_shared::{dispatch::FastPath, queue::Queues, services::Services};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ADMIN_TOKEN, MASTER_KEYS, PEPPER, db::TestDb, redis_url};
+
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    pub with_worker: bool,
+    pub retry_schedule: String,
+    pub reconcile_after: String,
+    pub lease: String,
+    pub high_water_mark: u32,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            with_worker: true,
+            retry_schedule: "1s,1s".into(),
+            reconcile_after: "1s".into(),
+            lease: "8s".into(),
+            high_water_mark: 1000,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub queues: Queues,
+    pub prefix: String,
+    pub opts: TestOptions,
+    services: Services,
+    api: CancellationToken,
+    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    // Declared last: dropped after everything that uses the database.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(opts: TestOptions) -> TestApp {
+        switchyard_shared::install_crypto_provider();
+        if std::env::var("SWITCHYARD_TEST_LOG").is_ok() {
+            switchyard_shared::telemetry::init_logging("pretty");
+        }
+        let db = TestDb::create().await;
+        let prefix = format!(
+            "sytest:{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        let cli = Cli::try_parse_from(cli_args(&db.url, &prefix, &opts)).expect("test CLI parses");
+        let services = Services::connect(cli.common.clone())
+            .await
+            .expect("services start");
+        let (base, api) = serve_api(services.clone()).await;
+        let mut app = TestApp {
+            base,
+            http: reqwest::Client::new(),
+            pool: services.pool.clone(),
+            queues: services.queues.clone(),
+            prefix,
+            opts: opts.clone(),
+            services,
+            api,
+            workers: Vec::new(),
+            db,
+        };
+        if opts.with_worker {
+            app.start_worker();
+        }
+        app
+    }
+
+    /// Starts a worker runtime in this process.
+    pub fn start_worker(&mut self) {
+        let cli = Cli::try_parse_from(cli_args(&self.db.url, &self.prefix, &self.opts)).unwrap();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(switchyard_worker::run(
+            self.services.clone(),
+            cli.worker,
+            token.clone(),
+        ));
+        self.workers.push((token, handle));
+    }
+
+    /// Environment for a `switchyard-worker` / `switchyard-api` process equivalent to this app.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.db.url.clone()),
+            ("REDIS_URL".into(), redis_url()),
+            ("SWITCHYARD_REDIS_PREFIX".into(), self.prefix.clone()),
+            ("SWITCHYARD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("SWITCHYARD_MASTER_KEYS".into(), MASTER_KEYS.into()),
+            ("SWITCHYARD_API_KEY_PEPPER".into(), PEPPER.into()),
+            ("SWITCHYARD_ALLOW_PRIVATE_TARGETS".into(), "true".into()),
+            (
+                "SWITCHYARD_RETRY_SCHEDULE".into(),
+                self.opts.retry_schedule.clone(),
+            ),
+            (
+                "SWITCHYARD_RECONCILE_AFTER".into(),
+                self.opts.reconcile_after.clone(),
+            ),
+            ("SWITCHYARD_LEASE".into(), self.opts.lease.clone()),
+            (
+                "SWITCHYARD_HIGH_WATER_MARK".into(),
+                self.opts.high_water_mark.to_string(),
+            ),
+            ("SWITCHYARD_LOG_FORMAT".into(), "json".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> String {
+        let r = self
+            .admin_post("/admin/v1/tenants", json!({ "name": name }))
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a key for `tenant`; returns `(key id, full key)`.
+    pub async fn create_key(&self, tenant: &str, scopes: Option<&[&str]>) -> (String, String) {
+        let mut body = json!({ "name": "test key" });
+        if let Some(s) = scopes {
+            body["scopes"] = json!(s);
+        }
+        let r = self
+            .admin_post(&format!("/admin/v1/tenants/{tenant}/api-keys"), body)
+            .await;
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A tenant with an all-scopes key: `(tenant id, key)`.
+    pub async fn partner_account(&self) -> (String, String) {
+        let tenant = self.create_tenant("Partner").await;
+        let (_, key) = self.create_key(&tenant, None).await;
+        (tenant, key)
+    }
+
+    /// Creates an endpoint; returns `(endpoint id, whsec_ secret)`.
+    pub async fn create_endpoint(&self, key: &str, url: &str, types: &[&str]) -> (String, String) {
+        let r = self
+            .http
+            .post(self.url("/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({ "url": url, "event_types": types }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn order_body(external_id: &str) -> Value {
+        json!({
+            "external_id": external_id,
+            "currency": "EUR",
+            "items": [
+                { "sku": "PIZ-1", "name": "Margherita", "quantity": 2, "unit_price": 950 },
+                { "sku": "DRK-7", "name": "Lemonade", "quantity": 1, "unit_price": 300 }
+            ],
+            "customer": { "name": "Grace Hopper", "email": "grace@example.com" },
+            "delivery": { "address": "1 Navy Way", "instructions": "Ring twice" },
+            "notes": "extra basil"
+        })
+    }
+
+    pub async fn post_order(&self, key: &str, external_id: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/orders"))
+            .header("x-api-key", key)
+            .json(&Self::order_body(external_id))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts `n` orders with `concurrency` requests in flight; panics on any non-201.
+    pub async fn post_orders(&self, key: &str, prefix: &str, n: usize, concurrency: usize) {
+        use futures::StreamExt;
+        futures::stream::iter(0..n)
+            .map(|i| async move {
+                let r = self.post_order(key, &format!("{prefix}-{i}")).await;
+                assert_eq!(r.status(), 201, "order {i}: {}", r.text().await.unwrap());
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await;
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Stops the in-process workers and waits for them to drain.
+    pub async fn stop_workers(&mut self) {
+        for (token, handle) in self.workers.drain(..) {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Serves the API over `services` on an ephemeral port; returns its base URL and stop token.
+pub async fn serve_api(services: Services) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = CancellationToken::new();
+    let (fast_path, _) = FastPath::spawn(services.dispatcher.clone(), token.clone());
+    let state = Arc::new(AppState {
+        services,
+        fast_path,
+    });
+    tokio::spawn(switchyard_api::serve(listener, state, token.clone()));
+    (base, token)
+}
+
+/// The command line of an app on `db_url` and `prefix` (the test secrets, short timings).
+pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
+    let dir = std::env::temp_dir().join("switchyard-tests");
+    [
+        "switchyard-api",
+        "--database-url",
+        db_url,
+        "--redis-url",
+        &redis_url(),
+        "--redis-prefix",
+        prefix,
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--master-keys",
+        MASTER_KEYS,
+        "--api-key-pepper",
+        PEPPER,
+        "--allow-private-targets",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--db-pool-size",
+        "10",
+        "--retry-schedule",
+        &o.retry_schedule,
+        "--reconcile-after",
+        &o.reconcile_after,
+        "--lease",
+        &o.lease,
+        "--high-water-mark",
+        &o.high_water_mark.to_string(),
+        "--shutdown-timeout",
+        "5s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.api.cancel();
+        for (t, _) in &self.workers {
+            t.cancel();
+        }
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(conn) = switchyard_shared::queue::connect(&redis_url()) {
+                    let q = Queues::new(conn, &prefix, 0);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), q.delete_all_keys()).await;
+                }
+            });
+        })
+        .join();
+    }
+}

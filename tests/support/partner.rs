@@ -1,0 +1,142 @@
+//! A partner's webhook endpoint: records every request and answers as told.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use poem::{
+    Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, listener::TcpAcceptor,
+    post, web::Data,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer this status to everything.
+    Status(u16),
+    /// Per `webhook-id`: the n-th request gets the n-th status (the last one repeats).
+    PerMessage(Vec<u16>),
+    /// Answer 200 after this long.
+    Slow(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+}
+
+struct State {
+    behaviour: Behaviour,
+    received: Mutex<Vec<Received>>,
+    per_message: Mutex<HashMap<String, usize>>,
+}
+
+pub struct PartnerServer {
+    pub url: String,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+#[handler]
+async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Response {
+    let body = body.into_vec().await.unwrap_or_default();
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let id = headers.get("webhook-id").cloned().unwrap_or_default();
+    let status = match &state.behaviour {
+        Behaviour::Status(s) => *s,
+        Behaviour::PerMessage(seq) => {
+            let mut per = state.per_message.lock().unwrap();
+            let n = per.entry(id).or_insert(0);
+            let s = seq[(*n).min(seq.len() - 1)];
+            *n += 1;
+            s
+        }
+        Behaviour::Slow(_) => 200,
+    };
+    state.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: Instant::now(),
+        status,
+    });
+    if let Behaviour::Slow(d) = &state.behaviour {
+        tokio::time::sleep(*d).await;
+    }
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .body("partner says hi")
+}
+
+impl PartnerServer {
+    pub async fn start(behaviour: Behaviour) -> PartnerServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            behaviour,
+            received: Mutex::new(Vec::new()),
+            per_message: Mutex::new(HashMap::new()),
+        });
+        let stop = CancellationToken::new();
+        let app = Route::new().at("/hook", post(receive)).data(state.clone());
+        let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    token.cancelled_owned(),
+                    Some(Duration::from_secs(1)),
+                )
+                .await;
+        });
+        PartnerServer {
+            url: format!("http://{addr}/hook"),
+            state,
+            stop,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// Distinct `webhook-id`s seen (each is one message).
+    pub fn unique_ids(&self) -> HashSet<String> {
+        self.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect()
+    }
+}
+
+impl Drop for PartnerServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

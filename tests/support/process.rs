@@ -1,0 +1,93 @@
+//! Real worker processes, for crash and shutdown tests.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// `target/<profile>/<name>`, built by `cargo test --workspace` (the worker package has its own
+/// integration test, which makes cargo build its binary).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the suite with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+pub struct WorkerProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn spawn(env: &[(String, String)]) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!(
+            "switchyard-worker-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary("switchyard-worker"))
+            .env_clear()
+            .envs(env.iter().cloned())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("worker binary starts");
+        WorkerProcess { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status. Async, so that servers on
+    /// the test's runtime (the partner) keep answering meanwhile.
+    pub async fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "worker did not exit within {timeout:?}; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
