@@ -12,7 +12,7 @@ pub struct CommonConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/switchyard"
+        default_value = "postgres://postgres@127.0.0.1:5432/switchyard?sslmode=disable"
     )]
     pub database_url: String,
 

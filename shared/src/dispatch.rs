@@ -1,19 +1,20 @@
 //! Moves work from the ledger into Redis and repairs what goes missing (DESIGN §2).
 //!
-//! * `dispatch_ids` is the fast path right after a commit; `dispatch_due` is the batched sweep
-//!   of due `pending` jobs every worker replica runs. Both first commit the rows as `queued`
-//!   with a bumped `dispatch_seq`, then push. The push must come after the commit: a worker's
-//!   claim (`… WHERE dispatch_seq = $2 AND state = 'queued'`) is evaluated against the last
-//!   committed row and would drop a task that overtook its commit as stale. If the push fails
-//!   or the high-water mark refuses it, the rows go straight back to `pending`; if the process
-//!   dies in between, the reconciler finds them missing from Redis.
+//! * New jobs are committed `queued` (see `jobs::NewJob`) and pushed right after the commit by
+//!   the [`FastPath`]. Due `pending` jobs (retries, and whatever the fast path could not push)
+//!   are moved by `dispatch_due`, the batched sweep every worker replica runs: it commits the
+//!   rows as `queued` with a bumped `dispatch_seq`, then pushes. The push always comes after the
+//!   commit: a worker's claim (`… WHERE dispatch_seq = $2 AND state = 'queued'`) sees only
+//!   committed rows and would drop a task that overtook its commit as stale. Whatever Redis
+//!   refuses (high-water mark) or fails to take goes straight back to `pending`.
 //! * `reconcile` returns to `pending` the running jobs whose lease expired (SIGKILLed worker)
-//!   and the queued jobs whose task Redis no longer has (flush, restart without persistence).
+//!   and the queued jobs whose task Redis no longer has (flush, restart without persistence, a
+//!   process that died between commit and push).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -56,28 +57,6 @@ impl Dispatcher {
         &self.queues
     }
 
-    /// Pushes these jobs now if they are still pending and due. Returns how many were pushed.
-    pub async fn dispatch_ids(&self, ids: &[Uuid]) -> Result<usize> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let picked = sqlx::query_as::<_, Picked>(
-            "WITH picked AS (
-                SELECT id FROM jobs
-                 WHERE id = ANY($1) AND state = 'pending' AND run_at <= now()
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE jobs j
-                SET state = 'queued', dispatch_seq = j.dispatch_seq + 1, queued_at = now(),
-                    updated_at = now()
-               FROM picked WHERE j.id = picked.id
-          RETURNING j.id, j.queue, j.dispatch_seq",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        self.push(picked).await
-    }
-
     /// Pushes due pending jobs of every queue until each queue reaches its high-water mark or
     /// runs out of due work. Returns how many were pushed.
     pub async fn dispatch_due(&self) -> Result<usize> {
@@ -108,7 +87,14 @@ impl Dispatcher {
                 .fetch_all(&self.pool)
                 .await?;
                 let found = picked.len() as i64;
-                let pushed = self.push(picked).await?;
+                let tasks: Vec<JobTask> = picked
+                    .iter()
+                    .map(|p| JobTask {
+                        job: p.id,
+                        seq: p.dispatch_seq,
+                    })
+                    .collect();
+                let pushed = self.push(queue, &tasks).await?;
                 total += pushed;
                 if found < limit || (pushed as i64) < found {
                     break;
@@ -118,48 +104,38 @@ impl Dispatcher {
         Ok(total)
     }
 
-    /// Pushes rows already committed as `queued`, queue by queue; whatever Redis refused (high
-    /// -water mark) or could not take (error) goes back to `pending` at once.
-    async fn push(&self, picked: Vec<Picked>) -> Result<usize> {
-        let mut by_queue: BTreeMap<String, Vec<JobTask>> = BTreeMap::new();
-        for p in picked {
-            by_queue.entry(p.queue).or_default().push(JobTask {
-                job: p.id,
-                seq: p.dispatch_seq,
-            });
-        }
-        let mut pushed = 0;
-        let mut refused: Vec<JobTask> = Vec::new();
-        let mut failure = None;
-        for (queue, tasks) in &by_queue {
-            match self.queues.push(queue, tasks).await {
-                Ok(accepted) => {
-                    pushed += accepted;
-                    refused.extend_from_slice(&tasks[accepted..]);
-                    metrics::counter!("switchyard_dispatched_total", "queue" => queue.clone())
-                        .increment(accepted as u64);
-                }
-                Err(e) => {
-                    refused.extend_from_slice(tasks);
-                    failure = Some(e);
-                }
+    /// Pushes tasks of jobs already committed as `queued`; whatever Redis refused (high-water
+    /// mark) or could not take (error) goes back to `pending` at once. Returns how many went in.
+    pub async fn push(&self, queue: &str, tasks: &[JobTask]) -> Result<usize> {
+        match self.queues.push(queue, tasks).await {
+            Ok(accepted) => {
+                metrics::counter!("switchyard_dispatched_total", "queue" => queue.to_owned())
+                    .increment(accepted as u64);
+                self.revert(&tasks[accepted..]).await?;
+                Ok(accepted)
+            }
+            Err(e) => {
+                self.revert(tasks).await?;
+                Err(e.into())
             }
         }
-        if !refused.is_empty() {
-            sqlx::query(
-                "UPDATE jobs j SET state = 'pending', queued_at = NULL, updated_at = now()
-                   FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
-                  WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = 'queued'",
-            )
-            .bind(refused.iter().map(|t| t.job).collect::<Vec<_>>())
-            .bind(refused.iter().map(|t| t.seq).collect::<Vec<_>>())
-            .execute(&self.pool)
-            .await?;
+    }
+
+    /// Hands queued jobs that never reached Redis back to the dispatcher.
+    pub async fn revert(&self, tasks: &[JobTask]) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
         }
-        match failure {
-            Some(e) => Err(e.into()),
-            None => Ok(pushed),
-        }
+        sqlx::query(
+            "UPDATE jobs j SET state = 'pending', queued_at = NULL, updated_at = now()
+               FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
+              WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = 'queued'",
+        )
+        .bind(tasks.iter().map(|t| t.job).collect::<Vec<_>>())
+        .bind(tasks.iter().map(|t| t.seq).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// One reconciler pass. `lost_after` is how long a queued job may be missing from Redis.
@@ -248,51 +224,92 @@ impl Dispatcher {
     }
 }
 
-/// After-commit nudges for the fast path. Callers never wait on Redis: ids go through a bounded
-/// channel to one task that batches them. A full channel or a failed push only means the
-/// dispatcher's sweep picks the jobs up a moment later.
+/// Pushes freshly committed jobs right after their commit. Callers never wait on Redis: tasks go
+/// through a bounded channel to a task that batches them per queue and pushes a few batches at
+/// a time. If the channel is full or Redis fails, the jobs go back to `pending` and the
+/// dispatcher's sweep pushes them a moment later.
 #[derive(Clone)]
 pub struct FastPath {
-    tx: mpsc::Sender<Vec<Uuid>>,
+    tx: mpsc::Sender<(&'static str, Vec<JobTask>)>,
+    dispatcher: Dispatcher,
 }
+
+/// Batches pushed concurrently by the fast path.
+const FAST_PATH_CONCURRENCY: usize = 4;
 
 impl FastPath {
     pub fn spawn(
         dispatcher: Dispatcher,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Vec<Uuid>>(4096);
+        let (tx, mut rx) = mpsc::channel::<(&'static str, Vec<JobTask>)>(4096);
+        let d = dispatcher.clone();
         let handle = tokio::spawn(async move {
-            let mut last_error_log = None::<std::time::Instant>;
+            let permits = Arc::new(Semaphore::new(FAST_PATH_CONCURRENCY));
+            let last_error_log = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
             loop {
-                let first = tokio::select! {
+                // On shutdown, stop accepting but push what is already in the channel.
+                let got = tokio::select! {
                     biased;
-                    got = rx.recv() => match got { Some(ids) => ids, None => break },
-                    _ = shutdown.cancelled() => break,
+                    got = rx.recv() => got,
+                    _ = shutdown.cancelled(), if !rx.is_closed() => {
+                        rx.close();
+                        continue;
+                    }
                 };
-                let mut ids = first;
-                while ids.len() < BATCH as usize {
+                let Some(first) = got else { break };
+                let mut batches: BTreeMap<&'static str, Vec<JobTask>> = BTreeMap::new();
+                let mut n = first.1.len();
+                batches.entry(first.0).or_default().extend(first.1);
+                while n < BATCH as usize {
                     match rx.try_recv() {
-                        Ok(more) => ids.extend(more),
+                        Ok((queue, tasks)) => {
+                            n += tasks.len();
+                            batches.entry(queue).or_default().extend(tasks);
+                        }
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = dispatcher.dispatch_ids(&ids).await {
-                    // Logged at most every 10 s: during a Redis outage every request lands here.
-                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "fast-path dispatch failed; the dispatcher will retry");
-                        last_error_log = Some(std::time::Instant::now());
-                    }
+                for (queue, tasks) in batches {
+                    let permit = permits.clone().acquire_owned().await.expect("never closed");
+                    let (d, last_error_log) = (d.clone(), last_error_log.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = d.push(queue, &tasks).await {
+                            // At most every 10 s: during a Redis outage every request lands here.
+                            let mut last = last_error_log.lock().expect("log lock");
+                            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                tracing::warn!(error = %e, "fast-path push failed; the dispatcher will retry");
+                                *last = Some(std::time::Instant::now());
+                            }
+                        }
+                        drop(permit);
+                    });
                 }
             }
+            // Let in-flight pushes finish before reporting the fast path stopped.
+            let _ = permits.acquire_many(FAST_PATH_CONCURRENCY as u32).await;
         });
-        (FastPath { tx }, handle)
+        (FastPath { tx, dispatcher }, handle)
     }
 
-    /// Asks for these freshly committed jobs to be pushed now.
-    pub fn nudge(&self, ids: Vec<Uuid>) {
-        if !ids.is_empty() && self.tx.try_send(ids).is_err() {
-            metrics::counter!("switchyard_fast_path_skipped_total").increment(1);
+    /// Pushes these tasks of jobs just committed as `queued` (`jobs::NewJob`).
+    pub fn push(&self, queue: &'static str, tasks: Vec<JobTask>) {
+        if tasks.is_empty() {
+            return;
+        }
+        if let Err(
+            mpsc::error::TrySendError::Full((queue, tasks))
+            | mpsc::error::TrySendError::Closed((queue, tasks)),
+        ) = self.tx.try_send((queue, tasks))
+        {
+            metrics::counter!("switchyard_fast_path_overflow_total", "queue" => queue).increment(1);
+            // Overloaded: hand the jobs to the dispatcher instead of leaving them to the reconciler.
+            let d = self.dispatcher.clone();
+            tokio::spawn(async move {
+                if let Err(e) = d.revert(&tasks).await {
+                    tracing::warn!(error = %e, "could not hand jobs back; the reconciler will");
+                }
+            });
         }
     }
 }

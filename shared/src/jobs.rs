@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use crate::{error::Result, queue::JobTask};
 
-/// A job to insert in the same transaction as the business rows it works on.
+/// A job to insert with the business rows it works on (same statement or transaction). New jobs
+/// are born `queued` with `dispatch_seq = 1`: the caller pushes that task right after commit
+/// (`dispatch::FastPath`); if Redis refuses or fails, the job goes back to `pending` for the
+/// dispatcher, and if the process dies first, the reconciler finds the task missing.
 #[derive(Clone, Debug)]
 pub struct NewJob {
     pub id: Uuid,
@@ -32,30 +35,24 @@ impl NewJob {
             max_attempts,
         }
     }
+
+    /// The task to push once the job is committed.
+    pub fn task(&self) -> JobTask {
+        JobTask {
+            job: self.id,
+            seq: 1,
+        }
+    }
 }
 
-/// Inserts `pending` jobs due now; one statement however many.
-pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<()> {
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
-    let tenants: Vec<Uuid> = jobs.iter().map(|j| j.tenant_id).collect();
-    let subjects: Vec<Uuid> = jobs.iter().map(|j| j.subject_id).collect();
-    let max: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    sqlx::query(
-        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[])",
-    )
-    .bind(&ids)
-    .bind(&queues)
-    .bind(&tenants)
-    .bind(&subjects)
-    .bind(&max)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Binds `$1..$5` of `insert_jobs_sql!()`.
+pub(crate) fn bind_insert<'q>(query: PgQuery<'q>, jobs: &[NewJob]) -> PgQuery<'q> {
+    query
+        .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.queue).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.tenant_id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.subject_id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
 }
 
 /// A job this process holds the lease of.
@@ -113,36 +110,68 @@ pub enum Outcome {
     },
 }
 
-/// Records the outcome if this process still holds the lease; returns whether it did.
-/// Call it inside the transaction that writes the run's business results.
-pub async fn finish(
-    conn: &mut PgConnection,
-    job: &ClaimedJob,
-    owner: &str,
-    outcome: &Outcome,
-) -> Result<bool> {
+/// The ledger's "record the outcome" statement: the one definition of how a run finishes.
+/// It only applies while the caller still holds the lease. Parameters `$1..$6` are bound by
+/// [`bind_finish`]; statements that record business results in the same round trip embed it
+/// with `concat!` as a CTE (`WITH fin AS (…)`) and number their own parameters from `$7`.
+macro_rules! finish_sql {
+    () => {
+        "UPDATE jobs
+            SET state = $4, run_at = COALESCE($5, run_at), last_error = $6,
+                lease_owner = NULL, lease_until = NULL, queued_at = NULL, updated_at = now(),
+                finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
+          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'"
+    };
+}
+pub(crate) use finish_sql;
+
+/// The ledger's insert of new jobs (born `queued`, see [`NewJob`]); `$1..$5` are arrays (id,
+/// queue, tenant, subject, max attempts). Embedded as a CTE by statements that create work
+/// together with its business rows.
+macro_rules! insert_jobs_sql {
+    () => {
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, dispatch_seq, queued_at)
+         SELECT t.*, 'queued', 1, now()
+           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[]) AS t"
+    };
+}
+pub(crate) use insert_jobs_sql;
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `$1..$6` of `finish_sql!()`.
+pub fn bind_finish<'q>(
+    query: PgQuery<'q>,
+    job: &'q ClaimedJob,
+    owner: &'q str,
+    outcome: &'q Outcome,
+) -> PgQuery<'q> {
     let (state, run_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match outcome {
         Outcome::Succeeded => ("succeeded", None, None),
         Outcome::Retry { at, error } => ("pending", Some(*at), Some(error)),
         Outcome::Dead { error } => ("dead", None, Some(error)),
         Outcome::Cancelled { reason } => ("cancelled", None, Some(reason)),
     };
-    let done = sqlx::query(
-        "UPDATE jobs
-            SET state = $4, run_at = COALESCE($5, run_at), last_error = $6,
-                lease_owner = NULL, lease_until = NULL, queued_at = NULL, updated_at = now(),
-                finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
-          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'",
-    )
-    .bind(job.id)
-    .bind(job.dispatch_seq)
-    .bind(owner)
-    .bind(state)
-    .bind(run_at)
-    .bind(error)
-    .execute(conn)
-    .await?
-    .rows_affected();
+    query
+        .bind(job.id)
+        .bind(job.dispatch_seq)
+        .bind(owner)
+        .bind(state)
+        .bind(run_at)
+        .bind(error)
+}
+
+/// Records the outcome if this process still holds the lease; returns whether it did.
+pub async fn finish(
+    conn: &mut PgConnection,
+    job: &ClaimedJob,
+    owner: &str,
+    outcome: &Outcome,
+) -> Result<bool> {
+    let done = bind_finish(sqlx::query(finish_sql!()), job, owner, outcome)
+        .execute(conn)
+        .await?
+        .rows_affected();
     Ok(done == 1)
 }
 

@@ -3,13 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use crate::{
     error::{Error, Result, is_unique_violation},
-    jobs::{self, NewJob},
-    queue::ORDER_EVENTS,
+    jobs::{self, NewJob, insert_jobs_sql},
+    queue::{JobTask, ORDER_EVENTS},
 };
 
 /// Attempts of an order-event fan-out: it only touches Postgres, so it fails only while
@@ -255,75 +255,74 @@ fn validate(input: CreateOrder) -> Result<ValidOrder> {
     })
 }
 
-/// Validates and stores a new order with its `order.created` event and the event's job.
-/// Returns the order and the job to nudge after commit.
-pub async fn create(pool: &PgPool, tenant_id: Uuid, input: CreateOrder) -> Result<(Order, Uuid)> {
-    let v = validate(input)?;
-    let mut tx = pool.begin().await?;
-    let now = Utc::now();
-    let row = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO orders (id, tenant_id, external_id, status, currency, items, subtotal, total,
-                             customer, delivery, notes, created_at, updated_at)
-         VALUES ($1, $2, $3, 'received', $4, $5, $6, $6, $7, $8, $9, $10, $10)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(&v.external_id)
-    .bind(&v.currency)
-    .bind(Json(&v.items))
-    .bind(v.subtotal)
-    .bind(Json(&v.customer))
-    .bind(v.delivery.as_ref().map(Json))
-    .bind(&v.notes)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| {
-        if is_unique_violation(&e, "orders_tenant_id_external_id_key") {
-            Error::conflict(
-                "order_exists",
-                Some("external_id"),
-                format!(
-                    "An order with external_id `{}` already exists.",
-                    v.external_id
-                ),
-            )
-        } else {
-            e.into()
-        }
-    })?;
-    let order = Order::from(row);
-    let job = record_event(&mut tx, tenant_id, &order, 1, "order.created").await?;
-    tx.commit().await?;
-    Ok((order, job))
-}
-
-/// Appends an order event (with a snapshot of the order) and its fan-out job.
-async fn record_event(
-    conn: &mut PgConnection,
+/// Validates and stores a new order with its `order.created` event and the event's job, in one
+/// statement (atomic: a duplicate `external_id` writes nothing). Returns the order and the
+/// event's task to push after commit.
+pub async fn create(
+    pool: &PgPool,
     tenant_id: Uuid,
-    order: &Order,
-    seq: i32,
-    event_type: &str,
-) -> Result<Uuid> {
+    input: CreateOrder,
+) -> Result<(Order, JobTask)> {
+    let v = validate(input)?;
+    let now = Utc::now();
+    let order = Order {
+        id: Uuid::now_v7(),
+        external_id: v.external_id,
+        status: "received".to_owned(),
+        currency: v.currency,
+        items: v.items,
+        subtotal: v.subtotal,
+        total: v.subtotal,
+        customer: v.customer,
+        delivery: v.delivery,
+        notes: v.notes,
+        created_at: now,
+        updated_at: now,
+    };
     let event_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO order_events (id, tenant_id, order_id, seq, type, data, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(event_id)
-    .bind(tenant_id)
-    .bind(order.id)
-    .bind(seq)
-    .bind(event_type)
-    .bind(Json(order))
-    .bind(order.updated_at)
-    .execute(&mut *conn)
-    .await?;
     let job = NewJob::new(ORDER_EVENTS, tenant_id, event_id, EVENT_MAX_ATTEMPTS);
-    jobs::insert(conn, std::slice::from_ref(&job)).await?;
-    Ok(job.id)
+    let query = sqlx::query(concat!(
+        "WITH j AS (",
+        insert_jobs_sql!(),
+        "), o AS (
+            INSERT INTO orders (id, tenant_id, external_id, status, currency, items, subtotal,
+                                total, customer, delivery, notes, created_at, updated_at)
+            VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17))
+         INSERT INTO order_events (id, tenant_id, order_id, seq, type, data, created_at)
+         VALUES ($18, $7, $6, 1, 'order.created', $19, $17)"
+    ));
+    jobs::bind_insert(query, std::slice::from_ref(&job))
+        .bind(order.id)
+        .bind(tenant_id)
+        .bind(&order.external_id)
+        .bind(&order.status)
+        .bind(&order.currency)
+        .bind(Json(&order.items))
+        .bind(order.subtotal)
+        .bind(order.total)
+        .bind(Json(&order.customer))
+        .bind(order.delivery.as_ref().map(Json))
+        .bind(&order.notes)
+        .bind(now)
+        .bind(event_id)
+        .bind(Json(&order))
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e, "orders_tenant_id_external_id_key") {
+                Error::conflict(
+                    "order_exists",
+                    Some("external_id"),
+                    format!(
+                        "An order with external_id `{}` already exists.",
+                        order.external_id
+                    ),
+                )
+            } else {
+                e.into()
+            }
+        })?;
+    Ok((order, job.task()))
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Order> {
@@ -347,15 +346,6 @@ pub struct OrderEvent {
     pub r#type: String,
     pub data: serde_json::Value,
     pub created_at: DateTime<Utc>,
-}
-
-pub async fn get_event(pool: &PgPool, id: Uuid) -> Result<Option<OrderEvent>> {
-    Ok(sqlx::query_as::<_, OrderEvent>(
-        "SELECT id, tenant_id, order_id, type, data, created_at FROM order_events WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?)
 }
 
 #[cfg(test)]

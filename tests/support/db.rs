@@ -9,7 +9,7 @@ pub fn admin_url() -> String {
 }
 
 fn url_for(db: &str) -> String {
-    format!("{}/{db}", admin_url())
+    format!("{}/{db}?sslmode=disable", admin_url())
 }
 
 async fn admin_conn() -> PgConnection {

@@ -8,7 +8,7 @@ mod wake;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use switchyard_shared::{
     config::WorkerConfig,
@@ -86,6 +86,9 @@ pub async fn run(
                 .backend(backend)
                 .data(ctx.clone())
                 .concurrency(concurrency)
+                // Each task on its own tokio task: otherwise a worker's tasks are all futures
+                // of one task, sharing one core and stalling its heartbeat.
+                .parallelize(tokio::spawn)
                 .build(jobs::handle)
         });
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::orders;
+use switchyard_shared::{orders, queue::ORDER_EVENTS};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -24,8 +24,8 @@ impl OrdersApi {
         body: Json<orders::CreateOrder>,
     ) -> Result<Created<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
-        let (order, job) = orders::create(&state.services.pool, p.tenant_id, body.0).await?;
-        state.fast_path.nudge(vec![job]);
+        let (order, task) = orders::create(&state.services.pool, p.tenant_id, body.0).await?;
+        state.fast_path.push(ORDER_EVENTS, vec![task]);
         Ok(Created(order))
     }
 

@@ -11,7 +11,7 @@ use super::{signing, webhook_id};
 use crate::{
     config::RetrySchedule,
     error::Result,
-    jobs::Outcome,
+    jobs::{self, ClaimedJob, Outcome, finish_sql},
     net::{self, ResolveError},
 };
 
@@ -209,27 +209,45 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.8..=1.2))
 }
 
-/// Logs the attempt and moves the delivery to `status` (in the caller's transaction).
+/// In one statement: logs the attempt, moves the delivery to `status` and records the job's
+/// outcome. The attempt is logged even if the lease was lost meanwhile (it happened); the
+/// return value says whether the outcome was recorded.
+#[allow(clippy::too_many_arguments)]
 pub async fn record(
-    conn: &mut PgConnection,
+    pool: &PgPool,
+    job: &ClaimedJob,
+    owner: &str,
+    outcome: &Outcome,
     target: &Target,
-    attempt: i32,
     result: &AttemptResult,
     status: &str,
     next_attempt_at: Option<DateTime<Utc>>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO webhook_attempts
-            (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
-             status_code, error_class, error_message, duration_ms, response_body, response_size)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+) -> Result<bool> {
+    let done = jobs::bind_finish(
+        sqlx::query(concat!(
+            "WITH attempt AS (
+                INSERT INTO webhook_attempts
+                    (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
+                     status_code, error_class, error_message, duration_ms, response_body, response_size)
+                VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)),
+             delivery AS (
+                UPDATE webhook_deliveries
+                   SET status = $20, attempts = GREATEST(attempts, $12), last_status_code = $14,
+                       next_attempt_at = $21, updated_at = now()
+                 WHERE id = $9)
+             ",
+            finish_sql!()
+        )),
+        job,
+        owner,
+        outcome,
     )
     .bind(Uuid::now_v7())
     .bind(target.tenant_id)
     .bind(target.delivery_id)
     .bind(target.endpoint_id)
     .bind(target.message_id)
-    .bind(attempt)
+    .bind(job.attempt)
     .bind(result.webhook_timestamp)
     .bind(result.status_code.map(i32::from))
     .bind(result.error_class)
@@ -237,22 +255,12 @@ pub async fn record(
     .bind(result.duration.as_millis().min(i32::MAX as u128) as i32)
     .bind(&result.response_body)
     .bind(result.response_size)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE webhook_deliveries
-            SET status = $2, attempts = GREATEST(attempts, $3), last_status_code = $4,
-                next_attempt_at = $5, updated_at = now()
-          WHERE id = $1",
-    )
-    .bind(target.delivery_id)
     .bind(status)
-    .bind(attempt)
-    .bind(result.status_code.map(i32::from))
     .bind(next_attempt_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
 }
 
 /// Ends a delivery without an attempt (endpoint deleted, attempts exhausted by crashes).

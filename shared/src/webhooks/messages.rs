@@ -1,32 +1,48 @@
 //! Fan-out: an order event becomes one webhook message and one delivery (+ job) per endpoint
 //! subscribed to its type. Re-running it for the same event changes nothing (unique keys).
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::event_types;
 use crate::{
     error::Result,
-    jobs::{self, NewJob},
+    jobs::{self, ClaimedJob, NewJob, Outcome, finish_sql},
     orders::OrderEvent,
-    queue::WEBHOOK_DELIVERIES,
+    queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 
-/// The enabled endpoints of a tenant and their filters.
-#[derive(sqlx::FromRow)]
+/// An enabled endpoint of the event's tenant and its filter.
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Subscription {
     pub id: Uuid,
     pub event_types: Vec<String>,
 }
 
-pub async fn subscriptions(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Subscription>> {
-    Ok(sqlx::query_as::<_, Subscription>(
-        "SELECT id, event_types FROM webhook_endpoints
-          WHERE tenant_id = $1 AND status = 'enabled' AND deleted_at IS NULL",
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    #[sqlx(flatten)]
+    event: OrderEvent,
+    subscriptions: Json<Vec<Subscription>>,
+}
+
+/// The event and its tenant's enabled endpoints, in one round trip.
+pub async fn load(
+    pool: &PgPool,
+    event_id: Uuid,
+) -> Result<Option<(OrderEvent, Vec<Subscription>)>> {
+    let row = sqlx::query_as::<_, EventRow>(
+        "SELECT e.id, e.tenant_id, e.order_id, e.type, e.data, e.created_at,
+                COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types))
+                            FROM webhook_endpoints w
+                           WHERE w.tenant_id = e.tenant_id AND w.status = 'enabled'
+                             AND w.deleted_at IS NULL), '[]'::json) AS subscriptions
+           FROM order_events e WHERE e.id = $1",
     )
-    .bind(tenant_id)
-    .fetch_all(pool)
-    .await?)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.event, r.subscriptions.0)))
 }
 
 /// The exact body sent for an event: `{"type", "timestamp", "data"}` (DESIGN §4).
@@ -39,54 +55,98 @@ pub fn payload(event: &OrderEvent) -> String {
     .to_string()
 }
 
-/// Writes the message and the deliveries for the endpoints among `subs` that want this event.
-/// Returns the ids of the delivery jobs created (to nudge after commit).
+/// What a fan-out did.
+pub struct FanOut {
+    /// False when the job's lease was lost: nothing was written; the new holder fans out.
+    pub finished: bool,
+    /// Tasks of the delivery jobs created (to push after commit).
+    pub tasks: Vec<JobTask>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FanOutRow {
+    finished: bool,
+    jobs: Vec<Uuid>,
+}
+
+/// In one statement: finishes the fan-out job and, if it still held the lease, writes the
+/// message, a delivery per endpoint among `subs` that wants this event, and their jobs.
+/// Re-running it for the same event adds nothing (unique message per event, delivery per
+/// message × endpoint).
 pub async fn fan_out(
-    conn: &mut PgConnection,
+    pool: &PgPool,
+    job: &ClaimedJob,
+    owner: &str,
     event: &OrderEvent,
     subs: &[Subscription],
     max_attempts: i32,
-) -> Result<Vec<Uuid>> {
-    let message_id: Uuid = sqlx::query_scalar(
-        "WITH ins AS (
-            INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (event_id) DO NOTHING RETURNING id)
-         SELECT id FROM ins UNION ALL SELECT id FROM webhook_messages WHERE event_id = $3
-         LIMIT 1",
+) -> Result<FanOut> {
+    let endpoints: Vec<Uuid> = subs
+        .iter()
+        .filter(|s| event_types::matches_any(&s.event_types, &event.r#type))
+        .map(|s| s.id)
+        .collect();
+    let deliveries: Vec<NewJob> = endpoints
+        .iter()
+        .map(|_| {
+            NewJob::new(
+                WEBHOOK_DELIVERIES,
+                event.tenant_id,
+                Uuid::now_v7(),
+                max_attempts,
+            )
+        })
+        .collect();
+    let row = jobs::bind_finish(
+        sqlx::query(concat!(
+            "WITH fin AS (",
+            finish_sql!(),
+            " RETURNING id),
+             m_new AS (
+                INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
+                SELECT $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM fin)
+                ON CONFLICT (event_id) DO NOTHING RETURNING id),
+             m AS (
+                SELECT id FROM m_new
+                UNION ALL SELECT id FROM webhook_messages WHERE event_id = $9
+                LIMIT 1),
+             d AS (
+                INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
+                SELECT t.d, $8, m.id, t.e FROM UNNEST($12::uuid[], $13::uuid[]) AS t(d, e), m
+                 WHERE EXISTS (SELECT 1 FROM fin)
+                ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
+             j AS (
+                -- New jobs are born queued (see jobs::NewJob).
+                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state,
+                                  dispatch_seq, queued_at)
+                SELECT t.j, $15, $8, d.id, $16, 'queued', 1, now()
+                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[]) AS t(d, j) ON t.d = d.id
+                RETURNING id)
+         SELECT EXISTS (SELECT 1 FROM fin) AS finished, ARRAY(SELECT id FROM j) AS jobs"
+        )),
+        job,
+        owner,
+        &Outcome::Succeeded,
     )
     .bind(Uuid::now_v7())
     .bind(event.tenant_id)
     .bind(event.id)
     .bind(&event.r#type)
     .bind(payload(event))
-    .fetch_one(&mut *conn)
-    .await?;
-
-    let endpoints: Vec<Uuid> = subs
-        .iter()
-        .filter(|s| event_types::matches_any(&s.event_types, &event.r#type))
-        .map(|s| s.id)
-        .collect();
-    if endpoints.is_empty() {
-        return Ok(Vec::new());
-    }
-    let delivery_ids: Vec<Uuid> = endpoints.iter().map(|_| Uuid::now_v7()).collect();
-    let created: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
-         SELECT d, $2, $3, e FROM UNNEST($1::uuid[], $4::uuid[]) AS t(d, e)
-         ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id",
-    )
-    .bind(&delivery_ids)
-    .bind(event.tenant_id)
-    .bind(message_id)
+    .bind(deliveries.iter().map(|d| d.subject_id).collect::<Vec<_>>())
     .bind(&endpoints)
-    .fetch_all(&mut *conn)
+    .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+    .bind(WEBHOOK_DELIVERIES)
+    .bind(max_attempts)
+    .fetch_one(pool)
     .await?;
-    let new_jobs: Vec<NewJob> = created
-        .iter()
-        .map(|d| NewJob::new(WEBHOOK_DELIVERIES, event.tenant_id, *d, max_attempts))
-        .collect();
-    jobs::insert(conn, &new_jobs).await?;
-    Ok(new_jobs.iter().map(|j| j.id).collect())
+    let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
+    Ok(FanOut {
+        finished: row.finished,
+        tasks: row
+            .jobs
+            .into_iter()
+            .map(|job| JobTask { job, seq: 1 })
+            .collect(),
+    })
 }

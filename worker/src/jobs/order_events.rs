@@ -2,34 +2,35 @@
 
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    orders,
+    queue::WEBHOOK_DELIVERIES,
     webhooks::messages,
 };
 
 use crate::context::Ctx;
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
-    let Some(event) = orders::get_event(&ctx.pool, job.subject_id).await? else {
-        let mut tx = ctx.pool.begin().await?;
+    let Some((event, subs)) = messages::load(&ctx.pool, job.subject_id).await? else {
+        let mut conn = ctx.pool.acquire().await?;
         let outcome = Outcome::Cancelled {
             reason: "order event no longer exists".into(),
         };
-        jobs::finish(&mut tx, job, &ctx.owner, &outcome).await?;
-        tx.commit().await?;
+        jobs::finish(&mut conn, job, &ctx.owner, &outcome).await?;
         return Ok(());
     };
-    let subs = messages::subscriptions(&ctx.pool, event.tenant_id).await?;
-    let mut tx = ctx.pool.begin().await?;
-    let delivery_jobs =
-        messages::fan_out(&mut tx, &event, &subs, ctx.schedule.max_attempts()).await?;
-    if !jobs::finish(&mut tx, job, &ctx.owner, &Outcome::Succeeded).await? {
-        // Our lease was taken over: the new holder does the fan-out.
-        tx.rollback().await?;
-        tracing::warn!(job_id = %job.id, "lease lost during fan-out; left to the new holder");
+    let fan_out = messages::fan_out(
+        &ctx.pool,
+        job,
+        &ctx.owner,
+        &event,
+        &subs,
+        ctx.schedule.max_attempts(),
+    )
+    .await?;
+    if !fan_out.finished {
+        tracing::warn!(job_id = %job.id, "lease lost before the fan-out; left to the new holder");
         return Ok(());
     }
-    tx.commit().await?;
     metrics::counter!("switchyard_events_fanned_out_total").increment(1);
-    ctx.fast_path.nudge(delivery_jobs);
+    ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
     Ok(())
 }

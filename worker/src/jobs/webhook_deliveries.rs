@@ -58,20 +58,20 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         Outcome::Retry { at, .. } => Some(*at),
         _ => None,
     };
-    let mut tx = ctx.pool.begin().await?;
-    delivery::record(
-        &mut tx,
+    let recorded = delivery::record(
+        &ctx.pool,
+        job,
+        &ctx.owner,
+        &outcome,
         &target,
-        job.attempt,
         &result,
         status,
         next_attempt_at,
     )
     .await?;
-    if !jobs::finish(&mut tx, job, &ctx.owner, &outcome).await? {
+    if !recorded {
         tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
     }
-    tx.commit().await?;
     let label = if result.succeeded() {
         "succeeded"
     } else {
