@@ -1,7 +1,7 @@
 //! Partner orders. Creating one writes the order, its `order.created` event and the event's
 //! job in one transaction; the worker fans the event out to webhooks.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
@@ -264,7 +264,8 @@ pub async fn create(
     input: CreateOrder,
 ) -> Result<(Order, JobTask)> {
     let v = validate(input)?;
-    let now = Utc::now();
+    // Postgres keeps microseconds: the response and the event must match what GET returns.
+    let now = Utc::now().trunc_subsecs(6);
     let order = Order {
         id: Uuid::now_v7(),
         external_id: v.external_id,

@@ -289,3 +289,121 @@ async fn sigterm_lets_in_flight_deliveries_finish_and_hands_back_the_rest() {
         "a graceful shutdown causes no duplicates"
     );
 }
+
+/// A free port on loopback (bound and released; the process about to use it binds it again).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn every_accepted_order_survives_an_api_sigkill() {
+    use switchyard_tests::process::Process;
+
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+
+    // A real API process in front of the same database and Redis as the in-process worker.
+    let port = free_port();
+    let env = env_with(&app, &[("SWITCHYARD_LISTEN", &format!("127.0.0.1:{port}"))]);
+    let mut api = Process::spawn_binary("switchyard-api", &env);
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(
+        Duration::from_secs(20),
+        "the API process to listen",
+        || async {
+            app.http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // Post continuously from several clients; kill the API mid-stream.
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (http, key, url) = (app.http.clone(), key.clone(), format!("{base}/v1/orders"));
+        let (accepted, failed, stop) = (accepted.clone(), failed.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let body = TestApp::order_body(&format!("apikill-{c}-{i}"));
+                match http
+                    .post(&url)
+                    .header("x-api-key", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 201 => {
+                        let v: serde_json::Value = r.json().await.unwrap();
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(v["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(20), "200 accepted orders", || async {
+        (accepted.lock().unwrap().len() >= 200).then_some(())
+    })
+    .await;
+    api.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _restarted = Process::spawn_binary("switchyard-api", &env);
+    eventually(
+        Duration::from_secs(20),
+        "the restarted API to accept orders",
+        || async {
+            let n = accepted.lock().unwrap().len();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (accepted.lock().unwrap().len() > n).then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let accepted = accepted.lock().unwrap().clone();
+    eventually(
+        Duration::from_secs(30),
+        "a webhook for every accepted order",
+        || async {
+            let delivered: HashSet<String> = partner
+                .received()
+                .iter()
+                .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
+                .collect();
+            accepted
+                .iter()
+                .all(|id| delivered.contains(id))
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "API SIGKILL: {} orders accepted, {} requests failed around the kill, all accepted orders delivered",
+        accepted.len(),
+        failed.load(Ordering::Relaxed)
+    );
+}

@@ -20,27 +20,34 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-pub struct WorkerProcess {
+/// A Switchyard binary running as its own process, its log in a temporary file.
+pub struct Process {
     child: Child,
     pub log: PathBuf,
 }
 
-impl WorkerProcess {
-    pub fn spawn(env: &[(String, String)]) -> WorkerProcess {
-        let log = std::env::temp_dir().join(format!(
-            "switchyard-worker-{}.log",
-            uuid::Uuid::new_v4().simple()
-        ));
+/// Kept for readability at call sites: most crash tests spawn workers.
+pub type WorkerProcess = Process;
+
+impl Process {
+    /// `switchyard-worker` with this environment.
+    pub fn spawn(env: &[(String, String)]) -> Process {
+        Process::spawn_binary("switchyard-worker", env)
+    }
+
+    pub fn spawn_binary(name: &str, env: &[(String, String)]) -> Process {
+        let log =
+            std::env::temp_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary("switchyard-worker"))
+        let child = Command::new(binary(name))
             .env_clear()
             .envs(env.iter().cloned())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("worker binary starts");
-        WorkerProcess { child, log }
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        Process { child, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -84,7 +91,7 @@ impl WorkerProcess {
     }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
