@@ -120,6 +120,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How often finished task data is removed from Redis (apalis keeps it forever otherwise).
+    #[arg(long, env = "SWITCHYARD_JANITOR_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub janitor_interval: Duration,
+
     /// Finished jobs are deleted from the ledger after this long.
     #[arg(long, env = "SWITCHYARD_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub job_retention: Duration,

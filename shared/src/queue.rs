@@ -191,9 +191,9 @@ impl Queues {
         pipe.query_async(&mut conn).await
     }
 
-    /// Deletes finished tasks of `queue` from Redis (apalis keeps them forever otherwise) and the
-    /// metadata of workers that are gone. Returns the number of tasks removed.
-    pub async fn sweep(&self, queue: &str) -> redis::RedisResult<u64> {
+    /// Deletes finished tasks of `queue` from Redis (apalis keeps them forever otherwise).
+    /// Returns the number of tasks removed.
+    pub async fn sweep_finished(&self, queue: &str) -> redis::RedisResult<u64> {
         let cfg = self.apalis_config(queue, 1);
         let mut conn = self.conn.clone();
         let mut removed = 0u64;
@@ -213,17 +213,25 @@ impl Queues {
                 }
             }
         }
-        // Worker metadata hashes are never deleted by apalis; keep those of registered workers.
+        Ok(removed)
+    }
+
+    /// Deletes the metadata hashes apalis leaves behind for workers that are gone. Uses SCAN
+    /// over the keyspace, so it runs rarely.
+    pub async fn sweep_worker_metadata(&self, queue: &str) -> redis::RedisResult<u64> {
+        let cfg = self.apalis_config(queue, 1);
+        let mut conn = self.conn.clone();
         let workers_set = cfg.workers_set();
         let pattern = format!("{}:workers:metadata:*", cfg.queue.as_ref());
-        let keys = scan_keys(&mut conn, &pattern).await?;
-        for key in keys {
-            let name = key.rsplit_once(":metadata:").map(|(_, n)| n.to_owned());
-            if let Some(name) = name {
-                let score: Option<f64> = conn.zscore(&workers_set, &name).await?;
-                if score.is_none() {
-                    let _: () = conn.del(&key).await?;
-                }
+        let mut removed = 0;
+        for key in scan_keys(&mut conn, &pattern).await? {
+            let Some((_, name)) = key.rsplit_once(":metadata:") else {
+                continue;
+            };
+            let score: Option<f64> = conn.zscore(&workers_set, name).await?;
+            if score.is_none() {
+                let _: () = conn.del(&key).await?;
+                removed += 1;
             }
         }
         Ok(removed)

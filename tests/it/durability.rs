@@ -407,3 +407,47 @@ async fn every_accepted_order_survives_an_api_sigkill() {
         failed.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test]
+async fn finished_work_leaves_redis() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    app.post_orders(&key, "janitor", 30, 8).await;
+    eventually(Duration::from_secs(10), "30 deliveries", || async {
+        (succeeded(&app).await == 30).then_some(())
+    })
+    .await;
+    // Only the queues' bookkeeping may remain: no task data, metadata, or done/dead sets.
+    let mut conn = app.queues.connection();
+    let leftovers = eventually(Duration::from_secs(10), "the janitor to sweep", || {
+        let mut conn = conn.clone();
+        let prefix = app.prefix.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let task_keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| {
+                    k.ends_with(":data")
+                        || k.contains(":meta:")
+                        || k.ends_with(":done")
+                        || k.ends_with(":dead")
+                })
+                .collect();
+            task_keys.is_empty().then_some(task_keys)
+        }
+    })
+    .await;
+    assert!(leftovers.is_empty());
+    let active: i64 = redis::cmd("EXISTS")
+        .arg(format!("{}:webhook_deliveries:active", app.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(active, 0);
+}

@@ -285,6 +285,8 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         &o.high_water_mark.to_string(),
         "--shutdown-timeout",
         "5s",
+        "--janitor-interval",
+        "1s",
     ]
     .iter()
     .map(|s| s.to_string())

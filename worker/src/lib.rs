@@ -171,15 +171,32 @@ fn spawn_background(
     every(
         loops,
         "janitor",
-        Duration::from_secs(10),
+        cfg.janitor_interval,
         shutdown,
         move || {
             let (queues, pool) = (queues.clone(), pool.clone());
             async move {
                 for q in queue::ALL_QUEUES {
-                    queues.sweep(q).await?;
+                    queues.sweep_finished(q).await?;
                 }
                 ledger::purge_finished(&pool, retention).await?;
+                Ok(())
+            }
+        },
+    );
+    let queues = services.queues.clone();
+    // SCANs the keyspace, so it runs far less often than the janitor.
+    every(
+        loops,
+        "worker metadata janitor",
+        Duration::from_secs(300),
+        shutdown,
+        move || {
+            let queues = queues.clone();
+            async move {
+                for q in queue::ALL_QUEUES {
+                    queues.sweep_worker_metadata(q).await?;
+                }
                 Ok(())
             }
         },
