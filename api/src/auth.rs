@@ -1,18 +1,29 @@
 //! Who is calling. Partners authenticate with an API key (`Authorization: Bearer <key>` or
-//! `X-API-Key: <key>`); operators with the admin token. Both are poem-openapi extractors, so
-//! the OpenAPI document lists the security schemes of every operation.
+//! `X-API-Key: <key>`), checked once per request by [`PartnerMiddleware`]; operators with the
+//! admin token. Both are poem-openapi extractors, so the OpenAPI document lists the security
+//! schemes of every operation.
 
 use std::sync::Arc;
 
-use poem::{Request, RequestBody, http::StatusCode};
+use std::net::IpAddr;
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, RequestBody, Response,
+    http::{HeaderValue, StatusCode},
+};
 use poem_openapi::{
-    ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme,
+    ApiExtractor, ApiExtractorType, ExtractParamOptions, OperationId, SecurityScheme,
     auth::{ApiKey, Bearer},
     registry::Registry,
 };
-use switchyard_shared::{api_keys, api_keys::Principal, crypto::constant_time_eq};
+use switchyard_shared::{
+    api_keys::Principal,
+    audit::{Actor, ActorKind},
+    crypto::constant_time_eq,
+    net::Cidr,
+};
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, request_id::RequestId};
 
 /// Partner key sent as a bearer token.
 #[derive(SecurityScheme)]
@@ -48,7 +59,51 @@ fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// An authenticated partner request.
+/// The partner key a request presents, if any.
+fn presented_key(req: &Request) -> Option<&str> {
+    bearer(req)
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not one.
+pub fn client_ip(req: &Request, trusted_proxies: &[Cidr]) -> Option<IpAddr> {
+    let peer = req
+        .remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_canonical())?;
+    if !trusted_proxies.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let forwarded = req.headers().get("x-forwarded-for")?.to_str().ok()?;
+    let mut client = peer;
+    for hop in forwarded.rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !trusted_proxies.iter().any(|c| c.contains(client)) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// The audit actor of a request made by `kind`.
+pub fn actor(req: &Request, kind: ActorKind) -> Actor {
+    let trusted = state(req)
+        .map(|s| s.config.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    Actor {
+        kind,
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        ip: client_ip(req, trusted).map(|ip| ip.to_string()),
+    }
+}
+
+/// An authenticated partner request (authenticated by [`PartnerMiddleware`]).
 pub struct Partner(pub Principal);
 
 impl Partner {
@@ -77,26 +132,99 @@ impl<'a> ApiExtractor<'a> for Partner {
         _body: &mut RequestBody,
         _opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let state = state(req)?;
-        let key = bearer(req)
-            .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_api_key",
-                    "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
-                )
-            })?;
-        let principal = api_keys::authenticate(
-            &state.services.pool,
-            &state.services.secrets.api_key_pepper,
-            key,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Partner(principal))
+        match req.extensions().get::<Principal>() {
+            Some(p) => Ok(Partner(p.clone())),
+            None => Err(missing_key().into()),
+        }
+    }
+}
+
+fn missing_key() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing_api_key",
+        "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+}
+
+/// Authenticates partner requests (`/v1/…`) once, before routing: resolves the key through the
+/// cache, enforces its allowlist and rate limits, counts usage, and adds the `RateLimit`
+/// headers to every response, errors included.
+pub struct PartnerMiddleware;
+
+impl<E: Endpoint> Middleware<E> for PartnerMiddleware {
+    type Output = PartnerEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        PartnerEndpoint(ep)
+    }
+}
+
+pub struct PartnerEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let key = req
+            .uri()
+            .path()
+            .starts_with("/v1/")
+            .then(|| presented_key(&req).map(str::to_owned))
+            .flatten();
+        let (Some(key), Ok(state)) = (key, state(&req).cloned()) else {
+            return self.0.call(req).await.map(IntoResponse::into_response);
+        };
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let peer = client_ip(&req, &state.config.trusted_proxies);
+        let principal = match state.keys.authenticate(&key, peer).await {
+            Ok(p) => p,
+            Err(e) => return Ok(ApiError::from(e).into_problem_response(&request_id)),
+        };
+        let decision = state
+            .limiter
+            .check(&state.config.limits_of(&principal))
+            .await;
+        let mut resp = if decision.allowed {
+            req.extensions_mut().insert(principal.clone());
+            match self.0.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => e.into_response(),
+            }
+        } else {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "Too many requests for this API key; retry in {} s.",
+                    decision.retry_after_secs
+                ),
+            );
+            e.retry_after = u32::try_from(decision.retry_after_secs).ok();
+            e.into_problem_response(&request_id)
+        };
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&decision.policy_header()) {
+            headers.insert("ratelimit-policy", v);
+        }
+        if let Some(v) = decision
+            .state_header()
+            .and_then(|h| HeaderValue::from_str(&h).ok())
+        {
+            headers.insert("ratelimit", v);
+        }
+        let operation = resp.data::<OperationId>().map_or("other", |o| o.0);
+        state.usage.record(
+            principal.api_key_id,
+            principal.tenant_id,
+            operation,
+            resp.status().as_u16() >= 400,
+        );
+        Ok(resp)
     }
 }
 

@@ -16,28 +16,49 @@ use clap::Parser;
 use poem::{Endpoint, EndpointExt, Route, listener::TcpAcceptor};
 use poem_openapi::OpenApiService;
 use switchyard_shared::{
-    config::{CommonConfig, WorkerConfig},
+    api_keys::{cache::KeyCache, usage::UsageRecorder},
+    config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
+    rate_limit::RateLimiter,
     services::Services,
     telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
-    admin::AdminApi, ops::OpsApi, orders::OrdersApi, webhook_endpoints::WebhookEndpointsApi,
+    admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi, ops::OpsApi,
+    orders::OrdersApi, webhook_endpoints::WebhookEndpointsApi,
 };
 
 /// Shared by every request.
 pub struct AppState {
     pub services: Services,
+    pub config: ApiConfig,
     pub fast_path: FastPath,
+    pub keys: KeyCache,
+    pub limiter: RateLimiter,
+    pub usage: UsageRecorder,
 }
 
-type Apis = (OpsApi, AdminApi, WebhookEndpointsApi, OrdersApi);
+type Apis = (
+    OpsApi,
+    AdminApi,
+    ApiKeysApi,
+    AuditEventsApi,
+    WebhookEndpointsApi,
+    OrdersApi,
+);
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OpsApi, AdminApi, WebhookEndpointsApi, OrdersApi),
+        (
+            OpsApi,
+            AdminApi,
+            ApiKeysApi,
+            AuditEventsApi,
+            WebhookEndpointsApi,
+            OrdersApi,
+        ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),
     )
@@ -63,23 +84,54 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .nest("/docs", docs)
         .nest("/", api)
         .with(error::ProblemMiddleware)
+        .with(auth::PartnerMiddleware)
         .with(request_id::RequestIdMiddleware)
         .data(state)
 }
 
-/// Serves `app` on `listener` until `shutdown`, then drains in-flight requests (20 s at most).
+/// Serves the API on `listener` until `shutdown`, then drains in-flight requests (20 s at
+/// most) and stops its background tasks (fast-path pushes, key cache poller, usage flusher)
+/// after the last request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    services: Services,
+    config: ApiConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+    let background = CancellationToken::new();
+    let (fast_path, fast_path_task) =
+        FastPath::spawn(services.dispatcher.clone(), background.clone());
+    let keys = KeyCache::new(
+        services.pool.clone(),
+        services.secrets.api_key_pepper.clone(),
+        config.auth_cache_capacity,
+    );
+    let usage = UsageRecorder::default();
+    let tasks = [
+        tokio::spawn(keys.clone().run_invalidation(background.clone())),
+        tokio::spawn(usage.clone().run(services.pool.clone(), background.clone())),
+    ];
+    let state = Arc::new(AppState {
+        limiter: RateLimiter::new(services.queues.connection(), services.queues.prefix()),
+        services,
+        config,
+        fast_path,
+        keys,
+        usage,
+    });
+    let served = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run_with_graceful_shutdown(
             app(state),
             shutdown.cancelled_owned(),
             Some(Duration::from_secs(20)),
         )
-        .await
+        .await;
+    background.cancel();
+    let _ = fast_path_task.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    served
 }
 
 /// Command line of `switchyard-api`.
@@ -95,6 +147,8 @@ pub struct Cli {
     #[arg(long, env = "SWITCHYARD_WITH_WORKER", default_value_t = false)]
     pub with_worker: bool,
     #[command(flatten)]
+    pub api: ApiConfig,
+    #[command(flatten)]
     pub worker: WorkerConfig,
 }
 
@@ -103,9 +157,6 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     let services = Services::connect(cli.common.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, with_worker = cli.with_worker, "switchyard-api listening");
-    let fast_path_stop = CancellationToken::new();
-    let (fast_path, fast_path_task) =
-        FastPath::spawn(services.dispatcher.clone(), fast_path_stop.clone());
     let worker = cli.with_worker.then(|| {
         tokio::spawn(switchyard_worker::run(
             services.clone(),
@@ -113,13 +164,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let state = Arc::new(AppState {
-        services,
-        fast_path,
-    });
-    serve(listener, state, shutdown.clone()).await?;
-    fast_path_stop.cancel();
-    let _ = fast_path_task.await;
+    serve(listener, services, cli.api, shutdown.clone()).await?;
     if let Some(worker) = worker {
         worker.await??;
     }

@@ -5,6 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
+use crate::{api_keys::Principal, net::Cidr, rate_limit::Limit};
+
 /// Settings every Switchyard process needs.
 #[derive(Args, Clone, Debug)]
 pub struct CommonConfig {
@@ -73,6 +75,82 @@ impl CommonConfig {
 }
 
 /// Settings of the worker runtime (queue consumers, dispatcher, reconciler, janitor).
+/// Settings of the HTTP API.
+#[derive(Args, Clone, Debug)]
+pub struct ApiConfig {
+    /// Requests per minute per API key, unless the key sets its own.
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_PER_MINUTE", default_value_t = 6000)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests per hour per API key, unless the key sets its own.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RATE_LIMIT_PER_HOUR",
+        default_value_t = 180_000
+    )]
+    pub rate_limit_per_hour: u32,
+
+    /// Requests per minute over all keys of a tenant, unless the tenant sets its own.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TENANT_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 30_000
+    )]
+    pub tenant_rate_limit_per_minute: u32,
+
+    /// Comma-separated CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed
+    /// (for key allowlists and audit records). Empty: the TCP peer is the client.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// API keys each replica keeps in its authentication cache.
+    #[arg(
+        long,
+        env = "SWITCHYARD_AUTH_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub auth_cache_capacity: usize,
+}
+
+impl ApiConfig {
+    /// The limits a request with `p` is charged against.
+    pub fn limits_of(&self, p: &Principal) -> Vec<Limit> {
+        vec![
+            Limit {
+                name: "key-minute",
+                subject: format!("key:{}", p.api_key_id),
+                quota: p
+                    .rate_limit_per_minute
+                    .unwrap_or(self.rate_limit_per_minute)
+                    .max(1),
+                window_secs: 60,
+            },
+            Limit {
+                name: "key-hour",
+                subject: format!("key:{}", p.api_key_id),
+                quota: p
+                    .rate_limit_per_hour
+                    .unwrap_or(self.rate_limit_per_hour)
+                    .max(1),
+                window_secs: 3600,
+            },
+            Limit {
+                name: "tenant-minute",
+                subject: format!("tenant:{}", p.tenant_id),
+                quota: p
+                    .tenant_rate_limit_per_minute
+                    .unwrap_or(self.tenant_rate_limit_per_minute)
+                    .max(1),
+                window_secs: 60,
+            },
+        ]
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    Cidr::parse(s).ok_or_else(|| format!("`{s}` is not an IP address or CIDR block"))
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct WorkerConfig {
     /// Concurrent webhook deliveries per worker process.

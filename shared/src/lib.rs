@@ -3,6 +3,7 @@
 //! layers over it.
 
 pub mod api_keys;
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod jobs;
 pub mod net;
 pub mod orders;
 pub mod queue;
+pub mod rate_limit;
 pub mod secrets;
 pub mod services;
 pub mod telemetry;

@@ -180,6 +180,57 @@ pub fn outbound_client(
         .expect("static client configuration is valid")
 }
 
+/// An IPv4 or IPv6 network (`203.0.113.0/24`, `2001:db8::/32`, or a single address), used by
+/// API key allowlists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return None;
+        }
+        Some(Cidr {
+            net: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// True when `ip` is inside; IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) match IPv4 blocks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.net.is_ipv4() && mask(ip, self.prefix) == self.net
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & m))
+        }
+        IpAddr::V6(v6) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +333,29 @@ mod tests {
             allow_private: true,
         };
         assert!(open.resolve("localhost".parse().unwrap()).await.is_ok());
+    }
+
+    #[test]
+    fn cidr_blocks_match_their_members_in_both_families() {
+        let v4 = Cidr::parse("203.0.113.7/24").unwrap();
+        assert_eq!(v4.to_string(), "203.0.113.0/24");
+        assert!(v4.contains("203.0.113.200".parse().unwrap()));
+        assert!(v4.contains("::ffff:203.0.113.9".parse().unwrap()));
+        assert!(!v4.contains("203.0.114.1".parse().unwrap()));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!(!v6.contains("203.0.113.1".parse().unwrap()));
+        let one = Cidr::parse("198.51.100.4").unwrap();
+        assert!(one.contains("198.51.100.4".parse().unwrap()));
+        assert!(!one.contains("198.51.100.5".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -2,24 +2,43 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::{
+    api_keys::MAX_RATE_LIMIT,
+    audit::{self, Actor},
+    error::{Error, Result},
+};
 
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Display name, 1 to 200 characters.
     pub name: String,
+    /// Requests per minute over all of the tenant's keys; default: the server's.
+    pub rate_limit_per_minute: Option<i32>,
+}
+
+/// A change to a tenant; absent fields stay as they are.
+#[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    /// `0` returns to the server default.
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
+    /// `null`: the server default.
+    pub rate_limit_per_minute: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
+
+const COLUMNS: &str = "id, name, rate_limit_per_minute, created_at";
 
 pub fn validate_name(name: &str) -> Result<String> {
     let name = name.trim();
@@ -33,30 +52,120 @@ pub fn validate_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-pub async fn create(pool: &PgPool, name: &str) -> Result<Tenant> {
-    let name = validate_name(name)?;
-    Ok(sqlx::query_as::<_, Tenant>(
-        "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .fetch_one(pool)
-    .await?)
+fn validate_limit(value: Option<i32>, zero_resets: bool) -> Result<Option<i32>> {
+    match value {
+        None => Ok(None),
+        Some(0) if zero_resets => Ok(Some(0)),
+        Some(n) if (1..=MAX_RATE_LIMIT).contains(&n) => Ok(Some(n)),
+        Some(_) => Err(Error::invalid(
+            "parameter_invalid",
+            "rate_limit_per_minute",
+            format!("`rate_limit_per_minute` must be between 1 and {MAX_RATE_LIMIT}."),
+        )),
+    }
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Tenant> {
-    sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::not_found("tenant"))
+pub async fn create(pool: &PgPool, actor: &Actor, new: CreateTenant) -> Result<Tenant> {
+    let name = validate_name(&new.name)?;
+    let limit = validate_limit(new.rate_limit_per_minute, false)?;
+    let mut tx = pool.begin().await?;
+    let tenant = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (id, name, rate_limit_per_minute) VALUES ($1, $2, $3)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Entry {
+            tenant_id: Some(tenant.id),
+            action: "tenant.created",
+            target_type: "tenant",
+            target_id: tenant.id,
+            changes: serde_json::json!({
+                "name": tenant.name, "rate_limit_per_minute": tenant.rate_limit_per_minute,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// Changes a tenant. Its keys pick up a new limit as their cache entries are refreshed.
+pub async fn update(
+    pool: &PgPool,
+    actor: &Actor,
+    id: Uuid,
+    change: UpdateTenant,
+) -> Result<Tenant> {
+    let name = change.name.as_deref().map(validate_name).transpose()?;
+    let limit = validate_limit(change.rate_limit_per_minute, true)?;
+    let mut tx = pool.begin().await?;
+    let old = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found("tenant"))?;
+    let tenant = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "UPDATE tenants
+            SET name = COALESCE($2, name),
+                rate_limit_per_minute = CASE WHEN $3::int IS NULL THEN rate_limit_per_minute
+                                             ELSE NULLIF($3, 0) END
+          WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(name)
+    .bind(limit)
+    .fetch_one(&mut *tx)
+    .await?;
+    if old.rate_limit_per_minute != tenant.rate_limit_per_minute {
+        // Cached keys carry the tenant's limit: touch them so every replica reloads it.
+        sqlx::query("UPDATE api_keys SET updated_at = now() WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Entry {
+            tenant_id: Some(id),
+            action: "tenant.updated",
+            target_type: "tenant",
+            target_id: id,
+            changes: serde_json::json!({
+                "name": [old.name, tenant.name],
+                "rate_limit_per_minute": [old.rate_limit_per_minute, tenant.rate_limit_per_minute],
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+pub async fn get(conn: impl PgExecutor<'_>, id: Uuid) -> Result<Tenant> {
+    sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Error::not_found("tenant"))
 }
 
 pub async fn list(pool: &PgPool, limit: i64, starting_after: Option<Uuid>) -> Result<Vec<Tenant>> {
-    Ok(sqlx::query_as::<_, Tenant>(
-        "SELECT id, name, created_at FROM tenants
-          WHERE ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $1",
-    )
+    Ok(sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants
+          WHERE ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $1"
+    )))
     .bind(limit)
     .bind(starting_after)
     .fetch_all(pool)

@@ -69,7 +69,7 @@ async fn readiness_reports_an_unreachable_store() {
     args[at + 1] = "redis://127.0.0.1:1".into();
     let cli = switchyard_api::Cli::try_parse_from(args).unwrap();
     let services = Services::connect(cli.common).await.unwrap();
-    let (base, stop) = serve_api(services).await;
+    let (base, stop) = serve_api(services, cli.api.clone()).await;
     let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();

@@ -1,13 +1,13 @@
 //! An isolated Switchyard: API (and optionally the worker runtime) in this process, bound to
 //! ephemeral ports, on a database and Redis prefix of its own.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use switchyard_api::{AppState, Cli};
-use switchyard_shared::{dispatch::FastPath, queue::Queues, services::Services};
+use switchyard_api::Cli;
+use switchyard_shared::{config::ApiConfig, queue::Queues, services::Services};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +20,9 @@ pub struct TestOptions {
     pub reconcile_after: String,
     pub lease: String,
     pub high_water_mark: u32,
+    /// Default per-key and per-tenant limit (requests per minute and per hour); tests that are
+    /// not about rate limits must not hit one.
+    pub rate_limit: u32,
 }
 
 impl Default for TestOptions {
@@ -30,6 +33,7 @@ impl Default for TestOptions {
             reconcile_after: "1s".into(),
             lease: "8s".into(),
             high_water_mark: 1000,
+            rate_limit: 10_000_000,
         }
     }
 }
@@ -41,7 +45,8 @@ pub struct TestApp {
     pub queues: Queues,
     pub prefix: String,
     pub opts: TestOptions,
-    services: Services,
+    pub services: Services,
+    pub api_config: ApiConfig,
     api: CancellationToken,
     workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     // Declared last: dropped after everything that uses the database.
@@ -63,7 +68,7 @@ impl TestApp {
         let services = Services::connect(cli.common.clone())
             .await
             .expect("services start");
-        let (base, api) = serve_api(services.clone()).await;
+        let (base, api) = serve_api(services.clone(), cli.api.clone()).await;
         let mut app = TestApp {
             base,
             http: reqwest::Client::new(),
@@ -72,6 +77,7 @@ impl TestApp {
             prefix,
             opts: opts.clone(),
             services,
+            api_config: cli.api,
             api,
             workers: Vec::new(),
             db,
@@ -240,16 +246,16 @@ impl TestApp {
 }
 
 /// Serves the API over `services` on an ephemeral port; returns its base URL and stop token.
-pub async fn serve_api(services: Services) -> (String, CancellationToken) {
+pub async fn serve_api(services: Services, config: ApiConfig) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let token = CancellationToken::new();
-    let (fast_path, _) = FastPath::spawn(services.dispatcher.clone(), token.clone());
-    let state = Arc::new(AppState {
+    tokio::spawn(switchyard_api::serve(
+        listener,
         services,
-        fast_path,
-    });
-    tokio::spawn(switchyard_api::serve(listener, state, token.clone()));
+        config,
+        token.clone(),
+    ));
     (base, token)
 }
 
@@ -287,6 +293,12 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         "5s",
         "--janitor-interval",
         "1s",
+        "--rate-limit-per-minute",
+        &o.rate_limit.to_string(),
+        "--rate-limit-per-hour",
+        &o.rate_limit.to_string(),
+        "--tenant-rate-limit-per-minute",
+        &o.rate_limit.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -2,16 +2,25 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
 use poem_openapi::{Object, OpenApi, param::Path, param::Query};
 use serde::Serialize;
-use switchyard_shared::{api_keys, jobs, queue, tenants};
+use switchyard_shared::{
+    api_keys::{self, Granter, usage},
+    audit::{self, ActorKind},
+    jobs, queue, tenants,
+};
 use uuid::Uuid;
 
-use super::ApiTags;
+use super::{
+    ApiTags,
+    api_keys::{ApiKeyList, usage_since},
+    audit_events::AuditEventList,
+};
 use crate::{
     AppState,
-    auth::Admin,
+    auth::{Admin, actor},
     error::ApiError,
     json::Json,
     pagination::{self, list_type},
@@ -19,7 +28,6 @@ use crate::{
 };
 
 list_type!(TenantList, tenants::Tenant);
-list_type!(ApiKeyList, api_keys::ApiKey);
 
 #[derive(Serialize, Object)]
 pub struct QueueState {
@@ -51,12 +59,55 @@ impl AdminApi {
     async fn create_tenant(
         &self,
         _admin: Admin,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<tenants::CreateTenant>,
     ) -> Result<Created<tenants::Tenant>, ApiError> {
+        let actor = actor(req, ActorKind::Admin);
         Ok(Created(
-            tenants::create(&state.services.pool, &body.0.name).await?,
+            tenants::create(&state.services.pool, &actor, body.0).await?,
         ))
+    }
+
+    /// Change a tenant's name or rate limit.
+    #[oai(
+        path = "/tenants/:tenant_id",
+        method = "patch",
+        operation_id = "updateTenant"
+    )]
+    async fn update_tenant(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        tenant_id: Path<Uuid>,
+        body: Json<tenants::UpdateTenant>,
+    ) -> Result<Json<tenants::Tenant>, ApiError> {
+        let actor = actor(req, ActorKind::Admin);
+        let tenant = tenants::update(&state.services.pool, &actor, tenant_id.0, body.0).await?;
+        state.keys.clear();
+        Ok(Json(tenant))
+    }
+
+    /// A tenant's audit events, newest first.
+    #[oai(
+        path = "/tenants/:tenant_id/audit-events",
+        method = "get",
+        operation_id = "listTenantAuditEvents"
+    )]
+    async fn list_audit(
+        &self,
+        _admin: Admin,
+        state: Data<&Arc<AppState>>,
+        tenant_id: Path<Uuid>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<Uuid>>,
+    ) -> Result<Json<AuditEventList>, ApiError> {
+        let limit = pagination::limit(limit.0)?;
+        let pool = &state.services.pool;
+        tenants::get(pool, tenant_id.0).await?;
+        let rows = audit::list(pool, tenant_id.0, limit + 1, starting_after.0).await?;
+        Ok(Json(AuditEventList::from_rows(rows, limit)))
     }
 
     /// List tenants, newest first.
@@ -97,13 +148,22 @@ impl AdminApi {
     async fn create_key(
         &self,
         _admin: Admin,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
         body: Json<api_keys::CreateApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let s = &state.services;
         Ok(Created(
-            api_keys::create(&s.pool, &s.secrets.api_key_pepper, tenant_id.0, body.0).await?,
+            api_keys::create(
+                &s.pool,
+                &s.secrets.api_key_pepper,
+                Granter::Admin,
+                &actor(req, ActorKind::Admin),
+                tenant_id.0,
+                body.0,
+            )
+            .await?,
         ))
     }
 
@@ -124,11 +184,11 @@ impl AdminApi {
         let limit = pagination::limit(limit.0)?;
         let pool = &state.services.pool;
         tenants::get(pool, tenant_id.0).await?;
-        let rows = api_keys::list(pool, tenant_id.0, limit + 1, starting_after.0).await?;
+        let rows = api_keys::list(pool, tenant_id.0, None, limit + 1, starting_after.0).await?;
         Ok(Json(ApiKeyList::from_rows(rows, limit)))
     }
 
-    /// Revoke an API key: it stops working at once.
+    /// Revoke an API key: every API replica refuses it within seconds.
     #[oai(
         path = "/tenants/:tenant_id/api-keys/:key_id",
         method = "delete",
@@ -137,12 +197,102 @@ impl AdminApi {
     async fn revoke_key(
         &self,
         _admin: Admin,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
         key_id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
+        let key = api_keys::revoke(
+            &state.services.pool,
+            Granter::Admin,
+            &actor(req, ActorKind::Admin),
+            tenant_id.0,
+            key_id.0,
+        )
+        .await?;
+        state.keys.forget(&key.key_id);
+        Ok(Json(key))
+    }
+
+    /// Change a key's name, scopes, allowlist or rate limits.
+    #[oai(
+        path = "/tenants/:tenant_id/api-keys/:key_id",
+        method = "patch",
+        operation_id = "updateApiKey"
+    )]
+    async fn update_key(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        tenant_id: Path<Uuid>,
+        key_id: Path<Uuid>,
+        body: Json<api_keys::UpdateApiKey>,
+    ) -> Result<Json<api_keys::ApiKey>, ApiError> {
+        let key = api_keys::update(
+            &state.services.pool,
+            Granter::Admin,
+            &actor(req, ActorKind::Admin),
+            tenant_id.0,
+            key_id.0,
+            body.0,
+        )
+        .await?;
+        state.keys.forget(&key.key_id);
+        Ok(Json(key))
+    }
+
+    /// Roll a key: a new key with the same settings (shown once); the old one keeps working
+    /// for the grace period.
+    #[oai(
+        path = "/tenants/:tenant_id/api-keys/:key_id/roll",
+        method = "post",
+        operation_id = "rollApiKey"
+    )]
+    async fn roll_key(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        tenant_id: Path<Uuid>,
+        key_id: Path<Uuid>,
+        body: Json<api_keys::RollApiKey>,
+    ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
+        let s = &state.services;
+        let rolled = api_keys::roll(
+            &s.pool,
+            &s.secrets.api_key_pepper,
+            Granter::Admin,
+            &actor(req, ActorKind::Admin),
+            tenant_id.0,
+            key_id.0,
+            body.0,
+        )
+        .await?;
+        if let Some(old) = rolled.api_key.rolled_from {
+            state.keys.forget_id(old);
+        }
+        Ok(Created(rolled))
+    }
+
+    /// A key's requests and errors per operation and per hour.
+    #[oai(
+        path = "/tenants/:tenant_id/api-keys/:key_id/usage",
+        method = "get",
+        operation_id = "getApiKeyUsage"
+    )]
+    async fn key_usage(
+        &self,
+        _admin: Admin,
+        state: Data<&Arc<AppState>>,
+        tenant_id: Path<Uuid>,
+        key_id: Path<Uuid>,
+        /// Start of the report (default: 7 days ago; at most 90 days ago).
+        since: Query<Option<DateTime<Utc>>>,
+    ) -> Result<Json<usage::KeyUsage>, ApiError> {
+        let since = usage_since(since.0)?;
         Ok(Json(
-            api_keys::revoke(&state.services.pool, tenant_id.0, key_id.0).await?,
+            usage::get(&state.services.pool, tenant_id.0, key_id.0, since).await?,
         ))
     }
 

@@ -1,6 +1,8 @@
 //! HTTP handlers, one module per resource; they authenticate, call `shared`, and shape output.
 
 pub mod admin;
+pub mod api_keys;
+pub mod audit_events;
 pub mod ops;
 pub mod orders;
 pub mod webhook_endpoints;
@@ -13,6 +15,10 @@ pub enum ApiTags {
     Orders,
     /// Where events are delivered, and the log of every delivery attempt.
     WebhookEndpoints,
+    /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
+    ApiKeys,
+    /// Your tenant's audit log (needs `audit:read`).
+    AuditEvents,
     /// Operator API (admin token): tenants, API keys, queues.
     Admin,
     /// Liveness, readiness and metrics.
