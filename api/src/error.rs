@@ -7,7 +7,7 @@ use poem::{
     http::{HeaderValue, StatusCode, header},
 };
 use poem_openapi::{
-    ApiResponse, Object,
+    ApiResponse, Object, OperationId,
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
@@ -225,7 +225,15 @@ impl<E: Endpoint> Endpoint for ProblemEndpoint<E> {
             .unwrap_or_default();
         match self.0.call(req).await {
             Ok(resp) => Ok(resp.into_response()),
-            Err(err) => Ok(to_api_error(err).into_problem_response(&request_id)),
+            Err(err) => {
+                // Keep the operation for metrics and usage counts.
+                let operation = err.data::<OperationId>().cloned();
+                let mut resp = to_api_error(err).into_problem_response(&request_id);
+                if let Some(op) = operation {
+                    resp.set_data(op);
+                }
+                Ok(resp)
+            }
         }
     }
 }

@@ -1,32 +1,7 @@
 //! Bad input gets a clear problem document and changes nothing; tenants never see each other.
 
 use serde_json::{Value, json};
-use switchyard_tests::{ADMIN_TOKEN, TestApp, TestOptions};
-
-/// Asserts a problem+json response and returns its body.
-async fn problem(r: reqwest::Response, status: u16, code: &str, param: Option<&str>) -> Value {
-    assert_eq!(r.status(), status, "status for {code}");
-    let request_id = r
-        .headers()
-        .get("request-id")
-        .expect("request-id header")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        r.headers().get("content-type").unwrap(),
-        "application/problem+json"
-    );
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["code"], code, "{v}");
-    assert_eq!(v["status"], status);
-    assert_eq!(v["type"], format!("https://switchyard.dev/problems/{code}"));
-    assert!(!v["title"].as_str().unwrap().is_empty());
-    assert!(!v["detail"].as_str().unwrap().is_empty());
-    assert_eq!(v["request_id"], request_id.as_str());
-    assert_eq!(v["param"].as_str(), param, "{v}");
-    v
-}
+use switchyard_tests::{ADMIN_TOKEN, TestApp, TestOptions, problem};
 
 #[tokio::test]
 async fn bad_order_input_is_rejected_precisely_and_writes_nothing() {

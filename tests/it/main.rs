@@ -1,7 +1,9 @@
 //! End-to-end tests: real Postgres, real Redis, real HTTP, real processes.
 
 mod api_errors;
+mod api_keys;
 mod delivery;
 mod durability;
 mod ops;
+mod rate_limits;
 mod signing;

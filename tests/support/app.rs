@@ -170,6 +170,21 @@ impl TestApp {
         )
     }
 
+    /// Creates a key for `tenant` from a full request body; returns the response body.
+    pub async fn create_key_with(&self, tenant: &str, body: Value) -> Value {
+        let r = self
+            .admin_post(&format!("/admin/v1/tenants/{tenant}/api-keys"), body)
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json().await.unwrap()
+    }
+
+    /// Another API replica on this app's database and Redis prefix, with `config`; returns
+    /// its base URL and the token that stops it.
+    pub async fn replica(&self, config: ApiConfig) -> (String, CancellationToken) {
+        serve_api(self.services.clone(), config).await
+    }
+
     /// A tenant with an all-scopes key: `(tenant id, key)`.
     pub async fn partner_account(&self) -> (String, String) {
         let tenant = self.create_tenant("Partner").await;

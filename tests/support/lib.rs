@@ -52,3 +52,33 @@ pub fn verify_signature(secret: &str, id: &str, ts: &str, body: &[u8], header: &
     let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
     header.split(' ').any(|t| t == expected)
 }
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(
+    r: reqwest::Response,
+    status: u16,
+    code: &str,
+    param: Option<&str>,
+) -> serde_json::Value {
+    assert_eq!(r.status(), status, "status for {code}");
+    let request_id = r
+        .headers()
+        .get("request-id")
+        .expect("request-id header")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        r.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["status"], status);
+    assert_eq!(v["type"], format!("https://switchyard.dev/problems/{code}"));
+    assert!(!v["title"].as_str().unwrap().is_empty());
+    assert!(!v["detail"].as_str().unwrap().is_empty());
+    assert_eq!(v["request_id"], request_id.as_str());
+    assert_eq!(v["param"].as_str(), param, "{v}");
+    v
+}
