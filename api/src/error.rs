@@ -134,6 +134,14 @@ impl From<switchyard_shared::Error> for ApiError {
                 param,
                 ..ApiError::new(StatusCode::CONFLICT, code, detail)
             },
+            E::Unprocessable {
+                code,
+                param,
+                detail,
+            } => ApiError {
+                param,
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+            },
             E::Unauthenticated { code, detail } => {
                 ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
             }
@@ -170,9 +178,18 @@ impl ApiResponse for ApiError {
             (404, "No such resource for this tenant, or no such route."),
             (
                 409,
-                "Conflicts with the current state (e.g. duplicate `external_id`).",
+                "Conflicts with the current state (duplicate `external_id`, illegal status \
+                 transition, or a request with the same `Idempotency-Key` still running).",
             ),
             (413, "Request body too large."),
+            (
+                422,
+                "The `Idempotency-Key` was used before with different parameters.",
+            ),
+            (
+                429,
+                "Rate limit exceeded: honour `Retry-After`; see the `RateLimit` header.",
+            ),
             (415, "Content-Type must be application/json."),
             (
                 503,

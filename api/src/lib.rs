@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod idempotency;
 pub mod json;
 pub mod pagination;
 pub mod request_id;
@@ -84,6 +85,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .nest("/docs", docs)
         .nest("/", api)
         .with(error::ProblemMiddleware)
+        .with(idempotency::IdempotencyMiddleware)
         .with(auth::PartnerMiddleware)
         .with(request_id::RequestIdMiddleware)
         .data(state)

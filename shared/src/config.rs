@@ -65,6 +65,10 @@ pub struct CommonConfig {
     /// Ready tasks allowed in Redis per queue; the rest waits in Postgres.
     #[arg(long, env = "SWITCHYARD_HIGH_WATER_MARK", default_value_t = 1000)]
     pub high_water_mark: u32,
+
+    /// How long `Idempotency-Key` records (and their responses) are kept: at least 24 h.
+    #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
 }
 
 impl CommonConfig {

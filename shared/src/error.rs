@@ -22,6 +22,14 @@ pub enum Error {
         param: Option<String>,
         detail: String,
     },
+    /// Well-formed but cannot be processed as asked (an idempotency key reused with other
+    /// parameters).
+    #[error("{detail}")]
+    Unprocessable {
+        code: &'static str,
+        param: Option<String>,
+        detail: String,
+    },
     /// No valid credentials.
     #[error("{detail}")]
     Unauthenticated { code: &'static str, detail: String },

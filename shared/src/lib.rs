@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod dispatch;
 pub mod error;
+pub mod idempotency;
 pub mod jobs;
 pub mod net;
 pub mod orders;

@@ -7,7 +7,9 @@ use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use crate::{
+    crypto::Keyring,
     error::{Error, Result, is_unique_violation},
+    idempotency::Claim,
     jobs::{self, NewJob, insert_jobs_sql},
     queue::{JobTask, ORDER_EVENTS},
 };
@@ -258,10 +260,14 @@ fn validate(input: CreateOrder) -> Result<ValidOrder> {
 /// Validates and stores a new order with its `order.created` event and the event's job, in one
 /// statement (atomic: a duplicate `external_id` writes nothing). Returns the order and the
 /// event's task to push after commit.
+///
+/// With an idempotency `claim`, the `201` body is recorded (encrypted) in the same statement.
 pub async fn create(
     pool: &PgPool,
+    keyring: &Keyring,
     tenant_id: Uuid,
     input: CreateOrder,
+    claim: Option<&Claim>,
 ) -> Result<(Order, JobTask)> {
     let v = validate(input)?;
     // Postgres keeps microseconds: the response and the event must match what GET returns.
@@ -289,9 +295,23 @@ pub async fn create(
             INSERT INTO orders (id, tenant_id, external_id, status, currency, items, subtotal,
                                 total, customer, delivery, notes, created_at, updated_at)
             VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17))
-         INSERT INTO order_events (id, tenant_id, order_id, seq, type, data, created_at)
-         VALUES ($18, $7, $6, 1, 'order.created', $19, $17)"
+         , e AS (
+            INSERT INTO order_events (id, tenant_id, order_id, seq, type, data, created_at)
+            VALUES ($18, $7, $6, 1, 'order.created', $19, $17))
+         UPDATE idempotency_keys
+            SET state = 'finished', response_status = 201,
+                response_content_type = 'application/json', response_body = $20,
+                response_key_id = $24
+          WHERE tenant_id = $7 AND mode = $21 AND key = $22 AND claim_id = $23"
     ));
+    let sealed = match claim {
+        Some(c) => {
+            let body = serde_json::to_vec(&order).map_err(|e| Error::Internal(e.into()))?;
+            let (key_id, sealed) = c.seal(keyring, &body);
+            Some((sealed, key_id))
+        }
+        None => None,
+    };
     jobs::bind_insert(query, std::slice::from_ref(&job))
         .bind(order.id)
         .bind(tenant_id)
@@ -307,6 +327,11 @@ pub async fn create(
         .bind(now)
         .bind(event_id)
         .bind(Json(&order))
+        .bind(sealed.as_ref().map(|s| &s.0))
+        .bind(claim.map(|c| c.mode.as_str()))
+        .bind(claim.map(|c| c.key.as_str()))
+        .bind(claim.map(|c| c.claim_id))
+        .bind(sealed.as_ref().map(|s| &s.1))
         .execute(pool)
         .await
         .map_err(|e| {

@@ -4,6 +4,7 @@ mod api_errors;
 mod api_keys;
 mod delivery;
 mod durability;
+mod idempotency;
 mod ops;
 mod rate_limits;
 mod signing;

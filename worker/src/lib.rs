@@ -163,10 +163,11 @@ fn spawn_background(
                 .map(|_| ())
         }
     });
-    let (queues, pool, retention) = (
+    let (queues, pool, retention, idempotency_ttl) = (
         services.queues.clone(),
         services.pool.clone(),
         cfg.job_retention,
+        services.config.idempotency_ttl,
     );
     every(
         loops,
@@ -180,6 +181,7 @@ fn spawn_background(
                     queues.sweep_finished(q).await?;
                 }
                 ledger::purge_finished(&pool, retention).await?;
+                switchyard_shared::idempotency::purge(&pool, idempotency_ttl).await?;
                 Ok(())
             }
         },

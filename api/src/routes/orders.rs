@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, param::Path};
 use switchyard_shared::{orders, queue::ORDER_EVENTS};
 use uuid::Uuid;
 
 use super::ApiTags;
-use crate::{AppState, auth::Partner, error::ApiError, json::Json, responses::Created};
+use crate::{
+    AppState, auth::Partner, error::ApiError, idempotency::ClaimHandle, json::Json,
+    responses::Created,
+};
 
 pub struct OrdersApi;
 
@@ -20,11 +23,23 @@ impl OrdersApi {
     async fn create(
         &self,
         auth: Partner,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<orders::CreateOrder>,
     ) -> Result<Created<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
-        let (order, task) = orders::create(&state.services.pool, p.tenant_id, body.0).await?;
+        let claim = req.extensions().get::<ClaimHandle>();
+        let (order, task) = orders::create(
+            &state.services.pool,
+            &state.services.secrets.keyring,
+            p.tenant_id,
+            body.0,
+            claim.map(|c| &c.claim),
+        )
+        .await?;
+        if let Some(c) = claim {
+            c.mark_recorded();
+        }
         state.fast_path.push(ORDER_EVENTS, vec![task]);
         Ok(Created(order))
     }

@@ -1,0 +1,266 @@
+//! Idempotency keys with Stripe's semantics (and the IETF draft's status codes).
+//!
+//! A POST or PATCH with `Idempotency-Key` first *claims* the key (one insert). The first
+//! response is then stored and every retry with the same key gets it back. Same key with other
+//! parameters → 422; same key while the first request runs → 409; validation failures and
+//! server errors store nothing, so they can be retried. Order creation records its response in
+//! the same statement as the order (see `orders::create`), so a crash can never leave an order
+//! without its record or a record without its order.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    api_keys::Mode,
+    crypto::Keyring,
+    error::{Error, Result},
+};
+
+/// How long a claim blocks its key before another request may take it over.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A key this request holds; handlers that record their own response use it.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub tenant_id: Uuid,
+    pub mode: Mode,
+    pub key: String,
+    pub claim_id: Uuid,
+}
+
+impl Claim {
+    /// What binds a stored response to this record (a sealed body moved elsewhere is useless).
+    fn aad(&self) -> Vec<u8> {
+        format!(
+            "idempotency|{}|{}|{}|{}",
+            self.tenant_id,
+            self.mode.as_str(),
+            self.key,
+            self.claim_id
+        )
+        .into_bytes()
+    }
+
+    /// Encrypts a response body for storage: `(key id, sealed bytes)`.
+    pub fn seal(&self, keyring: &Keyring, body: &[u8]) -> (String, Vec<u8>) {
+        keyring.seal(body, &self.aad())
+    }
+}
+
+/// A first response (in clear; stored encrypted).
+#[derive(Clone, Debug)]
+pub struct StoredResponse {
+    pub response_status: i32,
+    pub response_content_type: Option<String>,
+    pub response_body: Vec<u8>,
+}
+
+/// What claiming a key found.
+#[derive(Debug)]
+pub enum Outcome {
+    /// This request owns the key and runs.
+    Claimed(Claim),
+    /// A finished first request: replay its response.
+    Replay(StoredResponse),
+}
+
+/// Checks the header value: 1 to 255 printable ASCII characters.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(Error::invalid(
+            "idempotency_key_invalid",
+            "Idempotency-Key",
+            format!("`Idempotency-Key` must be 1 to {MAX_KEY_LEN} printable ASCII characters."),
+        ));
+    }
+    Ok(())
+}
+
+/// Fingerprint of a request: method, path and body, with JSON bodies canonicalised (key order
+/// and whitespace do not matter).
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok());
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_deref().unwrap_or(body));
+    h.finalize().to_vec()
+}
+
+#[derive(sqlx::FromRow)]
+struct Existing {
+    request_hash: Vec<u8>,
+    state: String,
+    claim_id: Uuid,
+    response_status: Option<i32>,
+    response_content_type: Option<String>,
+    response_body: Option<Vec<u8>>,
+    response_key_id: Option<String>,
+}
+
+/// Claims `key` for a request with fingerprint `hash`, or explains why it cannot run.
+#[allow(clippy::too_many_arguments)]
+pub async fn claim(
+    pool: &PgPool,
+    keyring: &Keyring,
+    tenant_id: Uuid,
+    mode: Mode,
+    key: &str,
+    method: &str,
+    path: &str,
+    hash: &[u8],
+    ttl: Duration,
+) -> Result<Outcome> {
+    let claim_id = Uuid::now_v7();
+    // A new key, an abandoned claim (its request died) or a record past its retention is ours.
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys (tenant_id, mode, key, method, path, request_hash, state,
+                                       claim_id, locked_until)
+         VALUES ($1, $2, $3, $4, $5, $6, 'started', $7, now() + make_interval(secs => $8))
+         ON CONFLICT (tenant_id, mode, key) DO UPDATE
+            SET method = EXCLUDED.method, path = EXCLUDED.path,
+                request_hash = EXCLUDED.request_hash, state = 'started',
+                claim_id = EXCLUDED.claim_id, locked_until = EXCLUDED.locked_until,
+                response_status = NULL, response_content_type = NULL, response_body = NULL,
+                response_key_id = NULL, created_at = now()
+          WHERE (idempotency_keys.state = 'started' AND idempotency_keys.locked_until < now())
+             OR idempotency_keys.created_at < now() - make_interval(secs => $9)
+         RETURNING claim_id",
+    )
+    .bind(tenant_id)
+    .bind(mode.as_str())
+    .bind(key)
+    .bind(method)
+    .bind(path)
+    .bind(hash)
+    .bind(claim_id)
+    .bind(CLAIM_LEASE.as_secs_f64())
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    if claimed.is_some() {
+        return Ok(Outcome::Claimed(Claim {
+            tenant_id,
+            mode,
+            key: key.to_owned(),
+            claim_id,
+        }));
+    }
+    let existing = sqlx::query_as::<_, Existing>(
+        "SELECT request_hash, state, claim_id, response_status, response_content_type,
+                response_body, response_key_id
+           FROM idempotency_keys WHERE tenant_id = $1 AND mode = $2 AND key = $3",
+    )
+    .bind(tenant_id)
+    .bind(mode.as_str())
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    let Some(existing) = existing else {
+        // Deleted between the two statements (its request failed): the client may retry.
+        return Err(in_use());
+    };
+    if existing.request_hash != hash {
+        return Err(Error::Unprocessable {
+            code: "idempotency_key_reused",
+            param: Some("Idempotency-Key".into()),
+            detail: "This Idempotency-Key was used with a different request (method, path or \
+                     parameters); use a new key for a new request."
+                .into(),
+        });
+    }
+    match (existing.state.as_str(), existing.response_status) {
+        ("finished", Some(status)) => {
+            let owner = Claim {
+                tenant_id,
+                mode,
+                key: key.to_owned(),
+                claim_id: existing.claim_id,
+            };
+            let body = keyring
+                .open(
+                    existing.response_key_id.as_deref().unwrap_or_default(),
+                    existing.response_body.as_deref().unwrap_or_default(),
+                    &owner.aad(),
+                )
+                .map_err(|e| Error::Internal(anyhow::anyhow!("idempotent response: {e}")))?;
+            Ok(Outcome::Replay(StoredResponse {
+                response_status: status,
+                response_content_type: existing.response_content_type,
+                response_body: body,
+            }))
+        }
+        _ => Err(in_use()),
+    }
+}
+
+fn in_use() -> Error {
+    Error::conflict(
+        "idempotency_key_in_use",
+        Some("Idempotency-Key"),
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+    )
+}
+
+/// Stores the response of a claimed request.
+pub async fn finish(
+    pool: &PgPool,
+    keyring: &Keyring,
+    claim: &Claim,
+    resp: &StoredResponse,
+) -> Result<()> {
+    let (key_id, sealed) = claim.seal(keyring, &resp.response_body);
+    sqlx::query(
+        "UPDATE idempotency_keys
+            SET state = 'finished', response_status = $5, response_content_type = $6,
+                response_body = $7, response_key_id = $8
+          WHERE tenant_id = $1 AND mode = $2 AND key = $3 AND claim_id = $4",
+    )
+    .bind(claim.tenant_id)
+    .bind(claim.mode.as_str())
+    .bind(&claim.key)
+    .bind(claim.claim_id)
+    .bind(resp.response_status)
+    .bind(&resp.response_content_type)
+    .bind(sealed)
+    .bind(key_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a claim whose request stored nothing (validation failure, server error).
+pub async fn release(pool: &PgPool, claim: &Claim) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+          WHERE tenant_id = $1 AND mode = $2 AND key = $3 AND claim_id = $4 AND state = 'started'",
+    )
+    .bind(claim.tenant_id)
+    .bind(claim.mode.as_str())
+    .bind(&claim.key)
+    .bind(claim.claim_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes records older than `ttl`; returns how many.
+pub async fn purge(pool: &PgPool, ttl: Duration) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM idempotency_keys
+          WHERE created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(ttl.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
