@@ -175,6 +175,25 @@ pub async fn finish(
     Ok(done == 1)
 }
 
+/// Puts a job this process runs back to wait until `at` without using up an attempt: the job
+/// could not start yet (an earlier event of the same order goes first).
+pub async fn defer(pool: &PgPool, job: &ClaimedJob, owner: &str, at: DateTime<Utc>) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs
+            SET state = 'pending', run_at = $4, attempt = attempt - 1, lease_owner = NULL,
+                lease_until = NULL, queued_at = NULL, updated_at = now()
+          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'",
+    )
+    .bind(job.id)
+    .bind(job.dispatch_seq)
+    .bind(owner)
+    .bind(at)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
 /// Extends the leases of the jobs this process is running: one statement per tick, not per job.
 pub async fn renew_leases(
     pool: &PgPool,

@@ -6,10 +6,17 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    api_keys::MAX_RATE_LIMIT,
+    api_keys::{MAX_RATE_LIMIT, Mode},
     audit::{self, Actor},
     error::{Error, Result},
 };
+
+/// What a partner request sees: one tenant's data of one mode (test keys never see live data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant_id: Uuid,
+    pub mode: Mode,
+}
 
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]

@@ -35,6 +35,9 @@ fn process_identity() -> String {
 
 /// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
 /// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
+/// How long a job waits when an earlier event of the same order must go first.
+pub const ORDERING_RETRY: chrono::TimeDelta = chrono::TimeDelta::milliseconds(250);
+
 pub async fn run(
     services: Services,
     cfg: WorkerConfig,

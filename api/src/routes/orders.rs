@@ -1,24 +1,34 @@
-//! Partner orders.
+//! Partner orders: create, read, list, change status, cancel, update, history.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
-use poem_openapi::{OpenApi, param::Path};
+use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{orders, queue::ORDER_EVENTS};
 use uuid::Uuid;
 
 use super::ApiTags;
 use crate::{
-    AppState, auth::Partner, error::ApiError, idempotency::ClaimHandle, json::Json,
+    AppState,
+    auth::Partner,
+    error::ApiError,
+    idempotency::ClaimHandle,
+    json::Json,
+    pagination::{self, list_type},
     responses::Created,
 };
+
+list_type!(OrderList, orders::Order);
+list_type!(OrderHistory, orders::OrderHistoryEntry);
 
 pub struct OrdersApi;
 
 #[OpenApi(prefix_path = "/v1/orders", tag = "ApiTags::Orders")]
 impl OrdersApi {
-    /// Create an order. The order, its `order.created` event and the event's delivery work are
-    /// stored atomically before the response; webhooks follow within moments.
+    /// Create an order (needs `orders:write`). The order, its `order.created` event and the
+    /// event's delivery work are stored atomically before the response; webhooks follow within
+    /// moments. Send an `Idempotency-Key` to retry safely.
     #[oai(path = "/", method = "post", operation_id = "createOrder")]
     async fn create(
         &self,
@@ -32,7 +42,7 @@ impl OrdersApi {
         let (order, task) = orders::create(
             &state.services.pool,
             &state.services.secrets.keyring,
-            p.tenant_id,
+            p.scope(),
             body.0,
             claim.map(|c| &c.claim),
         )
@@ -44,7 +54,50 @@ impl OrdersApi {
         Ok(Created(order))
     }
 
-    /// Get an order.
+    /// List orders, newest first (needs `orders:read`).
+    #[oai(path = "/", method = "get", operation_id = "listOrders")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<Uuid>>,
+        /// Only orders in this status.
+        status: Query<Option<String>>,
+        /// Only orders from this provider.
+        provider: Query<Option<String>>,
+        /// Created at or after this time.
+        #[oai(name = "created[gte]")]
+        created_gte: Query<Option<DateTime<Utc>>>,
+        /// Created at or before this time.
+        #[oai(name = "created[lte]")]
+        created_lte: Query<Option<DateTime<Utc>>>,
+        /// Changed at or after this time (for incremental sync).
+        #[oai(name = "updated[gte]")]
+        updated_gte: Query<Option<DateTime<Utc>>>,
+    ) -> Result<Json<OrderList>, ApiError> {
+        let p = auth.require("orders:read")?;
+        let limit = pagination::limit(limit.0)?;
+        let filter = orders::ListFilter {
+            status: status.0,
+            provider: provider.0,
+            created_gte: created_gte.0,
+            created_lte: created_lte.0,
+            updated_gte: updated_gte.0,
+        };
+        let rows = orders::list(
+            &state.services.pool,
+            p.scope(),
+            &filter,
+            limit + 1,
+            starting_after.0,
+        )
+        .await?;
+        Ok(Json(OrderList::from_rows(rows, limit)))
+    }
+
+    /// Get an order (needs `orders:read`).
     #[oai(path = "/:id", method = "get", operation_id = "getOrder")]
     async fn get(
         &self,
@@ -54,7 +107,85 @@ impl OrdersApi {
     ) -> Result<Json<orders::Order>, ApiError> {
         let p = auth.require("orders:read")?;
         Ok(Json(
-            orders::get(&state.services.pool, p.tenant_id, id.0).await?,
+            orders::get(&state.services.pool, p.scope(), id.0).await?,
         ))
+    }
+
+    /// Change an open order's notes, delivery details or metadata (needs `orders:write`);
+    /// emits `order.updated`.
+    #[oai(path = "/:id", method = "patch", operation_id = "updateOrder")]
+    async fn update(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<orders::UpdateOrder>,
+    ) -> Result<Json<orders::Order>, ApiError> {
+        let p = auth.require("orders:write")?;
+        let (order, task) = orders::update(&state.services.pool, p.scope(), id.0, body.0).await?;
+        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        Ok(Json(order))
+    }
+
+    /// Move an order to a new status (needs `orders:write`); emits `order.<status>`. An
+    /// illegal transition is a `409 invalid_transition` naming both statuses.
+    #[oai(path = "/:id/status", method = "post", operation_id = "changeOrderStatus")]
+    async fn change_status(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<orders::ChangeStatus>,
+    ) -> Result<Json<orders::Order>, ApiError> {
+        let p = auth.require("orders:write")?;
+        let (order, task) =
+            orders::change_status(&state.services.pool, p.scope(), id.0, body.0).await?;
+        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        Ok(Json(order))
+    }
+
+    /// Cancel an order that is not yet ready (needs `orders:write`); emits `order.cancelled`.
+    #[oai(path = "/:id/cancel", method = "post", operation_id = "cancelOrder")]
+    async fn cancel(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        /// `{}` or `{"reason": "…"}`.
+        body: Json<orders::CancelOrder>,
+    ) -> Result<Json<orders::Order>, ApiError> {
+        let p = auth.require("orders:write")?;
+        let change = orders::ChangeStatus {
+            status: "cancelled".into(),
+            reason: body.0.reason,
+        };
+        let (order, task) =
+            orders::change_status(&state.services.pool, p.scope(), id.0, change).await?;
+        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        Ok(Json(order))
+    }
+
+    /// The order's history: every event, oldest first (needs `orders:read`).
+    #[oai(path = "/:id/events", method = "get", operation_id = "listOrderEvents")]
+    async fn events(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        limit: Query<Option<i64>>,
+        /// An event id: continue after it.
+        starting_after: Query<Option<Uuid>>,
+    ) -> Result<Json<OrderHistory>, ApiError> {
+        let p = auth.require("orders:read")?;
+        let limit = pagination::limit(limit.0)?;
+        let rows = orders::history(
+            &state.services.pool,
+            p.scope(),
+            id.0,
+            limit + 1,
+            starting_after.0,
+        )
+        .await?;
+        Ok(Json(OrderHistory::from_rows(rows, limit)))
     }
 }

@@ -42,7 +42,7 @@ impl WebhookEndpointsApi {
                 &s.pool,
                 &s.secrets.keyring,
                 s.config.allow_private_targets,
-                p.tenant_id,
+                p.scope(),
                 body.0,
             )
             .await?,
@@ -62,7 +62,7 @@ impl WebhookEndpointsApi {
         let limit = pagination::limit(limit.0)?;
         let rows = endpoints::list(
             &state.services.pool,
-            p.tenant_id,
+            p.scope(),
             limit + 1,
             starting_after.0,
         )
@@ -80,7 +80,7 @@ impl WebhookEndpointsApi {
     ) -> Result<Json<endpoints::Endpoint>, ApiError> {
         let p = auth.require("webhooks:read")?;
         Ok(Json(
-            endpoints::get(&state.services.pool, p.tenant_id, id.0).await?,
+            endpoints::get(&state.services.pool, p.scope(), id.0).await?,
         ))
     }
 
@@ -97,7 +97,7 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
     ) -> Result<NoContent, ApiError> {
         let p = auth.require("webhooks:write")?;
-        endpoints::delete(&state.services.pool, p.tenant_id, id.0).await?;
+        endpoints::delete(&state.services.pool, p.scope(), id.0).await?;
         Ok(NoContent)
     }
 
@@ -118,7 +118,7 @@ impl WebhookEndpointsApi {
         let p = auth.require("webhooks:read")?;
         let limit = pagination::limit(limit.0)?;
         let pool = &state.services.pool;
-        endpoints::get(pool, p.tenant_id, id.0).await?;
+        endpoints::get(pool, p.scope(), id.0).await?;
         let rows =
             attempts::list_for_endpoint(pool, p.tenant_id, id.0, limit + 1, starting_after.0)
                 .await?;

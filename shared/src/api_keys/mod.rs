@@ -224,6 +224,14 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The data this key sees.
+    pub fn scope(&self) -> crate::tenants::Scope {
+        crate::tenants::Scope {
+            tenant_id: self.tenant_id,
+            mode: self.mode,
+        }
+    }
+
     /// True when the key holds `scope`, or the `…:write` scope that includes a `…:read` one.
     pub fn has(&self, scope: &str) -> bool {
         let write = scope

@@ -33,6 +33,9 @@ pub struct Target {
     pub endpoint_active: bool,
     pub secret_ciphertext: Vec<u8>,
     pub secret_key_id: String,
+    /// Set while an earlier event of the same order to the same endpoint is still pending:
+    /// when that one is due next. This delivery waits for it.
+    pub waiting_for: Option<DateTime<Utc>>,
 }
 
 pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Target>> {
@@ -40,7 +43,11 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
         "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
                 m.payload, e.id AS endpoint_id, e.url,
                 (e.status = 'enabled' AND e.deleted_at IS NULL) AS endpoint_active,
-                e.secret_ciphertext, e.secret_key_id
+                e.secret_ciphertext, e.secret_key_id,
+                (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
+                  WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
+                    AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
+                    AND p.status = 'pending') AS waiting_for
            FROM webhook_deliveries d
            JOIN webhook_messages m ON m.id = d.message_id
            JOIN webhook_endpoints e ON e.id = d.endpoint_id

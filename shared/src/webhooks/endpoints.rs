@@ -11,6 +11,7 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     net,
+    tenants::Scope,
 };
 
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
@@ -27,6 +28,8 @@ pub struct CreateEndpoint {
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct Endpoint {
     pub id: Uuid,
+    /// `live` or `test`: receives only events of orders of the same mode.
+    pub mode: String,
     pub url: String,
     pub description: Option<String>,
     pub event_types: Vec<String>,
@@ -46,7 +49,7 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-const COLUMNS: &str = "id, url, description, event_types, status, created_at, updated_at";
+const COLUMNS: &str = "id, mode, url, description, event_types, status, created_at, updated_at";
 
 /// AAD binding an endpoint's encrypted secret to its row and tenant.
 fn secret_aad(tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
@@ -76,9 +79,10 @@ pub async fn create(
     pool: &PgPool,
     keyring: &Keyring,
     allow_private: bool,
-    tenant_id: Uuid,
+    scope: Scope,
     input: CreateEndpoint,
 ) -> Result<CreatedEndpoint> {
+    let tenant_id = scope.tenant_id;
     let url = validate_url(&input.url, allow_private)?;
     let event_types = event_types::validate_filter(input.event_types)?;
     let description = input.description.map(|d| d.trim().to_owned());
@@ -97,8 +101,8 @@ pub async fn create(
     let (key_id, sealed) = keyring.seal(secret.as_bytes(), &secret_aad(tenant_id, id));
     let endpoint = sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints
-            (id, tenant_id, url, description, event_types, secret_ciphertext, secret_key_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+            (id, tenant_id, mode, url, description, event_types, secret_ciphertext, secret_key_id)
+         VALUES ($1, $2, $8, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(tenant_id)
@@ -107,18 +111,20 @@ pub async fn create(
     .bind(&event_types)
     .bind(sealed)
     .bind(key_id)
+    .bind(scope.mode.as_str())
     .fetch_one(pool)
     .await?;
     Ok(CreatedEndpoint { endpoint, secret })
 }
 
-pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Endpoint> {
+pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
     sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM webhook_endpoints
-          WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL"
     )))
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
     .bind(id)
+    .bind(scope.mode.as_str())
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))
@@ -126,30 +132,33 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Endpoint> {
 
 pub async fn list(
     pool: &PgPool,
-    tenant_id: Uuid,
+    scope: Scope,
     limit: i64,
     starting_after: Option<Uuid>,
 ) -> Result<Vec<Endpoint>> {
     Ok(sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM webhook_endpoints
-          WHERE tenant_id = $1 AND deleted_at IS NULL AND ($3::uuid IS NULL OR id < $3)
+          WHERE tenant_id = $1 AND mode = $4 AND deleted_at IS NULL
+            AND ($3::uuid IS NULL OR id < $3)
           ORDER BY id DESC LIMIT $2"
     )))
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
     .bind(limit)
     .bind(starting_after)
+    .bind(scope.mode.as_str())
     .fetch_all(pool)
     .await?)
 }
 
 /// Soft-deletes the endpoint; deliveries still waiting for it are cancelled when they come up.
-pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<()> {
     let n = sqlx::query(
         "UPDATE webhook_endpoints SET deleted_at = now(), updated_at = now()
-          WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL",
     )
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
     .bind(id)
+    .bind(scope.mode.as_str())
     .execute(pool)
     .await?
     .rows_affected();

@@ -24,25 +24,43 @@ struct EventRow {
     #[sqlx(flatten)]
     event: OrderEvent,
     subscriptions: Json<Vec<Subscription>>,
+    waiting: bool,
 }
 
-/// The event and its tenant's enabled endpoints, in one round trip.
-pub async fn load(
-    pool: &PgPool,
-    event_id: Uuid,
-) -> Result<Option<(OrderEvent, Vec<Subscription>)>> {
+/// An event to fan out.
+pub struct Loaded {
+    pub event: OrderEvent,
+    /// Enabled endpoints of the event's tenant and mode.
+    pub subscriptions: Vec<Subscription>,
+    /// An earlier event of the same order has not been fanned out yet: this one waits, so
+    /// each endpoint gets an order's events in order.
+    pub waiting: bool,
+}
+
+/// The event, its tenant's enabled endpoints of the same mode, and whether an earlier event
+/// of the order is still to be fanned out, in one round trip.
+pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     let row = sqlx::query_as::<_, EventRow>(
-        "SELECT e.id, e.tenant_id, e.order_id, e.type, e.data, e.created_at,
+        "SELECT e.id, e.tenant_id, e.mode, e.order_id, e.seq, e.type, e.data, e.created_at,
                 COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types))
                             FROM webhook_endpoints w
-                           WHERE w.tenant_id = e.tenant_id AND w.status = 'enabled'
-                             AND w.deleted_at IS NULL), '[]'::json) AS subscriptions
+                           WHERE w.tenant_id = e.tenant_id AND w.mode = e.mode
+                             AND w.status = 'enabled' AND w.deleted_at IS NULL), '[]'::json)
+                    AS subscriptions,
+                EXISTS (SELECT 1 FROM order_events p
+                         WHERE p.order_id = e.order_id AND p.seq < e.seq
+                           AND NOT EXISTS (SELECT 1 FROM webhook_messages m
+                                            WHERE m.event_id = p.id)) AS waiting
            FROM order_events e WHERE e.id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| (r.event, r.subscriptions.0)))
+    Ok(row.map(|r| Loaded {
+        event: r.event,
+        subscriptions: r.subscriptions.0,
+        waiting: r.waiting,
+    }))
 }
 
 /// The exact body sent for an event: `{"type", "timestamp", "data"}` (DESIGN §4).
@@ -103,16 +121,19 @@ pub async fn fan_out(
             finish_sql!(),
             " RETURNING id),
              m_new AS (
-                INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
-                SELECT $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM fin)
+                INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload,
+                                              ordering_key, ordering_seq)
+                SELECT $7, $8, $9, $10, $11, $17, $18 WHERE EXISTS (SELECT 1 FROM fin)
                 ON CONFLICT (event_id) DO NOTHING RETURNING id),
              m AS (
                 SELECT id FROM m_new
                 UNION ALL SELECT id FROM webhook_messages WHERE event_id = $9
                 LIMIT 1),
              d AS (
-                INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
-                SELECT t.d, $8, m.id, t.e FROM UNNEST($12::uuid[], $13::uuid[]) AS t(d, e), m
+                INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
+                                                ordering_key, ordering_seq)
+                SELECT t.d, $8, m.id, t.e, $17, $18
+                  FROM UNNEST($12::uuid[], $13::uuid[]) AS t(d, e), m
                  WHERE EXISTS (SELECT 1 FROM fin)
                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
              j AS (
@@ -138,6 +159,8 @@ pub async fn fan_out(
     .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
     .bind(WEBHOOK_DELIVERIES)
     .bind(max_attempts)
+    .bind(event.order_id)
+    .bind(event.seq)
     .fetch_one(pool)
     .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;

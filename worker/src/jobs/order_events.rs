@@ -6,10 +6,11 @@ use switchyard_shared::{
     webhooks::messages,
 };
 
-use crate::context::Ctx;
+use crate::{ORDERING_RETRY, context::Ctx};
+use chrono::Utc;
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
-    let Some((event, subs)) = messages::load(&ctx.pool, job.subject_id).await? else {
+    let Some(loaded) = messages::load(&ctx.pool, job.subject_id).await? else {
         let mut conn = ctx.pool.acquire().await?;
         let outcome = Outcome::Cancelled {
             reason: "order event no longer exists".into(),
@@ -17,12 +18,18 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         jobs::finish(&mut conn, job, &ctx.owner, &outcome).await?;
         return Ok(());
     };
+    if loaded.waiting {
+        // An earlier event of this order goes first; try again shortly.
+        jobs::defer(&ctx.pool, job, &ctx.owner, Utc::now() + ORDERING_RETRY).await?;
+        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "order_events").increment(1);
+        return Ok(());
+    }
     let fan_out = messages::fan_out(
         &ctx.pool,
         job,
         &ctx.owner,
-        &event,
-        &subs,
+        &loaded.event,
+        &loaded.subscriptions,
         ctx.schedule.max_attempts(),
     )
     .await?;

@@ -6,7 +6,7 @@ use switchyard_shared::{
     webhooks::{delivery, endpoints},
 };
 
-use crate::context::Ctx;
+use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
@@ -32,6 +32,14 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
             },
         )
         .await;
+    }
+    if let Some(until) = target.waiting_for {
+        // An earlier event of the same order to this endpoint is still pending: it goes first.
+        let at = until.max(Utc::now()) + ORDERING_RETRY;
+        jobs::defer(&ctx.pool, job, &ctx.owner, at).await?;
+        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_deliveries")
+            .increment(1);
+        return Ok(());
     }
     if job.attempt > job.max_attempts {
         // Only reachable when runs died without recording an attempt (e.g. repeated SIGKILLs).
