@@ -177,7 +177,12 @@ pub async fn finish(
 
 /// Puts a job this process runs back to wait until `at` without using up an attempt: the job
 /// could not start yet (an earlier event of the same order goes first).
-pub async fn defer(pool: &PgPool, job: &ClaimedJob, owner: &str, at: DateTime<Utc>) -> Result<bool> {
+pub async fn defer(
+    pool: &PgPool,
+    job: &ClaimedJob,
+    owner: &str,
+    at: DateTime<Utc>,
+) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE jobs
             SET state = 'pending', run_at = $4, attempt = attempt - 1, lease_owner = NULL,

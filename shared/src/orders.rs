@@ -749,7 +749,10 @@ pub async fn update(
 ) -> Result<(Order, JobTask)> {
     let notes = optional_text("notes", change.notes.as_deref(), 2000)?;
     let delivery = validate_delivery(change.delivery)?;
-    let metadata = change.metadata.map(|m| validate_metadata(Some(m))).transpose()?;
+    let metadata = change
+        .metadata
+        .map(|m| validate_metadata(Some(m)))
+        .transpose()?;
     mutate(pool, scope, id, move |order| {
         if is_final(&order.status) {
             return Err(Error::conflict(
@@ -980,7 +983,9 @@ mod tests {
         let mut wrong = example.clone();
         wrong.total = Some(2490);
         let e = validate(wrong).unwrap_err();
-        assert!(matches!(&e, Error::Invalid { code: "total_mismatch", param: Some(p), .. } if p == "total"));
+        assert!(
+            matches!(&e, Error::Invalid { code: "total_mismatch", param: Some(p), .. } if p == "total")
+        );
         assert!(e.to_string().contains("2489"), "{e}");
         let mut generous = example;
         generous.total = None;

@@ -6,5 +6,6 @@ mod delivery;
 mod durability;
 mod idempotency;
 mod ops;
+mod orders;
 mod rate_limits;
 mod signing;

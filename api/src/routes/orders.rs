@@ -129,7 +129,11 @@ impl OrdersApi {
 
     /// Move an order to a new status (needs `orders:write`); emits `order.<status>`. An
     /// illegal transition is a `409 invalid_transition` naming both statuses.
-    #[oai(path = "/:id/status", method = "post", operation_id = "changeOrderStatus")]
+    #[oai(
+        path = "/:id/status",
+        method = "post",
+        operation_id = "changeOrderStatus"
+    )]
     async fn change_status(
         &self,
         auth: Partner,

@@ -60,13 +60,8 @@ impl WebhookEndpointsApi {
     ) -> Result<Json<EndpointList>, ApiError> {
         let p = auth.require("webhooks:read")?;
         let limit = pagination::limit(limit.0)?;
-        let rows = endpoints::list(
-            &state.services.pool,
-            p.scope(),
-            limit + 1,
-            starting_after.0,
-        )
-        .await?;
+        let rows =
+            endpoints::list(&state.services.pool, p.scope(), limit + 1, starting_after.0).await?;
         Ok(Json(EndpointList::from_rows(rows, limit)))
     }
 
