@@ -65,8 +65,20 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
     )
     .description(
         "Durable integration hub: partners post orders, every order change becomes an event, \
-         and events are delivered to partner endpoints as signed Standard Webhooks. \
-         Errors are RFC 9457 problem documents with a stable `code`.",
+         and events are delivered to partner endpoints as signed Standard Webhooks.\n\n\
+         **Authentication**: partner routes (`/v1`) take an API key as \
+         `Authorization: Bearer <key>` or `X-API-Key: <key>`; keys carry scopes (a `…:write` \
+         scope includes `…:read`), and `sy_test_` keys see only test-mode data. Operator \
+         routes (`/admin/v1`) take the admin token.\n\n\
+         **Idempotency**: every partner `POST` and `PATCH` accepts `Idempotency-Key` (1–255 \
+         printable ASCII characters, kept 24 h per tenant and mode). A retry gets the first \
+         response with `Idempotent-Replayed: true`; the same key with other parameters is a \
+         `422 idempotency_key_reused`, and a retry while the first request still runs a \
+         `409 idempotency_key_in_use`. Validation failures and server errors are not kept.\n\n\
+         **Rate limits**: every partner response carries `RateLimit-Policy` and `RateLimit` \
+         (draft-ietf-httpapi-ratelimit-headers); a `429 rate_limited` carries `Retry-After`.\n\n\
+         **Errors** are RFC 9457 problem documents with a stable `code`, the offending `param` \
+         and the `request_id` (also in the `Request-Id` header of every response).",
     )
 }
 

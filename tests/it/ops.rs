@@ -78,3 +78,50 @@ async fn readiness_reports_an_unreachable_store() {
     assert_ne!(v["redis"], "ok");
     stop.cancel();
 }
+
+/// The committed `openapi.json` is the contract partners code against: it must be exactly what
+/// the server serves. Regenerate it with `SWITCHYARD_UPDATE_OPENAPI=1 cargo test -p
+/// switchyard-tests openapi` after an intended API change.
+#[tokio::test]
+async fn the_committed_openapi_document_matches_the_served_one() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let served: serde_json::Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json");
+    if std::env::var("SWITCHYARD_UPDATE_OPENAPI").is_ok() {
+        let pretty = serde_json::to_string_pretty(&served).unwrap() + "\n";
+        std::fs::write(&path, pretty).unwrap();
+    }
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).expect("openapi.json is committed at the repository root"),
+    )
+    .expect("openapi.json is JSON");
+    assert!(
+        committed == served,
+        "openapi.json differs from the served document; if the change is intended, run \
+         SWITCHYARD_UPDATE_OPENAPI=1 cargo test -p switchyard-tests openapi"
+    );
+    // Both partner header styles are documented security schemes, and errors are documented.
+    let schemes = &served["components"]["securitySchemes"];
+    assert_eq!(schemes["BearerAuth"]["scheme"], "bearer");
+    assert_eq!(schemes["ApiKeyAuth"]["name"], "X-API-Key");
+    let create = &served["paths"]["/v1/orders"]["post"];
+    for status in ["201", "400", "401", "403", "409", "422", "429"] {
+        assert!(create["responses"][status].is_object(), "createOrder documents {status}");
+    }
+    assert!(
+        served["components"]["schemas"]["CreateOrder"]["example"].is_object(),
+        "CreateOrder has an example"
+    );
+}
