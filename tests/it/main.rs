@@ -5,6 +5,7 @@ mod api_keys;
 mod delivery;
 mod durability;
 mod idempotency;
+mod isolation;
 mod ops;
 mod orders;
 mod rate_limits;

@@ -118,7 +118,10 @@ async fn the_committed_openapi_document_matches_the_served_one() {
     assert_eq!(schemes["ApiKeyAuth"]["name"], "X-API-Key");
     let create = &served["paths"]["/v1/orders"]["post"];
     for status in ["201", "400", "401", "403", "409", "422", "429"] {
-        assert!(create["responses"][status].is_object(), "createOrder documents {status}");
+        assert!(
+            create["responses"][status].is_object(),
+            "createOrder documents {status}"
+        );
     }
     assert!(
         served["components"]["schemas"]["CreateOrder"]["example"].is_object(),

@@ -1,0 +1,171 @@
+//! Tenant isolation matrix: every partner route that takes an id, read from the served OpenAPI
+//! document (so a new route is covered the day it appears), called with another tenant's id,
+//! answers 404 and changes nothing; every list shows only the caller's own resources.
+
+use serde_json::{Value, json};
+use switchyard_tests::{TestApp, TestOptions, problem};
+
+const ALL: &[&str] = &["orders:write", "webhooks:write", "keys:write", "audit:read"];
+
+struct Account {
+    key: String,
+    key_row: String,
+    order: String,
+    endpoint: String,
+}
+
+async fn account(app: &TestApp, name: &str) -> Account {
+    let tenant = app.create_tenant(name).await;
+    let (key_row, key) = app.create_key(&tenant, Some(ALL)).await;
+    let order: Value = app
+        .post_order(&key, &format!("{name}-order"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (endpoint, _) = app
+        .create_endpoint(&key, "http://127.0.0.1:9/hook", &["order.*"])
+        .await;
+    Account {
+        key,
+        key_row,
+        order: order["id"].as_str().unwrap().to_owned(),
+        endpoint,
+    }
+}
+
+#[tokio::test]
+async fn no_partner_route_reaches_another_tenants_resources() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let a = account(&app, "alpha").await;
+    let b = account(&app, "beta").await;
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") || !path.contains("{id}") {
+            continue;
+        }
+        let foreign = if path.starts_with("/v1/orders/") {
+            &b.order
+        } else if path.starts_with("/v1/webhook-endpoints/") {
+            &b.endpoint
+        } else if path.starts_with("/v1/api-keys/") {
+            &b.key_row
+        } else {
+            panic!("{path}: add its resource to the isolation matrix");
+        };
+        for method in ops.as_object().unwrap().keys() {
+            let body = match (method.as_str(), path.as_str()) {
+                ("post", "/v1/orders/{id}/status") => Some(json!({ "status": "confirmed" })),
+                ("patch", "/v1/orders/{id}") => Some(json!({ "notes": "hijacked" })),
+                ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
+                ("post", _) | ("patch", _) => Some(json!({})),
+                _ => None,
+            };
+            let url = app.url(&path.replace("{id}", foreign));
+            let mut req = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), url)
+                .bearer_auth(&a.key);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 404, "{method} {path} with another tenant's id");
+            problem(r, 404, "resource_not_found", None).await;
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "only {checked} routes checked");
+
+    // Lists show only the caller's own resources.
+    for (path, own) in [
+        ("/v1/orders", &a.order),
+        ("/v1/webhook-endpoints", &a.endpoint),
+        ("/v1/api-keys", &a.key_row),
+    ] {
+        let v: Value = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&a.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [own.as_str()], "{path}");
+    }
+    let audit: Value = app
+        .http
+        .get(app.url("/v1/audit-events"))
+        .bearer_auth(&a.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!audit.to_string().contains(&b.key_row), "{audit}");
+
+    // Nothing of B's changed.
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1::uuid")
+        .bind(&b.order)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "received");
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_events").await,
+        2,
+        "no event was added to either order"
+    );
+    let (revoked, name): (Option<chrono::DateTime<chrono::Utc>>, String) =
+        sqlx::query_as("SELECT revoked_at, name FROM api_keys WHERE id = $1::uuid")
+            .bind(&b.key_row)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(revoked.is_none());
+    assert_ne!(name, "hijacked");
+    let deleted: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM webhook_endpoints WHERE id = $1::uuid")
+            .bind(&b.endpoint)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(deleted.is_none());
+    assert_eq!(
+        app.count("SELECT count(*) FROM api_keys").await,
+        2,
+        "no key was rolled"
+    );
+    // B's key still works.
+    let r = app
+        .http
+        .get(app.url(&format!("/v1/orders/{}", b.order)))
+        .bearer_auth(&b.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
