@@ -279,15 +279,24 @@ async fn setup(
             .json(&body)
             .send()
     };
-    let tenant: Value = admin("/admin/v1/tenants", json!({"name": "bench"}))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    // Limits high enough not to throttle the load (they are still checked on every request).
+    let unlimited = 10_000_000;
+    let tenant: Value = admin(
+        "/admin/v1/tenants",
+        json!({"name": "bench", "rate_limit_per_minute": unlimited}),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
     let tenant = tenant["id"].as_str().context("tenant id")?;
     let key: Value = admin(
         &format!("/admin/v1/tenants/{tenant}/api-keys"),
-        json!({"name": "bench"}),
+        json!({
+            "name": "bench",
+            "rate_limit_per_minute": unlimited,
+            "rate_limit_per_hour": unlimited,
+        }),
     )
     .await?
     .error_for_status()?
