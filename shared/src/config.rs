@@ -50,6 +50,11 @@ pub struct CommonConfig {
     )]
     pub allow_private_targets: bool,
 
+    /// Networks webhooks may reach even though they are not public (comma-separated CIDRs,
+    /// e.g. `10.20.0.0/16,fd12::/64`): a narrower opening than allowing all private targets.
+    #[arg(long, env = "SWITCHYARD_OUTBOUND_ALLOWLIST", value_delimiter = ',', value_parser = parse_cidr)]
+    pub outbound_allowlist: Vec<Cidr>,
+
     /// Refuse to start without real secrets (also `SWITCHYARD_ENV=production`).
     #[arg(long, default_value_t = false)]
     pub production: bool,
@@ -72,6 +77,11 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
+    /// Where outbound requests may go.
+    pub fn egress(&self) -> crate::net::Egress {
+        crate::net::Egress::new(self.allow_private_targets, self.outbound_allowlist.clone())
+    }
+
     pub fn is_production(&self) -> bool {
         self.production
             || std::env::var("SWITCHYARD_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
@@ -194,9 +204,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "SWITCHYARD_WEBHOOK_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub webhook_connect_timeout: Duration,
 
-    /// Total timeout of webhook requests.
+    /// Total timeout of webhook requests (endpoints may set their own, up to 30 s).
     #[arg(long, env = "SWITCHYARD_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+
+    /// Least wait before retrying an endpoint that throttled (429, 502, 503, 504) or timed out.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_THROTTLE_DELAY", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_throttle_delay: Duration,
+
+    /// Longest `Retry-After` an endpoint can ask for; longer requests are cut to this.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_RETRY_AFTER_MAX", default_value = "1h", value_parser = parse_duration)]
+    pub webhook_retry_after_max: Duration,
 
     /// How long in-flight jobs may run after SIGTERM before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]

@@ -6,8 +6,12 @@
 //! resolvers. Redirects are never followed. `SWITCHYARD_ALLOW_PRIVATE_TARGETS` opens all of it.
 
 use std::{
+    future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -98,9 +102,54 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || seg[0] == 0x3fff && seg[1] < 0x1000) // documentation 3fff::/20
 }
 
+/// Where outbound requests may go: public addresses, plus everything when private targets
+/// are allowed, plus the networks of the allowlist.
+#[derive(Clone, Debug, Default)]
+pub struct Egress {
+    allow_private: bool,
+    allowlist: Arc<[Cidr]>,
+}
+
+impl Egress {
+    pub fn new(allow_private: bool, allowlist: Vec<Cidr>) -> Self {
+        Egress {
+            allow_private,
+            allowlist: allowlist.into(),
+        }
+    }
+
+    /// Private targets allowed everywhere (tests, on-prem).
+    pub fn open() -> Self {
+        Egress::new(true, Vec::new())
+    }
+
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.allowlist.iter().any(|c| c.contains(ip))
+    }
+
+    /// Resolves `host` and refuses it if any address is not permitted. The addresses are
+    /// returned so the caller can connect to exactly those.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| ResolveError::Lookup {
+                host: host.to_owned(),
+                source,
+            })?
+            .collect();
+        if let Some(bad) = addrs.iter().find(|a| !self.permits(a.ip())) {
+            return Err(ResolveError::Blocked {
+                host: host.to_owned(),
+                ip: bad.ip(),
+            });
+        }
+        Ok(addrs)
+    }
+}
+
 /// Checks scheme, credentials and (for IP literals) the address of an outbound URL.
 /// `url` parsing already normalises decimal, octal and hex IPv4 forms (`http://2130706433/`).
-pub fn check_url(url: &Url, allow_private: bool) -> Result<(), BlockedTarget> {
+pub fn check_url(url: &Url, egress: &Egress) -> Result<(), BlockedTarget> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(BlockedTarget::Scheme);
     }
@@ -113,17 +162,17 @@ pub fn check_url(url: &Url, allow_private: bool) -> Result<(), BlockedTarget> {
         Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
     };
-    if allow_private || is_public(ip) {
+    if egress.permits(ip) {
         Ok(())
     } else {
         Err(BlockedTarget::NonPublic(ip))
     }
 }
 
-/// Resolver that refuses a host if any of its addresses is not public.
+/// Resolver that refuses a host if any of its addresses is not permitted.
 #[derive(Clone, Debug)]
 pub struct GuardedResolver {
-    pub allow_private: bool,
+    pub egress: Egress,
 }
 
 /// DNS failures and blocked answers, told apart so attempts can be classified.
@@ -140,42 +189,96 @@ pub enum ResolveError {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let egress = self.egress.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs = egress
+                .resolve(name.as_str(), 0)
                 .await
-                .map_err(|source| ResolveError::Lookup {
-                    host: host.clone(),
-                    source,
-                })?
-                .collect();
-            if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                return Err(Box::new(ResolveError::Blocked { host, ip: bad.ip() })
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
 }
 
+tokio::task_local! {
+    /// Set by [`timed`] around one request: how long opening its connection took (µs + 1;
+    /// 0 = no new connection, it reused a pooled one).
+    static CONNECT_MICROS: Arc<AtomicU64>;
+}
+
+/// Runs one request and reports how long opening a new connection took, if it opened one.
+pub async fn timed<F: Future>(f: F) -> (F::Output, Option<Duration>) {
+    let cell = Arc::new(AtomicU64::new(0));
+    let out = CONNECT_MICROS.scope(cell.clone(), f).await;
+    let micros = cell.load(Ordering::Relaxed);
+    (out, micros.checked_sub(1).map(Duration::from_micros))
+}
+
+/// Connector layer that measures connection set-up (TCP + TLS) for [`timed`]. The connect
+/// future runs inside the request's task, so the task-local is in scope; a connection raced
+/// and finished in the background just goes unmeasured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectTiming;
+
+impl<S> tower_layer::Layer<S> for ConnectTiming {
+    type Service = ConnectTimed<S>;
+    fn layer(&self, inner: S) -> ConnectTimed<S> {
+        ConnectTimed(inner)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectTimed<S>(S);
+
+impl<S, R> tower_service::Service<R> for ConnectTimed<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let out = fut.await;
+            let micros = started.elapsed().as_micros() as u64 + 1;
+            let _ = CONNECT_MICROS.try_with(|c| c.store(micros, Ordering::Relaxed));
+            out
+        })
+    }
+}
+
+/// The `user-agent` of outbound requests.
+pub const USER_AGENT: &str = concat!("Switchyard-Webhooks/", env!("CARGO_PKG_VERSION"));
+
 /// The HTTP client for partner endpoints: guarded DNS, no redirects, no proxies from the
 /// environment, explicit timeouts.
 pub fn outbound_client(
-    allow_private: bool,
+    egress: Egress,
     connect_timeout: Duration,
     timeout: Duration,
 ) -> reqwest::Client {
     reqwest::Client::builder()
-        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .dns_resolver(Arc::new(GuardedResolver { egress }))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
+        .connector_layer(ConnectTiming)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
-        .user_agent(concat!("Switchyard-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
         .expect("static client configuration is valid")
 }
@@ -298,30 +401,44 @@ mod tests {
             "http://169.254.169.254/latest/meta-data/",
         ] {
             assert!(
-                matches!(check_url(&url(u), false), Err(BlockedTarget::NonPublic(_))),
+                matches!(
+                    check_url(&url(u), &Egress::default()),
+                    Err(BlockedTarget::NonPublic(_))
+                ),
                 "{u} must be blocked"
             );
-            assert_eq!(check_url(&url(u), true), Ok(()), "{u} allowed when opened");
+            assert_eq!(
+                check_url(&url(u), &Egress::open()),
+                Ok(()),
+                "{u} allowed when opened"
+            );
         }
     }
 
     #[test]
     fn schemes_and_credentials_are_checked() {
         assert_eq!(
-            check_url(&url("ftp://example.com/"), true),
+            check_url(&url("ftp://example.com/"), &Egress::open()),
             Err(BlockedTarget::Scheme)
         );
         assert_eq!(
-            check_url(&url("https://user:pw@example.com/"), true),
+            check_url(&url("https://user:pw@example.com/"), &Egress::open()),
             Err(BlockedTarget::Credentials)
         );
-        assert_eq!(check_url(&url("https://example.com/hook"), false), Ok(()));
+        assert_eq!(
+            check_url(&url("https://example.com/hook"), &Egress::default()),
+            Ok(())
+        );
+        // An allowlist opens exactly its networks.
+        let some = Egress::new(false, vec![Cidr::parse("10.20.0.0/16").unwrap()]);
+        assert_eq!(check_url(&url("http://10.20.1.2/"), &some), Ok(()));
+        assert!(check_url(&url("http://10.21.1.2/"), &some).is_err());
     }
 
     #[tokio::test]
     async fn names_resolving_to_loopback_are_refused() {
         let r = GuardedResolver {
-            allow_private: false,
+            egress: Egress::default(),
         };
         let err = r
             .resolve("localhost".parse().unwrap())
@@ -330,7 +447,7 @@ mod tests {
             .expect("localhost must be refused");
         assert!(err.to_string().contains("non-public"), "{err}");
         let open = GuardedResolver {
-            allow_private: true,
+            egress: Egress::open(),
         };
         assert!(open.resolve("localhost".parse().unwrap()).await.is_ok());
     }

@@ -9,4 +9,6 @@ mod isolation;
 mod ops;
 mod orders;
 mod rate_limits;
+mod retries;
 mod signing;
+mod ssrf;

@@ -23,6 +23,12 @@ pub struct TestOptions {
     /// Default per-key and per-tenant limit (requests per minute and per hour); tests that are
     /// not about rate limits must not hit one.
     pub rate_limit: u32,
+    /// `--allow-private-targets` (partner servers live on loopback).
+    pub allow_private: bool,
+    /// `--outbound-allowlist` (comma-separated CIDRs), empty for none.
+    pub outbound_allowlist: String,
+    /// `--webhook-throttle-delay` (60 s in production).
+    pub throttle_delay: String,
 }
 
 impl Default for TestOptions {
@@ -34,6 +40,9 @@ impl Default for TestOptions {
             lease: "8s".into(),
             high_water_mark: 1000,
             rate_limit: 10_000_000,
+            allow_private: true,
+            outbound_allowlist: String::new(),
+            throttle_delay: "1s".into(),
         }
     }
 }
@@ -109,7 +118,14 @@ impl TestApp {
             ("SWITCHYARD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             ("SWITCHYARD_MASTER_KEYS".into(), MASTER_KEYS.into()),
             ("SWITCHYARD_API_KEY_PEPPER".into(), PEPPER.into()),
-            ("SWITCHYARD_ALLOW_PRIVATE_TARGETS".into(), "true".into()),
+            (
+                "SWITCHYARD_ALLOW_PRIVATE_TARGETS".into(),
+                self.opts.allow_private.to_string(),
+            ),
+            (
+                "SWITCHYARD_WEBHOOK_THROTTLE_DELAY".into(),
+                self.opts.throttle_delay.clone(),
+            ),
             (
                 "SWITCHYARD_RETRY_SCHEDULE".into(),
                 self.opts.retry_schedule.clone(),
@@ -126,6 +142,14 @@ impl TestApp {
             ("SWITCHYARD_LOG_FORMAT".into(), "json".into()),
             ("RUST_LOG".into(), "info".into()),
         ]
+        .into_iter()
+        .chain((!self.opts.outbound_allowlist.is_empty()).then(|| {
+            (
+                "SWITCHYARD_OUTBOUND_ALLOWLIST".into(),
+                self.opts.outbound_allowlist.clone(),
+            )
+        }))
+        .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -194,20 +218,52 @@ impl TestApp {
 
     /// Creates an endpoint; returns `(endpoint id, whsec_ secret)`.
     pub async fn create_endpoint(&self, key: &str, url: &str, types: &[&str]) -> (String, String) {
-        let r = self
-            .http
-            .post(self.url("/v1/webhook-endpoints"))
-            .bearer_auth(key)
-            .json(&json!({ "url": url, "event_types": types }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let v: Value = r.json().await.unwrap();
+        let v = self
+            .create_endpoint_with(key, json!({ "url": url, "event_types": types }))
+            .await;
         (
             v["id"].as_str().unwrap().to_owned(),
             v["secret"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Creates an endpoint from a full request body; returns the response body.
+    pub async fn create_endpoint_with(&self, key: &str, body: Value) -> Value {
+        let r = self.partner_post(key, "/v1/webhook-endpoints", body).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    pub async fn partner_post(&self, key: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn partner_patch(&self, key: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn partner_get(&self, key: &str, path: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
     }
 
     pub fn order_body(external_id: &str) -> Value {
@@ -291,7 +347,6 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         MASTER_KEYS,
         "--api-key-pepper",
         PEPPER,
-        "--allow-private-targets",
         "--data-dir",
         dir.to_str().unwrap(),
         "--db-pool-size",
@@ -314,9 +369,19 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         &o.rate_limit.to_string(),
         "--tenant-rate-limit-per-minute",
         &o.rate_limit.to_string(),
+        "--webhook-throttle-delay",
+        &o.throttle_delay,
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(
+        o.allow_private
+            .then(|| "--allow-private-targets".to_owned()),
+    )
+    .chain(
+        (!o.outbound_allowlist.is_empty())
+            .then(|| format!("--outbound-allowlist={}", o.outbound_allowlist)),
+    )
     .collect()
 }
 

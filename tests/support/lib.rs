@@ -8,7 +8,7 @@ pub mod partner;
 pub mod process;
 
 pub use app::{TestApp, TestOptions};
-pub use partner::{Behaviour, PartnerServer, Received};
+pub use partner::{Behaviour, PartnerServer, Received, Reply};
 
 use std::time::{Duration, Instant};
 

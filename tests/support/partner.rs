@@ -20,6 +20,30 @@ pub enum Behaviour {
     PerMessage(Vec<u16>),
     /// Answer 200 after this long.
     Slow(Duration),
+    /// Per `webhook-id`: the n-th request gets the n-th reply (the last one repeats).
+    Replies(Vec<Reply>),
+}
+
+/// A scripted answer: status, extra headers, and a delay before answering.
+#[derive(Clone, Debug, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            ..Default::default()
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -61,34 +85,46 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
     let id = headers.get("webhook-id").cloned().unwrap_or_default();
-    let status = match &state.behaviour {
-        Behaviour::Status(s) => *s,
-        Behaviour::PerMessage(seq) => {
-            let mut per = state.per_message.lock().unwrap();
-            let n = per.entry(id).or_insert(0);
-            let s = seq[(*n).min(seq.len() - 1)];
-            *n += 1;
-            s
-        }
-        Behaviour::Slow(_) => 200,
+    let nth = {
+        let mut per = state.per_message.lock().unwrap();
+        let n = per.entry(id).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    let reply = match &state.behaviour {
+        Behaviour::Status(s) => Reply::status(*s),
+        Behaviour::PerMessage(seq) => Reply::status(seq[nth.min(seq.len() - 1)]),
+        Behaviour::Slow(d) => Reply {
+            status: 200,
+            delay: Some(*d),
+            ..Default::default()
+        },
+        Behaviour::Replies(seq) => seq[nth.min(seq.len() - 1)].clone(),
     };
     state.received.lock().unwrap().push(Received {
         headers,
         body,
         at: Instant::now(),
-        status,
+        status: reply.status,
     });
-    if let Behaviour::Slow(d) = &state.behaviour {
-        tokio::time::sleep(*d).await;
+    if let Some(d) = reply.delay {
+        tokio::time::sleep(d).await;
     }
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .body("partner says hi")
+    let mut response = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
+    for (name, value) in &reply.headers {
+        response = response.header(*name, value.as_str());
+    }
+    response.body("partner says hi")
 }
 
 impl PartnerServer {
     pub async fn start(behaviour: Behaviour) -> PartnerServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1", behaviour).await
+    }
+
+    /// Listens on `ip` (any loopback address, e.g. `127.0.0.2`) and an ephemeral port.
+    pub async fn start_on(ip: &str, behaviour: Behaviour) -> PartnerServer {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             behaviour,

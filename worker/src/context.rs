@@ -8,10 +8,12 @@ use std::{
 
 use sqlx::PgPool;
 use switchyard_shared::{
-    config::{CommonConfig, RetrySchedule, WorkerConfig},
+    config::{CommonConfig, WorkerConfig},
     crypto::Keyring,
     dispatch::FastPath,
     jobs::ClaimedJob,
+    net::Egress,
+    webhooks::delivery::Policy,
 };
 use uuid::Uuid;
 
@@ -20,8 +22,8 @@ pub struct Ctx {
     pub fast_path: FastPath,
     pub http: reqwest::Client,
     pub keyring: Keyring,
-    pub schedule: RetrySchedule,
-    pub allow_private: bool,
+    pub policy: Policy,
+    pub egress: Egress,
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
     pub lease: Duration,
@@ -40,14 +42,20 @@ impl Ctx {
         Arc::new(Ctx {
             pool,
             fast_path,
+            // Endpoints may ask for up to 30 s; each request sets its own timeout.
             http: switchyard_shared::net::outbound_client(
-                common.allow_private_targets,
+                common.egress(),
                 cfg.webhook_connect_timeout,
-                cfg.webhook_timeout,
+                Duration::from_secs(30).max(cfg.webhook_timeout),
             ),
             keyring,
-            schedule: cfg.retry_schedule.clone(),
-            allow_private: common.allow_private_targets,
+            policy: Policy {
+                schedule: cfg.retry_schedule.clone(),
+                timeout: cfg.webhook_timeout,
+                throttle_delay: cfg.webhook_throttle_delay,
+                retry_after_max: cfg.webhook_retry_after_max,
+            },
+            egress: common.egress(),
             owner,
             lease: cfg.lease,
             held: Mutex::new(HashSet::new()),

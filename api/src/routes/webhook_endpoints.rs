@@ -41,7 +41,7 @@ impl WebhookEndpointsApi {
             endpoints::create(
                 &s.pool,
                 &s.secrets.keyring,
-                s.config.allow_private_targets,
+                &s.config.egress(),
                 p.scope(),
                 body.0,
             )
@@ -76,6 +76,27 @@ impl WebhookEndpointsApi {
         let p = auth.require("webhooks:read")?;
         Ok(Json(
             endpoints::get(&state.services.pool, p.scope(), id.0).await?,
+        ))
+    }
+
+    /// Update an endpoint: URL, filter, description, retry schedule, timeout, or status
+    /// (`enabled` / `disabled`). Fields left out stay as they are.
+    #[oai(
+        path = "/:id",
+        method = "patch",
+        operation_id = "updateWebhookEndpoint"
+    )]
+    async fn update(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<endpoints::UpdateEndpoint>,
+    ) -> Result<Json<endpoints::Endpoint>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let s = &state.services;
+        Ok(Json(
+            endpoints::update(&s.pool, &s.config.egress(), p.scope(), id.0, body.0).await?,
         ))
     }
 

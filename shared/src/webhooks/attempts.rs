@@ -20,10 +20,24 @@ pub struct Attempt {
     /// The `webhook-timestamp` header sent with this attempt.
     pub webhook_timestamp: i64,
     pub status_code: Option<i32>,
-    /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `invalid_url` or `request`.
+    /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `circuit_open`
+    /// or `body_too_large`; `null` on success.
     pub error_class: Option<String>,
     pub error_message: Option<String>,
+    /// Total time of the attempt.
     pub duration_ms: i32,
+    /// Time until the response headers arrived.
+    pub ttfb_ms: Option<i32>,
+    /// Time spent opening a new connection (TCP + TLS); `null` when one was reused.
+    pub connect_ms: Option<i32>,
+    /// Address the request went to (after our own DNS resolution and checks).
+    pub remote_ip: Option<String>,
+    /// Request headers as sent, as `[name, value]` pairs; credentials are redacted.
+    #[sqlx(json(nullable))]
+    pub request_headers: Option<Vec<Vec<String>>>,
+    /// Response headers as `[name, value]` pairs (at most 64, values cut at 1 KiB).
+    #[sqlx(json(nullable))]
+    pub response_headers: Option<Vec<Vec<String>>>,
     /// First 64 KiB of the response body (lossy UTF-8).
     pub response_body: Option<String>,
     /// Size of the whole response body in bytes, where known.
@@ -42,7 +56,8 @@ pub async fn list_for_endpoint(
     Ok(sqlx::query_as::<_, Attempt>(
         "SELECT a.id, a.delivery_id, a.message_id, 'msg_' || replace(a.message_id::text, '-', '') AS webhook_id,
                 m.event_type, a.attempt, a.webhook_timestamp, a.status_code, a.error_class,
-                a.error_message, a.duration_ms, a.response_body, a.response_size, a.created_at
+                a.error_message, a.duration_ms, a.ttfb_ms, a.connect_ms, a.remote_ip,
+                a.request_headers, a.response_headers, a.response_body, a.response_size, a.created_at
            FROM webhook_attempts a JOIN webhook_messages m ON m.id = a.message_id
           WHERE a.tenant_id = $1 AND a.endpoint_id = $2 AND ($4::uuid IS NULL OR a.id < $4)
           ORDER BY a.id DESC LIMIT $3",

@@ -12,13 +12,32 @@ use crate::{
     config::RetrySchedule,
     error::Result,
     jobs::{self, ClaimedJob, Outcome, finish_sql},
-    net::{self, ResolveError},
+    net::{self, Egress, ResolveError},
 };
 
 /// Response bytes kept in the attempt log.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
-/// Bytes read past the cap only to learn the body's size; beyond this we stop reading.
-const RESPONSE_READ_LIMIT: usize = 1024 * 1024;
+/// Largest response body read; a bigger one fails the attempt (`body_too_large`).
+pub const RESPONSE_READ_LIMIT: usize = 1024 * 1024;
+/// Response headers kept in the attempt log, and the longest value kept of each.
+const RESPONSE_HEADERS_CAP: usize = 64;
+const HEADER_VALUE_CAP: usize = 1024;
+/// A connection failure this early gets one immediate second try within the same attempt
+/// (a stale keep-alive connection or a restarting load balancer, not a down endpoint).
+const RESET_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// How attempts turn into retries: the deployment's defaults and the throttling rules.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Retry schedule of endpoints without their own.
+    pub schedule: RetrySchedule,
+    /// Request timeout of endpoints without their own.
+    pub timeout: Duration,
+    /// Least wait after a throttling answer (429, 502, 503, 504) or a timeout.
+    pub throttle_delay: Duration,
+    /// Longest `Retry-After` honoured.
+    pub retry_after_max: Duration,
+}
 
 /// Everything an attempt needs, read in one query.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -33,9 +52,30 @@ pub struct Target {
     pub endpoint_active: bool,
     pub secret_ciphertext: Vec<u8>,
     pub secret_key_id: String,
+    pub retry_schedule_ms: Option<Vec<i32>>,
+    pub timeout_ms: Option<i32>,
     /// Set while an earlier event of the same order to the same endpoint is still pending:
     /// when that one is due next. This delivery waits for it.
     pub waiting_for: Option<DateTime<Utc>>,
+}
+
+impl Target {
+    /// The endpoint's own schedule, or the default.
+    pub fn schedule(&self, policy: &Policy) -> RetrySchedule {
+        match &self.retry_schedule_ms {
+            Some(ms) => RetrySchedule(
+                ms.iter()
+                    .map(|m| Duration::from_millis((*m).max(0) as u64))
+                    .collect(),
+            ),
+            None => policy.schedule.clone(),
+        }
+    }
+
+    pub fn timeout(&self, policy: &Policy) -> Duration {
+        self.timeout_ms
+            .map_or(policy.timeout, |ms| Duration::from_millis(ms.max(1) as u64))
+    }
 }
 
 pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Target>> {
@@ -43,7 +83,7 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
         "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
                 m.payload, e.id AS endpoint_id, e.url,
                 (e.status = 'enabled' AND e.deleted_at IS NULL) AS endpoint_active,
-                e.secret_ciphertext, e.secret_key_id,
+                e.secret_ciphertext, e.secret_key_id, e.retry_schedule_ms, e.timeout_ms,
                 (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
                   WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
                     AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
@@ -59,32 +99,55 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
 }
 
 /// What happened on the wire.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AttemptResult {
     pub webhook_timestamp: i64,
     pub status_code: Option<u16>,
+    /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `circuit_open`
+    /// or `body_too_large`; `None` on success.
     pub error_class: Option<&'static str>,
     pub error_message: Option<String>,
     pub duration: Duration,
+    /// Time to the response headers.
+    pub ttfb: Option<Duration>,
+    /// Time to open a new connection (TCP + TLS); `None` when a pooled one was reused.
+    pub connect: Option<Duration>,
+    pub remote_ip: Option<String>,
+    /// Request headers as sent, secrets redacted.
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
     pub response_body: Option<String>,
     pub response_size: Option<i64>,
+    /// The endpoint's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
 }
 
 impl AttemptResult {
     /// Only 2xx counts (Standard Webhooks); redirects are failures.
     pub fn succeeded(&self) -> bool {
-        self.status_code.is_some_and(|s| (200..300).contains(&s))
+        self.error_class.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
     }
 
-    fn failed(ts: i64, started: Instant, class: &'static str, message: String) -> Self {
+    /// 429, 502, 503, 504 and timeouts mean "slow down", not "broken".
+    pub fn throttled(&self) -> bool {
+        matches!(self.status_code, Some(429 | 502 | 503 | 504))
+            || self.error_class == Some("timeout")
+    }
+
+    fn failed(
+        ts: i64,
+        started: Instant,
+        class: &'static str,
+        message: String,
+        request_headers: Vec<(String, String)>,
+    ) -> Self {
         AttemptResult {
             webhook_timestamp: ts,
-            status_code: None,
             error_class: Some(class),
             error_message: Some(message),
             duration: started.elapsed(),
-            response_body: None,
-            response_size: None,
+            request_headers,
+            ..Default::default()
         }
     }
 }
@@ -95,39 +158,81 @@ pub async fn send(
     client: &reqwest::Client,
     target: &Target,
     key: &[u8],
-    allow_private: bool,
+    egress: &Egress,
+    timeout: Duration,
 ) -> AttemptResult {
     let started = Instant::now();
     let ts = Utc::now().timestamp();
-    let url = match Url::parse(&target.url) {
-        Ok(u) => u,
-        Err(e) => return AttemptResult::failed(ts, started, "invalid_url", e.to_string()),
-    };
-    if let Err(e) = net::check_url(&url, allow_private) {
-        return AttemptResult::failed(ts, started, "blocked_address", e.to_string());
-    }
     let msg_id = webhook_id(target.message_id);
     let signature = signing::sign(key, &msg_id, ts, target.payload.as_bytes());
-    let request = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &msg_id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", signature)
-        .body(target.payload.clone());
-    let mut response = match request.send().await {
-        Ok(r) => r,
+    let headers: Vec<(String, String)> = vec![
+        ("content-type".into(), "application/json".into()),
+        ("user-agent".into(), net::USER_AGENT.into()),
+        ("webhook-id".into(), msg_id),
+        ("webhook-timestamp".into(), ts.to_string()),
+        ("webhook-signature".into(), signature),
+    ];
+    let url = match Url::parse(&target.url) {
+        Ok(u) => u,
         Err(e) => {
-            let (class, message) = classify(&e);
-            return AttemptResult::failed(ts, started, class, message);
+            let msg = format!("invalid URL: {e}");
+            return AttemptResult::failed(ts, started, "blocked_address", msg, headers);
         }
     };
+    if let Err(e) = net::check_url(&url, egress) {
+        return AttemptResult::failed(ts, started, "blocked_address", e.to_string(), headers);
+    }
+    let build = || {
+        let mut request = client.post(url.clone()).timeout(timeout);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        request.body(target.payload.clone())
+    };
+    let (mut sent, mut connect) = net::timed(build().send()).await;
+    let mut reset_note = None;
+    if let Err(e) = &sent {
+        let (class, message) = classify(e);
+        if class == "connect" && started.elapsed() < RESET_RETRY_WINDOW {
+            reset_note = Some(message);
+            (sent, connect) = net::timed(build().send()).await;
+        }
+    }
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let (class, mut message) = classify(&e);
+            if let Some(first) = reset_note {
+                message = format!("{message} (after an immediate retry of: {first})");
+            }
+            let mut r = AttemptResult::failed(ts, started, class, message, headers);
+            r.connect = connect;
+            return r;
+        }
+    };
+    let ttfb = started.elapsed();
     let status = response.status().as_u16();
+    let remote_ip = response.remote_addr().map(|a| a.ip().to_string());
+    let response_headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .take(RESPONSE_HEADERS_CAP)
+        .map(|(k, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            let v: String = v.chars().take(HEADER_VALUE_CAP).collect();
+            (k.as_str().to_owned(), v)
+        })
+        .collect();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()));
     let declared = response.content_length();
     let mut body = Vec::new();
     let mut seen: usize = 0;
-    // The status decides the outcome; a body that breaks off or never ends only shortens the log.
-    while seen < RESPONSE_READ_LIMIT {
+    // The status decides the outcome; a body that breaks off only shortens the log.
+    while seen <= RESPONSE_READ_LIMIT {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 let room = RESPONSE_BODY_CAP.saturating_sub(body.len());
@@ -137,15 +242,46 @@ pub async fn send(
             Ok(None) | Err(_) => break,
         }
     }
+    let too_large =
+        seen > RESPONSE_READ_LIMIT || declared.is_some_and(|d| d > RESPONSE_READ_LIMIT as u64);
+    let (error_class, error_message) = if too_large {
+        (
+            Some("body_too_large"),
+            Some(format!(
+                "HTTP {status} with a response body over {} bytes",
+                RESPONSE_READ_LIMIT
+            )),
+        )
+    } else if !(200..300).contains(&status) {
+        (Some("http_status"), Some(format!("HTTP {status}")))
+    } else {
+        (None, None)
+    };
     AttemptResult {
         webhook_timestamp: ts,
         status_code: Some(status),
-        error_class: (!(200..300).contains(&status)).then_some("http_status"),
-        error_message: (!(200..300).contains(&status)).then(|| format!("HTTP {status}")),
+        error_class,
+        error_message,
         duration: started.elapsed(),
+        ttfb: Some(ttfb),
+        connect,
+        remote_ip,
+        request_headers: headers,
+        response_headers,
         response_body: Some(String::from_utf8_lossy(&body).into_owned()),
         response_size: Some(declared.map_or(seen as i64, |d| d as i64)),
+        retry_after,
     }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&Utc) - now).to_std().ok()
 }
 
 /// Maps a transport error to an error class by walking its cause chain.
@@ -170,10 +306,9 @@ fn classify(e: &reqwest::Error) -> (&'static str, String) {
     let text = error_chain(e);
     if e.is_timeout() {
         ("timeout", text)
-    } else if e.is_connect() {
-        ("connect", text)
     } else {
-        ("request", text)
+        // Refused, reset, closed before a response: the endpoint could not be talked to.
+        ("connect", text)
     }
 }
 
@@ -188,32 +323,74 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The ledger outcome and delivery status after an attempt.
+/// What the ledger does after an attempt.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The delivery's new status: `succeeded`, `pending` or `failed`.
+    pub status: &'static str,
+    /// Disable the endpoint, for this reason (`gone`).
+    pub disable: Option<&'static str>,
+}
+
+/// The ledger outcome after attempt number `attempt` under `schedule`.
 pub fn decide(
     result: &AttemptResult,
     attempt: i32,
     schedule: &RetrySchedule,
+    policy: &Policy,
     now: DateTime<Utc>,
-) -> (Outcome, &'static str) {
+) -> Decision {
     if result.succeeded() {
-        return (Outcome::Succeeded, "succeeded");
+        return Decision {
+            outcome: Outcome::Succeeded,
+            status: "succeeded",
+            disable: None,
+        };
     }
     let error = result
         .error_message
         .clone()
         .unwrap_or_else(|| "failed".to_owned());
-    match schedule.delay_after(attempt) {
-        Some(delay) => {
-            let at = now + chrono::Duration::from_std(jitter(delay)).unwrap_or_default();
-            (Outcome::Retry { at, error }, "pending")
-        }
-        None => (Outcome::Dead { error }, "failed"),
+    if result.status_code == Some(410) {
+        // Standard Webhooks: 410 Gone means "stop sending"; the endpoint is disabled.
+        return Decision {
+            outcome: Outcome::Dead {
+                error: format!("{error}: the endpoint is gone and has been disabled"),
+            },
+            status: "failed",
+            disable: Some("gone"),
+        };
+    }
+    let Some(base) = schedule.delay_after(attempt) else {
+        return Decision {
+            outcome: Outcome::Dead { error },
+            status: "failed",
+            disable: None,
+        };
+    };
+    let mut delay = jitter(base);
+    if result.throttled() {
+        delay = delay.max(policy.throttle_delay);
+    }
+    if let Some(asked) = result.retry_after {
+        delay = delay.max(asked.min(policy.retry_after_max));
+    }
+    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    Decision {
+        outcome: Outcome::Retry { at, error },
+        status: "pending",
+        disable: None,
     }
 }
 
 /// ±20 % so that retries of a burst do not arrive as a burst.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.8..=1.2))
+}
+
+fn headers_json(h: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Array(h.iter().map(|(k, v)| serde_json::json!([k, v])).collect())
 }
 
 /// In one statement: logs the attempt, moves the delivery to `status` and records the job's
@@ -224,30 +401,40 @@ pub async fn record(
     pool: &PgPool,
     job: &ClaimedJob,
     owner: &str,
-    outcome: &Outcome,
+    decision: &Decision,
     target: &Target,
     result: &AttemptResult,
-    status: &str,
-    next_attempt_at: Option<DateTime<Utc>>,
 ) -> Result<bool> {
+    let next_attempt_at = match &decision.outcome {
+        Outcome::Retry { at, .. } => Some(*at),
+        _ => None,
+    };
+    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
     let done = jobs::bind_finish(
         sqlx::query(concat!(
             "WITH attempt AS (
                 INSERT INTO webhook_attempts
                     (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
-                     status_code, error_class, error_message, duration_ms, response_body, response_size)
-                VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)),
+                     status_code, error_class, error_message, duration_ms, response_body, response_size,
+                     remote_ip, ttfb_ms, connect_ms, request_headers, response_headers)
+                VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                        $23, $24, $25, $26, $27)),
              delivery AS (
                 UPDATE webhook_deliveries
                    SET status = $20, attempts = GREATEST(attempts, $12), last_status_code = $14,
                        next_attempt_at = $21, updated_at = now()
-                 WHERE id = $9)
+                 WHERE id = $9),
+             endpoint AS (
+                UPDATE webhook_endpoints
+                   SET status = 'disabled', disabled_reason = $22, disabled_at = now(),
+                       updated_at = now()
+                 WHERE id = $10 AND $22::text IS NOT NULL AND status = 'enabled')
              ",
             finish_sql!()
         )),
         job,
         owner,
-        outcome,
+        &decision.outcome,
     )
     .bind(Uuid::now_v7())
     .bind(target.tenant_id)
@@ -259,11 +446,17 @@ pub async fn record(
     .bind(result.status_code.map(i32::from))
     .bind(result.error_class)
     .bind(&result.error_message)
-    .bind(result.duration.as_millis().min(i32::MAX as u128) as i32)
+    .bind(ms(result.duration))
     .bind(&result.response_body)
     .bind(result.response_size)
-    .bind(status)
+    .bind(decision.status)
     .bind(next_attempt_at)
+    .bind(decision.disable)
+    .bind(&result.remote_ip)
+    .bind(result.ttfb.map(ms))
+    .bind(result.connect.map(ms))
+    .bind(headers_json(&result.request_headers))
+    .bind(headers_json(&result.response_headers))
     .execute(pool)
     .await?
     .rows_affected();
@@ -289,13 +482,29 @@ mod tests {
 
     fn result(status: Option<u16>) -> AttemptResult {
         AttemptResult {
-            webhook_timestamp: 0,
             status_code: status,
-            error_class: None,
-            error_message: None,
-            duration: Duration::ZERO,
-            response_body: None,
-            response_size: None,
+            error_class: match status {
+                Some(200..300) => None,
+                Some(_) => Some("http_status"),
+                None => Some("connect"),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            schedule: RetrySchedule(vec![]),
+            timeout: Duration::from_secs(15),
+            throttle_delay: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(3600),
+        }
+    }
+
+    fn wait(d: &Decision, now: DateTime<Utc>) -> i64 {
+        match &d.outcome {
+            Outcome::Retry { at, .. } => (*at - now).num_milliseconds(),
+            other => panic!("expected a retry, got {other:?}"),
         }
     }
 
@@ -303,21 +512,76 @@ mod tests {
     fn only_2xx_succeeds_and_the_schedule_decides_the_rest() {
         let schedule = RetrySchedule(vec![Duration::from_secs(5), Duration::from_secs(300)]);
         let now = Utc::now();
+        let p = policy();
         assert!(matches!(
-            decide(&result(Some(204)), 1, &schedule, now).0,
+            decide(&result(Some(204)), 1, &schedule, &p, now).outcome,
             Outcome::Succeeded
         ));
         for status in [Some(301), Some(500), None] {
-            let (o, s) = decide(&result(status), 1, &schedule, now);
-            let Outcome::Retry { at, .. } = o else {
-                panic!("expected retry")
-            };
-            let wait = (at - now).num_milliseconds();
-            assert!((4000..=6000).contains(&wait), "5 s ± 20 %, got {wait} ms");
-            assert_eq!(s, "pending");
+            let d = decide(&result(status), 1, &schedule, &p, now);
+            let w = wait(&d, now);
+            assert!((4000..=6000).contains(&w), "5 s ± 20 %, got {w} ms");
+            assert_eq!(d.status, "pending");
         }
-        let (o, s) = decide(&result(Some(500)), 3, &schedule, now);
-        assert!(matches!(o, Outcome::Dead { .. }));
-        assert_eq!(s, "failed");
+        let d = decide(&result(Some(500)), 3, &schedule, &p, now);
+        assert!(matches!(d.outcome, Outcome::Dead { .. }));
+        assert_eq!(d.status, "failed");
+        assert_eq!(d.disable, None);
+    }
+
+    #[test]
+    fn throttling_waits_at_least_the_penalty_and_retry_after_is_honoured_up_to_a_cap() {
+        let schedule = RetrySchedule(vec![Duration::from_secs(5); 3]);
+        let now = Utc::now();
+        let p = policy();
+        for status in [429, 502, 503, 504] {
+            let w = wait(&decide(&result(Some(status)), 1, &schedule, &p, now), now);
+            assert!(w >= 60_000, "{status} waits ≥ 60 s, got {w} ms");
+        }
+        let timeout = AttemptResult {
+            error_class: Some("timeout"),
+            ..Default::default()
+        };
+        assert!(wait(&decide(&timeout, 1, &schedule, &p, now), now) >= 60_000);
+        let mut asked = result(Some(500));
+        asked.retry_after = Some(Duration::from_secs(120));
+        assert_eq!(wait(&decide(&asked, 1, &schedule, &p, now), now), 120_000);
+        asked.retry_after = Some(Duration::from_secs(86_400 * 30));
+        assert_eq!(
+            wait(&decide(&asked, 1, &schedule, &p, now), now),
+            3_600_000,
+            "clamped"
+        );
+        // A Retry-After shorter than the schedule does not hurry the retry.
+        asked.retry_after = Some(Duration::from_secs(1));
+        assert!(wait(&decide(&asked, 1, &schedule, &p, now), now) >= 4000);
+    }
+
+    #[test]
+    fn gone_disables_the_endpoint_and_stops() {
+        let schedule = RetrySchedule(vec![Duration::from_secs(5); 3]);
+        let d = decide(&result(Some(410)), 1, &schedule, &policy(), Utc::now());
+        assert!(matches!(d.outcome, Outcome::Dead { .. }));
+        assert_eq!(d.disable, Some("gone"));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            None
+        );
     }
 }

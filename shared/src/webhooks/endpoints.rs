@@ -1,6 +1,9 @@
 //! Webhook endpoints: where a tenant wants its events delivered.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use poem_openapi::types::MaybeUndefined;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -8,9 +11,10 @@ use uuid::Uuid;
 
 use super::{event_types, signing};
 use crate::{
+    config::parse_duration,
     crypto::Keyring,
     error::{Error, Result},
-    net,
+    net::{self, Egress},
     tenants::Scope,
 };
 
@@ -23,9 +27,32 @@ pub struct CreateEndpoint {
     pub event_types: Option<Vec<String>>,
     /// Free text for operators.
     pub description: Option<String>,
+    /// Delays before attempts 2, 3, … (`"5s"`, `"30m"`, `"2h"`; at most 20, each ≤ 7 days);
+    /// `[]` means a single attempt. Default: the deployment's schedule (Standard Webhooks:
+    /// 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h), with ±20 % jitter.
+    pub retry_schedule: Option<Vec<String>>,
+    /// Total request timeout, 1s to 30s (e.g. `"10s"`). Default: the deployment's (15 s).
+    pub timeout: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+/// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
+/// `description` to their defaults.
+#[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub description: MaybeUndefined<String>,
+    #[serde(default)]
+    pub retry_schedule: MaybeUndefined<Vec<String>>,
+    #[serde(default)]
+    pub timeout: MaybeUndefined<String>,
+    /// `enabled` or `disabled`. Enabling clears `disabled_reason`.
+    pub status: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct Endpoint {
     pub id: Uuid,
     /// `live` or `test`: receives only events of orders of the same mode.
@@ -35,8 +62,51 @@ pub struct Endpoint {
     pub event_types: Vec<String>,
     /// `enabled` or `disabled`.
     pub status: String,
+    /// Why the endpoint is disabled: `manual`, `gone` (it answered 410 Gone) or `failing`.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Delays before attempts 2, 3, …; `null` = the deployment's default schedule.
+    pub retry_schedule: Option<Vec<String>>,
+    /// Total request timeout; `null` = the deployment's default.
+    pub timeout: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: Uuid,
+    mode: String,
+    url: String,
+    description: Option<String>,
+    event_types: Vec<String>,
+    status: String,
+    disabled_reason: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    retry_schedule_ms: Option<Vec<i32>>,
+    timeout_ms: Option<i32>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(r: EndpointRow) -> Self {
+        let ms = |v: i32| format_duration(Duration::from_millis(v.max(0) as u64));
+        Endpoint {
+            id: r.id,
+            mode: r.mode,
+            url: r.url,
+            description: r.description,
+            event_types: r.event_types,
+            status: r.status,
+            disabled_reason: r.disabled_reason,
+            disabled_at: r.disabled_at,
+            retry_schedule: r.retry_schedule_ms.map(|v| v.into_iter().map(ms).collect()),
+            timeout: r.timeout_ms.map(ms),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 /// An endpoint as created: the only time its signing secret is shown.
@@ -49,60 +119,134 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-const COLUMNS: &str = "id, mode, url, description, event_types, status, created_at, updated_at";
+const COLUMNS: &str = "id, mode, url, description, event_types, status, disabled_reason, \
+    disabled_at, retry_schedule_ms, timeout_ms, created_at, updated_at";
+
+/// Longest delay allowed in a retry schedule.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86_400);
 
 /// AAD binding an endpoint's encrypted secret to its row and tenant.
 fn secret_aad(tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
     format!("webhook_endpoint|secret|{endpoint_id}|{tenant_id}|v1").into_bytes()
 }
 
-/// Parses and vets an endpoint URL (scheme, credentials, literal addresses, length).
-pub fn validate_url(raw: &str, allow_private: bool) -> Result<Url> {
-    let invalid = |detail: String| Error::invalid("parameter_invalid", "url", detail);
-    if raw.len() > 2048 {
-        return Err(invalid("`url` must be at most 2048 characters.".into()));
+/// `1500ms`, `5s`, `30m`, `2h`, `1d`: the largest unit that divides the duration.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
     }
-    let url =
-        Url::parse(raw.trim()).map_err(|e| invalid(format!("`url` is not a valid URL: {e}.")))?;
-    net::check_url(&url, allow_private).map_err(|e| match e {
-        net::BlockedTarget::NonPublic(_) => Error::invalid(
-            "url_not_allowed",
-            "url",
-            format!("`url` is not allowed: {e}."),
-        ),
-        _ => invalid(format!("`url` is not allowed: {e}.")),
-    })?;
-    Ok(url)
+    format!("{ms}ms")
 }
 
-pub async fn create(
-    pool: &PgPool,
-    keyring: &Keyring,
-    allow_private: bool,
-    scope: Scope,
-    input: CreateEndpoint,
-) -> Result<CreatedEndpoint> {
-    let tenant_id = scope.tenant_id;
-    let url = validate_url(&input.url, allow_private)?;
-    let event_types = event_types::validate_filter(input.event_types)?;
-    let description = input.description.map(|d| d.trim().to_owned());
-    if description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 1000)
-    {
+fn parse_schedule(raw: &[String]) -> Result<Vec<i32>> {
+    if raw.len() > 20 {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "retry_schedule",
+            "`retry_schedule` may list at most 20 delays.",
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            parse_duration(s)
+                .ok()
+                .filter(|d| *d <= MAX_RETRY_DELAY)
+                .map(|d| d.as_millis() as i32)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "parameter_invalid",
+                        format!("retry_schedule[{i}]"),
+                        format!("`{s}` is not a delay between 0s and 7d (like `500ms`, `5s`, `30m`, `2h`)."),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn parse_timeout(raw: &str) -> Result<i32> {
+    parse_duration(raw)
+        .ok()
+        .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(30)).contains(d))
+        .map(|d| d.as_millis() as i32)
+        .ok_or_else(|| {
+            Error::invalid(
+                "parameter_invalid",
+                "timeout",
+                format!("`timeout` must be between 1s and 30s, got `{raw}`."),
+            )
+        })
+}
+
+fn validate_description(d: Option<String>) -> Result<Option<String>> {
+    let d = d.map(|d| d.trim().to_owned());
+    if d.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(Error::invalid(
             "parameter_invalid",
             "description",
             "`description` must be at most 1000 characters.",
         ));
     }
+    Ok(d)
+}
+
+/// Parses and vets an endpoint URL: scheme, credentials, length, IP literals in every
+/// notation, and what the host name resolves to now (any non-permitted address refuses it;
+/// every attempt checks again). A name that does not resolve yet is accepted.
+pub async fn validate_url(raw: &str, egress: &Egress) -> Result<Url> {
+    let invalid = |detail: String| Error::invalid("parameter_invalid", "url", detail);
+    let not_allowed = |detail: String| Error::invalid("url_not_allowed", "url", detail);
+    if raw.len() > 2048 {
+        return Err(invalid("`url` must be at most 2048 characters.".into()));
+    }
+    let url =
+        Url::parse(raw.trim()).map_err(|e| invalid(format!("`url` is not a valid URL: {e}.")))?;
+    net::check_url(&url, egress).map_err(|e| match e {
+        net::BlockedTarget::NonPublic(_) => not_allowed(format!("`url` is not allowed: {e}.")),
+        _ => invalid(format!("`url` is not allowed: {e}.")),
+    })?;
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let port = url.port_or_known_default().unwrap_or(443);
+        if let Err(e @ net::ResolveError::Blocked { .. }) = egress.resolve(host, port).await {
+            return Err(not_allowed(format!("`url` is not allowed: {e}.")));
+        }
+    }
+    Ok(url)
+}
+
+pub async fn create(
+    pool: &PgPool,
+    keyring: &Keyring,
+    egress: &Egress,
+    scope: Scope,
+    input: CreateEndpoint,
+) -> Result<CreatedEndpoint> {
+    let tenant_id = scope.tenant_id;
+    let url = validate_url(&input.url, egress).await?;
+    let event_types = event_types::validate_filter(input.event_types)?;
+    let description = validate_description(input.description)?;
+    let schedule = input
+        .retry_schedule
+        .as_deref()
+        .map(parse_schedule)
+        .transpose()?;
+    let timeout = input.timeout.as_deref().map(parse_timeout).transpose()?;
     let id = Uuid::now_v7();
     let secret = signing::generate_secret();
     let (key_id, sealed) = keyring.seal(secret.as_bytes(), &secret_aad(tenant_id, id));
-    let endpoint = sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints
-            (id, tenant_id, mode, url, description, event_types, secret_ciphertext, secret_key_id)
-         VALUES ($1, $2, $8, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+            (id, tenant_id, mode, url, description, event_types, secret_ciphertext, secret_key_id,
+             retry_schedule_ms, timeout_ms)
+         VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10) RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(tenant_id)
@@ -112,13 +256,97 @@ pub async fn create(
     .bind(sealed)
     .bind(key_id)
     .bind(scope.mode.as_str())
+    .bind(schedule)
+    .bind(timeout)
     .fetch_one(pool)
     .await?;
-    Ok(CreatedEndpoint { endpoint, secret })
+    Ok(CreatedEndpoint {
+        endpoint: row.into(),
+        secret,
+    })
+}
+
+/// Applies a partial update in one statement.
+pub async fn update(
+    pool: &PgPool,
+    egress: &Egress,
+    scope: Scope,
+    id: Uuid,
+    input: UpdateEndpoint,
+) -> Result<Endpoint> {
+    let url = match &input.url {
+        Some(u) => Some(validate_url(u, egress).await?.to_string()),
+        None => None,
+    };
+    let event_types = input
+        .event_types
+        .map(|t| event_types::validate_filter(Some(t)))
+        .transpose()?;
+    let status = match input.status.as_deref() {
+        None => None,
+        Some(s @ ("enabled" | "disabled")) => Some(s),
+        Some(other) => {
+            return Err(Error::invalid(
+                "parameter_invalid",
+                "status",
+                format!("`status` must be `enabled` or `disabled`, got `{other}`."),
+            ));
+        }
+    };
+    // (present, value) pairs: present = the field was in the body (a null resets it).
+    let description = match input.description {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(d) => (true, validate_description(Some(d))?),
+    };
+    let schedule = match &input.retry_schedule {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(s) => (true, Some(parse_schedule(s)?)),
+    };
+    let timeout = match &input.timeout {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(t) => (true, Some(parse_timeout(t)?)),
+    };
+    let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints
+            SET url = COALESCE($4, url),
+                event_types = COALESCE($5, event_types),
+                description = CASE WHEN $6 THEN $7 ELSE description END,
+                retry_schedule_ms = CASE WHEN $8 THEN $9 ELSE retry_schedule_ms END,
+                timeout_ms = CASE WHEN $10 THEN $11 ELSE timeout_ms END,
+                status = COALESCE($12, status),
+                disabled_reason = CASE WHEN $12 = 'enabled' THEN NULL
+                                       WHEN $12 = 'disabled' AND status = 'enabled' THEN 'manual'
+                                       ELSE disabled_reason END,
+                disabled_at = CASE WHEN $12 = 'enabled' THEN NULL
+                                   WHEN $12 = 'disabled' AND status = 'enabled' THEN now()
+                                   ELSE disabled_at END,
+                updated_at = now()
+          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
+      RETURNING {COLUMNS}"
+    )))
+    .bind(scope.tenant_id)
+    .bind(id)
+    .bind(scope.mode.as_str())
+    .bind(url)
+    .bind(event_types)
+    .bind(description.0)
+    .bind(description.1)
+    .bind(schedule.0)
+    .bind(schedule.1)
+    .bind(timeout.0)
+    .bind(timeout.1)
+    .bind(status)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    Ok(row.into())
 }
 
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
-    sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM webhook_endpoints
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL"
     )))
@@ -127,6 +355,7 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
     .bind(scope.mode.as_str())
     .fetch_optional(pool)
     .await?
+    .map(Endpoint::from)
     .ok_or_else(|| Error::not_found("webhook endpoint"))
 }
 
@@ -136,18 +365,23 @@ pub async fn list(
     limit: i64,
     starting_after: Option<Uuid>,
 ) -> Result<Vec<Endpoint>> {
-    Ok(sqlx::query_as::<_, Endpoint>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints
+    Ok(
+        sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM webhook_endpoints
           WHERE tenant_id = $1 AND mode = $4 AND deleted_at IS NULL
             AND ($3::uuid IS NULL OR id < $3)
           ORDER BY id DESC LIMIT $2"
-    )))
-    .bind(scope.tenant_id)
-    .bind(limit)
-    .bind(starting_after)
-    .bind(scope.mode.as_str())
-    .fetch_all(pool)
-    .await?)
+        )))
+        .bind(scope.tenant_id)
+        .bind(limit)
+        .bind(starting_after)
+        .bind(scope.mode.as_str())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(Endpoint::from)
+        .collect(),
+    )
 }
 
 /// Soft-deletes the endpoint; deliveries still waiting for it are cancelled when they come up.

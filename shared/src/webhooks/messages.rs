@@ -17,6 +17,8 @@ use crate::{
 pub struct Subscription {
     pub id: Uuid,
     pub event_types: Vec<String>,
+    /// Attempts allowed by the endpoint's own retry schedule, if it has one.
+    pub max_attempts: Option<i32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -42,7 +44,8 @@ pub struct Loaded {
 pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     let row = sqlx::query_as::<_, EventRow>(
         "SELECT e.id, e.tenant_id, e.mode, e.order_id, e.seq, e.type, e.data, e.created_at,
-                COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types))
+                COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types,
+                                                  'max_attempts', cardinality(w.retry_schedule_ms) + 1))
                             FROM webhook_endpoints w
                            WHERE w.tenant_id = e.tenant_id AND w.mode = e.mode
                              AND w.status = 'enabled' AND w.deleted_at IS NULL), '[]'::json)
@@ -97,21 +100,21 @@ pub async fn fan_out(
     owner: &str,
     event: &OrderEvent,
     subs: &[Subscription],
-    max_attempts: i32,
+    default_max_attempts: i32,
 ) -> Result<FanOut> {
-    let endpoints: Vec<Uuid> = subs
+    let subscribed: Vec<&Subscription> = subs
         .iter()
         .filter(|s| event_types::matches_any(&s.event_types, &event.r#type))
-        .map(|s| s.id)
         .collect();
-    let deliveries: Vec<NewJob> = endpoints
+    let endpoints: Vec<Uuid> = subscribed.iter().map(|s| s.id).collect();
+    let deliveries: Vec<NewJob> = subscribed
         .iter()
-        .map(|_| {
+        .map(|s| {
             NewJob::new(
                 WEBHOOK_DELIVERIES,
                 event.tenant_id,
                 Uuid::now_v7(),
-                max_attempts,
+                s.max_attempts.unwrap_or(default_max_attempts),
             )
         })
         .collect();
@@ -140,8 +143,9 @@ pub async fn fan_out(
                 -- New jobs are born queued (see jobs::NewJob).
                 INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state,
                                   dispatch_seq, queued_at)
-                SELECT t.j, $15, $8, d.id, $16, 'queued', 1, now()
-                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[]) AS t(d, j) ON t.d = d.id
+                SELECT t.j, $15, $8, d.id, t.ma, 'queued', 1, now()
+                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[], $16::int[]) AS t(d, j, ma)
+                       ON t.d = d.id
                 RETURNING id)
          SELECT EXISTS (SELECT 1 FROM fin) AS finished, ARRAY(SELECT id FROM j) AS jobs"
         )),
@@ -158,7 +162,12 @@ pub async fn fan_out(
     .bind(&endpoints)
     .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
     .bind(WEBHOOK_DELIVERIES)
-    .bind(max_attempts)
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| d.max_attempts)
+            .collect::<Vec<_>>(),
+    )
     .bind(event.order_id)
     .bind(event.seq)
     .fetch_one(pool)

@@ -30,7 +30,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         &ctx.owner,
         &loaded.event,
         &loaded.subscriptions,
-        ctx.schedule.max_attempts(),
+        ctx.policy.schedule.max_attempts(),
     )
     .await?;
     if !fan_out.finished {

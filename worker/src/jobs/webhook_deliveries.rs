@@ -60,23 +60,22 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         &target.secret_key_id,
         &target.secret_ciphertext,
     )?;
-    let result = delivery::send(&ctx.http, &target, &key, ctx.allow_private).await;
-    let (outcome, status) = delivery::decide(&result, job.attempt, &ctx.schedule, Utc::now());
-    let next_attempt_at = match &outcome {
-        Outcome::Retry { at, .. } => Some(*at),
-        _ => None,
-    };
-    let recorded = delivery::record(
-        &ctx.pool,
-        job,
-        &ctx.owner,
-        &outcome,
+    let result = delivery::send(
+        &ctx.http,
         &target,
-        &result,
-        status,
-        next_attempt_at,
+        &key,
+        &ctx.egress,
+        target.timeout(&ctx.policy),
     )
-    .await?;
+    .await;
+    let schedule = target.schedule(&ctx.policy);
+    let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy, Utc::now());
+    let recorded =
+        delivery::record(&ctx.pool, job, &ctx.owner, &decision, &target, &result).await?;
+    if let Some(reason) = decision.disable {
+        tracing::warn!(endpoint_id = %target.endpoint_id, reason, "endpoint disabled");
+        metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason).increment(1);
+    }
     if !recorded {
         tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
     }
