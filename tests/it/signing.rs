@@ -12,3 +12,255 @@ fn signature_matches_the_standard_webhooks_golden_vector() {
     );
     assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
 }
+
+mod end_to_end {
+    use std::time::Duration;
+
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use serde_json::{Value, json};
+    use switchyard_tests::{
+        Behaviour, PartnerServer, Received, TestApp, TestOptions, eventually, problem,
+        verify_signature,
+    };
+
+    /// The n-th request the partner receives.
+    async fn nth(partner: &PartnerServer, n: usize) -> Received {
+        eventually(Duration::from_secs(10), "a webhook", || async {
+            partner.received().get(n).cloned()
+        })
+        .await
+    }
+
+    /// A third-party verifier's rule for a rotation: every `v1` token in the header must be
+    /// the signature of one of the secrets, and each secret must have signed.
+    fn tokens_match_secrets(hook: &Received, secrets: &[&str]) {
+        let header = hook.header("webhook-signature");
+        let tokens: Vec<&str> = header.split(' ').filter(|t| t.starts_with("v1,")).collect();
+        assert_eq!(tokens.len(), secrets.len(), "{header}");
+        for secret in secrets {
+            assert!(
+                verify_signature(
+                    secret,
+                    hook.header("webhook-id"),
+                    hook.header("webhook-timestamp"),
+                    &hook.body,
+                    header
+                ),
+                "a token signed with {secret}"
+            );
+        }
+        for token in tokens {
+            assert!(
+                secrets.iter().any(|s| verify_signature(
+                    s,
+                    hook.header("webhook-id"),
+                    hook.header("webhook-timestamp"),
+                    &hook.body,
+                    token
+                )),
+                "token {token} verifies with one of the secrets"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rotated_secrets_sign_until_their_grace_period_ends() {
+        let app = TestApp::spawn(TestOptions::default()).await;
+        let partner = PartnerServer::start(Behaviour::Status(200)).await;
+        let (_, key) = app.partner_account().await;
+        let (id, first) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+        let rotate = |body: Value| {
+            let (app, key, id) = (&app, &key, &id);
+            async move {
+                let r = app
+                    .partner_post(
+                        key,
+                        &format!("/v1/webhook-endpoints/{id}/secret/rotate"),
+                        body,
+                    )
+                    .await;
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            }
+        };
+
+        let r = rotate(json!({ "grace_period": "1h" })).await;
+        let second = r["secret"].as_str().unwrap().to_owned();
+        assert!(second.starts_with("whsec_") && second != first);
+        assert!(r["previous_secret_expires_at"].is_string());
+        assert_eq!(app.post_order(&key, "ord-rot-1").await.status(), 201);
+        tokens_match_secrets(&nth(&partner, 0).await, &[&second, &first]);
+
+        // A zero grace period drops the replaced secret at once; the first one still signs.
+        let own = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+        let r = rotate(json!({ "grace_period": "0s", "secret": own })).await;
+        assert_eq!(r["secret"], own.as_str());
+        assert_eq!(r["previous_secret_expires_at"], Value::Null);
+        assert_eq!(app.post_order(&key, "ord-rot-2").await.status(), 201);
+        tokens_match_secrets(&nth(&partner, 1).await, &[&own, &first]);
+
+        let bad = app
+            .partner_post(
+                &key,
+                &format!("/v1/webhook-endpoints/{id}/secret/rotate"),
+                json!({ "grace_period": "8d" }),
+            )
+            .await;
+        problem(bad, 400, "parameter_invalid", Some("grace_period")).await;
+    }
+
+    #[tokio::test]
+    async fn ed25519_signatures_verify_with_the_published_key() {
+        let app = TestApp::spawn(TestOptions::default()).await;
+        let partner = PartnerServer::start(Behaviour::Status(200)).await;
+        let (_, key) = app.partner_account().await;
+        let ep = app
+            .create_endpoint_with(&key, json!({ "url": partner.url, "ed25519_signing": true }))
+            .await;
+        let public = ep["public_key"].as_str().unwrap();
+        assert!(public.starts_with("whpk_"));
+        // The key is on the endpoint for anyone holding webhooks:read.
+        let got = app
+            .partner_get(
+                &key,
+                &format!("/v1/webhook-endpoints/{}", ep["id"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(got["public_key"], public);
+
+        assert_eq!(app.post_order(&key, "ord-ed").await.status(), 201);
+        let hook = nth(&partner, 0).await;
+        let header = hook.header("webhook-signature");
+        let v1a = header
+            .split(' ')
+            .find_map(|t| t.strip_prefix("v1a,"))
+            .expect("a v1a token");
+        let content = [
+            hook.header("webhook-id").as_bytes(),
+            b".",
+            hook.header("webhook-timestamp").as_bytes(),
+            b".",
+            &hook.body,
+        ]
+        .concat();
+        let pk = STANDARD
+            .decode(public.strip_prefix("whpk_").unwrap())
+            .unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &pk)
+            .verify(&content, &STANDARD.decode(v1a).unwrap())
+            .expect("v1a verifies with the published key");
+        // v1 verifiers, which skip v1a, still accept the header.
+        assert!(verify_signature(
+            ep["secret"].as_str().unwrap(),
+            hook.header("webhook-id"),
+            hook.header("webhook-timestamp"),
+            &hook.body,
+            header
+        ));
+    }
+
+    #[tokio::test]
+    async fn endpoint_auth_and_headers_are_sent_but_never_shown_or_logged() {
+        let app = TestApp::spawn(TestOptions::default()).await;
+        let partner = PartnerServer::start(Behaviour::Status(200)).await;
+        let (_, key) = app.partner_account().await;
+        let ep = app
+            .create_endpoint_with(
+                &key,
+                json!({
+                    "url": partner.url,
+                    "headers": { "X-Api-Token": "tok-SECRET-1", "X-Tenant": "acme" },
+                    "auth": { "type": "basic", "username": "erp", "password": "pw-SECRET-2" }
+                }),
+            )
+            .await;
+        let id = ep["id"].as_str().unwrap();
+        assert_eq!(ep["headers"], json!(["x-api-token", "x-tenant"]));
+        assert_eq!(ep["auth_type"], "basic");
+        assert!(
+            !ep.to_string().contains("SECRET"),
+            "values never shown: {ep}"
+        );
+
+        assert_eq!(app.post_order(&key, "ord-auth-1").await.status(), 201);
+        let hook = nth(&partner, 0).await;
+        assert_eq!(hook.header("x-api-token"), "tok-SECRET-1");
+        assert_eq!(hook.header("x-tenant"), "acme");
+        assert_eq!(
+            hook.header("authorization"),
+            format!("Basic {}", STANDARD.encode("erp:pw-SECRET-2"))
+        );
+
+        // Switch to bearer auth and drop the headers.
+        let r = app
+            .partner_patch(
+                &key,
+                &format!("/v1/webhook-endpoints/{id}"),
+                json!({ "auth": { "type": "bearer", "token": "bearer-SECRET-3" }, "headers": null }),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["auth_type"], "bearer");
+        assert_eq!(v["headers"], json!([]));
+        assert_eq!(app.post_order(&key, "ord-auth-2").await.status(), 201);
+        let hook = nth(&partner, 1).await;
+        assert_eq!(hook.header("authorization"), "Bearer bearer-SECRET-3");
+        assert_eq!(hook.header("x-api-token"), "");
+
+        // The attempt log redacts the values; nothing secret is stored in clear anywhere.
+        let log = eventually(Duration::from_secs(5), "two attempts", || async {
+            let v = app
+                .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/attempts"))
+                .await;
+            (v["data"].as_array().unwrap().len() == 2).then_some(v)
+        })
+        .await;
+        assert!(!log.to_string().contains("SECRET"), "{log}");
+        let first = &log["data"][1]["request_headers"];
+        assert!(
+            first
+                .as_array()
+                .unwrap()
+                .contains(&json!(["authorization", "[redacted]"]))
+        );
+        assert!(
+            first
+                .as_array()
+                .unwrap()
+                .contains(&json!(["x-api-token", "[redacted]"]))
+        );
+        let dump: String = sqlx::query_scalar(
+            "SELECT (SELECT string_agg(t::text, '') FROM webhook_attempts t)
+                 || (SELECT string_agg(e::text, '') FROM webhook_endpoints e)",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert!(
+            !dump.contains("SECRET"),
+            "no credential in clear in the database"
+        );
+
+        for (body, param) in [
+            (
+                json!({ "headers": { "Authorization": "x" } }),
+                "headers.Authorization",
+            ),
+            (
+                json!({ "headers": { "webhook-id": "x" } }),
+                "headers.webhook-id",
+            ),
+            (
+                json!({ "auth": { "type": "basic", "username": "u" } }),
+                "auth.password",
+            ),
+            (json!({ "auth": { "type": "digest" } }), "auth.type"),
+        ] {
+            let r = app
+                .partner_patch(&key, &format!("/v1/webhook-endpoints/{id}"), body)
+                .await;
+            problem(r, 400, "parameter_invalid", Some(param)).await;
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::webhooks::{attempts, endpoints};
+use switchyard_shared::webhooks::{attempts, credentials, endpoints};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -96,7 +96,36 @@ impl WebhookEndpointsApi {
         let p = auth.require("webhooks:write")?;
         let s = &state.services;
         Ok(Json(
-            endpoints::update(&s.pool, &s.config.egress(), p.scope(), id.0, body.0).await?,
+            endpoints::update(
+                &s.pool,
+                &s.secrets.keyring,
+                &s.config.egress(),
+                p.scope(),
+                id.0,
+                body.0,
+            )
+            .await?,
+        ))
+    }
+
+    /// Rotate the signing secret. The new `whsec_` secret is in this response only; the old one
+    /// keeps signing next to it (space-separated `v1,` tokens) for the grace period.
+    #[oai(
+        path = "/:id/secret/rotate",
+        method = "post",
+        operation_id = "rotateWebhookEndpointSecret"
+    )]
+    async fn rotate_secret(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<credentials::RotateSecret>,
+    ) -> Result<Json<credentials::RotatedSecret>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let s = &state.services;
+        Ok(Json(
+            endpoints::rotate_secret(&s.pool, &s.secrets.keyring, p.scope(), id.0, body.0).await?,
         ))
     }
 

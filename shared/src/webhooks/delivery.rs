@@ -7,7 +7,10 @@ use reqwest::Url;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{signing, webhook_id};
+use super::{
+    credentials::{Credentials, REDACTED, Sealed},
+    signing, webhook_id,
+};
 use crate::{
     config::RetrySchedule,
     error::Result,
@@ -50,8 +53,9 @@ pub struct Target {
     pub endpoint_id: Uuid,
     pub url: String,
     pub endpoint_active: bool,
-    pub secret_ciphertext: Vec<u8>,
-    pub secret_key_id: String,
+    /// Secrets, keys and auth, still sealed.
+    #[sqlx(flatten)]
+    pub sealed: Sealed,
     pub retry_schedule_ms: Option<Vec<i32>>,
     pub timeout_ms: Option<i32>,
     /// Set while an earlier event of the same order to the same endpoint is still pending:
@@ -83,7 +87,9 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
         "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
                 m.payload, e.id AS endpoint_id, e.url,
                 (e.status = 'enabled' AND e.deleted_at IS NULL) AS endpoint_active,
-                e.secret_ciphertext, e.secret_key_id, e.retry_schedule_ms, e.timeout_ms,
+                e.secret_ciphertext, e.secret_key_id, e.previous_secrets, e.ed25519_ciphertext,
+                e.ed25519_key_id, e.headers_ciphertext, e.headers_key_id, e.auth_ciphertext,
+                e.auth_key_id, e.retry_schedule_ms, e.timeout_ms,
                 (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
                   WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
                     AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
@@ -157,21 +163,39 @@ impl AttemptResult {
 pub async fn send(
     client: &reqwest::Client,
     target: &Target,
-    key: &[u8],
+    credentials: &Credentials,
     egress: &Egress,
     timeout: Duration,
 ) -> AttemptResult {
     let started = Instant::now();
     let ts = Utc::now().timestamp();
     let msg_id = webhook_id(target.message_id);
-    let signature = signing::sign(key, &msg_id, ts, target.payload.as_bytes());
-    let headers: Vec<(String, String)> = vec![
+    let signature = signing::signature_header(
+        &credentials.hmac_keys,
+        credentials.ed25519.as_ref(),
+        &msg_id,
+        ts,
+        target.payload.as_bytes(),
+    );
+    let mut sent_headers: Vec<(String, String)> = vec![
         ("content-type".into(), "application/json".into()),
         ("user-agent".into(), net::USER_AGENT.into()),
         ("webhook-id".into(), msg_id),
         ("webhook-timestamp".into(), ts.to_string()),
         ("webhook-signature".into(), signature),
     ];
+    // What the attempt log shows: the same, with credential values redacted.
+    let headers: Vec<(String, String)> = sent_headers
+        .iter()
+        .cloned()
+        .chain(
+            credentials
+                .headers
+                .iter()
+                .map(|(k, _)| (k.clone(), REDACTED.to_owned())),
+        )
+        .collect();
+    sent_headers.extend(credentials.headers.iter().cloned());
     let url = match Url::parse(&target.url) {
         Ok(u) => u,
         Err(e) => {
@@ -184,7 +208,7 @@ pub async fn send(
     }
     let build = || {
         let mut request = client.post(url.clone()).timeout(timeout);
-        for (name, value) in &headers {
+        for (name, value) in &sent_headers {
             request = request.header(name, value);
         }
         request.body(target.payload.clone())

@@ -1,15 +1,19 @@
 //! Webhook endpoints: where a tenant wants its events delivered.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use poem_openapi::types::MaybeUndefined;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use super::{event_types, signing};
+use super::{
+    credentials::{self, EndpointAuth, PreviousSecret, RotateSecret, RotatedSecret},
+    event_types, signing,
+};
 use crate::{
     config::parse_duration,
     crypto::Keyring,
@@ -33,6 +37,13 @@ pub struct CreateEndpoint {
     pub retry_schedule: Option<Vec<String>>,
     /// Total request timeout, 1s to 30s (e.g. `"10s"`). Default: the deployment's (15 s).
     pub timeout: Option<String>,
+    /// Extra headers sent with every request (at most 20). Values are stored encrypted, never
+    /// shown again and redacted in attempt logs.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Basic or bearer authentication sent with every request; stored encrypted, never shown.
+    pub auth: Option<EndpointAuth>,
+    /// Also sign with ed25519 (`v1a` tokens); the `whpk_` public key is on the endpoint.
+    pub ed25519_signing: Option<bool>,
 }
 
 /// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
@@ -50,6 +61,14 @@ pub struct UpdateEndpoint {
     pub timeout: MaybeUndefined<String>,
     /// `enabled` or `disabled`. Enabling clears `disabled_reason`.
     pub status: Option<String>,
+    /// Replaces all custom headers; `null` removes them.
+    #[serde(default)]
+    pub headers: MaybeUndefined<BTreeMap<String, String>>,
+    /// Replaces the auth; `null` removes it.
+    #[serde(default)]
+    pub auth: MaybeUndefined<EndpointAuth>,
+    /// `true` creates an ed25519 key if there is none; `false` stops `v1a` signing.
+    pub ed25519_signing: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
@@ -69,6 +88,12 @@ pub struct Endpoint {
     pub retry_schedule: Option<Vec<String>>,
     /// Total request timeout; `null` = the deployment's default.
     pub timeout: Option<String>,
+    /// Names of the custom headers sent (values are never shown).
+    pub headers: Vec<String>,
+    /// `basic`, `bearer`, or `null` for none (credentials are never shown).
+    pub auth_type: Option<String>,
+    /// `whpk_` ed25519 public key verifying the `v1a` signatures, when enabled.
+    pub public_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -85,6 +110,9 @@ struct EndpointRow {
     disabled_at: Option<DateTime<Utc>>,
     retry_schedule_ms: Option<Vec<i32>>,
     timeout_ms: Option<i32>,
+    header_names: Vec<String>,
+    auth_type: Option<String>,
+    ed25519_public_key: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -103,6 +131,9 @@ impl From<EndpointRow> for Endpoint {
             disabled_at: r.disabled_at,
             retry_schedule: r.retry_schedule_ms.map(|v| v.into_iter().map(ms).collect()),
             timeout: r.timeout_ms.map(ms),
+            headers: r.header_names,
+            auth_type: r.auth_type,
+            public_key: r.ed25519_public_key,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -120,15 +151,11 @@ pub struct CreatedEndpoint {
 }
 
 const COLUMNS: &str = "id, mode, url, description, event_types, status, disabled_reason, \
-    disabled_at, retry_schedule_ms, timeout_ms, created_at, updated_at";
+    disabled_at, retry_schedule_ms, timeout_ms, header_names, auth_type, ed25519_public_key, \
+    created_at, updated_at";
 
 /// Longest delay allowed in a retry schedule.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86_400);
-
-/// AAD binding an endpoint's encrypted secret to its row and tenant.
-fn secret_aad(tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
-    format!("webhook_endpoint|secret|{endpoint_id}|{tenant_id}|v1").into_bytes()
-}
 
 /// `1500ms`, `5s`, `30m`, `2h`, `1d`: the largest unit that divides the duration.
 pub fn format_duration(d: Duration) -> String {
@@ -239,14 +266,37 @@ pub async fn create(
         .map(parse_schedule)
         .transpose()?;
     let timeout = input.timeout.as_deref().map(parse_timeout).transpose()?;
+    let headers = input
+        .headers
+        .map(credentials::validate_headers)
+        .transpose()?;
+    if let Some(a) = &input.auth {
+        a.validate()?;
+    }
     let id = Uuid::now_v7();
     let secret = signing::generate_secret();
-    let (key_id, sealed) = keyring.seal(secret.as_bytes(), &secret_aad(tenant_id, id));
+    let (key_id, sealed) = credentials::seal_secret(keyring, tenant_id, id, &secret);
+    let headers = headers.filter(|h| !h.is_empty()).map(|h| {
+        let (kid, sealed) = credentials::seal_headers(keyring, tenant_id, id, &h);
+        (kid, sealed, h.into_keys().collect::<Vec<_>>())
+    });
+    let auth = input.auth.map(|a| {
+        let (kid, sealed) = credentials::seal_auth(keyring, tenant_id, id, &a);
+        (kid, sealed, a.kind)
+    });
+    let ed25519 = input
+        .ed25519_signing
+        .unwrap_or(false)
+        .then(|| credentials::new_ed25519(keyring, tenant_id, id));
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints
             (id, tenant_id, mode, url, description, event_types, secret_ciphertext, secret_key_id,
-             retry_schedule_ms, timeout_ms)
-         VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10) RETURNING {COLUMNS}"
+             retry_schedule_ms, timeout_ms, headers_key_id, headers_ciphertext, header_names,
+             auth_key_id, auth_ciphertext, auth_type, ed25519_key_id, ed25519_ciphertext,
+             ed25519_public_key)
+         VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
+                 $14, $15, $16, $17, $18, $19)
+         RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(tenant_id)
@@ -258,6 +308,15 @@ pub async fn create(
     .bind(scope.mode.as_str())
     .bind(schedule)
     .bind(timeout)
+    .bind(headers.as_ref().map(|h| &h.0))
+    .bind(headers.as_ref().map(|h| &h.1))
+    .bind(headers.as_ref().map(|h| &h.2))
+    .bind(auth.as_ref().map(|a| &a.0))
+    .bind(auth.as_ref().map(|a| &a.1))
+    .bind(auth.as_ref().map(|a| &a.2))
+    .bind(ed25519.as_ref().map(|e| &e.0))
+    .bind(ed25519.as_ref().map(|e| &e.1))
+    .bind(ed25519.as_ref().map(|e| &e.2))
     .fetch_one(pool)
     .await?;
     Ok(CreatedEndpoint {
@@ -269,6 +328,7 @@ pub async fn create(
 /// Applies a partial update in one statement.
 pub async fn update(
     pool: &PgPool,
+    keyring: &Keyring,
     egress: &Egress,
     scope: Scope,
     id: Uuid,
@@ -309,9 +369,51 @@ pub async fn update(
         MaybeUndefined::Null => (true, None),
         MaybeUndefined::Value(t) => (true, Some(parse_timeout(t)?)),
     };
+    let (t, e) = (scope.tenant_id, id);
+    // (present, key id, sealed, names) for headers; (present, key id, sealed, type) for auth.
+    let headers = match input.headers {
+        MaybeUndefined::Undefined => (false, None, None, Vec::new()),
+        MaybeUndefined::Null => (true, None, None, Vec::new()),
+        MaybeUndefined::Value(h) => {
+            let h = credentials::validate_headers(h)?;
+            if h.is_empty() {
+                (true, None, None, Vec::new())
+            } else {
+                let (kid, sealed) = credentials::seal_headers(keyring, t, e, &h);
+                (true, Some(kid), Some(sealed), h.into_keys().collect())
+            }
+        }
+    };
+    let auth = match input.auth {
+        MaybeUndefined::Undefined => (false, None, None, None),
+        MaybeUndefined::Null => (true, None, None, None),
+        MaybeUndefined::Value(a) => {
+            a.validate()?;
+            let (kid, sealed) = credentials::seal_auth(keyring, t, e, &a);
+            (true, Some(kid), Some(sealed), Some(a.kind))
+        }
+    };
+    // A new key pair is only used if the endpoint has none yet (see the SQL).
+    let ed25519 = match input.ed25519_signing {
+        Some(true) => (true, Some(credentials::new_ed25519(keyring, t, e))),
+        Some(false) => (true, None),
+        None => (false, None),
+    };
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_endpoints
-            SET url = COALESCE($4, url),
+            SET headers_key_id = CASE WHEN $13 THEN $14 ELSE headers_key_id END,
+                headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
+                header_names = CASE WHEN $13 THEN $16 ELSE header_names END,
+                auth_key_id = CASE WHEN $17 THEN $18 ELSE auth_key_id END,
+                auth_ciphertext = CASE WHEN $17 THEN $19 ELSE auth_ciphertext END,
+                auth_type = CASE WHEN $17 THEN $20 ELSE auth_type END,
+                ed25519_key_id = CASE WHEN NOT $21 OR (ed25519_key_id IS NOT NULL AND $22::text IS NOT NULL)
+                                      THEN ed25519_key_id ELSE $22 END,
+                ed25519_ciphertext = CASE WHEN NOT $21 OR (ed25519_key_id IS NOT NULL AND $22::text IS NOT NULL)
+                                          THEN ed25519_ciphertext ELSE $23 END,
+                ed25519_public_key = CASE WHEN NOT $21 OR (ed25519_key_id IS NOT NULL AND $22::text IS NOT NULL)
+                                          THEN ed25519_public_key ELSE $24 END,
+                url = COALESCE($4, url),
                 event_types = COALESCE($5, event_types),
                 description = CASE WHEN $6 THEN $7 ELSE description END,
                 retry_schedule_ms = CASE WHEN $8 THEN $9 ELSE retry_schedule_ms END,
@@ -339,10 +441,70 @@ pub async fn update(
     .bind(timeout.0)
     .bind(timeout.1)
     .bind(status)
+    .bind(headers.0)
+    .bind(headers.1)
+    .bind(headers.2)
+    .bind(headers.3)
+    .bind(auth.0)
+    .bind(auth.1)
+    .bind(auth.2)
+    .bind(auth.3)
+    .bind(ed25519.0)
+    .bind(ed25519.1.as_ref().map(|k| &k.0))
+    .bind(ed25519.1.as_ref().map(|k| &k.1))
+    .bind(ed25519.1.as_ref().map(|k| &k.2))
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
     Ok(row.into())
+}
+
+/// Replaces the signing secret; the old one keeps signing for the grace period.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    keyring: &Keyring,
+    scope: Scope,
+    id: Uuid,
+    input: RotateSecret,
+) -> Result<RotatedSecret> {
+    let (grace, secret) = credentials::rotation_input(&input)?;
+    let mut tx = pool.begin().await?;
+    let current: Option<(String, Vec<u8>, Json<Vec<PreviousSecret>>)> = sqlx::query_as(
+        "SELECT secret_key_id, secret_ciphertext, previous_secrets FROM webhook_endpoints
+          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(scope.tenant_id)
+    .bind(id)
+    .bind(scope.mode.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (old_kid, old_sealed, previous) =
+        current.ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    let now = Utc::now();
+    let expires_at = now + grace;
+    let replaced = PreviousSecret {
+        key_id: old_kid,
+        sealed: base64::engine::general_purpose::STANDARD.encode(old_sealed),
+        expires_at,
+    };
+    let previous = credentials::rotated_previous(previous.0, replaced, now);
+    let (kid, sealed) = credentials::seal_secret(keyring, scope.tenant_id, id, &secret);
+    sqlx::query(
+        "UPDATE webhook_endpoints
+            SET secret_key_id = $2, secret_ciphertext = $3, previous_secrets = $4, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(kid)
+    .bind(sealed)
+    .bind(Json(&previous))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(RotatedSecret {
+        secret,
+        previous_secret_expires_at: (expires_at > now).then_some(expires_at),
+    })
 }
 
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
@@ -400,20 +562,4 @@ pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<()> {
         return Err(Error::not_found("webhook endpoint"));
     }
     Ok(())
-}
-
-/// Decrypts an endpoint's signing key (the raw bytes behind `whsec_`).
-pub fn decrypt_secret_key(
-    keyring: &Keyring,
-    tenant_id: Uuid,
-    endpoint_id: Uuid,
-    key_id: &str,
-    sealed: &[u8],
-) -> Result<Vec<u8>> {
-    let plain = keyring
-        .open(key_id, sealed, &secret_aad(tenant_id, endpoint_id))
-        .map_err(|e| anyhow::anyhow!("endpoint {endpoint_id} secret: {e}"))?;
-    let secret = String::from_utf8(plain).map_err(|_| anyhow::anyhow!("secret is not UTF-8"))?;
-    signing::secret_key(&secret)
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("stored secret is not whsec_ base64")))
 }

@@ -2,6 +2,7 @@
 //! job each) and attempts (every HTTP try, logged).
 
 pub mod attempts;
+pub mod credentials;
 pub mod delivery;
 pub mod endpoints;
 pub mod event_types;

@@ -1,10 +1,14 @@
-//! Standard Webhooks signatures (v1 = HMAC-SHA256 over `"{id}.{timestamp}.{body}"`).
+//! Standard Webhooks signatures: `v1` = HMAC-SHA256 and `v1a` = ed25519, both over
+//! `"{id}.{timestamp}.{body}"`. During a secret rotation every valid secret signs, so the
+//! header carries several space-separated tokens.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::crypto::{constant_time_eq, hmac_sha256, random_bytes};
 
 const SECRET_PREFIX: &str = "whsec_";
+const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
 /// A fresh endpoint secret: `whsec_` + base64 of 32 random bytes.
 pub fn generate_secret() -> String {
@@ -25,6 +29,52 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
     let mac = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
     format!("v1,{}", STANDARD.encode(mac))
+}
+
+/// A new ed25519 key pair: the PKCS#8 document to seal, and the `whpk_` public key to publish.
+pub fn generate_ed25519() -> (Vec<u8>, String) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("just generated");
+    let public = format!(
+        "{PUBLIC_KEY_PREFIX}{}",
+        STANDARD.encode(pair.public_key().as_ref())
+    );
+    (pkcs8.as_ref().to_vec(), public)
+}
+
+pub fn ed25519_from_pkcs8(pkcs8: &[u8]) -> Option<Ed25519KeyPair> {
+    Ed25519KeyPair::from_pkcs8(pkcs8).ok()
+}
+
+/// The `v1a,<base64 signature>` token.
+pub fn sign_v1a(pair: &Ed25519KeyPair, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    content.extend_from_slice(msg_id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.to_string().as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    format!("v1a,{}", STANDARD.encode(pair.sign(&content).as_ref()))
+}
+
+/// The whole `webhook-signature` header: a `v1` token per HMAC key (current first), then the
+/// `v1a` token if the endpoint signs with ed25519.
+pub fn signature_header(
+    hmac_keys: &[Vec<u8>],
+    ed25519: Option<&Ed25519KeyPair>,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    let mut tokens: Vec<String> = hmac_keys
+        .iter()
+        .map(|k| sign(k, msg_id, timestamp, body))
+        .collect();
+    if let Some(pair) = ed25519 {
+        tokens.push(sign_v1a(pair, msg_id, timestamp, body));
+    }
+    tokens.join(" ")
 }
 
 /// Why a received signature does not verify.
@@ -102,6 +152,31 @@ mod tests {
             verify(&key, ID, TS, BODY, GOLDEN, TS - 301, 300),
             Err(VerifyError::Timestamp)
         );
+    }
+
+    #[test]
+    fn every_key_signs_and_v1a_verifies_with_the_published_key() {
+        let a = secret_key(SECRET).unwrap();
+        let b = secret_key(&generate_secret()).unwrap();
+        let (pkcs8, public) = generate_ed25519();
+        let pair = ed25519_from_pkcs8(&pkcs8).unwrap();
+        let header = signature_header(&[a.clone(), b.clone()], Some(&pair), ID, TS, BODY);
+        let tokens: Vec<&str> = header.split(' ').collect();
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(tokens[0], GOLDEN);
+        assert_eq!(tokens[1], sign(&b, ID, TS, BODY));
+        let sig = STANDARD
+            .decode(tokens[2].strip_prefix("v1a,").unwrap())
+            .unwrap();
+        let pk = STANDARD
+            .decode(public.strip_prefix("whpk_").unwrap())
+            .unwrap();
+        let content = format!("{ID}.{TS}.{}", std::str::from_utf8(BODY).unwrap());
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &pk)
+            .verify(content.as_bytes(), &sig)
+            .expect("v1a verifies");
+        // A v1 verifier skips the v1a token and accepts either secret.
+        assert_eq!(verify(&b, ID, TS, BODY, &header, TS, 300), Ok(()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    webhooks::{delivery, endpoints},
+    webhooks::delivery,
 };
 
 use crate::{ORDERING_RETRY, context::Ctx};
@@ -53,17 +53,11 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         )
         .await;
     }
-    let key = endpoints::decrypt_secret_key(
-        &ctx.keyring,
-        target.tenant_id,
-        target.endpoint_id,
-        &target.secret_key_id,
-        &target.secret_ciphertext,
-    )?;
+    let credentials = target.sealed.open(&ctx.keyring, Utc::now())?;
     let result = delivery::send(
         &ctx.http,
         &target,
-        &key,
+        &credentials,
         &ctx.egress,
         target.timeout(&ctx.policy),
     )
