@@ -20,6 +20,7 @@ use switchyard_shared::{
     api_keys::{cache::KeyCache, usage::UsageRecorder},
     config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
+    net::Egress,
     rate_limit::RateLimiter,
     services::Services,
     telemetry,
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
     admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi, ops::OpsApi,
-    orders::OrdersApi, webhook_endpoints::WebhookEndpointsApi,
+    orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
+    webhook_endpoints::WebhookEndpointsApi,
 };
 
 /// Shared by every request.
@@ -39,6 +41,9 @@ pub struct AppState {
     pub keys: KeyCache,
     pub limiter: RateLimiter,
     pub usage: UsageRecorder,
+    /// SSRF-guarded client for test sends to partner endpoints.
+    pub outbound: reqwest::Client,
+    pub egress: Egress,
 }
 
 type Apis = (
@@ -47,6 +52,7 @@ type Apis = (
     ApiKeysApi,
     AuditEventsApi,
     WebhookEndpointsApi,
+    WebhookDeliveriesApi,
     OrdersApi,
 );
 
@@ -58,6 +64,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             ApiKeysApi,
             AuditEventsApi,
             WebhookEndpointsApi,
+            WebhookDeliveriesApi,
             OrdersApi,
         ),
         "Switchyard API",
@@ -125,8 +132,16 @@ pub async fn serve(
         tokio::spawn(keys.clone().run_invalidation(background.clone())),
         tokio::spawn(usage.clone().run(services.pool.clone(), background.clone())),
     ];
+    let egress = services.config.egress();
+    let outbound = switchyard_shared::net::outbound_client(
+        egress.clone(),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    );
     let state = Arc::new(AppState {
         limiter: RateLimiter::new(services.queues.connection(), services.queues.prefix()),
+        outbound,
+        egress,
         services,
         config,
         fast_path,

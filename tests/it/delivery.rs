@@ -302,3 +302,160 @@ async fn deleting_an_endpoint_cancels_its_pending_retries() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_finished_delivery_can_be_retried_by_hand_with_the_same_webhook_id() {
+    use serde_json::json;
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::PerMessage(vec![500, 200])).await;
+    let stuck = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let once = app
+        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
+        .await;
+    let later = app
+        .create_endpoint_with(&key, json!({ "url": stuck.url, "retry_schedule": ["1h"] }))
+        .await;
+    let (once, later) = (once["id"].as_str().unwrap(), later["id"].as_str().unwrap());
+    assert_eq!(app.post_order(&key, "ord-manual").await.status(), 201);
+
+    let list = |endpoint: String, status: &'static str| {
+        let app = &app;
+        let key = &key;
+        async move {
+            let v = app
+                .partner_get(
+                    key,
+                    &format!("/v1/webhook-endpoints/{endpoint}/deliveries?status={status}"),
+                )
+                .await;
+            v["data"].as_array().unwrap().clone()
+        }
+    };
+    let failed = eventually(Duration::from_secs(5), "a failed delivery", || async {
+        let l = list(once.to_owned(), "failed").await;
+        (l.len() == 1).then_some(l)
+    })
+    .await;
+    let delivery = failed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(failed[0]["attempts"], 1);
+    assert_eq!(failed[0]["last_status_code"], 500);
+
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-deliveries/{delivery}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "pending");
+    eventually(
+        Duration::from_secs(5),
+        "the retried delivery to succeed",
+        || async {
+            let v = app
+                .partner_get(&key, &format!("/v1/webhook-deliveries/{delivery}"))
+                .await;
+            (v["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    let got = partner.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+
+    // A delivery waiting for its next attempt is already scheduled.
+    let pending = eventually(Duration::from_secs(5), "a pending retry", || async {
+        let l = list(later.to_owned(), "pending").await;
+        (l.first().is_some_and(|d| d["attempts"] == 1)).then_some(l)
+    })
+    .await;
+    let r = app
+        .partner_post(
+            &key,
+            &format!(
+                "/v1/webhook-deliveries/{}/retry",
+                pending[0]["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    switchyard_tests::problem(r, 409, "delivery_pending", None).await;
+    // A disabled endpoint's deliveries wait until it is enabled again.
+    app.partner_patch(
+        &key,
+        &format!("/v1/webhook-endpoints/{once}"),
+        json!({ "status": "disabled" }),
+    )
+    .await;
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-deliveries/{delivery}/retry"),
+            json!({}),
+        )
+        .await;
+    switchyard_tests::problem(r, 409, "endpoint_disabled", None).await;
+}
+
+#[tokio::test]
+async fn a_test_send_returns_the_attempt_and_is_never_retried() {
+    use serde_json::json;
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let ok = PartnerServer::start(Behaviour::Status(200)).await;
+    let down = PartnerServer::start(Behaviour::Status(503)).await;
+    let (_, key) = app.partner_account().await;
+    let (good, secret) = app.create_endpoint(&key, &ok.url, &["order.*"]).await;
+    let (bad, _) = app.create_endpoint(&key, &down.url, &["*"]).await;
+
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{good}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["status_code"], 200);
+    assert_eq!(a["error_class"], Value::Null);
+    assert_eq!(a["event_type"], "webhook.test");
+    assert_eq!(a["response_body"], "partner says hi");
+    let hook = &ok.received()[0];
+    assert_eq!(hook.json()["type"], "webhook.test");
+    assert_eq!(hook.header("webhook-id"), a["webhook_id"].as_str().unwrap());
+    assert!(verify_signature(
+        &secret,
+        hook.header("webhook-id"),
+        hook.header("webhook-timestamp"),
+        &hook.body,
+        hook.header("webhook-signature"),
+    ));
+
+    let a: Value = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{bad}/test"),
+            json!({ "event_type": "order.confirmed" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["status_code"], 503);
+    assert_eq!(a["error_class"], "http_status");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(down.count(), 1, "test sends are not retried");
+    let d = app
+        .partner_get(
+            &key,
+            &format!(
+                "/v1/webhook-deliveries/{}",
+                a["delivery_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(d["status"], "failed");
+}

@@ -12,6 +12,7 @@ struct Account {
     key_row: String,
     order: String,
     endpoint: String,
+    delivery: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -26,11 +27,23 @@ async fn account(app: &TestApp, name: &str) -> Account {
     let (endpoint, _) = app
         .create_endpoint(&key, "http://127.0.0.1:9/hook", &["order.*"])
         .await;
+    // A test send leaves a delivery (and its attempt) behind.
+    let attempt: Value = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}/test"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     Account {
         key,
         key_row,
         order: order["id"].as_str().unwrap().to_owned(),
         endpoint,
+        delivery: attempt["delivery_id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -64,6 +77,8 @@ async fn no_partner_route_reaches_another_tenants_resources() {
             &b.endpoint
         } else if path.starts_with("/v1/api-keys/") {
             &b.key_row
+        } else if path.starts_with("/v1/webhook-deliveries/") {
+            &b.delivery
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
@@ -89,7 +104,7 @@ async fn no_partner_route_reaches_another_tenants_resources() {
             checked += 1;
         }
     }
-    assert!(checked >= 13, "only {checked} routes checked");
+    assert!(checked >= 19, "only {checked} routes checked");
 
     // Lists show only the caller's own resources.
     for (path, own) in [

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit_events;
 pub mod ops;
 pub mod orders;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 
 use poem_openapi::Tags;
@@ -15,6 +16,8 @@ pub enum ApiTags {
     Orders,
     /// Where events are delivered, and the log of every delivery attempt.
     WebhookEndpoints,
+    /// Deliveries of messages to endpoints: inspect and retry them.
+    WebhookDeliveries,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).

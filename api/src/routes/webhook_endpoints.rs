@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::webhooks::{attempts, credentials, endpoints};
+use switchyard_shared::webhooks::{attempts, credentials, deliveries, endpoints};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -19,6 +19,7 @@ use crate::{
 
 list_type!(EndpointList, endpoints::Endpoint);
 list_type!(AttemptList, attempts::Attempt);
+list_type!(DeliveryList, deliveries::Delivery);
 
 pub struct WebhookEndpointsApi;
 
@@ -41,7 +42,7 @@ impl WebhookEndpointsApi {
             endpoints::create(
                 &s.pool,
                 &s.secrets.keyring,
-                &s.config.egress(),
+                &state.egress,
                 p.scope(),
                 body.0,
             )
@@ -99,7 +100,7 @@ impl WebhookEndpointsApi {
             endpoints::update(
                 &s.pool,
                 &s.secrets.keyring,
-                &s.config.egress(),
+                &state.egress,
                 p.scope(),
                 id.0,
                 body.0,
@@ -127,6 +128,69 @@ impl WebhookEndpointsApi {
         Ok(Json(
             endpoints::rotate_secret(&s.pool, &s.secrets.keyring, p.scope(), id.0, body.0).await?,
         ))
+    }
+
+    /// Send a signed test message to the endpoint now and return the attempt (status, timings,
+    /// response). Recorded in the attempt log; never retried. Uses the endpoint's timeout
+    /// (15 s by default).
+    #[oai(
+        path = "/:id/test",
+        method = "post",
+        operation_id = "testWebhookEndpoint"
+    )]
+    async fn test(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<deliveries::TestSend>,
+    ) -> Result<Json<attempts::Attempt>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let s = &state.services;
+        Ok(Json(
+            deliveries::send_test(
+                &s.pool,
+                &state.outbound,
+                &s.secrets.keyring,
+                &state.egress,
+                p.scope(),
+                id.0,
+                body.0,
+            )
+            .await?,
+        ))
+    }
+
+    /// Deliveries to this endpoint, newest first; `status` filters (`pending`, `succeeded`,
+    /// `failed`, `cancelled`).
+    #[oai(
+        path = "/:id/deliveries",
+        method = "get",
+        operation_id = "listWebhookEndpointDeliveries"
+    )]
+    async fn deliveries(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        status: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<Uuid>>,
+    ) -> Result<Json<DeliveryList>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        let limit = pagination::limit(limit.0)?;
+        let pool = &state.services.pool;
+        endpoints::get(pool, p.scope(), id.0).await?;
+        let rows = deliveries::list_for_endpoint(
+            pool,
+            p.scope(),
+            id.0,
+            status.0.as_deref(),
+            limit + 1,
+            starting_after.0,
+        )
+        .await?;
+        Ok(Json(DeliveryList::from_rows(rows, limit)))
     }
 
     /// Delete an endpoint; deliveries still waiting for it are cancelled.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct Attempt {
@@ -45,6 +45,13 @@ pub struct Attempt {
     pub created_at: DateTime<Utc>,
 }
 
+const SELECT: &str = "SELECT a.id, a.delivery_id, a.message_id,
+        'msg_' || replace(a.message_id::text, '-', '') AS webhook_id, m.event_type, a.attempt,
+        a.webhook_timestamp, a.status_code, a.error_class, a.error_message, a.duration_ms,
+        a.ttfb_ms, a.connect_ms, a.remote_ip, a.request_headers, a.response_headers,
+        a.response_body, a.response_size, a.created_at
+   FROM webhook_attempts a JOIN webhook_messages m ON m.id = a.message_id";
+
 /// Attempts of an endpoint of `tenant_id`, newest first, after the cursor `starting_after`.
 pub async fn list_for_endpoint(
     pool: &PgPool,
@@ -53,19 +60,26 @@ pub async fn list_for_endpoint(
     limit: i64,
     starting_after: Option<Uuid>,
 ) -> Result<Vec<Attempt>> {
-    Ok(sqlx::query_as::<_, Attempt>(
-        "SELECT a.id, a.delivery_id, a.message_id, 'msg_' || replace(a.message_id::text, '-', '') AS webhook_id,
-                m.event_type, a.attempt, a.webhook_timestamp, a.status_code, a.error_class,
-                a.error_message, a.duration_ms, a.ttfb_ms, a.connect_ms, a.remote_ip,
-                a.request_headers, a.response_headers, a.response_body, a.response_size, a.created_at
-           FROM webhook_attempts a JOIN webhook_messages m ON m.id = a.message_id
+    Ok(sqlx::query_as::<_, Attempt>(sqlx::AssertSqlSafe(format!(
+        "{SELECT}
           WHERE a.tenant_id = $1 AND a.endpoint_id = $2 AND ($4::uuid IS NULL OR a.id < $4)
-          ORDER BY a.id DESC LIMIT $3",
-    )
+          ORDER BY a.id DESC LIMIT $3"
+    )))
     .bind(tenant_id)
     .bind(endpoint_id)
     .bind(limit)
     .bind(starting_after)
     .fetch_all(pool)
     .await?)
+}
+
+pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Attempt> {
+    sqlx::query_as::<_, Attempt>(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE a.tenant_id = $1 AND a.id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("webhook attempt"))
 }

@@ -18,6 +18,8 @@ use crate::{
     net::{self, Egress, ResolveError},
 };
 
+/// Request timeout where neither the endpoint nor the caller sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Response bytes kept in the attempt log.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
 /// Largest response body read; a bigger one fails the attempt (`body_too_large`).
@@ -485,6 +487,45 @@ pub async fn record(
     .await?
     .rows_affected();
     Ok(done == 1)
+}
+
+/// Logs a test send (no job, no retries) and finishes its delivery; returns the attempt id.
+pub async fn record_test(pool: &PgPool, target: &Target, result: &AttemptResult) -> Result<Uuid> {
+    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "WITH attempt AS (
+            INSERT INTO webhook_attempts
+                (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
+                 status_code, error_class, error_message, duration_ms, response_body, response_size,
+                 remote_ip, ttfb_ms, connect_ms, request_headers, response_headers)
+            VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17))
+         UPDATE webhook_deliveries
+            SET status = CASE WHEN $18 THEN 'succeeded' ELSE 'failed' END, attempts = 1,
+                last_status_code = $7, updated_at = now()
+          WHERE id = $3",
+    )
+    .bind(id)
+    .bind(target.tenant_id)
+    .bind(target.delivery_id)
+    .bind(target.endpoint_id)
+    .bind(target.message_id)
+    .bind(result.webhook_timestamp)
+    .bind(result.status_code.map(i32::from))
+    .bind(result.error_class)
+    .bind(&result.error_message)
+    .bind(ms(result.duration))
+    .bind(&result.response_body)
+    .bind(result.response_size)
+    .bind(&result.remote_ip)
+    .bind(result.ttfb.map(ms))
+    .bind(result.connect.map(ms))
+    .bind(headers_json(&result.request_headers))
+    .bind(headers_json(&result.response_headers))
+    .bind(result.succeeded())
+    .execute(pool)
+    .await?;
+    Ok(id)
 }
 
 /// Ends a delivery without an attempt (endpoint deleted, attempts exhausted by crashes).

@@ -3,6 +3,7 @@
 
 pub mod attempts;
 pub mod credentials;
+pub mod deliveries;
 pub mod delivery;
 pub mod endpoints;
 pub mod event_types;

@@ -1,0 +1,64 @@
+//! Single deliveries: inspect and retry.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{OpenApi, param::Path};
+use switchyard_shared::{queue::WEBHOOK_DELIVERIES, webhooks::deliveries};
+use uuid::Uuid;
+
+use super::ApiTags;
+use crate::{AppState, auth::Partner, error::ApiError, json::Json};
+
+/// Attempts a manual retry may take when the endpoint has no schedule of its own: the longest
+/// schedule an endpoint can have. The worker's schedule still decides when to stop; this only
+/// bounds runs that crash before recording an attempt.
+const MANUAL_RETRY_MAX_ATTEMPTS: i32 = 21;
+
+pub struct WebhookDeliveriesApi;
+
+#[OpenApi(
+    prefix_path = "/v1/webhook-deliveries",
+    tag = "ApiTags::WebhookDeliveries"
+)]
+impl WebhookDeliveriesApi {
+    /// Get a delivery.
+    #[oai(path = "/:id", method = "get", operation_id = "getWebhookDelivery")]
+    async fn get(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<deliveries::Delivery>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        Ok(Json(
+            deliveries::get(&state.services.pool, p.scope(), id.0).await?,
+        ))
+    }
+
+    /// Send a finished delivery again (same `webhook-id`, the endpoint's full retry schedule).
+    /// A pending delivery is already scheduled (`409 delivery_pending`); a disabled endpoint
+    /// must be enabled first (`409 endpoint_disabled`).
+    #[oai(
+        path = "/:id/retry",
+        method = "post",
+        operation_id = "retryWebhookDelivery"
+    )]
+    async fn retry(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<deliveries::Delivery>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let (delivery, task) = deliveries::retry(
+            &state.services.pool,
+            p.scope(),
+            id.0,
+            MANUAL_RETRY_MAX_ATTEMPTS,
+        )
+        .await?;
+        state.fast_path.push(WEBHOOK_DELIVERIES, vec![task]);
+        Ok(Json(delivery))
+    }
+}

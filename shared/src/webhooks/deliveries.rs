@@ -1,0 +1,229 @@
+//! Deliveries as partners and operators see them: listed per endpoint, retried by hand, and
+//! test sends that show an endpoint's answer at once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{attempts::Attempt, delivery, webhook_id};
+use crate::{
+    crypto::Keyring,
+    error::{Error, Result},
+    jobs::{self, NewJob, insert_jobs_sql},
+    net::Egress,
+    queue::{JobTask, WEBHOOK_DELIVERIES},
+    tenants::Scope,
+};
+
+/// One message to one endpoint.
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+#[oai(rename = "WebhookDelivery")]
+pub struct Delivery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub message_id: Uuid,
+    /// The `webhook-id` header (stable across attempts and retries).
+    pub webhook_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    /// When the next attempt is due, while `pending`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "SELECT d.id, d.endpoint_id, d.message_id,
+        'msg_' || replace(d.message_id::text, '-', '') AS webhook_id, m.event_type, d.status,
+        d.attempts, d.last_status_code, d.next_attempt_at, d.created_at, d.updated_at
+   FROM webhook_deliveries d
+   JOIN webhook_messages m ON m.id = d.message_id
+   JOIN webhook_endpoints e ON e.id = d.endpoint_id";
+
+fn valid_status(status: Option<&str>) -> Result<()> {
+    match status {
+        None | Some("pending" | "succeeded" | "failed" | "cancelled") => Ok(()),
+        Some(other) => Err(Error::invalid(
+            "parameter_invalid",
+            "status",
+            format!("`status` must be pending, succeeded, failed or cancelled, got `{other}`."),
+        )),
+    }
+}
+
+/// Deliveries to an endpoint of this tenant and mode, newest first.
+pub async fn list_for_endpoint(
+    pool: &PgPool,
+    scope: Scope,
+    endpoint_id: Uuid,
+    status: Option<&str>,
+    limit: i64,
+    starting_after: Option<Uuid>,
+) -> Result<Vec<Delivery>> {
+    valid_status(status)?;
+    Ok(sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+        "{SELECT}
+          WHERE d.endpoint_id = $2 AND d.tenant_id = $1 AND e.tenant_id = $1 AND e.mode = $3
+            AND ($4::text IS NULL OR d.status = $4) AND ($6::uuid IS NULL OR d.id < $6)
+          ORDER BY d.id DESC LIMIT $5"
+    )))
+    .bind(scope.tenant_id)
+    .bind(endpoint_id)
+    .bind(scope.mode.as_str())
+    .bind(status)
+    .bind(limit)
+    .bind(starting_after)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Delivery> {
+    sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE d.id = $2 AND d.tenant_id = $1 AND e.tenant_id = $1 AND e.mode = $3"
+    )))
+    .bind(scope.tenant_id)
+    .bind(id)
+    .bind(scope.mode.as_str())
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("webhook delivery"))
+}
+
+/// Sends a finished delivery (failed, cancelled or even succeeded) again, with the endpoint's
+/// full retry schedule and the same `webhook-id`. Returns the delivery and the task to push.
+/// A delivery still pending is already scheduled: 409.
+pub async fn retry(
+    pool: &PgPool,
+    scope: Scope,
+    id: Uuid,
+    default_max_attempts: i32,
+) -> Result<(Delivery, JobTask)> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
+        "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+          WHERE d.id = $2 AND d.tenant_id = $1 AND e.tenant_id = $1 AND e.mode = $3
+            FOR UPDATE OF d",
+    )
+    .bind(scope.tenant_id)
+    .bind(id)
+    .bind(scope.mode.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, endpoint_status, max_attempts, endpoint_alive) =
+        row.ok_or_else(|| Error::not_found("webhook delivery"))?;
+    if !endpoint_alive {
+        return Err(Error::not_found("webhook delivery"));
+    }
+    if status == "pending" {
+        return Err(Error::conflict(
+            "delivery_pending",
+            None,
+            "This delivery is still pending: its next attempt is already scheduled.",
+        ));
+    }
+    if endpoint_status != "enabled" {
+        return Err(Error::conflict(
+            "endpoint_disabled",
+            None,
+            "The endpoint is disabled; enable it before retrying its deliveries.",
+        ));
+    }
+    let job = NewJob::new(
+        WEBHOOK_DELIVERIES,
+        scope.tenant_id,
+        id,
+        max_attempts.unwrap_or(default_max_attempts),
+    );
+    let query = sqlx::query(concat!(
+        "WITH j AS (",
+        insert_jobs_sql!(),
+        ") UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
+                  updated_at = now()
+            WHERE id = $6"
+    ));
+    jobs::bind_insert(query, std::slice::from_ref(&job))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let delivery = get(pool, scope, id).await?;
+    Ok((delivery, job.task()))
+}
+
+/// Body of `POST /v1/webhook-endpoints/{id}/test`.
+#[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+pub struct TestSend {
+    /// Event type of the test message; default `webhook.test`.
+    pub event_type: Option<String>,
+}
+
+/// Sends a signed test message to the endpoint now, from this process, and returns the attempt.
+/// The message, a delivery and the attempt are recorded like any other (no retries).
+pub async fn send_test(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    keyring: &Keyring,
+    egress: &Egress,
+    scope: Scope,
+    endpoint_id: Uuid,
+    input: TestSend,
+) -> Result<Attempt> {
+    let event_type = input.event_type.unwrap_or_else(|| "webhook.test".into());
+    if !super::event_types::is_valid_pattern(&event_type) || event_type.contains('*') {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "event_type",
+            format!("`{event_type}` is not an event type like `webhook.test`."),
+        ));
+    }
+    let (message_id, delivery_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let payload = serde_json::json!({
+        "type": event_type,
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": {
+            "endpoint_id": endpoint_id,
+            "webhook_id": webhook_id(message_id),
+            "message": "A test message from Switchyard.",
+        },
+    })
+    .to_string();
+    let created = sqlx::query(
+        "WITH e AS (
+            SELECT id FROM webhook_endpoints
+             WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL),
+         m AS (
+            INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
+            SELECT $4, $1, $4, $6, $7 FROM e RETURNING id)
+         INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
+         SELECT $5, $1, m.id, $2 FROM m",
+    )
+    .bind(scope.tenant_id)
+    .bind(endpoint_id)
+    .bind(scope.mode.as_str())
+    .bind(message_id)
+    .bind(delivery_id)
+    .bind(&event_type)
+    .bind(&payload)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if created == 0 {
+        return Err(Error::not_found("webhook endpoint"));
+    }
+    let target = delivery::load_target(pool, delivery_id)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("test delivery vanished")))?;
+    let credentials = target.sealed.open(keyring, Utc::now())?;
+    let timeout = target.timeout_ms.map_or(delivery::DEFAULT_TIMEOUT, |ms| {
+        std::time::Duration::from_millis(ms.max(1) as u64)
+    });
+    let result = delivery::send(http, &target, &credentials, egress, timeout).await;
+    let attempt_id = delivery::record_test(pool, &target, &result).await?;
+    super::attempts::get(pool, scope.tenant_id, attempt_id).await
+}
