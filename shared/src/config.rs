@@ -71,6 +71,11 @@ pub struct CommonConfig {
     #[arg(long, env = "SWITCHYARD_HIGH_WATER_MARK", default_value_t = 1000)]
     pub high_water_mark: u32,
 
+    /// Concurrent deliveries per webhook endpoint across all workers, unless the endpoint sets
+    /// its own `max_concurrency`: one slow endpoint cannot take every worker slot.
+    #[arg(long, env = "SWITCHYARD_ENDPOINT_CONCURRENCY", default_value_t = 16)]
+    pub endpoint_concurrency: u32,
+
     /// How long `Idempotency-Key` records (and their responses) are kept: at least 24 h.
     #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
@@ -215,6 +220,26 @@ pub struct WorkerConfig {
     /// Longest `Retry-After` an endpoint can ask for; longer requests are cut to this.
     #[arg(long, env = "SWITCHYARD_WEBHOOK_RETRY_AFTER_MAX", default_value = "1h", value_parser = parse_duration)]
     pub webhook_retry_after_max: Duration,
+
+    /// Circuit breaker: the window of recent attempts it looks at.
+    #[arg(long, env = "SWITCHYARD_BREAKER_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub breaker_window: Duration,
+
+    /// Circuit breaker: fewer attempts than this in the window never trip it.
+    #[arg(long, env = "SWITCHYARD_BREAKER_MIN_ATTEMPTS", default_value_t = 10)]
+    pub breaker_min_attempts: i64,
+
+    /// Circuit breaker: the failure share (0–1) in the window that trips it.
+    #[arg(long, env = "SWITCHYARD_BREAKER_FAILURE_RATIO", default_value_t = 0.7)]
+    pub breaker_failure_ratio: f64,
+
+    /// Circuit breaker: first cool-down; doubles with each consecutive trip.
+    #[arg(long, env = "SWITCHYARD_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
+
+    /// Circuit breaker: longest cool-down.
+    #[arg(long, env = "SWITCHYARD_BREAKER_MAX_COOLDOWN", default_value = "10m", value_parser = parse_duration)]
+    pub breaker_max_cooldown: Duration,
 
     /// How long in-flight jobs may run after SIGTERM before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]

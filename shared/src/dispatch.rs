@@ -11,10 +11,15 @@
 //!   and the queued jobs whose task Redis no longer has (flush, restart without persistence, a
 //!   process that died between commit and push).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -32,6 +37,9 @@ const QUEUED_HARD_LIMIT: Duration = Duration::from_secs(300);
 pub struct Dispatcher {
     pool: PgPool,
     queues: Queues,
+    /// Concurrency cap of groups without their own.
+    group_concurrency: i64,
+    wake: Arc<Notify>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -41,6 +49,30 @@ struct Picked {
     dispatch_seq: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    group_key: Option<Uuid>,
+}
+
+/// A group's limits and breaker, locked for one dispatch pass.
+#[derive(sqlx::FromRow)]
+struct Group {
+    key: Uuid,
+    max_concurrency: Option<i32>,
+    rate_per_second: Option<i32>,
+    tat: Option<DateTime<Utc>>,
+    breaker: String,
+    paused_until: Option<DateTime<Utc>>,
+    probe_job: Option<Uuid>,
+    #[sqlx(default)]
+    inflight: i64,
+}
+
+/// How long a half-open group waits for its probe before allowing another one: longer than
+/// the longest request (30 s) plus claiming and recording.
+const PROBE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(40);
+
 /// What one reconciler pass repaired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Repairs {
@@ -49,8 +81,23 @@ pub struct Repairs {
 }
 
 impl Dispatcher {
-    pub fn new(pool: PgPool, queues: Queues) -> Self {
-        Dispatcher { pool, queues }
+    pub fn new(pool: PgPool, queues: Queues, group_concurrency: u32) -> Self {
+        Dispatcher {
+            pool,
+            queues,
+            group_concurrency: i64::from(group_concurrency.max(1)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Asks for a dispatch pass now (new work, or a slot freed); passes coalesce.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`wake`](Self::wake) was called since the last time.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     pub fn queues(&self) -> &Queues {
@@ -69,24 +116,7 @@ impl Dispatcher {
                     break;
                 }
                 let limit = room.min(BATCH);
-                let picked = sqlx::query_as::<_, Picked>(
-                    "WITH picked AS (
-                        SELECT id FROM jobs
-                         WHERE queue = $1 AND state = 'pending' AND run_at <= now()
-                         ORDER BY run_at
-                         LIMIT $2
-                         FOR UPDATE SKIP LOCKED)
-                     UPDATE jobs j
-                        SET state = 'queued', dispatch_seq = j.dispatch_seq + 1,
-                            queued_at = now(), updated_at = now()
-                       FROM picked WHERE j.id = picked.id
-                  RETURNING j.id, j.queue, j.dispatch_seq",
-                )
-                .bind(queue)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                let found = picked.len() as i64;
+                let (picked, found) = self.pick(queue, limit).await?;
                 let tasks: Vec<JobTask> = picked
                     .iter()
                     .map(|p| JobTask {
@@ -96,12 +126,172 @@ impl Dispatcher {
                     .collect();
                 let pushed = self.push(queue, &tasks).await?;
                 total += pushed;
-                if found < limit || (pushed as i64) < found {
+                if found < limit || picked.is_empty() || pushed < picked.len() {
                     break;
                 }
             }
         }
         Ok(total)
+    }
+
+    /// One transaction: picks up to `limit` due jobs of `queue`, applies the limits of their
+    /// groups (concurrency cap, rate, breaker), and commits the admitted ones as `queued`.
+    /// Returns them and how many due jobs were looked at. Jobs over a concurrency cap stay
+    /// pending untouched (and their group is skipped by the next pass until a slot frees);
+    /// jobs over a rate limit move to their exact slot.
+    async fn pick(&self, queue: &str, limit: i64) -> Result<(Vec<Picked>, i64)> {
+        let mut tx = self.pool.begin().await?;
+        // Groups that may not take more now: open breakers and full concurrency caps.
+        let blocked: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT key FROM dispatch_groups WHERE paused_until > now()
+             UNION
+             SELECT j.group_key FROM jobs j LEFT JOIN dispatch_groups g ON g.key = j.group_key
+              WHERE j.state IN ('queued', 'running') AND j.group_key IS NOT NULL
+              GROUP BY j.group_key, g.max_concurrency
+             HAVING count(*) >= COALESCE(g.max_concurrency, $1)",
+        )
+        .bind(self.group_concurrency)
+        .fetch_all(&mut *tx)
+        .await?;
+        let due = sqlx::query_as::<_, Due>(
+            "SELECT id, group_key FROM jobs
+              WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+                AND (group_key IS NULL OR group_key <> ALL($3))
+              ORDER BY run_at
+              LIMIT $2
+              FOR UPDATE SKIP LOCKED",
+        )
+        .bind(queue)
+        .bind(limit)
+        .bind(&blocked)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found = due.len() as i64;
+        let mut keys: Vec<Uuid> = due.iter().filter_map(|d| d.group_key).collect();
+        keys.sort();
+        keys.dedup();
+        let mut groups: BTreeMap<Uuid, Group> = BTreeMap::new();
+        if !keys.is_empty() {
+            // Every group gets a row to lock, so dispatchers on other replicas wait for this
+            // pass before counting: the caps hold cluster-wide.
+            sqlx::query(
+                "INSERT INTO dispatch_groups (key) SELECT UNNEST($1::uuid[])
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await?;
+            let rows = sqlx::query_as::<_, Group>(
+                "SELECT key, max_concurrency, rate_per_second, tat, breaker, paused_until, probe_job
+                   FROM dispatch_groups WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            let counts: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT group_key, count(*) FROM jobs
+                  WHERE group_key = ANY($1) AND state IN ('queued', 'running')
+                  GROUP BY group_key",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            groups = rows.into_iter().map(|g| (g.key, g)).collect();
+            for (key, n) in counts {
+                if let Some(g) = groups.get_mut(&key) {
+                    g.inflight = n;
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut admitted = Vec::new();
+        let mut deferred: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
+        let mut touched: BTreeSet<Uuid> = BTreeSet::new();
+        let mut waiting_for_rate: BTreeMap<Uuid, i32> = BTreeMap::new();
+        for job in due {
+            let Some(g) = job.group_key.and_then(|k| groups.get_mut(&k)) else {
+                admitted.push(job.id);
+                continue;
+            };
+            if g.paused_until.is_some_and(|t| t > now) {
+                continue; // Paused since the first query: leave it.
+            }
+            if g.breaker != "closed" {
+                // Cool-down over: this job is the one probe; the rest wait for its outcome.
+                g.breaker = "half_open".into();
+                g.paused_until = Some(now + PROBE_WINDOW);
+                g.probe_job = Some(job.id);
+                touched.insert(g.key);
+                admitted.push(job.id);
+                continue;
+            }
+            let cap = g.max_concurrency.map_or(self.group_concurrency, i64::from);
+            if g.inflight >= cap {
+                continue;
+            }
+            if let Some(rate) = g.rate_per_second {
+                // GCRA: `tat` only moves when a job is admitted; the rest wait for the next
+                // free slots, one interval apart, and are looked at again then.
+                let interval = chrono::TimeDelta::microseconds(1_000_000 / i64::from(rate));
+                let slot = g.tat.map_or(now, |t| t.max(now));
+                if slot > now {
+                    let waiting = waiting_for_rate.entry(g.key).or_insert(0);
+                    deferred.push((job.id, slot + interval * *waiting));
+                    *waiting += 1;
+                    continue;
+                }
+                g.tat = Some(slot + interval);
+                touched.insert(g.key);
+            }
+            g.inflight += 1;
+            admitted.push(job.id);
+        }
+        let changed: Vec<&Group> = touched.iter().filter_map(|k| groups.get(k)).collect();
+        if !changed.is_empty() {
+            sqlx::query(
+                "UPDATE dispatch_groups g
+                    SET tat = t.tat, breaker = t.breaker, paused_until = t.paused_until,
+                        probe_job = t.probe_job, updated_at = now()
+                   FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[],
+                               $5::uuid[])
+                        AS t(key, tat, breaker, paused_until, probe_job)
+                  WHERE g.key = t.key",
+            )
+            .bind(changed.iter().map(|g| g.key).collect::<Vec<_>>())
+            .bind(changed.iter().map(|g| g.tat).collect::<Vec<_>>())
+            .bind(
+                changed
+                    .iter()
+                    .map(|g| g.breaker.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|g| g.paused_until).collect::<Vec<_>>())
+            .bind(changed.iter().map(|g| g.probe_job).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !deferred.is_empty() {
+            sqlx::query(
+                "UPDATE jobs j SET run_at = t.run_at, updated_at = now()
+                   FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, run_at)
+                  WHERE j.id = t.id",
+            )
+            .bind(deferred.iter().map(|d| d.0).collect::<Vec<_>>())
+            .bind(deferred.iter().map(|d| d.1).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let picked = sqlx::query_as::<_, Picked>(
+            "UPDATE jobs SET state = 'queued', dispatch_seq = dispatch_seq + 1,
+                    queued_at = now(), updated_at = now()
+              WHERE id = ANY($1)
+          RETURNING id, queue, dispatch_seq",
+        )
+        .bind(&admitted)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((picked, found))
     }
 
     /// Pushes tasks of jobs already committed as `queued`; whatever Redis refused (high-water

@@ -31,7 +31,7 @@ impl Services {
         let pool = db::connect_and_migrate(&config.database_url, config.db_pool_size).await?;
         let conn = queue::connect(&config.redis_url).context("REDIS_URL")?;
         let queues = Queues::new(conn, &config.redis_prefix, config.high_water_mark);
-        let dispatcher = Dispatcher::new(pool.clone(), queues.clone());
+        let dispatcher = Dispatcher::new(pool.clone(), queues.clone(), config.endpoint_concurrency);
         Ok(Services {
             config,
             secrets,

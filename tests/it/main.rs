@@ -2,8 +2,10 @@
 
 mod api_errors;
 mod api_keys;
+mod breaker;
 mod delivery;
 mod durability;
+mod endpoint_limits;
 mod idempotency;
 mod isolation;
 mod ops;

@@ -29,6 +29,14 @@ pub struct TestOptions {
     pub outbound_allowlist: String,
     /// `--webhook-throttle-delay` (60 s in production).
     pub throttle_delay: String,
+    /// `--breaker-cooldown` (30 s in production).
+    pub breaker_cooldown: String,
+    /// `--breaker-min-attempts` (10 in production).
+    pub breaker_min_attempts: u32,
+    /// `--endpoint-concurrency` (16 in production).
+    pub endpoint_concurrency: u32,
+    /// `--delivery-concurrency`: worker slots for deliveries (64 in production).
+    pub delivery_concurrency: u32,
 }
 
 impl Default for TestOptions {
@@ -43,6 +51,10 @@ impl Default for TestOptions {
             allow_private: true,
             outbound_allowlist: String::new(),
             throttle_delay: "1s".into(),
+            breaker_cooldown: "30s".into(),
+            breaker_min_attempts: 10,
+            endpoint_concurrency: 16,
+            delivery_concurrency: 64,
         }
     }
 }
@@ -125,6 +137,22 @@ impl TestApp {
             (
                 "SWITCHYARD_WEBHOOK_THROTTLE_DELAY".into(),
                 self.opts.throttle_delay.clone(),
+            ),
+            (
+                "SWITCHYARD_BREAKER_COOLDOWN".into(),
+                self.opts.breaker_cooldown.clone(),
+            ),
+            (
+                "SWITCHYARD_BREAKER_MIN_ATTEMPTS".into(),
+                self.opts.breaker_min_attempts.to_string(),
+            ),
+            (
+                "SWITCHYARD_ENDPOINT_CONCURRENCY".into(),
+                self.opts.endpoint_concurrency.to_string(),
+            ),
+            (
+                "SWITCHYARD_DELIVERY_CONCURRENCY".into(),
+                self.opts.delivery_concurrency.to_string(),
             ),
             (
                 "SWITCHYARD_RETRY_SCHEDULE".into(),
@@ -371,6 +399,14 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         &o.rate_limit.to_string(),
         "--webhook-throttle-delay",
         &o.throttle_delay,
+        "--breaker-cooldown",
+        &o.breaker_cooldown,
+        "--breaker-min-attempts",
+        &o.breaker_min_attempts.to_string(),
+        "--endpoint-concurrency",
+        &o.endpoint_concurrency.to_string(),
+        "--delivery-concurrency",
+        &o.delivery_concurrency.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -2,7 +2,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -65,7 +68,9 @@ impl Received {
 }
 
 struct State {
-    behaviour: Behaviour,
+    behaviour: Mutex<Behaviour>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     received: Mutex<Vec<Received>>,
     per_message: Mutex<HashMap<String, usize>>,
 }
@@ -91,7 +96,8 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
         *n += 1;
         *n - 1
     };
-    let reply = match &state.behaviour {
+    let behaviour = state.behaviour.lock().unwrap().clone();
+    let reply = match &behaviour {
         Behaviour::Status(s) => Reply::status(*s),
         Behaviour::PerMessage(seq) => Reply::status(seq[nth.min(seq.len() - 1)]),
         Behaviour::Slow(d) => Reply {
@@ -107,9 +113,12 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
         at: Instant::now(),
         status: reply.status,
     });
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     if let Some(d) = reply.delay {
         tokio::time::sleep(d).await;
     }
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut response = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
     for (name, value) in &reply.headers {
         response = response.header(*name, value.as_str());
@@ -127,7 +136,9 @@ impl PartnerServer {
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
-            behaviour,
+            behaviour: Mutex::new(behaviour),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             per_message: Mutex::new(HashMap::new()),
         });
@@ -149,6 +160,16 @@ impl PartnerServer {
             state,
             stop,
         }
+    }
+
+    /// Changes how the server answers from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Most requests the server was handling at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {

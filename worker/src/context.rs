@@ -10,19 +10,21 @@ use sqlx::PgPool;
 use switchyard_shared::{
     config::{CommonConfig, WorkerConfig},
     crypto::Keyring,
-    dispatch::FastPath,
+    dispatch::Dispatcher,
     jobs::ClaimedJob,
     net::Egress,
-    webhooks::delivery::Policy,
+    webhooks::{breaker::BreakerPolicy, delivery::Policy},
 };
 use uuid::Uuid;
 
 pub struct Ctx {
     pub pool: PgPool,
-    pub fast_path: FastPath,
+    /// Woken when work becomes due or a slot frees.
+    pub dispatcher: Dispatcher,
     pub http: reqwest::Client,
     pub keyring: Keyring,
     pub policy: Policy,
+    pub breaker: BreakerPolicy,
     pub egress: Egress,
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
@@ -35,13 +37,13 @@ impl Ctx {
         common: &CommonConfig,
         cfg: &WorkerConfig,
         pool: PgPool,
-        fast_path: FastPath,
+        dispatcher: Dispatcher,
         keyring: Keyring,
         owner: String,
     ) -> Arc<Self> {
         Arc::new(Ctx {
             pool,
-            fast_path,
+            dispatcher,
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
             http: switchyard_shared::net::outbound_client(
                 common.egress(),
@@ -56,6 +58,13 @@ impl Ctx {
                 retry_after_max: cfg.webhook_retry_after_max,
             },
             egress: common.egress(),
+            breaker: BreakerPolicy {
+                window: cfg.breaker_window,
+                min_attempts: cfg.breaker_min_attempts.max(1),
+                failure_ratio: cfg.breaker_failure_ratio.clamp(0.0, 1.0),
+                cooldown: cfg.breaker_cooldown,
+                max_cooldown: cfg.breaker_max_cooldown.max(cfg.breaker_cooldown),
+            },
             owner,
             lease: cfg.lease,
             held: Mutex::new(HashSet::new()),

@@ -12,7 +12,6 @@ use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, Worker
 use apalis_redis::RedisStorage;
 use switchyard_shared::{
     config::WorkerConfig,
-    dispatch::FastPath,
     jobs as ledger,
     queue::{self, JobTask},
     services::Services,
@@ -47,12 +46,11 @@ pub async fn run(
     tracing::info!(%owner, "worker starting");
     // Loops that must outlive the drain (lease renewal, fast path, wake-ups) stop on `after`.
     let after = CancellationToken::new();
-    let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
     let ctx = Ctx::new(
         &services.config,
         &cfg,
         services.pool.clone(),
-        fast_path,
+        services.dispatcher.clone(),
         services.secrets.keyring.clone(),
         owner.clone(),
     );
@@ -116,7 +114,6 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "could not hand back jobs; their leases will expire"),
     }
     after.cancel();
-    let _ = fast_path_task.await;
     while loops.join_next().await.is_some() {}
     tracing::info!(%owner, "worker stopped");
     Ok(())
@@ -130,17 +127,31 @@ fn spawn_background(
     shutdown: &CancellationToken,
     after: &CancellationToken,
 ) {
-    let dispatcher = services.dispatcher.clone();
-    every(
-        loops,
-        "dispatcher",
+    // The dispatcher runs every `dispatch_interval`, and at once when woken (new deliveries,
+    // a freed slot); wake-ups coalesce.
+    let (dispatcher, period, token) = (
+        services.dispatcher.clone(),
         cfg.dispatch_interval,
-        shutdown,
-        move || {
-            let d = dispatcher.clone();
-            async move { d.dispatch_due().await.map(|_| ()) }
-        },
+        shutdown.clone(),
     );
+    loops.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_log: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = dispatcher.woken() => {}
+            }
+            if let Err(e) = dispatcher.dispatch_due().await
+                && last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            {
+                tracing::warn!(task = "dispatcher", error = %e, "background task failed; retrying");
+                last_log = Some(std::time::Instant::now());
+            }
+        }
+    });
     let dispatcher = services.dispatcher.clone();
     let lost_after = cfg.reconcile_after;
     every(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::{queue::WEBHOOK_DELIVERIES, webhooks::deliveries};
+use switchyard_shared::webhooks::deliveries;
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -51,14 +51,14 @@ impl WebhookDeliveriesApi {
         id: Path<Uuid>,
     ) -> Result<Json<deliveries::Delivery>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        let (delivery, task) = deliveries::retry(
-            &state.services.pool,
-            p.scope(),
-            id.0,
-            MANUAL_RETRY_MAX_ATTEMPTS,
-        )
-        .await?;
-        state.fast_path.push(WEBHOOK_DELIVERIES, vec![task]);
-        Ok(Json(delivery))
+        Ok(Json(
+            deliveries::retry(
+                &state.services.pool,
+                p.scope(),
+                id.0,
+                MANUAL_RETRY_MAX_ATTEMPTS,
+            )
+            .await?,
+        ))
     }
 }

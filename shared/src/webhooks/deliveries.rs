@@ -10,9 +10,8 @@ use super::{attempts::Attempt, delivery, webhook_id};
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
-    jobs::{self, NewJob, insert_jobs_sql},
     net::Egress,
-    queue::{JobTask, WEBHOOK_DELIVERIES},
+    queue::WEBHOOK_DELIVERIES,
     tenants::Scope,
 };
 
@@ -94,14 +93,14 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Delivery> {
 }
 
 /// Sends a finished delivery (failed, cancelled or even succeeded) again, with the endpoint's
-/// full retry schedule and the same `webhook-id`. Returns the delivery and the task to push.
-/// A delivery still pending is already scheduled: 409.
+/// full retry schedule and the same `webhook-id`. A delivery still pending is already
+/// scheduled: 409.
 pub async fn retry(
     pool: &PgPool,
     scope: Scope,
     id: Uuid,
     default_max_attempts: i32,
-) -> Result<(Delivery, JobTask)> {
+) -> Result<Delivery> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
         "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL
@@ -133,26 +132,24 @@ pub async fn retry(
             "The endpoint is disabled; enable it before retrying its deliveries.",
         ));
     }
-    let job = NewJob::new(
-        WEBHOOK_DELIVERIES,
-        scope.tenant_id,
-        id,
-        max_attempts.unwrap_or(default_max_attempts),
-    );
-    let query = sqlx::query(concat!(
-        "WITH j AS (",
-        insert_jobs_sql!(),
-        ") UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
-                  updated_at = now()
-            WHERE id = $6"
-    ));
-    jobs::bind_insert(query, std::slice::from_ref(&job))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    // Pending in the endpoint's dispatch group: the dispatcher admits it under its caps.
+    sqlx::query(
+        "WITH j AS (
+            INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key)
+            SELECT $1, $2, d.tenant_id, d.id, $3, d.endpoint_id
+              FROM webhook_deliveries d WHERE d.id = $4)
+         UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
+                updated_at = now()
+          WHERE id = $4",
+    )
+    .bind(Uuid::now_v7())
+    .bind(WEBHOOK_DELIVERIES)
+    .bind(max_attempts.unwrap_or(default_max_attempts))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    let delivery = get(pool, scope, id).await?;
-    Ok((delivery, job.task()))
+    get(pool, scope, id).await
 }
 
 /// Body of `POST /v1/webhook-endpoints/{id}/test`.

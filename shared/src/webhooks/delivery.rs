@@ -60,6 +60,11 @@ pub struct Target {
     pub sealed: Sealed,
     pub retry_schedule_ms: Option<Vec<i32>>,
     pub timeout_ms: Option<i32>,
+    /// The endpoint's circuit breaker (`closed`, `open`, `half_open`; `None` before its first
+    /// dispatch), how long it pauses, and its probe.
+    pub breaker: Option<String>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub probe_job: Option<Uuid>,
     /// Set while an earlier event of the same order to the same endpoint is still pending:
     /// when that one is due next. This delivery waits for it.
     pub waiting_for: Option<DateTime<Utc>>,
@@ -92,6 +97,7 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
                 e.secret_ciphertext, e.secret_key_id, e.previous_secrets, e.ed25519_ciphertext,
                 e.ed25519_key_id, e.headers_ciphertext, e.headers_key_id, e.auth_ciphertext,
                 e.auth_key_id, e.retry_schedule_ms, e.timeout_ms,
+                g.breaker, g.paused_until, g.probe_job,
                 (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
                   WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
                     AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
@@ -99,6 +105,7 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
            FROM webhook_deliveries d
            JOIN webhook_messages m ON m.id = d.message_id
            JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           LEFT JOIN dispatch_groups g ON g.key = d.endpoint_id
           WHERE d.id = $1",
     )
     .bind(delivery_id)

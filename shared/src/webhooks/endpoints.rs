@@ -44,6 +44,11 @@ pub struct CreateEndpoint {
     pub auth: Option<EndpointAuth>,
     /// Also sign with ed25519 (`v1a` tokens); the `whpk_` public key is on the endpoint.
     pub ed25519_signing: Option<bool>,
+    /// Most deliveries in flight to this endpoint at once, across all workers (1–1000).
+    /// Default: the deployment's (16).
+    pub max_concurrency: Option<i32>,
+    /// Most deliveries started per second, across all workers (1–100000). Default: no limit.
+    pub rate_limit: Option<i32>,
 }
 
 /// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
@@ -69,6 +74,10 @@ pub struct UpdateEndpoint {
     pub auth: MaybeUndefined<EndpointAuth>,
     /// `true` creates an ed25519 key if there is none; `false` stops `v1a` signing.
     pub ed25519_signing: Option<bool>,
+    #[serde(default)]
+    pub max_concurrency: MaybeUndefined<i32>,
+    #[serde(default)]
+    pub rate_limit: MaybeUndefined<i32>,
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
@@ -94,6 +103,14 @@ pub struct Endpoint {
     pub auth_type: Option<String>,
     /// `whpk_` ed25519 public key verifying the `v1a` signatures, when enabled.
     pub public_key: Option<String>,
+    /// Most deliveries in flight at once; `null` = the deployment's default.
+    pub max_concurrency: Option<i32>,
+    /// Most deliveries started per second; `null` = no limit.
+    pub rate_limit: Option<i32>,
+    /// Circuit breaker: `closed`, `open` (deliveries parked until `circuit_open_until`) or
+    /// `half_open` (one probe in flight).
+    pub circuit_state: String,
+    pub circuit_open_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -113,6 +130,10 @@ struct EndpointRow {
     header_names: Vec<String>,
     auth_type: Option<String>,
     ed25519_public_key: Option<String>,
+    max_concurrency: Option<i32>,
+    rate_limit: Option<i32>,
+    circuit_state: String,
+    circuit_open_until: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -134,6 +155,10 @@ impl From<EndpointRow> for Endpoint {
             headers: r.header_names,
             auth_type: r.auth_type,
             public_key: r.ed25519_public_key,
+            max_concurrency: r.max_concurrency,
+            rate_limit: r.rate_limit,
+            circuit_state: r.circuit_state,
+            circuit_open_until: r.circuit_open_until,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -150,9 +175,22 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-const COLUMNS: &str = "id, mode, url, description, event_types, status, disabled_reason, \
-    disabled_at, retry_schedule_ms, timeout_ms, header_names, auth_type, ed25519_public_key, \
-    created_at, updated_at";
+const COLUMNS: &str = "e.id, e.mode, e.url, e.description, e.event_types, e.status, \
+    e.disabled_reason, e.disabled_at, e.retry_schedule_ms, e.timeout_ms, e.header_names, \
+    e.auth_type, e.ed25519_public_key, e.max_concurrency, e.rate_limit, \
+    COALESCE(g.breaker, 'closed') AS circuit_state, \
+    CASE WHEN g.breaker <> 'closed' THEN g.paused_until END AS circuit_open_until, \
+    e.created_at, e.updated_at";
+
+/// Keeps the endpoint's dispatch group (what the dispatcher enforces) in step with its caps;
+/// appended to statements whose CTE `e` returns the endpoint row.
+const SYNC_GROUP: &str = "g0 AS (
+    INSERT INTO dispatch_groups (key, max_concurrency, rate_per_second)
+    SELECT id, max_concurrency, rate_limit FROM e
+    ON CONFLICT (key) DO UPDATE
+       SET max_concurrency = EXCLUDED.max_concurrency,
+           rate_per_second = EXCLUDED.rate_per_second,
+           tat = CASE WHEN EXCLUDED.rate_per_second IS NULL THEN NULL ELSE dispatch_groups.tat END)";
 
 /// Longest delay allowed in a retry schedule.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86_400);
@@ -213,6 +251,30 @@ fn parse_timeout(raw: &str) -> Result<i32> {
         })
 }
 
+fn check_concurrency(n: i32) -> Result<i32> {
+    if (1..=1000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(Error::invalid(
+            "parameter_invalid",
+            "max_concurrency",
+            format!("`max_concurrency` must be between 1 and 1000, got {n}."),
+        ))
+    }
+}
+
+fn check_rate(n: i32) -> Result<i32> {
+    if (1..=100_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(Error::invalid(
+            "parameter_invalid",
+            "rate_limit",
+            format!("`rate_limit` must be between 1 and 100000 deliveries per second, got {n}."),
+        ))
+    }
+}
+
 fn validate_description(d: Option<String>) -> Result<Option<String>> {
     let d = d.map(|d| d.trim().to_owned());
     if d.as_ref().is_some_and(|d| d.chars().count() > 1000) {
@@ -270,6 +332,8 @@ pub async fn create(
         .headers
         .map(credentials::validate_headers)
         .transpose()?;
+    let max_concurrency = input.max_concurrency.map(check_concurrency).transpose()?;
+    let rate_limit = input.rate_limit.map(check_rate).transpose()?;
     if let Some(a) = &input.auth {
         a.validate()?;
     }
@@ -289,14 +353,18 @@ pub async fn create(
         .unwrap_or(false)
         .then(|| credentials::new_ed25519(keyring, tenant_id, id));
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO webhook_endpoints
-            (id, tenant_id, mode, url, description, event_types, secret_ciphertext, secret_key_id,
-             retry_schedule_ms, timeout_ms, headers_key_id, headers_ciphertext, header_names,
-             auth_key_id, auth_ciphertext, auth_type, ed25519_key_id, ed25519_ciphertext,
-             ed25519_public_key)
-         VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
-                 $14, $15, $16, $17, $18, $19)
-         RETURNING {COLUMNS}"
+        "WITH e AS (
+            INSERT INTO webhook_endpoints
+                (id, tenant_id, mode, url, description, event_types, secret_ciphertext,
+                 secret_key_id, retry_schedule_ms, timeout_ms, headers_key_id,
+                 headers_ciphertext, header_names, auth_key_id, auth_ciphertext, auth_type,
+                 ed25519_key_id, ed25519_ciphertext, ed25519_public_key, max_concurrency,
+                 rate_limit)
+            VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
+                    $14, $15, $16, $17, $18, $19, $20, $21)
+            RETURNING *),
+         {SYNC_GROUP}
+         SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
     )))
     .bind(id)
     .bind(tenant_id)
@@ -317,6 +385,8 @@ pub async fn create(
     .bind(ed25519.as_ref().map(|e| &e.0))
     .bind(ed25519.as_ref().map(|e| &e.1))
     .bind(ed25519.as_ref().map(|e| &e.2))
+    .bind(max_concurrency)
+    .bind(rate_limit)
     .fetch_one(pool)
     .await?;
     Ok(CreatedEndpoint {
@@ -364,6 +434,16 @@ pub async fn update(
         MaybeUndefined::Null => (true, None),
         MaybeUndefined::Value(s) => (true, Some(parse_schedule(s)?)),
     };
+    let max_concurrency = match input.max_concurrency {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(n) => (true, Some(check_concurrency(n)?)),
+    };
+    let rate_limit = match input.rate_limit {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(n) => (true, Some(check_rate(n)?)),
+    };
     let timeout = match &input.timeout {
         MaybeUndefined::Undefined => (false, None),
         MaybeUndefined::Null => (true, None),
@@ -400,8 +480,11 @@ pub async fn update(
         None => (false, None),
     };
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_endpoints
-            SET headers_key_id = CASE WHEN $13 THEN $14 ELSE headers_key_id END,
+        "WITH e AS (
+         UPDATE webhook_endpoints
+            SET max_concurrency = CASE WHEN $25 THEN $26 ELSE max_concurrency END,
+                rate_limit = CASE WHEN $27 THEN $28 ELSE rate_limit END,
+                headers_key_id = CASE WHEN $13 THEN $14 ELSE headers_key_id END,
                 headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
                 header_names = CASE WHEN $13 THEN $16 ELSE header_names END,
                 auth_key_id = CASE WHEN $17 THEN $18 ELSE auth_key_id END,
@@ -427,7 +510,9 @@ pub async fn update(
                                    ELSE disabled_at END,
                 updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
-      RETURNING {COLUMNS}"
+      RETURNING *),
+         {SYNC_GROUP}
+         SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
     )))
     .bind(scope.tenant_id)
     .bind(id)
@@ -453,6 +538,10 @@ pub async fn update(
     .bind(ed25519.1.as_ref().map(|k| &k.0))
     .bind(ed25519.1.as_ref().map(|k| &k.1))
     .bind(ed25519.1.as_ref().map(|k| &k.2))
+    .bind(max_concurrency.0)
+    .bind(max_concurrency.1)
+    .bind(rate_limit.0)
+    .bind(rate_limit.1)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
@@ -509,8 +598,8 @@ pub async fn rotate_secret(
 
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
     sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints
-          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL"
+        "SELECT {COLUMNS} FROM webhook_endpoints e LEFT JOIN dispatch_groups g ON g.key = e.id
+          WHERE e.tenant_id = $1 AND e.id = $2 AND e.mode = $3 AND e.deleted_at IS NULL"
     )))
     .bind(scope.tenant_id)
     .bind(id)
@@ -529,10 +618,10 @@ pub async fn list(
 ) -> Result<Vec<Endpoint>> {
     Ok(
         sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM webhook_endpoints
-          WHERE tenant_id = $1 AND mode = $4 AND deleted_at IS NULL
-            AND ($3::uuid IS NULL OR id < $3)
-          ORDER BY id DESC LIMIT $2"
+            "SELECT {COLUMNS} FROM webhook_endpoints e LEFT JOIN dispatch_groups g ON g.key = e.id
+              WHERE e.tenant_id = $1 AND e.mode = $4 AND e.deleted_at IS NULL
+                AND ($3::uuid IS NULL OR e.id < $3)
+              ORDER BY e.id DESC LIMIT $2"
         )))
         .bind(scope.tenant_id)
         .bind(limit)

@@ -9,7 +9,7 @@ use crate::{
     error::Result,
     jobs::{self, ClaimedJob, NewJob, Outcome, finish_sql},
     orders::OrderEvent,
-    queue::{JobTask, WEBHOOK_DELIVERIES},
+    queue::WEBHOOK_DELIVERIES,
 };
 
 /// An enabled endpoint of the event's tenant and its filter.
@@ -80,8 +80,8 @@ pub fn payload(event: &OrderEvent) -> String {
 pub struct FanOut {
     /// False when the job's lease was lost: nothing was written; the new holder fans out.
     pub finished: bool,
-    /// Tasks of the delivery jobs created (to push after commit).
-    pub tasks: Vec<JobTask>,
+    /// Delivery jobs created (pending: wake the dispatcher).
+    pub created: usize,
 }
 
 #[derive(sqlx::FromRow)]
@@ -140,11 +140,15 @@ pub async fn fan_out(
                  WHERE EXISTS (SELECT 1 FROM fin)
                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
              j AS (
-                -- New jobs are born queued (see jobs::NewJob).
-                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state,
-                                  dispatch_seq, queued_at)
-                SELECT t.j, $15, $8, d.id, t.ma, 'queued', 1, now()
-                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[], $16::int[]) AS t(d, j, ma)
+                -- Delivery jobs are born pending in their endpoint's dispatch group: the
+                -- dispatcher admits them under the endpoint's caps and breaker (an open
+                -- breaker parks them until its cool-down ends).
+                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key, run_at)
+                SELECT t.j, $15, $8, d.id, t.ma, t.e,
+                       GREATEST(now(), (SELECT g.paused_until FROM dispatch_groups g
+                                         WHERE g.key = t.e AND g.breaker = 'open'))
+                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[], $16::int[], $13::uuid[])
+                              AS t(d, j, ma, e)
                        ON t.d = d.id
                 RETURNING id)
          SELECT EXISTS (SELECT 1 FROM fin) AS finished, ARRAY(SELECT id FROM j) AS jobs"
@@ -175,10 +179,6 @@ pub async fn fan_out(
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
     Ok(FanOut {
         finished: row.finished,
-        tasks: row
-            .jobs
-            .into_iter()
-            .map(|job| JobTask { job, seq: 1 })
-            .collect(),
+        created: row.jobs.len(),
     })
 }

@@ -2,6 +2,7 @@
 //! job each) and attempts (every HTTP try, logged).
 
 pub mod attempts;
+pub mod breaker;
 pub mod credentials;
 pub mod deliveries;
 pub mod delivery;

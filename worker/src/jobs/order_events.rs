@@ -2,7 +2,6 @@
 
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::WEBHOOK_DELIVERIES,
     webhooks::messages,
 };
 
@@ -38,6 +37,8 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     metrics::counter!("switchyard_events_fanned_out_total").increment(1);
-    ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
+    if fan_out.created > 0 {
+        ctx.dispatcher.wake();
+    }
     Ok(())
 }

@@ -3,7 +3,10 @@
 use chrono::Utc;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    webhooks::delivery,
+    webhooks::{
+        breaker::{self, Transition},
+        delivery,
+    },
 };
 
 use crate::{ORDERING_RETRY, context::Ctx};
@@ -32,6 +35,12 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
             },
         )
         .await;
+    }
+    if let Some(until) = breaker::parked_until(&target, job, Utc::now()) {
+        breaker::park(&ctx.pool, job, &ctx.owner, &target, until).await?;
+        metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
+            .increment(1);
+        return Ok(());
     }
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint is still pending: it goes first.
@@ -66,6 +75,25 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy, Utc::now());
     let recorded =
         delivery::record(&ctx.pool, job, &ctx.owner, &decision, &target, &result).await?;
+    let transition = if result.succeeded() {
+        breaker::on_success(&ctx.pool, &target).await?
+    } else {
+        breaker::on_failure(&ctx.pool, &ctx.breaker, &target, job).await?
+    };
+    match transition {
+        Transition::Opened { until } => {
+            tracing::warn!(endpoint_id = %target.endpoint_id, %until, "circuit breaker opened");
+            metrics::counter!("switchyard_breaker_transitions_total", "to" => "open").increment(1);
+        }
+        Transition::Closed => {
+            tracing::info!(endpoint_id = %target.endpoint_id, "circuit breaker closed");
+            metrics::counter!("switchyard_breaker_transitions_total", "to" => "closed")
+                .increment(1);
+        }
+        Transition::None => {}
+    }
+    // A slot of the endpoint's group is free again.
+    ctx.dispatcher.wake();
     if let Some(reason) = decision.disable {
         tracing::warn!(endpoint_id = %target.endpoint_id, reason, "endpoint disabled");
         metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason).increment(1);

@@ -1,0 +1,175 @@
+//! Circuit breaker per endpoint. It trips when the failure rate over a recent window passes a
+//! threshold; while open, the endpoint's deliveries are parked in the ledger (pending with
+//! `run_at` at the end of the cool-down), so they hold no worker slot and no Redis space.
+//! When the cool-down ends the dispatcher lets one probe through (half-open): success closes
+//! the breaker, failure opens it again for twice as long.
+//!
+//! State lives in the endpoint's dispatch group (`dispatch_groups`), where the dispatcher
+//! reads it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::delivery::Target;
+use crate::{
+    error::Result,
+    jobs::{self, ClaimedJob},
+};
+
+/// When to trip and how long to stay open.
+#[derive(Clone, Debug)]
+pub struct BreakerPolicy {
+    /// Attempts looked at: those of the last `window`.
+    pub window: Duration,
+    /// Fewer attempts than this in the window never trip the breaker.
+    pub min_attempts: i64,
+    /// Failure share (0–1) in the window that trips it.
+    pub failure_ratio: f64,
+    /// First cool-down; doubled on each consecutive trip, up to `max_cooldown`.
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+/// Whether a claimed delivery must wait for the breaker: open (or half-open and this job is
+/// not the probe) with the pause still running. Returns until when.
+pub fn parked_until(
+    target: &Target,
+    job: &ClaimedJob,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let until = target.paused_until.filter(|t| *t > now)?;
+    match target.breaker.as_deref() {
+        Some("open") => Some(until),
+        Some("half_open") if target.probe_job != Some(job.id) => Some(until),
+        _ => None,
+    }
+}
+
+/// A delivery that reached a worker while its endpoint's breaker is open: log it as a
+/// `circuit_open` attempt (nothing was sent, no attempt is used up) and put the job back to
+/// wait until the cool-down ends.
+pub async fn park(
+    pool: &PgPool,
+    job: &ClaimedJob,
+    owner: &str,
+    target: &Target,
+    until: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts
+            (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
+             error_class, error_message, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'circuit_open', $8, 0)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(target.tenant_id)
+    .bind(target.delivery_id)
+    .bind(target.endpoint_id)
+    .bind(target.message_id)
+    .bind(job.attempt)
+    .bind(Utc::now().timestamp())
+    .bind(format!(
+        "not sent: the endpoint's circuit breaker is open until {}",
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ))
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(target.delivery_id)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    jobs::defer(pool, job, owner, until).await?;
+    Ok(())
+}
+
+/// What an attempt did to the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    Opened { until: DateTime<Utc> },
+    Closed,
+}
+
+/// A success closes a breaker that was not closed.
+pub async fn on_success(pool: &PgPool, target: &Target) -> Result<Transition> {
+    if target.breaker.as_deref().is_none_or(|b| b == "closed") {
+        return Ok(Transition::None);
+    }
+    let n = sqlx::query(
+        "UPDATE dispatch_groups
+            SET breaker = 'closed', paused_until = NULL, probe_job = NULL, trips = 0,
+                updated_at = now()
+          WHERE key = $1 AND breaker <> 'closed'",
+    )
+    .bind(target.endpoint_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(if n > 0 {
+        Transition::Closed
+    } else {
+        Transition::None
+    })
+}
+
+/// A failure re-opens a half-open breaker, or trips a closed one whose window is failing.
+pub async fn on_failure(
+    pool: &PgPool,
+    policy: &BreakerPolicy,
+    target: &Target,
+    job: &ClaimedJob,
+) -> Result<Transition> {
+    let probe_failed =
+        target.breaker.as_deref() == Some("half_open") && target.probe_job == Some(job.id);
+    if !probe_failed {
+        let (total, failed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE error_class IS NOT NULL)
+               FROM (SELECT error_class FROM webhook_attempts
+                      WHERE endpoint_id = $1 AND created_at > now() - make_interval(secs => $2)
+                        AND error_class IS DISTINCT FROM 'circuit_open'
+                      ORDER BY id DESC LIMIT 200) recent",
+        )
+        .bind(target.endpoint_id)
+        .bind(policy.window.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
+        if total < policy.min_attempts || (failed as f64) < policy.failure_ratio * total as f64 {
+            return Ok(Transition::None);
+        }
+    }
+    sqlx::query("INSERT INTO dispatch_groups (key) VALUES ($1) ON CONFLICT (key) DO NOTHING")
+        .bind(target.endpoint_id)
+        .execute(pool)
+        .await?;
+    // Open (again) unless another worker already did, then park what waits. The cool-down
+    // doubles with each consecutive trip.
+    let until: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "WITH g AS (
+            UPDATE dispatch_groups
+               SET breaker = 'open', probe_job = NULL, trips = trips + 1, updated_at = now(),
+                   paused_until = now() + make_interval(secs => LEAST($3, $2 * power(2, LEAST(trips, 16))))
+             WHERE key = $1 AND (breaker = 'half_open' OR (breaker = 'closed' AND NOT $4))
+         RETURNING key, paused_until),
+         parked AS (
+            UPDATE jobs j SET run_at = g.paused_until, updated_at = now()
+              FROM g
+             WHERE j.group_key = g.key AND j.state = 'pending' AND j.run_at < g.paused_until)
+         SELECT paused_until FROM g",
+    )
+    .bind(target.endpoint_id)
+    .bind(policy.cooldown.as_secs_f64())
+    .bind(policy.max_cooldown.as_secs_f64())
+    .bind(probe_failed)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match until {
+        Some(until) => Transition::Opened { until },
+        None => Transition::None,
+    })
+}

@@ -1,0 +1,92 @@
+//! The circuit breaker: it opens on a failing window, parks the endpoint's deliveries in the
+//! ledger, lets one probe through after the cool-down, re-opens for longer when the probe
+//! fails, and closes on success.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+
+async fn group(app: &TestApp, endpoint: &str) -> Option<(String, i32)> {
+    sqlx::query_as("SELECT breaker, trips FROM dispatch_groups WHERE key = $1::uuid")
+        .bind(endpoint)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_breaker_opens_parks_probes_and_closes() {
+    let app = TestApp::spawn(TestOptions {
+        breaker_cooldown: "1s".into(),
+        breaker_min_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"] }),
+        )
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    app.post_orders(&key, "ord-brk", 6, 6).await;
+
+    // Open: the endpoint shows it, and its deliveries wait in Postgres, not in Redis or a worker.
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        (group(&app, &id).await == Some(("open".into(), 1))).then_some(())
+    })
+    .await;
+    let v: Value = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
+        .await;
+    assert_eq!(v["circuit_state"], "open");
+    assert!(v["circuit_open_until"].is_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = partner.count();
+    let busy: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE group_key = $1::uuid AND state IN ('queued', 'running')",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        busy, 0,
+        "parked deliveries hold no worker slot and no Redis space"
+    );
+    assert_eq!(app.queues.depth("webhook_deliveries").await.unwrap(), 0);
+
+    // Cool-down over, still failing: exactly one probe, then open again for longer.
+    eventually(Duration::from_secs(10), "the probe to fail", || async {
+        (group(&app, &id).await == Some(("open".into(), 2))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(partner.count(), settled + 1, "one probe while half-open");
+
+    // The endpoint recovers: the next probe succeeds, the breaker closes, everything arrives.
+    partner.set_behaviour(Behaviour::Status(200));
+    eventually(Duration::from_secs(15), "the breaker to close", || async {
+        (group(&app, &id).await == Some(("closed".into(), 0))).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "every delivery to succeed",
+        || async {
+            let n = app
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+                .await;
+            (n == 6).then_some(())
+        },
+    )
+    .await;
+    let v: Value = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
+        .await;
+    assert_eq!(v["circuit_state"], "closed");
+    assert_eq!(v["circuit_open_until"], Value::Null);
+}
