@@ -44,6 +44,10 @@ struct Args {
     /// Endpoints per order (fan-out).
     #[arg(long, default_value_t = 1)]
     endpoints: usize,
+    /// Also subscribe an endpoint that never answers (the noisy neighbour); the figures cover
+    /// the healthy endpoints only.
+    #[arg(long, default_value_t = false)]
+    dead_endpoint: bool,
     /// Send an Idempotency-Key header with every order.
     #[arg(long, default_value_t = false)]
     idempotency_keys: bool,
@@ -205,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     println!(
-        "scenario  orders={} concurrency={} rate={} endpoints={} idempotency_keys={}",
+        "scenario  orders={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
         args.orders,
         if args.rate.is_some() {
             0
@@ -214,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
         },
         args.rate.map_or("max".into(), |r| format!("{r}/s")),
         args.endpoints,
-        args.idempotency_keys
+        args.idempotency_keys,
+        args.dead_endpoint
     );
     println!(
         "ingest    {} accepted, {} failed, {:.0} orders/s",
@@ -316,6 +321,15 @@ async fn setup(
             .json()
             .await?;
         secrets.push(ep["secret"].as_str().context("secret")?.to_owned());
+    }
+    if args.dead_endpoint {
+        http.post(format!("{}/v1/webhook-endpoints", args.api))
+            .bearer_auth(&key)
+            .json(&json!({"url": format!("{receiver_url}/dead"), "event_types": ["order.created"]}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating the dead endpoint")?;
     }
     Ok((key, secrets))
 }

@@ -86,12 +86,20 @@ async fn receive(
     "ok"
 }
 
+/// The noisy neighbour: a partner that never answers (the request times out on our side).
+#[handler]
+async fn dead() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    "too late"
+}
+
 impl Receiver {
     pub async fn start(listen: &str) -> anyhow::Result<Receiver> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let app = Route::new()
+            .at("/hook/dead", post(dead))
             .at("/hook/:endpoint", post(receive))
             .data(state.clone());
         let acceptor = TcpAcceptor::from_tokio(listener)?;

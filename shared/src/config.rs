@@ -241,6 +241,18 @@ pub struct WorkerConfig {
     #[arg(long, env = "SWITCHYARD_BREAKER_MAX_COOLDOWN", default_value = "10m", value_parser = parse_duration)]
     pub breaker_max_cooldown: Duration,
 
+    /// An endpoint is disabled after this many consecutive failed attempts.
+    #[arg(
+        long,
+        env = "SWITCHYARD_ENDPOINT_DISABLE_AFTER_FAILURES",
+        default_value_t = 100
+    )]
+    pub endpoint_disable_after_failures: i32,
+
+    /// An endpoint is disabled after failing for this long without a single success.
+    #[arg(long, env = "SWITCHYARD_ENDPOINT_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
+    pub endpoint_disable_after: Duration,
+
     /// How long in-flight jobs may run after SIGTERM before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -24,12 +24,15 @@ async fn the_breaker_opens_parks_probes_and_closes() {
     })
     .await;
     let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let ops = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
     let ep = app
         .create_endpoint_with(
             &key,
             json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"] }),
         )
+        .await;
+    app.create_endpoint_with(&key, json!({ "url": ops.url, "operational": true }))
         .await;
     let id = ep["id"].as_str().unwrap().to_owned();
     app.post_orders(&key, "ord-brk", 6, 6).await;
@@ -77,9 +80,14 @@ async fn the_breaker_opens_parks_probes_and_closes() {
         Duration::from_secs(15),
         "every delivery to succeed",
         || async {
-            let n = app
-                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
-                .await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_deliveries
+                  WHERE endpoint_id = $1::uuid AND status = 'succeeded'",
+            )
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
             (n == 6).then_some(())
         },
     )
@@ -89,4 +97,82 @@ async fn the_breaker_opens_parks_probes_and_closes() {
         .await;
     assert_eq!(v["circuit_state"], "closed");
     assert_eq!(v["circuit_open_until"], Value::Null);
+    let notice = eventually(Duration::from_secs(5), "endpoint.recovered", || async {
+        ops.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(notice.json()["type"], "endpoint.recovered");
+    assert_eq!(notice.json()["data"]["endpoint_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_disabled_announced_and_catches_up_when_enabled_again() {
+    let app = TestApp::spawn(TestOptions {
+        disable_after_failures: 3,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let ops = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms"] }),
+        )
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let op = app
+        .create_endpoint_with(&key, json!({ "url": ops.url, "operational": true }))
+        .await;
+    assert_eq!(op["operational"], true);
+    assert_eq!(app.post_order(&key, "ord-dis-1").await.status(), 201);
+
+    // Three consecutive failures: disabled, and the operational endpoint hears of it (and of
+    // nothing else: no order events go there).
+    let notice = eventually(Duration::from_secs(10), "endpoint.disabled", || async {
+        ops.received().into_iter().next()
+    })
+    .await;
+    let body = notice.json();
+    assert_eq!(body["type"], "endpoint.disabled");
+    assert_eq!(body["data"]["endpoint_id"], id.as_str());
+    assert_eq!(body["data"]["reason"], "failing");
+    let v = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
+        .await;
+    assert_eq!(v["status"], "disabled");
+    assert_eq!(v["disabled_reason"], "failing");
+    assert_eq!(v["consecutive_failures"], 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        partner.count(),
+        3,
+        "no attempt after the endpoint was disabled"
+    );
+
+    // Orders while it is disabled reach nobody …
+    app.post_orders(&key, "ord-dis-while", 2, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(partner.count(), 3);
+    assert_eq!(ops.count(), 1, "operational endpoints get no order events");
+
+    // … until it is enabled with replay: the cancelled delivery and both missed messages.
+    partner.set_behaviour(Behaviour::Status(200));
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/webhook-endpoints/{id}"),
+            json!({ "status": "enabled", "replay_missed": true }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "enabled");
+    assert_eq!(v["replayed"], 3);
+    assert_eq!(v["consecutive_failures"], 0);
+    eventually(Duration::from_secs(10), "the missed messages", || async {
+        (partner.unique_ids().len() == 3).then_some(())
+    })
+    .await;
 }

@@ -37,6 +37,8 @@ pub struct TestOptions {
     pub endpoint_concurrency: u32,
     /// `--delivery-concurrency`: worker slots for deliveries (64 in production).
     pub delivery_concurrency: u32,
+    /// `--endpoint-disable-after-failures` (100 in production).
+    pub disable_after_failures: u32,
 }
 
 impl Default for TestOptions {
@@ -55,6 +57,7 @@ impl Default for TestOptions {
             breaker_min_attempts: 10,
             endpoint_concurrency: 16,
             delivery_concurrency: 64,
+            disable_after_failures: 100,
         }
     }
 }
@@ -153,6 +156,10 @@ impl TestApp {
             (
                 "SWITCHYARD_DELIVERY_CONCURRENCY".into(),
                 self.opts.delivery_concurrency.to_string(),
+            ),
+            (
+                "SWITCHYARD_ENDPOINT_DISABLE_AFTER_FAILURES".into(),
+                self.opts.disable_after_failures.to_string(),
             ),
             (
                 "SWITCHYARD_RETRY_SCHEDULE".into(),
@@ -407,6 +414,8 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         &o.endpoint_concurrency.to_string(),
         "--delivery-concurrency",
         &o.delivery_concurrency.to_string(),
+        "--endpoint-disable-after-failures",
+        &o.disable_after_failures.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

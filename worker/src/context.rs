@@ -13,7 +13,10 @@ use switchyard_shared::{
     dispatch::Dispatcher,
     jobs::ClaimedJob,
     net::Egress,
-    webhooks::{breaker::BreakerPolicy, delivery::Policy},
+    webhooks::{
+        breaker::BreakerPolicy,
+        delivery::{HealthPolicy, Policy},
+    },
 };
 use uuid::Uuid;
 
@@ -25,6 +28,7 @@ pub struct Ctx {
     pub keyring: Keyring,
     pub policy: Policy,
     pub breaker: BreakerPolicy,
+    pub health: HealthPolicy,
     pub egress: Egress,
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
@@ -58,6 +62,10 @@ impl Ctx {
                 retry_after_max: cfg.webhook_retry_after_max,
             },
             egress: common.egress(),
+            health: HealthPolicy {
+                disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
+                disable_after: cfg.endpoint_disable_after,
+            },
             breaker: BreakerPolicy {
                 window: cfg.breaker_window,
                 min_attempts: cfg.breaker_min_attempts.max(1),

@@ -4,16 +4,11 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::webhooks::deliveries;
+use switchyard_shared::webhooks::{deliveries, endpoints};
 use uuid::Uuid;
 
 use super::ApiTags;
 use crate::{AppState, auth::Partner, error::ApiError, json::Json};
-
-/// Attempts a manual retry may take when the endpoint has no schedule of its own: the longest
-/// schedule an endpoint can have. The worker's schedule still decides when to stop; this only
-/// bounds runs that crash before recording an attempt.
-const MANUAL_RETRY_MAX_ATTEMPTS: i32 = 21;
 
 pub struct WebhookDeliveriesApi;
 
@@ -56,7 +51,7 @@ impl WebhookDeliveriesApi {
                 &state.services.pool,
                 p.scope(),
                 id.0,
-                MANUAL_RETRY_MAX_ATTEMPTS,
+                endpoints::MANUAL_MAX_ATTEMPTS,
             )
             .await?,
         ))

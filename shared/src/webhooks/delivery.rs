@@ -426,10 +426,28 @@ fn headers_json(h: &[(String, String)]) -> serde_json::Value {
     serde_json::Value::Array(h.iter().map(|(k, v)| serde_json::json!([k, v])).collect())
 }
 
-/// In one statement: logs the attempt, moves the delivery to `status` and records the job's
-/// outcome. The attempt is logged even if the lease was lost meanwhile (it happened); the
-/// return value says whether the outcome was recorded.
-#[allow(clippy::too_many_arguments)]
+/// When an endpoint that only fails is disabled.
+#[derive(Clone, Debug)]
+pub struct HealthPolicy {
+    /// Consecutive failed attempts.
+    pub disable_after_failures: i32,
+    /// Time since the first failure with no success in between.
+    pub disable_after: Duration,
+}
+
+/// What recording an attempt did.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Recorded {
+    /// False when the lease was lost meanwhile: the attempt is logged, the outcome is not.
+    pub recorded: bool,
+    /// The endpoint was disabled by this attempt, for this reason (`gone`, `failing`).
+    pub disabled: Option<String>,
+}
+
+/// In one statement: logs the attempt, moves the delivery to its new status, records the job's
+/// outcome, and keeps the endpoint's health (consecutive failures, failing since; disables it
+/// on 410 or when it has only failed for too long). The attempt is logged even if the lease
+/// was lost meanwhile (it happened).
 pub async fn record(
     pool: &PgPool,
     job: &ClaimedJob,
@@ -437,15 +455,19 @@ pub async fn record(
     decision: &Decision,
     target: &Target,
     result: &AttemptResult,
-) -> Result<bool> {
+    health: &HealthPolicy,
+) -> Result<Recorded> {
     let next_attempt_at = match &decision.outcome {
         Outcome::Retry { at, .. } => Some(*at),
         _ => None,
     };
     let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
-    let done = jobs::bind_finish(
+    let row = jobs::bind_finish(
         sqlx::query(concat!(
-            "WITH attempt AS (
+            "WITH fin AS (",
+            finish_sql!(),
+            " RETURNING id),
+             attempt AS (
                 INSERT INTO webhook_attempts
                     (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
                      status_code, error_class, error_message, duration_ms, response_body, response_size,
@@ -457,13 +479,28 @@ pub async fn record(
                    SET status = $20, attempts = GREATEST(attempts, $12), last_status_code = $14,
                        next_attempt_at = $21, updated_at = now()
                  WHERE id = $9),
+             verdict AS (
+                SELECT CASE WHEN status <> 'enabled' OR $28 THEN NULL
+                            WHEN $22::text IS NOT NULL THEN $22::text
+                            WHEN consecutive_failures + 1 >= $29
+                              OR COALESCE(failing_since, now()) <= now() - make_interval(secs => $30)
+                            THEN 'failing'
+                       END AS reason
+                  FROM webhook_endpoints WHERE id = $10),
              endpoint AS (
-                UPDATE webhook_endpoints
-                   SET status = 'disabled', disabled_reason = $22, disabled_at = now(),
-                       updated_at = now()
-                 WHERE id = $10 AND $22::text IS NOT NULL AND status = 'enabled')
-             ",
-            finish_sql!()
+                -- A success only writes the row when it ends a run of failures.
+                UPDATE webhook_endpoints w
+                   SET consecutive_failures = CASE WHEN $28 THEN 0 ELSE w.consecutive_failures + 1 END,
+                       failing_since = CASE WHEN $28 THEN NULL ELSE COALESCE(w.failing_since, now()) END,
+                       status = CASE WHEN v.reason IS NULL THEN w.status ELSE 'disabled' END,
+                       disabled_reason = COALESCE(v.reason, w.disabled_reason),
+                       disabled_at = CASE WHEN v.reason IS NULL THEN w.disabled_at ELSE now() END,
+                       updated_at = CASE WHEN v.reason IS NULL THEN w.updated_at ELSE now() END
+                  FROM verdict v
+                 WHERE w.id = $10
+                   AND (NOT $28 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
+             RETURNING v.reason)
+         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled"
         )),
         job,
         owner,
@@ -490,10 +527,12 @@ pub async fn record(
     .bind(result.connect.map(ms))
     .bind(headers_json(&result.request_headers))
     .bind(headers_json(&result.response_headers))
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(done == 1)
+    .bind(result.succeeded())
+    .bind(health.disable_after_failures)
+    .bind(health.disable_after.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(<Recorded as sqlx::FromRow<_>>::from_row(&row)?)
 }
 
 /// Logs a test send (no job, no retries) and finishes its delivery; returns the attempt id.

@@ -49,6 +49,9 @@ pub struct CreateEndpoint {
     pub max_concurrency: Option<i32>,
     /// Most deliveries started per second, across all workers (1–100000). Default: no limit.
     pub rate_limit: Option<i32>,
+    /// An operational endpoint receives `endpoint.disabled` and `endpoint.recovered` events
+    /// about the tenant's other endpoints, and no order events.
+    pub operational: Option<bool>,
 }
 
 /// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
@@ -78,6 +81,10 @@ pub struct UpdateEndpoint {
     pub max_concurrency: MaybeUndefined<i32>,
     #[serde(default)]
     pub rate_limit: MaybeUndefined<i32>,
+    pub operational: Option<bool>,
+    /// With `status: "enabled"` on a disabled endpoint: also deliver what it missed while
+    /// disabled (messages created since, and deliveries cancelled since; at most 10,000).
+    pub replay_missed: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
@@ -111,6 +118,12 @@ pub struct Endpoint {
     /// `half_open` (one probe in flight).
     pub circuit_state: String,
     pub circuit_open_until: Option<DateTime<Utc>>,
+    /// Receives operational events only.
+    pub operational: bool,
+    /// Consecutive failed attempts (reset by a success).
+    pub consecutive_failures: i32,
+    /// Deliveries scheduled by `replay_missed` (only in the response of that update).
+    pub replayed: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -134,6 +147,11 @@ struct EndpointRow {
     rate_limit: Option<i32>,
     circuit_state: String,
     circuit_open_until: Option<DateTime<Utc>>,
+    operational: bool,
+    consecutive_failures: i32,
+    /// Set by an update that enabled a disabled endpoint: since when it was disabled.
+    #[sqlx(default)]
+    was_disabled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -159,6 +177,9 @@ impl From<EndpointRow> for Endpoint {
             rate_limit: r.rate_limit,
             circuit_state: r.circuit_state,
             circuit_open_until: r.circuit_open_until,
+            operational: r.operational,
+            consecutive_failures: r.consecutive_failures,
+            replayed: None,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -180,7 +201,7 @@ const COLUMNS: &str = "e.id, e.mode, e.url, e.description, e.event_types, e.stat
     e.auth_type, e.ed25519_public_key, e.max_concurrency, e.rate_limit, \
     COALESCE(g.breaker, 'closed') AS circuit_state, \
     CASE WHEN g.breaker <> 'closed' THEN g.paused_until END AS circuit_open_until, \
-    e.created_at, e.updated_at";
+    e.operational, e.consecutive_failures, e.created_at, e.updated_at";
 
 /// Keeps the endpoint's dispatch group (what the dispatcher enforces) in step with its caps;
 /// appended to statements whose CTE `e` returns the endpoint row.
@@ -359,9 +380,9 @@ pub async fn create(
                  secret_key_id, retry_schedule_ms, timeout_ms, headers_key_id,
                  headers_ciphertext, header_names, auth_key_id, auth_ciphertext, auth_type,
                  ed25519_key_id, ed25519_ciphertext, ed25519_public_key, max_concurrency,
-                 rate_limit)
+                 rate_limit, operational)
             VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
-                    $14, $15, $16, $17, $18, $19, $20, $21)
+                    $14, $15, $16, $17, $18, $19, $20, $21, $22)
             RETURNING *),
          {SYNC_GROUP}
          SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
@@ -387,6 +408,7 @@ pub async fn create(
     .bind(ed25519.as_ref().map(|e| &e.2))
     .bind(max_concurrency)
     .bind(rate_limit)
+    .bind(input.operational.unwrap_or(false))
     .fetch_one(pool)
     .await?;
     Ok(CreatedEndpoint {
@@ -480,9 +502,17 @@ pub async fn update(
         None => (false, None),
     };
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
-        "WITH e AS (
+        "WITH before AS (
+            -- The row as the statement found it (no FOR UPDATE: `e` below updates the same
+            -- row in this statement, and a locking read would then skip it).
+            SELECT id, status, disabled_at FROM webhook_endpoints
+             WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL),
+         e AS (
          UPDATE webhook_endpoints
             SET max_concurrency = CASE WHEN $25 THEN $26 ELSE max_concurrency END,
+                operational = COALESCE($29, operational),
+                consecutive_failures = CASE WHEN $12 = 'enabled' THEN 0 ELSE consecutive_failures END,
+                failing_since = CASE WHEN $12 = 'enabled' THEN NULL ELSE failing_since END,
                 rate_limit = CASE WHEN $27 THEN $28 ELSE rate_limit END,
                 headers_key_id = CASE WHEN $13 THEN $14 ELSE headers_key_id END,
                 headers_ciphertext = CASE WHEN $13 THEN $15 ELSE headers_ciphertext END,
@@ -512,7 +542,10 @@ pub async fn update(
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
       RETURNING *),
          {SYNC_GROUP}
-         SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
+         SELECT {COLUMNS},
+                (SELECT b.disabled_at FROM before b WHERE b.status = 'disabled' AND e.status = 'enabled')
+                    AS was_disabled_at
+           FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
     )))
     .bind(scope.tenant_id)
     .bind(id)
@@ -542,10 +575,102 @@ pub async fn update(
     .bind(max_concurrency.1)
     .bind(rate_limit.0)
     .bind(rate_limit.1)
+    .bind(input.operational)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
-    Ok(row.into())
+    let since = row
+        .was_disabled_at
+        .filter(|_| input.replay_missed == Some(true));
+    let mut endpoint = Endpoint::from(row);
+    if let Some(since) = since {
+        endpoint.replayed = Some(replay_since(pool, scope, &endpoint, since).await?);
+    }
+    Ok(endpoint)
+}
+
+/// Most messages one `replay_missed` schedules.
+const REPLAY_LIMIT: i64 = 10_000;
+
+/// Schedules what an endpoint missed while disabled: messages of its tenant and mode created
+/// since `since` that match its filter, and its deliveries cancelled since then. Returns how
+/// many deliveries were scheduled.
+async fn replay_since(
+    pool: &PgPool,
+    scope: Scope,
+    endpoint: &Endpoint,
+    since: DateTime<Utc>,
+) -> Result<i64> {
+    let candidates: Vec<(Uuid, String, Option<Uuid>, Option<i32>)> = sqlx::query_as(
+        "SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
+           FROM webhook_messages m JOIN order_events oe ON oe.id = m.event_id
+          WHERE m.tenant_id = $1 AND oe.mode = $2 AND m.id >= $3
+            AND m.created_at >= $4
+         UNION
+         SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
+           FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
+          WHERE d.endpoint_id = $5 AND d.status = 'cancelled' AND d.updated_at >= $4
+          ORDER BY 1 LIMIT $6",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(uuid_v7_floor(since))
+    .bind(since)
+    .bind(endpoint.id)
+    .bind(REPLAY_LIMIT)
+    .fetch_all(pool)
+    .await?;
+    let wanted: Vec<_> = candidates
+        .into_iter()
+        .filter(|(_, t, _, _)| event_types::matches_any(&endpoint.event_types, t))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    let max_attempts = endpoint
+        .retry_schedule
+        .as_ref()
+        .map_or(MANUAL_MAX_ATTEMPTS, |s| s.len() as i32 + 1);
+    let n = sqlx::query(
+        "WITH d AS (
+            INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, ordering_key,
+                                            ordering_seq)
+            SELECT t.id, $1, t.m, $2, t.ok, t.os
+              FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::int[]) AS t(id, m, ok, os)
+            ON CONFLICT (message_id, endpoint_id) DO UPDATE
+               SET status = 'pending', next_attempt_at = now(), updated_at = now()
+             WHERE webhook_deliveries.status = 'cancelled'
+            RETURNING id)
+         INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key)
+         SELECT gen_random_uuid(), $7, $1, d.id, $8, $2 FROM d",
+    )
+    .bind(scope.tenant_id)
+    .bind(endpoint.id)
+    .bind(wanted.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|w| w.0).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|w| w.2).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|w| w.3).collect::<Vec<_>>())
+    .bind(crate::queue::WEBHOOK_DELIVERIES)
+    .bind(max_attempts)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n as i64)
+}
+
+/// Attempts allowed to work the API schedules (replays, manual retries) when the endpoint has
+/// no schedule of its own: the longest schedule an endpoint can have. The worker's schedule
+/// still decides when to stop; this only bounds runs that crash before recording an attempt.
+pub const MANUAL_MAX_ATTEMPTS: i32 = 21;
+
+/// The smallest UUIDv7 of `t`'s millisecond: ids at or above it were minted at `t` or later.
+fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
+    let ms = t.timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    Uuid::from_bytes(bytes)
 }
 
 /// Replaces the signing secret; the old one keeps signing for the grace period.

@@ -48,7 +48,8 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
                                                   'max_attempts', cardinality(w.retry_schedule_ms) + 1))
                             FROM webhook_endpoints w
                            WHERE w.tenant_id = e.tenant_id AND w.mode = e.mode
-                             AND w.status = 'enabled' AND w.deleted_at IS NULL), '[]'::json)
+                             AND w.status = 'enabled' AND w.deleted_at IS NULL
+                             AND NOT w.operational), '[]'::json)
                     AS subscriptions,
                 EXISTS (SELECT 1 FROM order_events p
                          WHERE p.order_id = e.order_id AND p.seq < e.seq

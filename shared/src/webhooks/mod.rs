@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod endpoints;
 pub mod event_types;
 pub mod messages;
+pub mod operational;
 pub mod signing;
 
 /// The `webhook-id` of a message: stable across retries, so receivers can deduplicate.

@@ -1,11 +1,12 @@
 //! `webhook_deliveries`: one attempt of one message to one endpoint.
 
 use chrono::Utc;
+use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
     webhooks::{
         breaker::{self, Transition},
-        delivery,
+        delivery, operational,
     },
 };
 
@@ -73,8 +74,16 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     .await;
     let schedule = target.schedule(&ctx.policy);
     let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy, Utc::now());
-    let recorded =
-        delivery::record(&ctx.pool, job, &ctx.owner, &decision, &target, &result).await?;
+    let recorded = delivery::record(
+        &ctx.pool,
+        job,
+        &ctx.owner,
+        &decision,
+        &target,
+        &result,
+        &ctx.health,
+    )
+    .await?;
     let transition = if result.succeeded() {
         breaker::on_success(&ctx.pool, &target).await?
     } else {
@@ -89,16 +98,20 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
             tracing::info!(endpoint_id = %target.endpoint_id, "circuit breaker closed");
             metrics::counter!("switchyard_breaker_transitions_total", "to" => "closed")
                 .increment(1);
+            operational(ctx, &target, "endpoint.recovered", json!({})).await?;
         }
         Transition::None => {}
     }
+    if let Some(reason) = &recorded.disabled {
+        tracing::warn!(endpoint_id = %target.endpoint_id, reason, "endpoint disabled");
+        metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason.clone())
+            .increment(1);
+        let data = json!({ "reason": reason, "last_error": result.error_message });
+        operational(ctx, &target, "endpoint.disabled", data).await?;
+    }
     // A slot of the endpoint's group is free again.
     ctx.dispatcher.wake();
-    if let Some(reason) = decision.disable {
-        tracing::warn!(endpoint_id = %target.endpoint_id, reason, "endpoint disabled");
-        metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason).increment(1);
-    }
-    if !recorded {
+    if !recorded.recorded {
         tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
     }
     let label = if result.succeeded() {
@@ -108,6 +121,28 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     };
     metrics::counter!("switchyard_webhook_attempts_total", "outcome" => label).increment(1);
     metrics::histogram!("switchyard_webhook_attempt_seconds").record(result.duration.as_secs_f64());
+    Ok(())
+}
+
+/// Tells the tenant's operational endpoints about this endpoint. Sent after the state change
+/// committed: a crash in between loses the notice, not the state.
+async fn operational(
+    ctx: &Ctx,
+    target: &delivery::Target,
+    event_type: &str,
+    data: serde_json::Value,
+) -> switchyard_shared::Result<()> {
+    let created = operational::emit(
+        &ctx.pool,
+        target.endpoint_id,
+        event_type,
+        data,
+        ctx.policy.schedule.max_attempts(),
+    )
+    .await?;
+    if created > 0 {
+        ctx.dispatcher.wake();
+    }
     Ok(())
 }
 
