@@ -253,6 +253,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "SWITCHYARD_ENDPOINT_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
     pub endpoint_disable_after: Duration,
 
+    /// Webhook message payloads are removed after this long (attempts stay as metadata).
+    #[arg(long, env = "SWITCHYARD_PAYLOAD_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub payload_retention: Duration,
+
     /// How long in-flight jobs may run after SIGTERM before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -459,3 +459,63 @@ async fn a_test_send_returns_the_attempt_and_is_never_retried() {
         .await;
     assert_eq!(d["status"], "failed");
 }
+
+#[tokio::test]
+async fn payloads_are_removed_after_the_retention_period_and_attempts_stay() {
+    use serde_json::json;
+    let app = TestApp::spawn(TestOptions {
+        payload_retention: "2s".into(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": partner.url, "retry_schedule": ["4s"] }),
+        )
+        .await;
+    let id = ep["id"].as_str().unwrap();
+    assert_eq!(app.post_order(&key, "ord-retention").await.status(), 201);
+    eventually(Duration::from_secs(5), "the first attempt", || async {
+        (partner.count() == 1).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the payload to be removed", || async {
+        let n = app
+            .count("SELECT count(*) FROM webhook_messages WHERE payload IS NULL AND payload_removed_at IS NOT NULL")
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    // The retry comes after the payload is gone: nothing is sent, the delivery is cancelled,
+    // and the attempt log is still there.
+    let d = eventually(
+        Duration::from_secs(10),
+        "the delivery to be cancelled",
+        || async {
+            let v = app
+                .partner_get(
+                    &key,
+                    &format!("/v1/webhook-endpoints/{id}/deliveries?status=cancelled"),
+                )
+                .await;
+            v["data"].as_array().unwrap().first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(partner.count(), 1);
+    let log = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/attempts"))
+        .await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1);
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-deliveries/{}/retry", d["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    switchyard_tests::problem(r, 409, "payload_expired", None).await;
+}

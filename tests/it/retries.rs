@@ -72,6 +72,33 @@ async fn an_endpoint_schedule_sets_the_attempt_count_and_the_delays() {
     assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
     assert!(log.iter().all(|a| a["error_class"] == "http_status"));
 
+    let stats = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/stats?window=1h"))
+        .await;
+    assert_eq!(stats["attempts"], 5);
+    assert_eq!(stats["failed"], 5);
+    assert_eq!(stats["success_rate"], 0.0);
+    assert_eq!(
+        stats["errors"],
+        json!([{ "error_class": "http_status", "count": 5 }])
+    );
+    assert_eq!(
+        stats["deliveries"],
+        json!([{ "status": "failed", "count": 1 }])
+    );
+    assert!(stats["latency_p99_ms"].as_f64().unwrap() >= stats["latency_p50_ms"].as_f64().unwrap());
+    let buckets = stats["buckets"].as_array().unwrap();
+    let in_buckets: i64 = buckets.iter().map(|b| b["failed"].as_i64().unwrap()).sum();
+    assert_eq!(in_buckets, 5);
+    let bad = app
+        .http
+        .get(app.url(&format!("/v1/webhook-endpoints/{id}/stats?window=2d")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    problem(bad, 400, "parameter_invalid", Some("window")).await;
+
     // Validation: bad delays and timeouts name the offending field.
     let bad = app
         .partner_post(
@@ -357,4 +384,59 @@ async fn the_attempt_log_has_timings_address_and_headers() {
     );
     assert_eq!(a["response_body"], "partner says hi");
     assert_eq!(a["response_size"], 15);
+}
+
+#[tokio::test]
+async fn a_fifo_endpoint_gets_messages_one_at_a_time_in_order_even_through_failures() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    // Every message fails once: without FIFO, later messages overtake the retries.
+    let partner = PartnerServer::start(Behaviour::PerMessage(vec![500, 200])).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": partner.url, "fifo": true, "retry_schedule": ["300ms", "300ms"] }),
+        )
+        .await;
+    assert_eq!(ep["fifo"], true);
+    let n = 5;
+    for i in 0..n {
+        assert_eq!(
+            app.post_order(&key, &format!("ord-fifo-{i}"))
+                .await
+                .status(),
+            201
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every message delivered",
+        || async {
+            (partner
+                .received()
+                .iter()
+                .filter(|r| r.status == 200)
+                .count()
+                == n)
+                .then_some(())
+        },
+    )
+    .await;
+    // Arrival order: m1 (500), m1 (200), m2 (500), m2 (200), … — message ids (UUIDv7) ascending.
+    let ids: Vec<String> = partner
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2 * n);
+    for pair in ids.chunks(2) {
+        assert_eq!(
+            pair[0], pair[1],
+            "a message's retry comes before the next message: {ids:?}"
+        );
+    }
+    let firsts: Vec<&String> = ids.iter().step_by(2).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort();
+    assert_eq!(firsts, sorted, "in message order");
 }

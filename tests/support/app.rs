@@ -39,6 +39,8 @@ pub struct TestOptions {
     pub delivery_concurrency: u32,
     /// `--endpoint-disable-after-failures` (100 in production).
     pub disable_after_failures: u32,
+    /// `--payload-retention` (30 days in production).
+    pub payload_retention: String,
 }
 
 impl Default for TestOptions {
@@ -58,6 +60,7 @@ impl Default for TestOptions {
             endpoint_concurrency: 16,
             delivery_concurrency: 64,
             disable_after_failures: 100,
+            payload_retention: "30d".into(),
         }
     }
 }
@@ -160,6 +163,10 @@ impl TestApp {
             (
                 "SWITCHYARD_ENDPOINT_DISABLE_AFTER_FAILURES".into(),
                 self.opts.disable_after_failures.to_string(),
+            ),
+            (
+                "SWITCHYARD_PAYLOAD_RETENTION".into(),
+                self.opts.payload_retention.clone(),
             ),
             (
                 "SWITCHYARD_RETRY_SCHEDULE".into(),
@@ -416,6 +423,8 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         &o.delivery_concurrency.to_string(),
         "--endpoint-disable-after-failures",
         &o.disable_after_failures.to_string(),
+        "--payload-retention",
+        &o.payload_retention,
     ]
     .iter()
     .map(|s| s.to_string())

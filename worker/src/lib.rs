@@ -177,11 +177,12 @@ fn spawn_background(
                 .map(|_| ())
         }
     });
-    let (queues, pool, retention, idempotency_ttl) = (
+    let (queues, pool, retention, idempotency_ttl, payload_retention) = (
         services.queues.clone(),
         services.pool.clone(),
         cfg.job_retention,
         services.config.idempotency_ttl,
+        cfg.payload_retention,
     );
     every(
         loops,
@@ -196,6 +197,8 @@ fn spawn_background(
                 }
                 ledger::purge_finished(&pool, retention).await?;
                 switchyard_shared::idempotency::purge(&pool, idempotency_ttl).await?;
+                switchyard_shared::webhooks::delivery::purge_payloads(&pool, payload_retention)
+                    .await?;
                 Ok(())
             }
         },

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::webhooks::{attempts, credentials, deliveries, endpoints};
+use switchyard_shared::webhooks::{attempts, credentials, deliveries, endpoints, stats};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -191,6 +191,29 @@ impl WebhookEndpointsApi {
         )
         .await?;
         Ok(Json(DeliveryList::from_rows(rows, limit)))
+    }
+
+    /// Statistics of the last `1h`, `24h` (default) or `7d`: success rate, latency
+    /// percentiles, errors by class, deliveries by status, attempts over time.
+    #[oai(
+        path = "/:id/stats",
+        method = "get",
+        operation_id = "getWebhookEndpointStats"
+    )]
+    async fn stats(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        window: Query<Option<String>>,
+    ) -> Result<Json<stats::EndpointStats>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        let pool = &state.services.pool;
+        endpoints::get(pool, p.scope(), id.0).await?;
+        let window = window.0.as_deref().unwrap_or("24h");
+        Ok(Json(
+            stats::for_endpoint(pool, p.scope(), id.0, window).await?,
+        ))
     }
 
     /// Delete an endpoint; deliveries still waiting for it are cancelled.

@@ -102,9 +102,11 @@ pub async fn retry(
     default_max_attempts: i32,
 ) -> Result<Delivery> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, String, Option<i32>, bool)> = sqlx::query_as(
-        "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL
+    let row: Option<(String, String, Option<i32>, bool, bool)> = sqlx::query_as(
+        "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL,
+                m.payload IS NULL
            FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           JOIN webhook_messages m ON m.id = d.message_id
           WHERE d.id = $2 AND d.tenant_id = $1 AND e.tenant_id = $1 AND e.mode = $3
             FOR UPDATE OF d",
     )
@@ -113,7 +115,7 @@ pub async fn retry(
     .bind(scope.mode.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let (status, endpoint_status, max_attempts, endpoint_alive) =
+    let (status, endpoint_status, max_attempts, endpoint_alive, payload_gone) =
         row.ok_or_else(|| Error::not_found("webhook delivery"))?;
     if !endpoint_alive {
         return Err(Error::not_found("webhook delivery"));
@@ -123,6 +125,13 @@ pub async fn retry(
             "delivery_pending",
             None,
             "This delivery is still pending: its next attempt is already scheduled.",
+        ));
+    }
+    if payload_gone {
+        return Err(Error::conflict(
+            "payload_expired",
+            None,
+            "The message payload has passed its retention period; it cannot be sent again.",
         ));
     }
     if endpoint_status != "enabled" {

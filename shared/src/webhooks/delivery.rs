@@ -51,7 +51,8 @@ pub struct Target {
     pub delivery_status: String,
     pub tenant_id: Uuid,
     pub message_id: Uuid,
-    pub payload: String,
+    /// `None` once the retention period removed it.
+    pub payload: Option<String>,
     pub endpoint_id: Uuid,
     pub url: String,
     pub endpoint_active: bool,
@@ -65,8 +66,9 @@ pub struct Target {
     pub breaker: Option<String>,
     pub paused_until: Option<DateTime<Utc>>,
     pub probe_job: Option<Uuid>,
-    /// Set while an earlier event of the same order to the same endpoint is still pending:
-    /// when that one is due next. This delivery waits for it.
+    /// Set while an earlier event of the same order to the same endpoint is still pending, or
+    /// (FIFO endpoints) any earlier message to it: when that one is due next. This delivery
+    /// waits for it.
     pub waiting_for: Option<DateTime<Utc>>,
 }
 
@@ -98,10 +100,14 @@ pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Targ
                 e.ed25519_key_id, e.headers_ciphertext, e.headers_key_id, e.auth_ciphertext,
                 e.auth_key_id, e.retry_schedule_ms, e.timeout_ms,
                 g.breaker, g.paused_until, g.probe_job,
-                (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
-                  WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
-                    AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
-                    AND p.status = 'pending') AS waiting_for
+                LEAST(
+                  (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
+                    WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
+                      AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
+                      AND p.status = 'pending'),
+                  (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
+                    WHERE e.fifo AND p.endpoint_id = d.endpoint_id
+                      AND p.message_id < d.message_id AND p.status = 'pending')) AS waiting_for
            FROM webhook_deliveries d
            JOIN webhook_messages m ON m.id = d.message_id
            JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -179,12 +185,13 @@ pub async fn send(
     let started = Instant::now();
     let ts = Utc::now().timestamp();
     let msg_id = webhook_id(target.message_id);
+    let payload = target.payload.as_deref().unwrap_or_default();
     let signature = signing::signature_header(
         &credentials.hmac_keys,
         credentials.ed25519.as_ref(),
         &msg_id,
         ts,
-        target.payload.as_bytes(),
+        payload.as_bytes(),
     );
     let mut sent_headers: Vec<(String, String)> = vec![
         ("content-type".into(), "application/json".into()),
@@ -220,7 +227,7 @@ pub async fn send(
         for (name, value) in &sent_headers {
             request = request.header(name, value);
         }
-        request.body(target.payload.clone())
+        request.body(payload.to_owned())
     };
     let (mut sent, mut connect) = net::timed(build().send()).await;
     let mut reset_note = None;
@@ -533,6 +540,21 @@ pub async fn record(
     .fetch_one(pool)
     .await?;
     Ok(<Recorded as sqlx::FromRow<_>>::from_row(&row)?)
+}
+
+/// Removes message payloads older than `retention`, in bounded batches; returns how many.
+pub async fn purge_payloads(pool: &PgPool, retention: Duration) -> Result<u64> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    let n = sqlx::query(
+        "UPDATE webhook_messages SET payload = NULL, payload_removed_at = now()
+          WHERE id IN (SELECT id FROM webhook_messages
+                        WHERE payload IS NOT NULL AND id < $1 ORDER BY id LIMIT 5000)",
+    )
+    .bind(super::uuid_v7_floor(cutoff))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n)
 }
 
 /// Logs a test send (no job, no retries) and finishes its delivery; returns the attempt id.

@@ -52,6 +52,9 @@ pub struct CreateEndpoint {
     /// An operational endpoint receives `endpoint.disabled` and `endpoint.recovered` events
     /// about the tenant's other endpoints, and no order events.
     pub operational: Option<bool>,
+    /// Strict FIFO: one delivery at a time, in message order; a failing message holds back
+    /// the ones after it (on this endpoint only) until it succeeds or finally fails.
+    pub fifo: Option<bool>,
 }
 
 /// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
@@ -82,6 +85,7 @@ pub struct UpdateEndpoint {
     #[serde(default)]
     pub rate_limit: MaybeUndefined<i32>,
     pub operational: Option<bool>,
+    pub fifo: Option<bool>,
     /// With `status: "enabled"` on a disabled endpoint: also deliver what it missed while
     /// disabled (messages created since, and deliveries cancelled since; at most 10,000).
     pub replay_missed: Option<bool>,
@@ -120,6 +124,8 @@ pub struct Endpoint {
     pub circuit_open_until: Option<DateTime<Utc>>,
     /// Receives operational events only.
     pub operational: bool,
+    /// Strict FIFO delivery (one at a time, in message order).
+    pub fifo: bool,
     /// Consecutive failed attempts (reset by a success).
     pub consecutive_failures: i32,
     /// Deliveries scheduled by `replay_missed` (only in the response of that update).
@@ -148,6 +154,7 @@ struct EndpointRow {
     circuit_state: String,
     circuit_open_until: Option<DateTime<Utc>>,
     operational: bool,
+    fifo: bool,
     consecutive_failures: i32,
     /// Set by an update that enabled a disabled endpoint: since when it was disabled.
     #[sqlx(default)]
@@ -178,6 +185,7 @@ impl From<EndpointRow> for Endpoint {
             circuit_state: r.circuit_state,
             circuit_open_until: r.circuit_open_until,
             operational: r.operational,
+            fifo: r.fifo,
             consecutive_failures: r.consecutive_failures,
             replayed: None,
             created_at: r.created_at,
@@ -201,13 +209,13 @@ const COLUMNS: &str = "e.id, e.mode, e.url, e.description, e.event_types, e.stat
     e.auth_type, e.ed25519_public_key, e.max_concurrency, e.rate_limit, \
     COALESCE(g.breaker, 'closed') AS circuit_state, \
     CASE WHEN g.breaker <> 'closed' THEN g.paused_until END AS circuit_open_until, \
-    e.operational, e.consecutive_failures, e.created_at, e.updated_at";
+    e.operational, e.fifo, e.consecutive_failures, e.created_at, e.updated_at";
 
 /// Keeps the endpoint's dispatch group (what the dispatcher enforces) in step with its caps;
 /// appended to statements whose CTE `e` returns the endpoint row.
 const SYNC_GROUP: &str = "g0 AS (
     INSERT INTO dispatch_groups (key, max_concurrency, rate_per_second)
-    SELECT id, max_concurrency, rate_limit FROM e
+    SELECT id, CASE WHEN fifo THEN 1 ELSE max_concurrency END, rate_limit FROM e
     ON CONFLICT (key) DO UPDATE
        SET max_concurrency = EXCLUDED.max_concurrency,
            rate_per_second = EXCLUDED.rate_per_second,
@@ -380,9 +388,9 @@ pub async fn create(
                  secret_key_id, retry_schedule_ms, timeout_ms, headers_key_id,
                  headers_ciphertext, header_names, auth_key_id, auth_ciphertext, auth_type,
                  ed25519_key_id, ed25519_ciphertext, ed25519_public_key, max_concurrency,
-                 rate_limit, operational)
+                 rate_limit, operational, fifo)
             VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
-                    $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
             RETURNING *),
          {SYNC_GROUP}
          SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
@@ -409,6 +417,7 @@ pub async fn create(
     .bind(max_concurrency)
     .bind(rate_limit)
     .bind(input.operational.unwrap_or(false))
+    .bind(input.fifo.unwrap_or(false))
     .fetch_one(pool)
     .await?;
     Ok(CreatedEndpoint {
@@ -511,6 +520,7 @@ pub async fn update(
          UPDATE webhook_endpoints
             SET max_concurrency = CASE WHEN $25 THEN $26 ELSE max_concurrency END,
                 operational = COALESCE($29, operational),
+                fifo = COALESCE($30, fifo),
                 consecutive_failures = CASE WHEN $12 = 'enabled' THEN 0 ELSE consecutive_failures END,
                 failing_since = CASE WHEN $12 = 'enabled' THEN NULL ELSE failing_since END,
                 rate_limit = CASE WHEN $27 THEN $28 ELSE rate_limit END,
@@ -576,6 +586,7 @@ pub async fn update(
     .bind(rate_limit.0)
     .bind(rate_limit.1)
     .bind(input.operational)
+    .bind(input.fifo)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
@@ -605,16 +616,17 @@ async fn replay_since(
         "SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
            FROM webhook_messages m JOIN order_events oe ON oe.id = m.event_id
           WHERE m.tenant_id = $1 AND oe.mode = $2 AND m.id >= $3
-            AND m.created_at >= $4
+            AND m.created_at >= $4 AND m.payload IS NOT NULL
          UNION
          SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
            FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
           WHERE d.endpoint_id = $5 AND d.status = 'cancelled' AND d.updated_at >= $4
+            AND m.payload IS NOT NULL
           ORDER BY 1 LIMIT $6",
     )
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
-    .bind(uuid_v7_floor(since))
+    .bind(super::uuid_v7_floor(since))
     .bind(since)
     .bind(endpoint.id)
     .bind(REPLAY_LIMIT)
@@ -662,16 +674,6 @@ async fn replay_since(
 /// no schedule of its own: the longest schedule an endpoint can have. The worker's schedule
 /// still decides when to stop; this only bounds runs that crash before recording an attempt.
 pub const MANUAL_MAX_ATTEMPTS: i32 = 21;
-
-/// The smallest UUIDv7 of `t`'s millisecond: ids at or above it were minted at `t` or later.
-fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
-    let ms = t.timestamp_millis().max(0) as u64;
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    bytes[6] = 0x70;
-    bytes[8] = 0x80;
-    Uuid::from_bytes(bytes)
-}
 
 /// Replaces the signing secret; the old one keeps signing for the grace period.
 pub async fn rotate_secret(

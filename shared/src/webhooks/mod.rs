@@ -11,8 +11,31 @@ pub mod event_types;
 pub mod messages;
 pub mod operational;
 pub mod signing;
+pub mod stats;
 
 /// The `webhook-id` of a message: stable across retries, so receivers can deduplicate.
 pub fn webhook_id(message_id: uuid::Uuid) -> String {
     format!("msg_{}", message_id.simple())
+}
+
+/// The smallest UUIDv7 of `t`'s millisecond: ids at or above it were minted at `t` or later
+/// (ids are UUIDv7, so an id range is a time range served by the primary key).
+pub fn uuid_v7_floor(t: chrono::DateTime<chrono::Utc>) -> uuid::Uuid {
+    let ms = t.timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    uuid::Uuid::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn v7_floor_orders_with_real_ids() {
+        let now = chrono::Utc::now();
+        let floor = super::uuid_v7_floor(now - chrono::Duration::milliseconds(5));
+        assert!(uuid::Uuid::now_v7() > floor);
+        assert!(super::uuid_v7_floor(now + chrono::Duration::seconds(5)) > uuid::Uuid::now_v7());
+    }
 }

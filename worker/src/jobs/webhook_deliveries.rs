@@ -37,6 +37,17 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         )
         .await;
     }
+    if target.payload.is_none() {
+        return finish_only(
+            ctx,
+            job,
+            Some((target.delivery_id, "cancelled")),
+            Outcome::Cancelled {
+                reason: "the message payload has passed its retention period".into(),
+            },
+        )
+        .await;
+    }
     if let Some(until) = breaker::parked_until(&target, job, Utc::now()) {
         breaker::park(&ctx.pool, job, &ctx.owner, &target, until).await?;
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
