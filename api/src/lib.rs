@@ -28,9 +28,9 @@ use switchyard_shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
-    admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi, ops::OpsApi,
-    orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
-    webhook_endpoints::WebhookEndpointsApi,
+    admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
+    event_types::EventTypesApi, ops::OpsApi, orders::OrdersApi,
+    webhook_deliveries::WebhookDeliveriesApi, webhook_endpoints::WebhookEndpointsApi,
 };
 
 /// Shared by every request.
@@ -53,6 +53,7 @@ type Apis = (
     AuditEventsApi,
     WebhookEndpointsApi,
     WebhookDeliveriesApi,
+    EventTypesApi,
     OrdersApi,
 );
 
@@ -65,6 +66,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             AuditEventsApi,
             WebhookEndpointsApi,
             WebhookDeliveriesApi,
+            EventTypesApi,
             OrdersApi,
         ),
         "Switchyard API",

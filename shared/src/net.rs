@@ -123,6 +123,11 @@ impl Egress {
         Egress::new(true, Vec::new())
     }
 
+    /// Everything is allowed: nothing to check.
+    pub fn is_open(&self) -> bool {
+        self.allow_private
+    }
+
     pub fn permits(&self, ip: IpAddr) -> bool {
         self.allow_private || is_public(ip) || self.allowlist.iter().any(|c| c.contains(ip))
     }

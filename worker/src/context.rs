@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use switchyard_shared::{
     config::{CommonConfig, WorkerConfig},
     crypto::Keyring,
-    dispatch::Dispatcher,
+    dispatch::{Dispatcher, FastPath},
     jobs::ClaimedJob,
     net::Egress,
     webhooks::{
@@ -24,6 +24,10 @@ pub struct Ctx {
     pub pool: PgPool,
     /// Woken when work becomes due or a slot frees.
     pub dispatcher: Dispatcher,
+    pub fast_path: FastPath,
+    /// A new delivery skips the dispatcher while its endpoint (without limits of its own) has
+    /// fewer than this many in flight: half the default cap, so racing fan-outs stay under it.
+    pub fast_in_flight: i64,
     pub http: reqwest::Client,
     pub keyring: Keyring,
     pub policy: Policy,
@@ -42,12 +46,15 @@ impl Ctx {
         cfg: &WorkerConfig,
         pool: PgPool,
         dispatcher: Dispatcher,
+        fast_path: FastPath,
         keyring: Keyring,
         owner: String,
     ) -> Arc<Self> {
         Arc::new(Ctx {
             pool,
             dispatcher,
+            fast_path,
+            fast_in_flight: i64::from((common.endpoint_concurrency / 2).max(1)),
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
             http: switchyard_shared::net::outbound_client(
                 common.egress(),

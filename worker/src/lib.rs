@@ -12,6 +12,7 @@ use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, Worker
 use apalis_redis::RedisStorage;
 use switchyard_shared::{
     config::WorkerConfig,
+    dispatch::FastPath,
     jobs as ledger,
     queue::{self, JobTask},
     services::Services,
@@ -46,11 +47,13 @@ pub async fn run(
     tracing::info!(%owner, "worker starting");
     // Loops that must outlive the drain (lease renewal, fast path, wake-ups) stop on `after`.
     let after = CancellationToken::new();
+    let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
     let ctx = Ctx::new(
         &services.config,
         &cfg,
         services.pool.clone(),
         services.dispatcher.clone(),
+        fast_path,
         services.secrets.keyring.clone(),
         owner.clone(),
     );
@@ -114,6 +117,7 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "could not hand back jobs; their leases will expire"),
     }
     after.cancel();
+    let _ = fast_path_task.await;
     while loops.join_next().await.is_some() {}
     tracing::info!(%owner, "worker stopped");
     Ok(())

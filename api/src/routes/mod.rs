@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit_events;
+pub mod event_types;
 pub mod ops;
 pub mod orders;
 pub mod webhook_deliveries;
@@ -18,6 +19,8 @@ pub enum ApiTags {
     WebhookEndpoints,
     /// Deliveries of messages to endpoints: inspect and retry them.
     WebhookDeliveries,
+    /// The event types endpoints can subscribe to: built in, and your own.
+    EventTypes,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).

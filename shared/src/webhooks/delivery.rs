@@ -449,6 +449,8 @@ pub struct Recorded {
     pub recorded: bool,
     /// The endpoint was disabled by this attempt, for this reason (`gone`, `failing`).
     pub disabled: Option<String>,
+    /// Deliveries to this endpoint are due and waiting for a slot: the one just freed.
+    pub group_waiting: bool,
 }
 
 /// In one statement: logs the attempt, moves the delivery to its new status, records the job's
@@ -507,7 +509,9 @@ pub async fn record(
                  WHERE w.id = $10
                    AND (NOT $28 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
              RETURNING v.reason)
-         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled"
+         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled,
+                EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = $10 AND w.state = 'pending'
+                           AND w.run_at <= now()) AS group_waiting"
         )),
         job,
         owner,

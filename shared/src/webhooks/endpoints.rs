@@ -11,6 +11,7 @@ use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
+    catalog,
     credentials::{self, EndpointAuth, PreviousSecret, RotateSecret, RotatedSecret},
     event_types, signing,
 };
@@ -331,7 +332,7 @@ pub async fn validate_url(raw: &str, egress: &Egress) -> Result<Url> {
         net::BlockedTarget::NonPublic(_) => not_allowed(format!("`url` is not allowed: {e}.")),
         _ => invalid(format!("`url` is not allowed: {e}.")),
     })?;
-    if let Some(url::Host::Domain(host)) = url.host() {
+    if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
         let port = url.port_or_known_default().unwrap_or(443);
         if let Err(e @ net::ResolveError::Blocked { .. }) = egress.resolve(host, port).await {
             return Err(not_allowed(format!("`url` is not allowed: {e}.")));
@@ -350,6 +351,7 @@ pub async fn create(
     let tenant_id = scope.tenant_id;
     let url = validate_url(&input.url, egress).await?;
     let event_types = event_types::validate_filter(input.event_types)?;
+    catalog::check_filter(pool, tenant_id, &event_types).await?;
     let description = validate_description(input.description)?;
     let schedule = input
         .retry_schedule
@@ -443,6 +445,9 @@ pub async fn update(
         .event_types
         .map(|t| event_types::validate_filter(Some(t)))
         .transpose()?;
+    if let Some(t) = &event_types {
+        catalog::check_filter(pool, scope.tenant_id, t).await?;
+    }
     let status = match input.status.as_deref() {
         None => None,
         Some(s @ ("enabled" | "disabled")) => Some(s),

@@ -9,7 +9,7 @@ use crate::{
     error::Result,
     jobs::{self, ClaimedJob, NewJob, Outcome, finish_sql},
     orders::OrderEvent,
-    queue::WEBHOOK_DELIVERIES,
+    queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 
 /// An enabled endpoint of the event's tenant and its filter.
@@ -81,14 +81,17 @@ pub fn payload(event: &OrderEvent) -> String {
 pub struct FanOut {
     /// False when the job's lease was lost: nothing was written; the new holder fans out.
     pub finished: bool,
-    /// Delivery jobs created (pending: wake the dispatcher).
-    pub created: usize,
+    /// Tasks of the delivery jobs born queued (push them after commit).
+    pub tasks: Vec<JobTask>,
+    /// Delivery jobs born pending (wake the dispatcher).
+    pub pending: i64,
 }
 
 #[derive(sqlx::FromRow)]
 struct FanOutRow {
     finished: bool,
-    jobs: Vec<Uuid>,
+    queued: Vec<Uuid>,
+    pending: i64,
 }
 
 /// In one statement: finishes the fan-out job and, if it still held the lease, writes the
@@ -102,6 +105,7 @@ pub async fn fan_out(
     event: &OrderEvent,
     subs: &[Subscription],
     default_max_attempts: i32,
+    fast_in_flight: i64,
 ) -> Result<FanOut> {
     let subscribed: Vec<&Subscription> = subs
         .iter()
@@ -141,18 +145,33 @@ pub async fn fan_out(
                  WHERE EXISTS (SELECT 1 FROM fin)
                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
              j AS (
-                -- Delivery jobs are born pending in their endpoint's dispatch group: the
-                -- dispatcher admits them under the endpoint's caps and breaker (an open
-                -- breaker parks them until its cool-down ends).
-                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key, run_at)
+                -- A delivery job is born queued (pushed right after commit) when its endpoint
+                -- has no limits of its own, a closed breaker, and less than `$19` deliveries
+                -- in flight: the common case costs no dispatcher pass. Otherwise it is born
+                -- pending in the endpoint's dispatch group and the dispatcher admits it under
+                -- the caps and breaker (an open breaker parks it until its cool-down ends).
+                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key,
+                                  run_at, state, dispatch_seq, queued_at)
                 SELECT t.j, $15, $8, d.id, t.ma, t.e,
-                       GREATEST(now(), (SELECT g.paused_until FROM dispatch_groups g
-                                         WHERE g.key = t.e AND g.breaker = 'open'))
+                       CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
+                            ELSE now() END,
+                       CASE WHEN f.fast THEN 'queued' ELSE 'pending' END,
+                       CASE WHEN f.fast THEN 1 ELSE 0 END,
+                       CASE WHEN f.fast THEN now() END
                   FROM d JOIN UNNEST($12::uuid[], $14::uuid[], $16::int[], $13::uuid[])
                               AS t(d, j, ma, e)
                        ON t.d = d.id
-                RETURNING id)
-         SELECT EXISTS (SELECT 1 FROM fin) AS finished, ARRAY(SELECT id FROM j) AS jobs"
+                  LEFT JOIN dispatch_groups g ON g.key = t.e
+                  CROSS JOIN LATERAL (
+                      SELECT g.breaker = 'closed' AND g.max_concurrency IS NULL
+                             AND g.rate_per_second IS NULL
+                             AND (SELECT count(*) FROM jobs x
+                                   WHERE x.group_key = t.e AND x.state IN ('queued', 'running')) < $19
+                             AS fast) f
+                RETURNING id, state)
+         SELECT EXISTS (SELECT 1 FROM fin) AS finished,
+                ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
+                (SELECT count(*) FROM j WHERE state = 'pending') AS pending"
         )),
         job,
         owner,
@@ -175,11 +194,17 @@ pub async fn fan_out(
     )
     .bind(event.order_id)
     .bind(event.seq)
+    .bind(fast_in_flight)
     .fetch_one(pool)
     .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
     Ok(FanOut {
         finished: row.finished,
-        created: row.jobs.len(),
+        tasks: row
+            .queued
+            .into_iter()
+            .map(|job| JobTask { job, seq: 1 })
+            .collect(),
+        pending: row.pending,
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod attempts;
 pub mod breaker;
+pub mod catalog;
 pub mod credentials;
 pub mod deliveries;
 pub mod delivery;

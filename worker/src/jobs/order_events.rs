@@ -2,6 +2,7 @@
 
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
+    queue::WEBHOOK_DELIVERIES,
     webhooks::messages,
 };
 
@@ -30,6 +31,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         &loaded.event,
         &loaded.subscriptions,
         ctx.policy.schedule.max_attempts(),
+        ctx.fast_in_flight,
     )
     .await?;
     if !fan_out.finished {
@@ -37,7 +39,8 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     metrics::counter!("switchyard_events_fanned_out_total").increment(1);
-    if fan_out.created > 0 {
+    ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
+    if fan_out.pending > 0 {
         ctx.dispatcher.wake();
     }
     Ok(())

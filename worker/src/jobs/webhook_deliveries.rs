@@ -120,8 +120,10 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         let data = json!({ "reason": reason, "last_error": result.error_message });
         operational(ctx, &target, "endpoint.disabled", data).await?;
     }
-    // A slot of the endpoint's group is free again.
-    ctx.dispatcher.wake();
+    if recorded.group_waiting {
+        // Deliveries to this endpoint wait for a slot: this one just freed.
+        ctx.dispatcher.wake();
+    }
     if !recorded.recorded {
         tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
     }

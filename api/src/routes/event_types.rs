@@ -1,0 +1,63 @@
+//! The tenant's event type catalog.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{OpenApi, param::Path};
+use switchyard_shared::webhooks::catalog;
+
+use super::ApiTags;
+use crate::{AppState, auth::Partner, error::ApiError, json::Json, responses::Created};
+
+/// Every event type: the built-in ones, then yours.
+#[derive(poem_openapi::Object, serde::Serialize)]
+pub struct EventTypeList {
+    pub data: Vec<catalog::EventType>,
+}
+
+pub struct EventTypesApi;
+
+#[OpenApi(prefix_path = "/v1/event-types", tag = "ApiTags::EventTypes")]
+impl EventTypesApi {
+    /// List the event types endpoints can subscribe to.
+    #[oai(path = "/", method = "get", operation_id = "listEventTypes")]
+    async fn list(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<EventTypeList>, ApiError> {
+        let p = auth.require("webhooks:read")?;
+        Ok(Json(EventTypeList {
+            data: catalog::list(&state.services.pool, p.tenant_id).await?,
+        }))
+    }
+
+    /// Add an event type of your own (description, optional JSON Schema of `data`).
+    #[oai(path = "/", method = "post", operation_id = "createEventType")]
+    async fn create(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        body: Json<catalog::CreateEventType>,
+    ) -> Result<Created<catalog::EventType>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        Ok(Created(
+            catalog::create(&state.services.pool, p.tenant_id, body.0).await?,
+        ))
+    }
+
+    /// Change your event type's description, schema or deprecated flag.
+    #[oai(path = "/:name", method = "patch", operation_id = "updateEventType")]
+    async fn update(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        name: Path<String>,
+        body: Json<catalog::UpdateEventType>,
+    ) -> Result<Json<catalog::EventType>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        Ok(Json(
+            catalog::update(&state.services.pool, p.tenant_id, &name.0, body.0).await?,
+        ))
+    }
+}

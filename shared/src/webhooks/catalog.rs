@@ -1,0 +1,234 @@
+//! The event type catalog: the built-in types Switchyard emits, and a tenant's own entries
+//! (description, optional JSON Schema of `data`, deprecated flag). Endpoint filters that name
+//! an exact type must name one of these; wildcards (`order.*`) match whatever exists.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::event_types;
+use crate::{
+    error::{Error, Result},
+    orders,
+};
+
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+pub struct EventType {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the event's `data`, if one was given.
+    pub schema: Option<serde_json::Value>,
+    pub deprecated: bool,
+    /// Emitted by Switchyard itself (read-only).
+    pub built_in: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventType {
+    /// Dotted name of `[A-Za-z0-9_]` segments, e.g. `invoice.paid`.
+    pub name: String,
+    pub description: Option<String>,
+    pub schema: Option<serde_json::Value>,
+    pub deprecated: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEventType {
+    pub description: Option<String>,
+    pub schema: Option<serde_json::Value>,
+    pub deprecated: Option<bool>,
+}
+
+/// The types Switchyard emits, with what they mean.
+pub fn built_in() -> Vec<(String, String)> {
+    let mut out = vec![
+        (
+            "order.created".to_owned(),
+            "An order was accepted.".to_owned(),
+        ),
+        (
+            "order.updated".to_owned(),
+            "An order's notes, delivery details or metadata changed.".to_owned(),
+        ),
+    ];
+    for status in orders::STATUSES.iter().filter(|s| **s != "received") {
+        out.push((
+            format!("order.{status}"),
+            format!("An order moved to `{status}`."),
+        ));
+    }
+    out.extend([
+        (
+            "endpoint.disabled".to_owned(),
+            "Operational: one of your endpoints was disabled.".to_owned(),
+        ),
+        (
+            "endpoint.recovered".to_owned(),
+            "Operational: an endpoint's circuit breaker closed again.".to_owned(),
+        ),
+        (
+            "webhook.test".to_owned(),
+            "A test message sent with POST /v1/webhook-endpoints/{id}/test.".to_owned(),
+        ),
+    ]);
+    out
+}
+
+fn is_built_in(name: &str) -> bool {
+    built_in().iter().any(|(n, _)| n == name)
+}
+
+fn validate_fields(description: &Option<String>, schema: &Option<serde_json::Value>) -> Result<()> {
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1000)
+    {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "description",
+            "`description` must be at most 1000 characters.",
+        ));
+    }
+    if let Some(s) = schema
+        && (!s.is_object() || s.to_string().len() > 64 * 1024)
+    {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "schema",
+            "`schema` must be a JSON Schema object of at most 64 KiB.",
+        ));
+    }
+    Ok(())
+}
+
+const COLUMNS: &str =
+    "name, description, schema, deprecated, false AS built_in, created_at, updated_at";
+
+/// Built-in types first, then the tenant's own, by name.
+pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EventType>> {
+    let own = sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM event_types WHERE tenant_id = $1 ORDER BY name"
+    )))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(built_in()
+        .into_iter()
+        .map(|(name, description)| EventType {
+            name,
+            description: Some(description),
+            schema: None,
+            deprecated: false,
+            built_in: true,
+            created_at: None,
+            updated_at: None,
+        })
+        .chain(own)
+        .collect())
+}
+
+pub async fn create(pool: &PgPool, tenant_id: Uuid, input: CreateEventType) -> Result<EventType> {
+    if !event_types::is_valid_pattern(&input.name) || input.name.contains('*') {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "name",
+            format!(
+                "`{}` is not an event type: use dotted names like `invoice.paid`.",
+                input.name
+            ),
+        ));
+    }
+    validate_fields(&input.description, &input.schema)?;
+    let exists = || {
+        Error::conflict(
+            "event_type_exists",
+            Some("name"),
+            format!("The event type `{}` already exists.", input.name),
+        )
+    };
+    if is_built_in(&input.name) {
+        return Err(exists());
+    }
+    sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO event_types (tenant_id, name, description, schema, deprecated)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, name) DO NOTHING
+         RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(&input.name)
+    .bind(&input.description)
+    .bind(&input.schema)
+    .bind(input.deprecated.unwrap_or(false))
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(exists)
+}
+
+pub async fn update(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+    input: UpdateEventType,
+) -> Result<EventType> {
+    if is_built_in(name) {
+        return Err(Error::conflict(
+            "event_type_built_in",
+            None,
+            format!("`{name}` is built in and cannot be changed."),
+        ));
+    }
+    validate_fields(&input.description, &input.schema)?;
+    sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
+        "UPDATE event_types
+            SET description = COALESCE($3, description), schema = COALESCE($4, schema),
+                deprecated = COALESCE($5, deprecated), updated_at = now()
+          WHERE tenant_id = $1 AND name = $2
+      RETURNING {COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(name)
+    .bind(&input.description)
+    .bind(&input.schema)
+    .bind(input.deprecated)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("event type"))
+}
+
+/// Exact names in an endpoint filter must be catalogued (built in or the tenant's own), so a
+/// typo is an error instead of an endpoint that never receives anything.
+pub async fn check_filter(pool: &PgPool, tenant_id: Uuid, patterns: &[String]) -> Result<()> {
+    let exact: Vec<&String> = patterns
+        .iter()
+        .filter(|p| !p.ends_with('*') && !is_built_in(p))
+        .collect();
+    if exact.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM event_types WHERE tenant_id = $1 AND name = ANY($2)")
+            .bind(tenant_id)
+            .bind(exact.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?;
+    if let Some((i, unknown)) = patterns
+        .iter()
+        .enumerate()
+        .find(|(_, p)| exact.contains(p) && !known.contains(p))
+    {
+        return Err(Error::invalid(
+            "unknown_event_type",
+            format!("event_types[{i}]"),
+            format!(
+                "`{unknown}` is not a known event type; see GET /v1/event-types, or add it there."
+            ),
+        ));
+    }
+    Ok(())
+}
