@@ -31,6 +31,7 @@ use crate::routes::{
     admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
     event_types::EventTypesApi, ops::OpsApi, orders::OrdersApi,
     webhook_deliveries::WebhookDeliveriesApi, webhook_endpoints::WebhookEndpointsApi,
+    webhook_replays::WebhookReplaysApi,
 };
 
 /// Shared by every request.
@@ -53,6 +54,7 @@ type Apis = (
     AuditEventsApi,
     WebhookEndpointsApi,
     WebhookDeliveriesApi,
+    WebhookReplaysApi,
     EventTypesApi,
     OrdersApi,
 );
@@ -66,6 +68,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             AuditEventsApi,
             WebhookEndpointsApi,
             WebhookDeliveriesApi,
+            WebhookReplaysApi,
             EventTypesApi,
             OrdersApi,
         ),

@@ -13,6 +13,7 @@ struct Account {
     order: String,
     endpoint: String,
     delivery: String,
+    replay: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -38,7 +39,18 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .json()
         .await
         .unwrap();
+    let replay: Value = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}/replays"),
+            json!({ "since": "2026-01-01T00:00:00Z", "dry_run": true }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     Account {
+        replay: replay["id"].as_str().unwrap().to_owned(),
         key,
         key_row,
         order: order["id"].as_str().unwrap().to_owned(),
@@ -79,12 +91,17 @@ async fn no_partner_route_reaches_another_tenants_resources() {
             &b.key_row
         } else if path.starts_with("/v1/webhook-deliveries/") {
             &b.delivery
+        } else if path.starts_with("/v1/webhook-replays/") {
+            &b.replay
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
         for method in ops.as_object().unwrap().keys() {
             let body = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/orders/{id}/status") => Some(json!({ "status": "confirmed" })),
+                ("post", "/v1/webhook-endpoints/{id}/replays") => {
+                    Some(json!({ "since": "2026-01-01T00:00:00Z" }))
+                }
                 ("patch", "/v1/orders/{id}") => Some(json!({ "notes": "hijacked" })),
                 ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
                 ("post", _) | ("patch", _) => Some(json!({})),

@@ -70,6 +70,7 @@ pub async fn run(
     for (queue, concurrency) in [
         (queue::ORDER_EVENTS, cfg.event_concurrency),
         (queue::WEBHOOK_DELIVERIES, cfg.delivery_concurrency),
+        (queue::WEBHOOK_REPLAYS, 2),
     ] {
         let apalis_cfg = services
             .queues

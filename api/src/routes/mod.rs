@@ -8,6 +8,7 @@ pub mod ops;
 pub mod orders;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
+pub mod webhook_replays;
 
 use poem_openapi::Tags;
 

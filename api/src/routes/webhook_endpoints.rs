@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::webhooks::{attempts, credentials, deliveries, endpoints, stats};
+use switchyard_shared::{
+    queue::WEBHOOK_REPLAYS,
+    webhooks::{attempts, credentials, deliveries, endpoints, replays, stats},
+};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -214,6 +217,30 @@ impl WebhookEndpointsApi {
         Ok(Json(
             stats::for_endpoint(pool, p.scope(), id.0, window).await?,
         ))
+    }
+
+    /// Replay the messages of a time range to this endpoint: those whose delivery ended with
+    /// one of `statuses` (default `failed`), and with `include_missing` those it never had
+    /// (e.g. it was added later). Counted at once (`dry_run` stops there), then run in the
+    /// background at `rate_per_second`; follow it at `/v1/webhook-replays/{id}`.
+    #[oai(
+        path = "/:id/replays",
+        method = "post",
+        operation_id = "createWebhookReplay"
+    )]
+    async fn replay(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<replays::CreateReplay>,
+    ) -> Result<Created<replays::Replay>, ApiError> {
+        let p = auth.require("webhooks:write")?;
+        let (replay, task) = replays::create(&state.services.pool, p.scope(), id.0, body.0).await?;
+        if let Some(task) = task {
+            state.fast_path.push(WEBHOOK_REPLAYS, vec![task]);
+        }
+        Ok(Created(replay))
     }
 
     /// Delete an endpoint; deliveries still waiting for it are cancelled.

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod event_types;
 pub mod messages;
 pub mod operational;
+pub mod replays;
 pub mod signing;
 pub mod stats;
 

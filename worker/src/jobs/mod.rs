@@ -4,13 +4,14 @@
 
 mod order_events;
 mod webhook_deliveries;
+mod webhook_replays;
 
 use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
     jobs,
-    queue::{JobTask, ORDER_EVENTS, WEBHOOK_DELIVERIES},
+    queue::{JobTask, ORDER_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
 };
 
 use crate::context::Ctx;
@@ -30,6 +31,7 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     let result = match job.queue.as_str() {
         ORDER_EVENTS => order_events::run(&ctx, &job).await,
         WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
+        WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
         other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
