@@ -38,6 +38,9 @@ fn process_identity() -> String {
 /// How long a job waits when an earlier event of the same order must go first.
 pub const ORDERING_RETRY: chrono::TimeDelta = chrono::TimeDelta::milliseconds(250);
 
+/// How long a woken dispatcher waits for more wake-ups before its pass.
+const WAKE_COALESCE: Duration = Duration::from_millis(5);
+
 pub async fn run(
     services: Services,
     cfg: WorkerConfig,
@@ -147,7 +150,11 @@ fn spawn_background(
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tick.tick() => {}
-                _ = dispatcher.woken() => {}
+                _ = dispatcher.woken() => {
+                    // Wake-ups come per finished delivery under load: gather a few so one
+                    // pass admits many jobs instead of one pass per job.
+                    tokio::time::sleep(WAKE_COALESCE).await;
+                }
             }
             if let Err(e) = dispatcher.dispatch_due().await
                 && last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
