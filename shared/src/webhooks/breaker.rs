@@ -156,10 +156,17 @@ pub async fn on_failure(
                    paused_until = now() + make_interval(secs => LEAST($3, $2 * power(2, LEAST(trips, 16))))
              WHERE key = $1 AND (breaker = 'half_open' OR (breaker = 'closed' AND NOT $4))
          RETURNING key, paused_until),
+         -- SKIP LOCKED: a dispatcher pass holding some of these jobs also waits for the
+         -- group row locked above; waiting for its jobs here would deadlock. Jobs it admits
+         -- meet the open breaker in the worker and are parked there.
+         waiting AS (
+            SELECT j.id FROM jobs j, g
+             WHERE j.group_key = g.key AND j.state = 'pending' AND j.run_at < g.paused_until
+             FOR UPDATE OF j SKIP LOCKED),
          parked AS (
             UPDATE jobs j SET run_at = g.paused_until, updated_at = now()
-              FROM g
-             WHERE j.group_key = g.key AND j.state = 'pending' AND j.run_at < g.paused_until)
+              FROM g, waiting w
+             WHERE j.id = w.id)
          SELECT paused_until FROM g",
     )
     .bind(target.endpoint_id)
