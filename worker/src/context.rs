@@ -16,6 +16,7 @@ use switchyard_shared::{
     webhooks::{
         breaker::BreakerPolicy,
         delivery::{HealthPolicy, Policy},
+        messages::FanOutLimits,
     },
 };
 use uuid::Uuid;
@@ -25,9 +26,7 @@ pub struct Ctx {
     /// Woken when work becomes due or a slot frees.
     pub dispatcher: Dispatcher,
     pub fast_path: FastPath,
-    /// A new delivery skips the dispatcher while its endpoint (without limits of its own) has
-    /// fewer than this many in flight: half the default cap, so racing fan-outs stay under it.
-    pub fast_in_flight: i64,
+    pub fan_out: FanOutLimits,
     pub http: reqwest::Client,
     pub keyring: Keyring,
     pub policy: Policy,
@@ -54,7 +53,11 @@ impl Ctx {
             pool,
             dispatcher,
             fast_path,
-            fast_in_flight: i64::from((common.endpoint_concurrency / 2).max(1)),
+            fan_out: FanOutLimits {
+                default_max_attempts: cfg.retry_schedule.max_attempts(),
+                fast_in_flight: i64::from((common.endpoint_concurrency / 2).max(1)),
+                group_concurrency: i64::from(common.endpoint_concurrency.max(1)),
+            },
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
             http: switchyard_shared::net::outbound_client(
                 common.egress(),

@@ -77,13 +77,26 @@ pub fn payload(event: &OrderEvent) -> String {
     .to_string()
 }
 
+/// The settings a fan-out needs.
+#[derive(Clone, Debug)]
+pub struct FanOutLimits {
+    /// Attempts of endpoints without a retry schedule of their own.
+    pub default_max_attempts: i32,
+    /// A new delivery skips the dispatcher while its endpoint (without limits of its own) has
+    /// fewer than this many in flight: half the default cap, so racing fan-outs stay under it.
+    pub fast_in_flight: i64,
+    /// The default per-endpoint cap (`SWITCHYARD_ENDPOINT_CONCURRENCY`).
+    pub group_concurrency: i64,
+}
+
 /// What a fan-out did.
 pub struct FanOut {
     /// False when the job's lease was lost: nothing was written; the new holder fans out.
     pub finished: bool,
     /// Tasks of the delivery jobs born queued (push them after commit).
     pub tasks: Vec<JobTask>,
-    /// Delivery jobs born pending (wake the dispatcher).
+    /// Delivery jobs born pending whose endpoint has room now (wake the dispatcher); the others
+    /// wait for a slot, whose release wakes it.
     pub pending: i64,
 }
 
@@ -104,8 +117,7 @@ pub async fn fan_out(
     owner: &str,
     event: &OrderEvent,
     subs: &[Subscription],
-    default_max_attempts: i32,
-    fast_in_flight: i64,
+    limits: &FanOutLimits,
 ) -> Result<FanOut> {
     let subscribed: Vec<&Subscription> = subs
         .iter()
@@ -119,7 +131,7 @@ pub async fn fan_out(
                 WEBHOOK_DELIVERIES,
                 event.tenant_id,
                 Uuid::now_v7(),
-                s.max_attempts.unwrap_or(default_max_attempts),
+                s.max_attempts.unwrap_or(limits.default_max_attempts),
             )
         })
         .collect();
@@ -144,34 +156,38 @@ pub async fn fan_out(
                   FROM UNNEST($12::uuid[], $13::uuid[]) AS t(d, e), m
                  WHERE EXISTS (SELECT 1 FROM fin)
                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
+             t AS (
+                -- Per new delivery: born queued (pushed right after commit) when its endpoint
+                -- has no limits of its own, a closed breaker and less than `$19` deliveries in
+                -- flight, the common case that costs no dispatcher pass; otherwise born pending
+                -- in the endpoint's dispatch group, where the dispatcher admits it under the
+                -- caps and breaker (an open breaker parks it until its cool-down ends).
+                -- `room`: the group could take it now, so waking the dispatcher helps.
+                SELECT u.d, u.j, u.ma, u.e,
+                       CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
+                            ELSE now() END AS run_at,
+                       COALESCE(g.breaker = 'closed' AND g.max_concurrency IS NULL
+                                AND g.rate_per_second IS NULL AND n.c < $19, false) AS fast,
+                       COALESCE(g.breaker, 'closed') = 'closed'
+                           AND n.c < COALESCE(g.max_concurrency, $20) AS room
+                  FROM UNNEST($12::uuid[], $14::uuid[], $16::int[], $13::uuid[]) AS u(d, j, ma, e)
+                  LEFT JOIN dispatch_groups g ON g.key = u.e
+                  CROSS JOIN LATERAL (
+                      SELECT count(*) AS c FROM jobs x
+                       WHERE x.group_key = u.e AND x.state IN ('queued', 'running')) n),
              j AS (
-                -- A delivery job is born queued (pushed right after commit) when its endpoint
-                -- has no limits of its own, a closed breaker, and less than `$19` deliveries
-                -- in flight: the common case costs no dispatcher pass. Otherwise it is born
-                -- pending in the endpoint's dispatch group and the dispatcher admits it under
-                -- the caps and breaker (an open breaker parks it until its cool-down ends).
                 INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key,
                                   run_at, state, dispatch_seq, queued_at)
-                SELECT t.j, $15, $8, d.id, t.ma, t.e,
-                       CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
-                            ELSE now() END,
-                       CASE WHEN f.fast THEN 'queued' ELSE 'pending' END,
-                       CASE WHEN f.fast THEN 1 ELSE 0 END,
-                       CASE WHEN f.fast THEN now() END
-                  FROM d JOIN UNNEST($12::uuid[], $14::uuid[], $16::int[], $13::uuid[])
-                              AS t(d, j, ma, e)
-                       ON t.d = d.id
-                  LEFT JOIN dispatch_groups g ON g.key = t.e
-                  CROSS JOIN LATERAL (
-                      SELECT g.breaker = 'closed' AND g.max_concurrency IS NULL
-                             AND g.rate_per_second IS NULL
-                             AND (SELECT count(*) FROM jobs x
-                                   WHERE x.group_key = t.e AND x.state IN ('queued', 'running')) < $19
-                             AS fast) f
+                SELECT t.j, $15, $8, d.id, t.ma, t.e, t.run_at,
+                       CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
+                       CASE WHEN t.fast THEN 1 ELSE 0 END,
+                       CASE WHEN t.fast THEN now() END
+                  FROM d JOIN t ON t.d = d.id
                 RETURNING id, state)
          SELECT EXISTS (SELECT 1 FROM fin) AS finished,
                 ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
-                (SELECT count(*) FROM j WHERE state = 'pending') AS pending"
+                (SELECT count(*) FROM j JOIN t ON t.j = j.id
+                  WHERE j.state = 'pending' AND t.room) AS pending"
         )),
         job,
         owner,
@@ -194,7 +210,8 @@ pub async fn fan_out(
     )
     .bind(event.order_id)
     .bind(event.seq)
-    .bind(fast_in_flight)
+    .bind(limits.fast_in_flight)
+    .bind(limits.group_concurrency)
     .fetch_one(pool)
     .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;

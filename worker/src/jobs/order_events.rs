@@ -30,8 +30,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         &ctx.owner,
         &loaded.event,
         &loaded.subscriptions,
-        ctx.policy.schedule.max_attempts(),
-        ctx.fast_in_flight,
+        &ctx.fan_out,
     )
     .await?;
     if !fan_out.finished {
