@@ -7,12 +7,16 @@ use std::{
 };
 
 use serde_json::json;
-use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::WorkerProcess,
+};
 
 #[tokio::test]
 async fn concurrency_caps_and_rate_limits_hold_across_two_workers() {
-    let mut app = TestApp::spawn(TestOptions::default()).await;
-    app.start_worker(); // a second worker runtime: its own dispatcher, same database and Redis
+    let app = TestApp::spawn(TestOptions::default()).await;
+    // A second worker process next to the in-process one: its own dispatcher and consumers,
+    // the same database and Redis.
+    let _second = WorkerProcess::spawn(&app.process_env());
     let slow = PartnerServer::start(Behaviour::Slow(Duration::from_millis(300))).await;
     let paced = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
