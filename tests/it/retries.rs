@@ -440,3 +440,29 @@ async fn a_fifo_endpoint_gets_messages_one_at_a_time_in_order_even_through_failu
     sorted.sort();
     assert_eq!(firsts, sorted, "in message order");
 }
+
+#[tokio::test]
+async fn a_response_body_over_one_mebibyte_fails_the_attempt() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let huge = "x".repeat(1536 * 1024);
+    let partner =
+        PartnerServer::start(Behaviour::Replies(vec![Reply::status(200).body(huge)])).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
+        .await;
+    assert_eq!(app.post_order(&key, "ord-huge").await.status(), 201);
+    let a = &attempts(&app, &key, ep["id"].as_str().unwrap(), 1).await[0];
+    assert_eq!(a["status_code"], 200);
+    assert_eq!(a["error_class"], "body_too_large");
+    assert!(a["response_size"].as_i64().unwrap() > 1024 * 1024);
+    assert_eq!(
+        a["response_body"].as_str().unwrap().len(),
+        64 * 1024,
+        "the log keeps 64 KiB"
+    );
+    eventually(Duration::from_secs(5), "the delivery to fail", || async {
+        (delivery_status(&app).await == vec![("failed".to_owned(), 1)]).then_some(())
+    })
+    .await;
+}

@@ -33,6 +33,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub delay: Option<Duration>,
+    /// Response body; default `partner says hi`.
+    pub body: Option<String>,
 }
 
 impl Reply {
@@ -41,6 +43,11 @@ impl Reply {
             status,
             ..Default::default()
         }
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Reply {
+        self.body = Some(body.into());
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
@@ -123,7 +130,7 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
     for (name, value) in &reply.headers {
         response = response.header(*name, value.as_str());
     }
-    response.body("partner says hi")
+    response.body(reply.body.unwrap_or_else(|| "partner says hi".into()))
 }
 
 impl PartnerServer {

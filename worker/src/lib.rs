@@ -12,7 +12,7 @@ use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, Worker
 use apalis_redis::RedisStorage;
 use switchyard_shared::{
     config::WorkerConfig,
-    dispatch::FastPath,
+    dispatch::{Dispatcher, FastPath},
     jobs as ledger,
     queue::{self, JobTask},
     services::Services,
@@ -137,33 +137,18 @@ fn spawn_background(
 ) {
     // The dispatcher runs every `dispatch_interval`, and at once when woken (new deliveries,
     // a freed slot); wake-ups coalesce.
-    let (dispatcher, period, token) = (
-        services.dispatcher.clone(),
+    let dispatcher = services.dispatcher.clone();
+    every_or_woken(
+        loops,
+        "dispatcher",
         cfg.dispatch_interval,
-        shutdown.clone(),
+        shutdown,
+        Some(services.dispatcher.clone()),
+        move || {
+            let d = dispatcher.clone();
+            async move { d.dispatch_due().await.map(|_| ()) }
+        },
     );
-    loops.spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_log: Option<std::time::Instant> = None;
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tick.tick() => {}
-                _ = dispatcher.woken() => {
-                    // Wake-ups come per finished delivery under load: gather a few so one
-                    // pass admits many jobs instead of one pass per job.
-                    tokio::time::sleep(WAKE_COALESCE).await;
-                }
-            }
-            if let Err(e) = dispatcher.dispatch_due().await
-                && last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-            {
-                tracing::warn!(task = "dispatcher", error = %e, "background task failed; retrying");
-                last_log = Some(std::time::Instant::now());
-            }
-        }
-    });
     let dispatcher = services.dispatcher.clone();
     let lost_after = cfg.reconcile_after;
     every(
@@ -272,15 +257,38 @@ fn every<F, Fut>(
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = switchyard_shared::Result<()>> + Send,
 {
+    every_or_woken(loops, name, period, token, None, f);
+}
+
+/// [`every`], and also soon after `wake`'s dispatcher is woken: wake-ups come per finished
+/// delivery under load, so a short pause gathers them and one pass admits many jobs.
+fn every_or_woken<F, Fut>(
+    loops: &mut JoinSet<()>,
+    name: &'static str,
+    period: Duration,
+    token: &CancellationToken,
+    wake: Option<Dispatcher>,
+    f: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = switchyard_shared::Result<()>> + Send,
+{
     let token = token.clone();
     loops.spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_log: Option<std::time::Instant> = None;
         loop {
+            let woken = async {
+                match &wake {
+                    Some(d) => d.woken().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = woken => tokio::time::sleep(WAKE_COALESCE).await,
             }
             if let Err(e) = f().await
                 && last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10))

@@ -1,10 +1,13 @@
 //! One delivery attempt: sign, POST, classify, log; then decide what the ledger does next.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use reqwest::Url;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
@@ -453,6 +456,92 @@ pub struct Recorded {
     pub group_waiting: bool,
 }
 
+/// Columns of an attempt row, in the order [`bind_attempt`] binds them (18 values).
+const ATTEMPT_COLUMNS: &str = "id, tenant_id, delivery_id, endpoint_id, message_id, attempt, \
+    webhook_timestamp, status_code, error_class, error_message, duration_ms, response_body, \
+    response_size, remote_ip, ttfb_ms, connect_ms, request_headers, response_headers";
+
+/// `INSERT INTO webhook_attempts … VALUES ($first, …, $first+17)`.
+fn insert_attempt_sql(first: usize) -> String {
+    let values: Vec<String> = (first..first + 18).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO webhook_attempts ({ATTEMPT_COLUMNS}) VALUES ({})",
+        values.join(", ")
+    )
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the 18 values of [`insert_attempt_sql`].
+fn bind_attempt<'q>(
+    query: PgQuery<'q>,
+    target: &Target,
+    attempt: i32,
+    result: &'q AttemptResult,
+) -> PgQuery<'q> {
+    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
+    query
+        .bind(Uuid::now_v7())
+        .bind(target.tenant_id)
+        .bind(target.delivery_id)
+        .bind(target.endpoint_id)
+        .bind(target.message_id)
+        .bind(attempt)
+        .bind(result.webhook_timestamp)
+        .bind(result.status_code.map(i32::from))
+        .bind(result.error_class)
+        .bind(&result.error_message)
+        .bind(ms(result.duration))
+        .bind(&result.response_body)
+        .bind(result.response_size)
+        .bind(&result.remote_ip)
+        .bind(result.ttfb.map(ms))
+        .bind(result.connect.map(ms))
+        .bind(headers_json(&result.request_headers))
+        .bind(headers_json(&result.response_headers))
+}
+
+/// The statement of [`record`]: `$1..$6` finish the job, `$7..$24` are the attempt (`$9` the
+/// delivery, `$10` the endpoint, `$12` the attempt number, `$14` the status code), then the
+/// delivery's new status, next attempt, disable reason, success flag and health thresholds.
+static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH fin AS ({finish} RETURNING id),
+         attempt AS ({attempt}),
+         delivery AS (
+            UPDATE webhook_deliveries
+               SET status = $25, attempts = GREATEST(attempts, $12), last_status_code = $14,
+                   next_attempt_at = $26, updated_at = now()
+             WHERE id = $9),
+         verdict AS (
+            SELECT CASE WHEN status <> 'enabled' OR $28 THEN NULL
+                        WHEN $27::text IS NOT NULL THEN $27::text
+                        WHEN consecutive_failures + 1 >= $29
+                          OR COALESCE(failing_since, now()) <= now() - make_interval(secs => $30)
+                        THEN 'failing'
+                   END AS reason
+              FROM webhook_endpoints WHERE id = $10),
+         endpoint AS (
+            -- A success only writes the row when it ends a run of failures.
+            UPDATE webhook_endpoints w
+               SET consecutive_failures = CASE WHEN $28 THEN 0 ELSE w.consecutive_failures + 1 END,
+                   failing_since = CASE WHEN $28 THEN NULL ELSE COALESCE(w.failing_since, now()) END,
+                   status = CASE WHEN v.reason IS NULL THEN w.status ELSE 'disabled' END,
+                   disabled_reason = COALESCE(v.reason, w.disabled_reason),
+                   disabled_at = CASE WHEN v.reason IS NULL THEN w.disabled_at ELSE now() END,
+                   updated_at = CASE WHEN v.reason IS NULL THEN w.updated_at ELSE now() END
+              FROM verdict v
+             WHERE w.id = $10
+               AND (NOT $28 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
+         RETURNING v.reason)
+         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled,
+                EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = $10 AND w.state = 'pending'
+                           AND w.run_at <= now()) AS group_waiting",
+        finish = finish_sql!(),
+        attempt = insert_attempt_sql(7),
+    )
+});
+
 /// In one statement: logs the attempt, moves the delivery to its new status, records the job's
 /// outcome, and keeps the endpoint's health (consecutive failures, failing since; disables it
 /// on 410 or when it has only failed for too long). The attempt is logged even if the lease
@@ -470,79 +559,21 @@ pub async fn record(
         Outcome::Retry { at, .. } => Some(*at),
         _ => None,
     };
-    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
-    let row = jobs::bind_finish(
-        sqlx::query(concat!(
-            "WITH fin AS (",
-            finish_sql!(),
-            " RETURNING id),
-             attempt AS (
-                INSERT INTO webhook_attempts
-                    (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
-                     status_code, error_class, error_message, duration_ms, response_body, response_size,
-                     remote_ip, ttfb_ms, connect_ms, request_headers, response_headers)
-                VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                        $23, $24, $25, $26, $27)),
-             delivery AS (
-                UPDATE webhook_deliveries
-                   SET status = $20, attempts = GREATEST(attempts, $12), last_status_code = $14,
-                       next_attempt_at = $21, updated_at = now()
-                 WHERE id = $9),
-             verdict AS (
-                SELECT CASE WHEN status <> 'enabled' OR $28 THEN NULL
-                            WHEN $22::text IS NOT NULL THEN $22::text
-                            WHEN consecutive_failures + 1 >= $29
-                              OR COALESCE(failing_since, now()) <= now() - make_interval(secs => $30)
-                            THEN 'failing'
-                       END AS reason
-                  FROM webhook_endpoints WHERE id = $10),
-             endpoint AS (
-                -- A success only writes the row when it ends a run of failures.
-                UPDATE webhook_endpoints w
-                   SET consecutive_failures = CASE WHEN $28 THEN 0 ELSE w.consecutive_failures + 1 END,
-                       failing_since = CASE WHEN $28 THEN NULL ELSE COALESCE(w.failing_since, now()) END,
-                       status = CASE WHEN v.reason IS NULL THEN w.status ELSE 'disabled' END,
-                       disabled_reason = COALESCE(v.reason, w.disabled_reason),
-                       disabled_at = CASE WHEN v.reason IS NULL THEN w.disabled_at ELSE now() END,
-                       updated_at = CASE WHEN v.reason IS NULL THEN w.updated_at ELSE now() END
-                  FROM verdict v
-                 WHERE w.id = $10
-                   AND (NOT $28 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
-             RETURNING v.reason)
-         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled,
-                EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = $10 AND w.state = 'pending'
-                           AND w.run_at <= now()) AS group_waiting"
-        )),
+    let query = jobs::bind_finish(
+        sqlx::query(sqlx::AssertSqlSafe(RECORD_SQL.as_str())),
         job,
         owner,
         &decision.outcome,
-    )
-    .bind(Uuid::now_v7())
-    .bind(target.tenant_id)
-    .bind(target.delivery_id)
-    .bind(target.endpoint_id)
-    .bind(target.message_id)
-    .bind(job.attempt)
-    .bind(result.webhook_timestamp)
-    .bind(result.status_code.map(i32::from))
-    .bind(result.error_class)
-    .bind(&result.error_message)
-    .bind(ms(result.duration))
-    .bind(&result.response_body)
-    .bind(result.response_size)
-    .bind(decision.status)
-    .bind(next_attempt_at)
-    .bind(decision.disable)
-    .bind(&result.remote_ip)
-    .bind(result.ttfb.map(ms))
-    .bind(result.connect.map(ms))
-    .bind(headers_json(&result.request_headers))
-    .bind(headers_json(&result.response_headers))
-    .bind(result.succeeded())
-    .bind(health.disable_after_failures)
-    .bind(health.disable_after.as_secs_f64())
-    .fetch_one(pool)
-    .await?;
+    );
+    let row = bind_attempt(query, target, job.attempt, result)
+        .bind(decision.status)
+        .bind(next_attempt_at)
+        .bind(decision.disable)
+        .bind(result.succeeded())
+        .bind(health.disable_after_failures)
+        .bind(health.disable_after.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
     Ok(<Recorded as sqlx::FromRow<_>>::from_row(&row)?)
 }
 
@@ -563,40 +594,28 @@ pub async fn purge_payloads(pool: &PgPool, retention: Duration) -> Result<u64> {
 
 /// Logs a test send (no job, no retries) and finishes its delivery; returns the attempt id.
 pub async fn record_test(pool: &PgPool, target: &Target, result: &AttemptResult) -> Result<Uuid> {
-    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "WITH attempt AS (
-            INSERT INTO webhook_attempts
-                (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
-                 status_code, error_class, error_message, duration_ms, response_body, response_size,
-                 remote_ip, ttfb_ms, connect_ms, request_headers, response_headers)
-            VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17))
-         UPDATE webhook_deliveries
-            SET status = CASE WHEN $18 THEN 'succeeded' ELSE 'failed' END, attempts = 1,
-                last_status_code = $7, updated_at = now()
-          WHERE id = $3",
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH attempt AS ({} RETURNING id),
+             delivery AS (
+                UPDATE webhook_deliveries
+                   SET status = CASE WHEN $19 THEN 'succeeded' ELSE 'failed' END, attempts = 1,
+                       last_status_code = $8, updated_at = now()
+                 WHERE id = $3)
+             SELECT id FROM attempt",
+            insert_attempt_sql(1)
+        )
+    });
+    let id: Uuid = bind_attempt(
+        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())),
+        target,
+        1,
+        result,
     )
-    .bind(id)
-    .bind(target.tenant_id)
-    .bind(target.delivery_id)
-    .bind(target.endpoint_id)
-    .bind(target.message_id)
-    .bind(result.webhook_timestamp)
-    .bind(result.status_code.map(i32::from))
-    .bind(result.error_class)
-    .bind(&result.error_message)
-    .bind(ms(result.duration))
-    .bind(&result.response_body)
-    .bind(result.response_size)
-    .bind(&result.remote_ip)
-    .bind(result.ttfb.map(ms))
-    .bind(result.connect.map(ms))
-    .bind(headers_json(&result.request_headers))
-    .bind(headers_json(&result.response_headers))
     .bind(result.succeeded())
-    .execute(pool)
-    .await?;
+    .fetch_one(pool)
+    .await?
+    .try_get("id")?;
     Ok(id)
 }
 

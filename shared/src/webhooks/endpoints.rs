@@ -281,6 +281,19 @@ fn parse_timeout(raw: &str) -> Result<i32> {
         })
 }
 
+/// A PATCH field as `(present, value)`: absent → `(false, None)`, `null` → `(true, None)`,
+/// a value → `(true, Some(check(value)?))`.
+fn patch<T, U>(
+    field: MaybeUndefined<T>,
+    check: impl FnOnce(T) -> Result<U>,
+) -> Result<(bool, Option<U>)> {
+    Ok(match field {
+        MaybeUndefined::Undefined => (false, None),
+        MaybeUndefined::Null => (true, None),
+        MaybeUndefined::Value(v) => (true, Some(check(v)?)),
+    })
+}
+
 fn check_concurrency(n: i32) -> Result<i32> {
     if (1..=1000).contains(&n) {
         Ok(n)
@@ -460,31 +473,12 @@ pub async fn update(
         }
     };
     // (present, value) pairs: present = the field was in the body (a null resets it).
-    let description = match input.description {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(d) => (true, validate_description(Some(d))?),
-    };
-    let schedule = match &input.retry_schedule {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(s) => (true, Some(parse_schedule(s)?)),
-    };
-    let max_concurrency = match input.max_concurrency {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(n) => (true, Some(check_concurrency(n)?)),
-    };
-    let rate_limit = match input.rate_limit {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(n) => (true, Some(check_rate(n)?)),
-    };
-    let timeout = match &input.timeout {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(t) => (true, Some(parse_timeout(t)?)),
-    };
+    let description = patch(input.description, |d| validate_description(Some(d)))?;
+    let description = (description.0, description.1.flatten());
+    let schedule = patch(input.retry_schedule, |s| parse_schedule(&s))?;
+    let max_concurrency = patch(input.max_concurrency, check_concurrency)?;
+    let rate_limit = patch(input.rate_limit, check_rate)?;
+    let timeout = patch(input.timeout, |t| parse_timeout(&t))?;
     let (t, e) = (scope.tenant_id, id);
     // (present, key id, sealed, names) for headers; (present, key id, sealed, type) for auth.
     let headers = match input.headers {
