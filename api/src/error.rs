@@ -12,6 +12,7 @@ use poem_openapi::{
     types::Type,
 };
 use serde::Serialize;
+use switchyard_shared::idempotency::StoredResponse;
 
 use crate::request_id::RequestId;
 
@@ -43,6 +44,10 @@ pub struct ApiError {
     pub detail: String,
     pub param: Option<String>,
     pub retry_after: Option<u32>,
+    /// Not an error: the stored first response of an idempotent request, answered instead of
+    /// running the handler again (see `crate::idempotency`). It leaves the handler the way
+    /// errors do, so a replay can only come after the route's authorization.
+    pub replay: Option<Box<StoredResponse>>,
 }
 
 impl ApiError {
@@ -53,6 +58,15 @@ impl ApiError {
             detail: detail.into(),
             param: None,
             retry_after: None,
+            replay: None,
+        }
+    }
+
+    /// Answers with `stored` (an idempotent replay).
+    pub fn replay(stored: StoredResponse) -> Self {
+        ApiError {
+            replay: Some(Box::new(stored)),
+            ..ApiError::new(StatusCode::OK, "replayed", "Replay of the first response.")
         }
     }
 
@@ -85,6 +99,9 @@ impl ApiError {
     }
 
     pub fn into_problem_response(self, request_id: &str) -> Response {
+        if let Some(stored) = &self.replay {
+            return crate::idempotency::replay_response(stored);
+        }
         let problem = Problem {
             r#type: format!("{PROBLEM_TYPE_BASE}{}", self.code),
             title: self.title().to_owned(),
@@ -155,6 +172,12 @@ impl From<switchyard_shared::Error> for ApiError {
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        switchyard_shared::Error::from(e).into()
     }
 }
 
@@ -325,4 +348,72 @@ fn to_api_error(err: poem::Error) -> ApiError {
         _ => "invalid_request",
     };
     ApiError::new(status, code, err.to_string())
+}
+
+/// Turns a panic anywhere below it into a logged `500` problem document, so a bug costs one
+/// request a clean error instead of a reset connection.
+pub struct PanicMiddleware;
+
+impl<E: Endpoint> Middleware<E> for PanicMiddleware {
+    type Output = PanicEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        PanicEndpoint(ep)
+    }
+}
+
+pub struct PanicEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for PanicEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        use futures::FutureExt;
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        match std::panic::AssertUnwindSafe(self.0.call(req))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result.map(IntoResponse::into_response),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".to_owned());
+                tracing::error!(%request_id, %method, %path, panic = %message, "handler panicked");
+                Ok(ApiError::internal().into_problem_response(&request_id))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::{EndpointExt, Route, handler, test::TestClient};
+
+    use super::*;
+
+    #[handler]
+    fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_logged_500_problem() {
+        let app = Route::new().at("/boom", boom).with(PanicMiddleware);
+        let resp = TestClient::new(app).get("/boom").send().await;
+        resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.assert_content_type(PROBLEM_JSON);
+        let body = resp.json().await;
+        body.value()
+            .object()
+            .get("code")
+            .assert_string("internal_error");
+    }
 }

@@ -34,6 +34,15 @@ use crate::routes::{
     webhook_replays::WebhookReplaysApi,
 };
 
+impl AppState {
+    /// What bounds endpoint settings in this deployment.
+    pub fn endpoint_rules(&self) -> switchyard_shared::webhooks::endpoints::Rules {
+        switchyard_shared::webhooks::endpoints::Rules {
+            payload_retention: self.services.config.retention.payload,
+        }
+    }
+}
+
 /// Shared by every request.
 pub struct AppState {
     pub services: Services,
@@ -111,6 +120,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .with(error::ProblemMiddleware)
         .with(idempotency::IdempotencyMiddleware)
         .with(auth::PartnerMiddleware)
+        .with(error::PanicMiddleware)
         .with(request_id::RequestIdMiddleware)
         .data(state)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::{api_keys::Mode, error::Result};
 
 /// Who made a change, and from where.
 #[derive(Clone, Debug)]
@@ -37,6 +37,9 @@ impl Actor {
 /// One entry to append.
 pub struct Entry<'a> {
     pub tenant_id: Option<Uuid>,
+    /// The mode of the data the change touched (a key's mode); `None` for tenant-wide changes,
+    /// which belong to the live account.
+    pub mode: Option<Mode>,
     pub action: &'a str,
     pub target_type: &'a str,
     pub target_id: Uuid,
@@ -48,8 +51,8 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
     let (actor_type, actor_id) = actor.columns();
     sqlx::query(
         "INSERT INTO audit_events (id, tenant_id, actor_type, actor_id, action, target_type,
-                                   target_id, request_id, ip, changes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                   target_id, request_id, ip, changes, mode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(Uuid::now_v7())
     .bind(entry.tenant_id)
@@ -61,6 +64,7 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
     .bind(&actor.request_id)
     .bind(&actor.ip)
     .bind(entry.changes)
+    .bind(entry.mode.map(Mode::as_str))
     .execute(conn)
     .await?;
     Ok(())
@@ -83,26 +87,33 @@ pub struct AuditEvent {
     pub ip: Option<String>,
     /// The changed fields (never secrets).
     pub changes: serde_json::Value,
+    /// `live` or `test`: the mode of the key the change touched; `null` for tenant-wide changes.
+    #[oai(nullable)]
+    pub mode: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-/// A tenant's audit events, newest first.
+/// A tenant's audit events, newest first. `mode` limits them to what a key of that mode may
+/// see (its mode's events; tenant-wide ones belong to live mode); operators pass `None`.
 pub async fn list(
     pool: &sqlx::PgPool,
     tenant_id: Uuid,
+    mode: Option<Mode>,
     limit: i64,
     starting_after: Option<Uuid>,
 ) -> Result<Vec<AuditEvent>> {
     Ok(sqlx::query_as::<_, AuditEvent>(
         "SELECT id, tenant_id, actor_type, actor_id, action, target_type, target_id, request_id,
-                ip, changes, created_at
+                ip, changes, mode, created_at
            FROM audit_events
           WHERE tenant_id = $1 AND ($3::uuid IS NULL OR id < $3)
+            AND ($4::text IS NULL OR COALESCE(mode, 'live') = $4)
           ORDER BY id DESC LIMIT $2",
     )
     .bind(tenant_id)
     .bind(limit)
     .bind(starting_after)
+    .bind(mode.map(Mode::as_str))
     .fetch_all(pool)
     .await?)
 }

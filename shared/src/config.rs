@@ -79,6 +79,9 @@ pub struct CommonConfig {
     /// How long `Idempotency-Key` records (and their responses) are kept: at least 24 h.
     #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
+
+    #[command(flatten)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl CommonConfig {
@@ -93,7 +96,6 @@ impl CommonConfig {
     }
 }
 
-/// Settings of the worker runtime (queue consumers, dispatcher, reconciler, janitor).
 /// Settings of the HTTP API.
 #[derive(Args, Clone, Debug)]
 pub struct ApiConfig {
@@ -170,6 +172,7 @@ fn parse_cidr(s: &str) -> Result<Cidr, String> {
     Cidr::parse(s).ok_or_else(|| format!("`{s}` is not an IP address or CIDR block"))
 }
 
+/// Settings of the worker runtime (queue consumers, dispatcher, reconciler, janitor).
 #[derive(Args, Clone, Debug)]
 pub struct WorkerConfig {
     /// Concurrent webhook deliveries per worker process.
@@ -191,6 +194,14 @@ pub struct WorkerConfig {
     /// A queued job whose task is missing from Redis for this long goes back to pending.
     #[arg(long, env = "SWITCHYARD_RECONCILE_AFTER", default_value = "5s", value_parser = parse_duration)]
     pub reconcile_after: Duration,
+
+    /// First wait before a job whose run ended in an error runs again; doubles per attempt.
+    #[arg(long, env = "SWITCHYARD_JOB_RETRY_DELAY", default_value = "1s", value_parser = parse_duration)]
+    pub job_retry_delay: Duration,
+
+    /// Longest wait before a failed job runs again.
+    #[arg(long, env = "SWITCHYARD_JOB_RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_duration)]
+    pub job_retry_max_delay: Duration,
 
     /// Lease of a running job; renewed while the job runs, reclaimed when it expires.
     #[arg(long, env = "SWITCHYARD_LEASE", default_value = "8s", value_parser = parse_duration)]
@@ -253,21 +264,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "SWITCHYARD_ENDPOINT_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
     pub endpoint_disable_after: Duration,
 
-    /// Webhook message payloads are removed after this long (attempts stay as metadata).
-    #[arg(long, env = "SWITCHYARD_PAYLOAD_RETENTION", default_value = "30d", value_parser = parse_duration)]
-    pub payload_retention: Duration,
-
     /// How long in-flight jobs may run after SIGTERM before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// How often finished task data is removed from Redis (apalis keeps it forever otherwise).
+    /// How often the janitor runs: finished task data out of Redis (apalis keeps it forever
+    /// otherwise) and every table's retention purge.
     #[arg(long, env = "SWITCHYARD_JANITOR_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub janitor_interval: Duration,
-
-    /// Finished jobs are deleted from the ledger after this long.
-    #[arg(long, env = "SWITCHYARD_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    pub job_retention: Duration,
 }
 
 /// The delays before attempts 2, 3, …; attempt 1 runs at once. Its length + 1 is the attempt cap.
@@ -286,7 +290,8 @@ impl RetrySchedule {
     }
 }
 
-/// Parses `250ms`, `5s`, `30m`, `2h`, `7d` (a bare number means seconds).
+/// Parses `250ms`, `5s`, `30m`, `2h`, `7d` (a bare number means seconds). Values too large to
+/// represent are an error, never a wrap-around (they come from partners as well as operators).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -294,15 +299,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration like 250ms, 5s, 30m, 2h or 7d"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86_400),
+    let seconds_per_unit: u64 = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
     };
-    Ok(d)
+    n.checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long a duration"))
 }
 
 pub fn parse_schedule(s: &str) -> Result<RetrySchedule, String> {
@@ -326,6 +333,13 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        // Overflow is an error, not a wrap-around or a panic.
+        assert!(parse_duration("213503982334602d").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615ms"),
+            Ok(Duration::from_millis(u64::MAX))
+        );
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! Idempotency keys with Stripe's semantics (and the IETF draft's status codes).
 //!
-//! A POST or PATCH with `Idempotency-Key` first *claims* the key (one insert). The first
-//! response is then stored and every retry with the same key gets it back. Same key with other
-//! parameters → 422; same key while the first request runs → 409; validation failures and
-//! server errors store nothing, so they can be retried. Order creation records its response in
-//! the same statement as the order (see `orders::create`), so a crash can never leave an order
-//! without its record or a record without its order.
+//! A record belongs to the API key that made it: another key sending the same
+//! `Idempotency-Key` makes a different request, so a response (which may hold a secret shown
+//! once) is only ever replayed to its own principal, and only after the route's authorization
+//! (the API claims the key inside the handler, after its scope check).
+//!
+//! A POST or PATCH with `Idempotency-Key` first *claims* the key (one insert). The route then
+//! stores its response with [`finish`] in the transaction of its mutation, so a crash can
+//! never leave a change without its record or a record without its change, and a retry with
+//! the same key gets that response back. Same key with other parameters → 422; same key while
+//! the first request runs → 409; validation failures and server errors store nothing, so they
+//! can be retried.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -23,11 +28,13 @@ use crate::{
 pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const MAX_KEY_LEN: usize = 255;
 
-/// A key this request holds; handlers that record their own response use it.
+/// A key this request holds; routes record their response with it.
 #[derive(Clone, Debug)]
 pub struct Claim {
     pub tenant_id: Uuid,
     pub mode: Mode,
+    /// The API key the record belongs to.
+    pub api_key_id: Uuid,
     pub key: String,
     pub claim_id: Uuid,
 }
@@ -36,9 +43,10 @@ impl Claim {
     /// What binds a stored response to this record (a sealed body moved elsewhere is useless).
     fn aad(&self) -> Vec<u8> {
         format!(
-            "idempotency|{}|{}|{}|{}",
+            "idempotency|{}|{}|{}|{}|{}",
             self.tenant_id,
             self.mode.as_str(),
+            self.api_key_id,
             self.key,
             self.claim_id
         )
@@ -107,26 +115,49 @@ struct Existing {
     response_key_id: Option<String>,
 }
 
+/// Who makes the request: the record is theirs alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub tenant_id: Uuid,
+    pub mode: Mode,
+    pub api_key_id: Uuid,
+}
+
+/// The request a key is claimed for.
+#[derive(Clone, Debug)]
+pub struct Fingerprint<'a> {
+    pub key: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub hash: &'a [u8],
+}
+
 /// Claims `key` for a request with fingerprint `hash`, or explains why it cannot run.
-#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     pool: &PgPool,
     keyring: &Keyring,
-    tenant_id: Uuid,
-    mode: Mode,
-    key: &str,
-    method: &str,
-    path: &str,
-    hash: &[u8],
+    owner: Owner,
+    request: &Fingerprint<'_>,
     ttl: Duration,
 ) -> Result<Outcome> {
+    let Owner {
+        tenant_id,
+        mode,
+        api_key_id,
+    } = owner;
+    let Fingerprint {
+        key,
+        method,
+        path,
+        hash,
+    } = *request;
     let claim_id = Uuid::now_v7();
     // A new key, an abandoned claim (its request died) or a record past its retention is ours.
     let claimed: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO idempotency_keys (tenant_id, mode, key, method, path, request_hash, state,
-                                       claim_id, locked_until)
-         VALUES ($1, $2, $3, $4, $5, $6, 'started', $7, now() + make_interval(secs => $8))
-         ON CONFLICT (tenant_id, mode, key) DO UPDATE
+        "INSERT INTO idempotency_keys (tenant_id, mode, api_key_id, key, method, path,
+                                       request_hash, state, claim_id, locked_until)
+         VALUES ($1, $2, $10, $3, $4, $5, $6, 'started', $7, now() + make_interval(secs => $8))
+         ON CONFLICT (api_key_id, key) DO UPDATE
             SET method = EXCLUDED.method, path = EXCLUDED.path,
                 request_hash = EXCLUDED.request_hash, state = 'started',
                 claim_id = EXCLUDED.claim_id, locked_until = EXCLUDED.locked_until,
@@ -145,12 +176,14 @@ pub async fn claim(
     .bind(claim_id)
     .bind(CLAIM_LEASE.as_secs_f64())
     .bind(ttl.as_secs_f64())
+    .bind(api_key_id)
     .fetch_optional(pool)
     .await?;
     if claimed.is_some() {
         return Ok(Outcome::Claimed(Claim {
             tenant_id,
             mode,
+            api_key_id,
             key: key.to_owned(),
             claim_id,
         }));
@@ -158,10 +191,9 @@ pub async fn claim(
     let existing = sqlx::query_as::<_, Existing>(
         "SELECT request_hash, state, claim_id, response_status, response_content_type,
                 response_body, response_key_id
-           FROM idempotency_keys WHERE tenant_id = $1 AND mode = $2 AND key = $3",
+           FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
     )
-    .bind(tenant_id)
-    .bind(mode.as_str())
+    .bind(api_key_id)
     .bind(key)
     .fetch_optional(pool)
     .await?;
@@ -183,6 +215,7 @@ pub async fn claim(
             let owner = Claim {
                 tenant_id,
                 mode,
+                api_key_id,
                 key: key.to_owned(),
                 claim_id: existing.claim_id,
             };
@@ -203,7 +236,8 @@ pub async fn claim(
     }
 }
 
-fn in_use() -> Error {
+/// `409 idempotency_key_in_use`: another request holds the key.
+pub fn in_use() -> Error {
     Error::conflict(
         "idempotency_key_in_use",
         Some("Idempotency-Key"),
@@ -211,56 +245,45 @@ fn in_use() -> Error {
     )
 }
 
-/// Stores the response of a claimed request.
+/// Stores the response of a claimed request on `conn`: the transaction of the request's
+/// mutation, so the two commit together. Returns false when the claim is no longer this
+/// request's (it lapsed and another request took the key): the caller must then roll back.
 pub async fn finish(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keyring: &Keyring,
     claim: &Claim,
     resp: &StoredResponse,
-) -> Result<()> {
+) -> Result<bool> {
     let (key_id, sealed) = claim.seal(keyring, &resp.response_body);
-    sqlx::query(
+    let n = sqlx::query(
         "UPDATE idempotency_keys
-            SET state = 'finished', response_status = $5, response_content_type = $6,
-                response_body = $7, response_key_id = $8
-          WHERE tenant_id = $1 AND mode = $2 AND key = $3 AND claim_id = $4",
+            SET state = 'finished', response_status = $4, response_content_type = $5,
+                response_body = $6, response_key_id = $7
+          WHERE api_key_id = $1 AND key = $2 AND claim_id = $3 AND state = 'started'",
     )
-    .bind(claim.tenant_id)
-    .bind(claim.mode.as_str())
+    .bind(claim.api_key_id)
     .bind(&claim.key)
     .bind(claim.claim_id)
     .bind(resp.response_status)
     .bind(&resp.response_content_type)
     .bind(sealed)
     .bind(key_id)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// Forgets a claim whose request stored nothing (validation failure, server error).
 pub async fn release(pool: &PgPool, claim: &Claim) -> Result<()> {
     sqlx::query(
         "DELETE FROM idempotency_keys
-          WHERE tenant_id = $1 AND mode = $2 AND key = $3 AND claim_id = $4 AND state = 'started'",
+          WHERE api_key_id = $1 AND key = $2 AND claim_id = $3 AND state = 'started'",
     )
-    .bind(claim.tenant_id)
-    .bind(claim.mode.as_str())
+    .bind(claim.api_key_id)
     .bind(&claim.key)
     .bind(claim.claim_id)
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// Deletes records older than `ttl`; returns how many.
-pub async fn purge(pool: &PgPool, ttl: Duration) -> Result<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM idempotency_keys
-          WHERE created_at < now() - make_interval(secs => $1)",
-    )
-    .bind(ttl.as_secs_f64())
-    .execute(pool)
-    .await?
-    .rows_affected())
 }

@@ -66,6 +66,16 @@ pub struct ClaimedJob {
     pub attempt: i32,
     pub max_attempts: i32,
     pub dispatch_seq: i64,
+    /// Why the previous run ended, if it failed.
+    pub last_error: Option<String>,
+}
+
+impl ClaimedJob {
+    /// Runs that died without recording an outcome (SIGKILL, lost lease, a handler error) used
+    /// up the attempts: the job must end now.
+    pub fn exhausted(&self) -> bool {
+        self.attempt > self.max_attempts
+    }
 }
 
 /// Claims the job behind `task`, or returns `None` when the task is a stale duplicate.
@@ -80,7 +90,7 @@ pub async fn claim(
             SET state = 'running', attempt = attempt + 1, lease_owner = $3,
                 lease_until = now() + make_interval(secs => $4), updated_at = now()
           WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'
-      RETURNING id, queue, tenant_id, subject_id, attempt, max_attempts, dispatch_seq",
+      RETURNING id, queue, tenant_id, subject_id, attempt, max_attempts, dispatch_seq, last_error",
     )
     .bind(task.job)
     .bind(task.seq)
@@ -95,9 +105,10 @@ pub async fn claim(
 #[derive(Clone, Debug)]
 pub enum Outcome {
     Succeeded,
-    /// Run again at `at` (the ledger, not Redis or memory, holds the wait).
+    /// Run again `after` this long, counted on the database's clock (the ledger, not Redis or
+    /// memory, holds the wait).
     Retry {
-        at: DateTime<Utc>,
+        after: Duration,
         error: String,
     },
     /// Give up for good.
@@ -113,11 +124,16 @@ pub enum Outcome {
 /// The ledger's "record the outcome" statement: the one definition of how a run finishes.
 /// It only applies while the caller still holds the lease. Parameters `$1..$6` are bound by
 /// [`bind_finish`]; statements that record business results in the same round trip embed it
-/// with `concat!` as a CTE (`WITH fin AS (…)`) and number their own parameters from `$7`.
+/// with `concat!` as a CTE (`WITH fin AS (…)`), number their own parameters from `$7`, and
+/// gate every change of a row the job owns on `EXISTS (SELECT 1 FROM fin)`: a run that lost
+/// its lease changes nothing (DESIGN §2, rule 6). `$5` is the retry delay in seconds.
 macro_rules! finish_sql {
     () => {
         "UPDATE jobs
-            SET state = $4, run_at = COALESCE($5, run_at), last_error = $6,
+            SET state = $4,
+                run_at = CASE WHEN $5::float8 IS NULL THEN run_at
+                              ELSE now() + make_interval(secs => $5) END,
+                last_error = $6,
                 lease_owner = NULL, lease_until = NULL, queued_at = NULL, updated_at = now(),
                 finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
           WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'"
@@ -146,9 +162,9 @@ pub fn bind_finish<'q>(
     owner: &'q str,
     outcome: &'q Outcome,
 ) -> PgQuery<'q> {
-    let (state, run_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match outcome {
+    let (state, after, error): (&str, Option<f64>, Option<&str>) = match outcome {
         Outcome::Succeeded => ("succeeded", None, None),
-        Outcome::Retry { at, error } => ("pending", Some(*at), Some(error)),
+        Outcome::Retry { after, error } => ("pending", Some(after.as_secs_f64()), Some(error)),
         Outcome::Dead { error } => ("dead", None, Some(error)),
         Outcome::Cancelled { reason } => ("cancelled", None, Some(reason)),
     };
@@ -157,7 +173,7 @@ pub fn bind_finish<'q>(
         .bind(job.dispatch_seq)
         .bind(owner)
         .bind(state)
-        .bind(run_at)
+        .bind(after)
         .bind(error)
 }
 
@@ -175,27 +191,50 @@ pub async fn finish(
     Ok(done == 1)
 }
 
-/// Puts a job this process runs back to wait until `at` without using up an attempt: the job
-/// could not start yet (an earlier event of the same order goes first).
+/// The ledger's "not yet" statement: puts a job this process runs back to wait without using
+/// up an attempt (an earlier event of the same order goes first, the endpoint's breaker is
+/// open, a replay's next batch is due in a second). `$1..$3` identify the run (as for
+/// [`finish_sql`]), `$4` is a time read from the database it must not run before (or NULL),
+/// `$5` seconds to wait after the later of that and now. Embedded like [`finish_sql`].
+macro_rules! defer_sql {
+    () => {
+        "UPDATE jobs
+            SET state = 'pending', attempt = attempt - 1, lease_owner = NULL,
+                run_at = GREATEST(now(), COALESCE($4, now())) + make_interval(secs => $5),
+                lease_until = NULL, queued_at = NULL, updated_at = now()
+          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'"
+    };
+}
+pub(crate) use defer_sql;
+
+/// Binds `$1..$5` of `defer_sql!()`.
+pub(crate) fn bind_defer<'q>(
+    query: PgQuery<'q>,
+    job: &'q ClaimedJob,
+    owner: &'q str,
+    not_before: Option<DateTime<Utc>>,
+    after: Duration,
+) -> PgQuery<'q> {
+    query
+        .bind(job.id)
+        .bind(job.dispatch_seq)
+        .bind(owner)
+        .bind(not_before)
+        .bind(after.as_secs_f64())
+}
+
+/// Runs `defer_sql!()` alone; returns whether this process still held the lease.
 pub async fn defer(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     job: &ClaimedJob,
     owner: &str,
-    at: DateTime<Utc>,
+    not_before: Option<DateTime<Utc>>,
+    after: Duration,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE jobs
-            SET state = 'pending', run_at = $4, attempt = attempt - 1, lease_owner = NULL,
-                lease_until = NULL, queued_at = NULL, updated_at = now()
-          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'",
-    )
-    .bind(job.id)
-    .bind(job.dispatch_seq)
-    .bind(owner)
-    .bind(at)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    let done = bind_defer(sqlx::query(defer_sql!()), job, owner, not_before, after)
+        .execute(conn)
+        .await?
+        .rows_affected();
     Ok(done == 1)
 }
 
@@ -234,22 +273,6 @@ pub async fn release_leases(pool: &PgPool, owner: &str) -> Result<u64> {
     Ok(n)
 }
 
-/// Deletes finished jobs older than `retention`, in bounded batches.
-pub async fn purge_finished(pool: &PgPool, retention: Duration) -> Result<u64> {
-    let n = sqlx::query(
-        "DELETE FROM jobs WHERE id IN (
-            SELECT id FROM jobs
-             WHERE state IN ('succeeded', 'cancelled')
-               AND finished_at < now() - make_interval(secs => $1)
-             LIMIT 5000)",
-    )
-    .bind(retention.as_secs_f64())
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(n)
-}
-
 /// Work not yet finished, per queue: what operators and alerts watch.
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 pub struct QueueStats {
@@ -258,20 +281,35 @@ pub struct QueueStats {
     pub due: i64,
     pub queued: i64,
     pub running: i64,
+    pub dead: i64,
     /// Seconds the oldest due job has been waiting (0 when none is due).
     pub oldest_due_age_seconds: f64,
 }
 
-/// Served by the partial indexes, so its cost follows the unfinished work, not the ledger size.
+/// Served by the partial indexes (pending jobs outside and inside dispatch groups are counted
+/// apart, each from its own index), so its cost follows the unfinished work, not the ledger.
 pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>> {
     Ok(sqlx::query_as::<_, QueueStats>(
         "SELECT q.queue,
-                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'pending') AS pending,
-                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'pending' AND run_at <= now()) AS due,
+                (SELECT count(*) FROM jobs
+                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL)
+              + (SELECT count(*) FROM jobs
+                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL) AS pending,
+                (SELECT count(*) FROM jobs
+                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL AND run_at <= now())
+              + (SELECT count(*) FROM jobs
+                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL
+                    AND run_at <= now()) AS due,
                 (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'queued') AS queued,
                 (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'running') AS running,
-                COALESCE((SELECT extract(epoch FROM now() - min(run_at))::float8 FROM jobs
-                           WHERE queue = q.queue AND state = 'pending' AND run_at <= now()), 0) AS oldest_due_age_seconds
+                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'dead') AS dead,
+                COALESCE(extract(epoch FROM now() - LEAST(
+                    (SELECT min(run_at) FROM jobs
+                      WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL
+                        AND run_at <= now()),
+                    (SELECT min(run_at) FROM jobs
+                      WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL
+                        AND run_at <= now())))::float8, 0) AS oldest_due_age_seconds
            FROM UNNEST($1::text[]) AS q(queue)",
     )
     .bind(&crate::queue::ALL_QUEUES[..])

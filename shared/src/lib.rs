@@ -15,6 +15,7 @@ pub mod net;
 pub mod orders;
 pub mod queue;
 pub mod rate_limit;
+pub mod retention;
 pub mod secrets;
 pub mod services;
 pub mod telemetry;

@@ -66,10 +66,6 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
-    // IPv4-compatible (deprecated) ::a.b.c.d, and :: / ::1 themselves.
-    if seg[..6] == [0, 0, 0, 0, 0, 0] {
-        return false;
-    }
     // NAT64 64:ff9b::/96 and local-use 64:ff9b:1::/48 embed an IPv4 address in the low bits.
     if seg[0] == 0x64 && seg[1] == 0xff9b {
         if seg[2..6] == [0, 0, 0, 0] {
@@ -81,6 +77,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
                 b as u8,
             ));
         }
+        return false;
+    }
+    // The rest of ::/8 (reserved by IANA; NAT64 above lies in it too): ::, ::1, IPv4-compatible
+    // ::a.b.c.d, SIIT ::ffff:0:a.b.c.d (::ffff:0:0/96), and everything else there.
+    if seg[0] & 0xff00 == 0 {
         return false;
     }
     // 6to4 2002::/16 embeds an IPv4 address in bits 16..48.
@@ -376,6 +377,10 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "2002:c0a8:101::1",
+            "::ffff:0:7f00:1", // SIIT
+            "::ffff:0:a9fe:a9fe",
+            "::1:0:0:1", // the rest of ::/8
+            "80::1",
         ] {
             assert!(!is_public(s.parse().unwrap()), "{s} must be blocked");
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, Row, types::Json};
 use uuid::Uuid;
 
 use crate::{
@@ -19,8 +19,9 @@ use crate::{
 };
 
 /// Attempts of an order-event fan-out: it only touches Postgres, so it fails only while
-/// Postgres is unreachable; the cap exists to stop a poison event looping forever.
-pub const EVENT_MAX_ATTEMPTS: i32 = 50;
+/// Postgres is unreachable (with the backoff, 25 attempts last over an hour); the cap stops a
+/// poison event looping forever, and its order's later events then go on without it.
+pub const EVENT_MAX_ATTEMPTS: i32 = 25;
 
 /// Every status, in the order an order normally goes through them.
 pub const STATUSES: &[&str] = &[
@@ -545,25 +546,32 @@ pub async fn create(
         }
         None => None,
     };
+    // With a claim, everything is written only if the claim is still this request's (it may
+    // have lapsed and been taken over): the order and its idempotent answer commit together.
     let query = sqlx::query(concat!(
-        "WITH j AS (",
+        "WITH c AS (
+            UPDATE idempotency_keys
+               SET state = 'finished', response_status = 201,
+                   response_content_type = 'application/json', response_body = $26,
+                   response_key_id = $27
+             WHERE api_key_id = $30 AND key = $28 AND claim_id = $29 AND state = 'started'
+            RETURNING 1),
+         ok AS (SELECT $29::uuid IS NULL OR EXISTS (SELECT 1 FROM c) AS go),
+         j AS (",
         insert_jobs_sql!(),
-        "), o AS (
+        " WHERE (SELECT go FROM ok)), o AS (
             INSERT INTO orders (id, tenant_id, mode, provider, external_id, status, currency,
                                 items, subtotal, tax, delivery_fee, tip, discount, total,
                                 customer, delivery, notes, metadata, created_at, updated_at)
-            VALUES ($6, $7, $8, $9, $10, 'received', $11, $12, $13, $14, $15, $16, $17, $18,
-                    $19, $20, $21, $22, $23, $23)),
+            SELECT $6, $7, $8, $9, $10, 'received', $11, $12, $13, $14, $15, $16, $17, $18,
+                   $19, $20, $21, $22, $23, $23
+             WHERE (SELECT go FROM ok)),
          e AS (
             INSERT INTO order_events (id, tenant_id, mode, order_id, seq, type, data, created_at)
-            VALUES ($24, $7, $8, $6, 1, 'order.created', $25, $23))
-         UPDATE idempotency_keys
-            SET state = 'finished', response_status = 201,
-                response_content_type = 'application/json', response_body = $26,
-                response_key_id = $27
-          WHERE tenant_id = $7 AND mode = $8 AND key = $28 AND claim_id = $29"
+            SELECT $24, $7, $8, $6, 1, 'order.created', $25, $23 WHERE (SELECT go FROM ok))
+         SELECT go FROM ok"
     ));
-    jobs::bind_insert(query, std::slice::from_ref(&job))
+    let row = jobs::bind_insert(query, std::slice::from_ref(&job))
         .bind(order.id)
         .bind(scope.tenant_id)
         .bind(&order.mode)
@@ -588,7 +596,8 @@ pub async fn create(
         .bind(sealed.as_ref().map(|s| &s.1))
         .bind(claim.map(|c| c.key.as_str()))
         .bind(claim.map(|c| c.claim_id))
-        .execute(pool)
+        .bind(claim.map(|c| c.api_key_id))
+        .fetch_one(pool)
         .await
         .map_err(|e| {
             if is_unique_violation(&e, "orders_external") {
@@ -604,6 +613,10 @@ pub async fn create(
                 e.into()
             }
         })?;
+    let written: bool = row.try_get("go")?;
+    if !written {
+        return Err(crate::idempotency::in_use());
+    }
     Ok((order, job.task()))
 }
 
@@ -700,7 +713,7 @@ pub struct UpdateOrder {
 
 /// Moves an order to `change.status` if the state machine allows it; emits `order.<status>`.
 pub async fn change_status(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     scope: Scope,
     id: Uuid,
     change: ChangeStatus,
@@ -714,7 +727,7 @@ pub async fn change_status(
         ));
     }
     let reason = optional_text("reason", change.reason.as_deref(), 500)?;
-    mutate(pool, scope, id, move |order| {
+    mutate(conn, scope, id, move |order| {
         let from = order.status.clone();
         if !allowed_next(&from).contains(&to.as_str()) {
             let allowed = allowed_next(&from);
@@ -742,7 +755,7 @@ pub async fn change_status(
 
 /// Changes an open order's notes, delivery details or metadata; emits `order.updated`.
 pub async fn update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     scope: Scope,
     id: Uuid,
     change: UpdateOrder,
@@ -753,7 +766,7 @@ pub async fn update(
         .metadata
         .map(|m| validate_metadata(Some(m)))
         .transpose()?;
-    mutate(pool, scope, id, move |order| {
+    mutate(conn, scope, id, move |order| {
         if is_final(&order.status) {
             return Err(Error::conflict(
                 "order_closed",
@@ -787,19 +800,24 @@ pub async fn update(
 }
 
 /// The one way an existing order changes: lock it, apply `f`, and write the order, its next
-/// event (with `f`'s type and changes, and a snapshot) and the event's job in one transaction.
-async fn mutate<F>(pool: &PgPool, scope: Scope, id: Uuid, f: F) -> Result<(Order, JobTask)>
+/// event (with `f`'s type and changes, and a snapshot) and the event's job, on `conn` (the
+/// caller's transaction, which also records the request's idempotent answer).
+async fn mutate<F>(
+    conn: &mut PgConnection,
+    scope: Scope,
+    id: Uuid,
+    f: F,
+) -> Result<(Order, JobTask)>
 where
     F: FnOnce(&mut Order) -> Result<(String, serde_json::Value)>,
 {
-    let mut tx = pool.begin().await?;
     let row = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM orders WHERE tenant_id = $1 AND mode = $2 AND id = $3 FOR UPDATE"
     )))
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Error::not_found("order"))?;
     let seq = row.event_seq + 1;
@@ -833,9 +851,8 @@ where
         .bind(&event_type)
         .bind(Json(&order))
         .bind(changes)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok((order, job.task()))
 }
 

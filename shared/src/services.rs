@@ -29,6 +29,10 @@ impl Services {
         crate::telemetry::prometheus();
         let secrets = Secrets::resolve(&config)?;
         let pool = db::connect_and_migrate(&config.database_url, config.db_pool_size).await?;
+        // Attempts can only be recorded into an existing day partition.
+        crate::retention::partitions::ensure(&pool)
+            .await
+            .context("creating attempt partitions")?;
         let conn = queue::connect(&config.redis_url).context("REDIS_URL")?;
         let queues = Queues::new(conn, &config.redis_prefix, config.high_water_mark);
         let dispatcher = Dispatcher::new(pool.clone(), queues.clone(), config.endpoint_concurrency);

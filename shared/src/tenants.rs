@@ -90,6 +90,7 @@ pub async fn create(pool: &PgPool, actor: &Actor, new: CreateTenant) -> Result<T
         actor,
         audit::Entry {
             tenant_id: Some(tenant.id),
+            mode: None,
             action: "tenant.created",
             target_type: "tenant",
             target_id: tenant.id,
@@ -144,6 +145,7 @@ pub async fn update(
         actor,
         audit::Entry {
             tenant_id: Some(id),
+            mode: None,
             action: "tenant.updated",
             target_type: "tenant",
             target_id: id,

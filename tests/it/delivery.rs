@@ -470,13 +470,30 @@ async fn payloads_are_removed_after_the_retention_period_and_attempts_stay() {
     .await;
     let partner = PartnerServer::start(Behaviour::Status(500)).await;
     let (_, key) = app.partner_account().await;
+    // A schedule that outlasts the payloads is refused: its last attempts could send nothing.
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/webhook-endpoints",
+            json!({ "url": partner.url, "retry_schedule": ["1s", "1500ms"] }),
+        )
+        .await;
+    let v = switchyard_tests::problem(r, 400, "parameter_invalid", Some("retry_schedule")).await;
+    assert!(v["detail"].as_str().unwrap().contains("2500ms"), "{v}");
     let ep = app
         .create_endpoint_with(
             &key,
-            json!({ "url": partner.url, "retry_schedule": ["4s"] }),
+            json!({ "url": partner.url, "retry_schedule": ["1s"] }),
         )
         .await;
     let id = ep["id"].as_str().unwrap();
+    // As if the operator had shortened the retention after the endpoint was made: a delivery
+    // can still meet an expired payload, and must then end cleanly.
+    sqlx::query("UPDATE webhook_endpoints SET retry_schedule_ms = '{4000}' WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(app.post_order(&key, "ord-retention").await.status(), 201);
     eventually(Duration::from_secs(5), "the first attempt", || async {
         (partner.count() == 1).then_some(())

@@ -25,13 +25,17 @@ async fn private_targets_in_any_notation_are_refused_when_an_endpoint_is_created
         "http://100.64.1.1/hook",                   // CGNAT
         "http://169.254.169.254/latest/meta-data/", // cloud metadata
         "http://[::1]/hook",
-        "http://[::ffff:127.0.0.1]/hook", // IPv4-mapped
-        "http://[::ffff:a9fe:a9fe]/hook", // mapped metadata
-        "http://[64:ff9b::7f00:1]/hook",  // NAT64
-        "http://[2002:7f00:1::]/hook",    // 6to4
-        "http://[fd00:ec2::254]/hook",    // AWS metadata (ULA)
-        "http://[fe80::1]/hook",          // link-local
-        "http://localhost:9/hook",        // a name that resolves to loopback
+        "http://[::ffff:127.0.0.1]/hook",   // IPv4-mapped
+        "http://[::ffff:a9fe:a9fe]/hook",   // mapped metadata
+        "http://[64:ff9b::7f00:1]/hook",    // NAT64
+        "http://[2002:7f00:1::]/hook",      // 6to4
+        "http://[fd00:ec2::254]/hook",      // AWS metadata (ULA)
+        "http://[fe80::1]/hook",            // link-local
+        "http://[::ffff:0:7f00:1]/hook",    // SIIT (::ffff:0:0/96)
+        "http://[::ffff:0:a9fe:a9fe]/hook", // SIIT metadata
+        "http://[::1:0:0:1]/hook",          // the rest of ::/8
+        "http://[80::1]/hook",              // the rest of ::/8
+        "http://localhost:9/hook",          // a name that resolves to loopback
     ] {
         let r = app
             .partner_post(&key, "/v1/webhook-endpoints", json!({ "url": url }))

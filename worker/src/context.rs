@@ -36,6 +36,9 @@ pub struct Ctx {
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
     pub lease: Duration,
+    /// Backoff of runs that end in an error: doubles from `retry_delay` up to `retry_max_delay`.
+    pub retry_delay: Duration,
+    pub retry_max_delay: Duration,
     held: Mutex<HashSet<Uuid>>,
 }
 
@@ -85,6 +88,8 @@ impl Ctx {
             },
             owner,
             lease: cfg.lease,
+            retry_delay: cfg.job_retry_delay,
+            retry_max_delay: cfg.job_retry_max_delay.max(cfg.job_retry_delay),
             held: Mutex::new(HashSet::new()),
         })
     }

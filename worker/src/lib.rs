@@ -36,7 +36,7 @@ fn process_identity() -> String {
 /// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
 /// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
 /// How long a job waits when an earlier event of the same order must go first.
-pub const ORDERING_RETRY: chrono::TimeDelta = chrono::TimeDelta::milliseconds(250);
+pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
 /// How long a woken dispatcher waits for more wake-ups before its pass.
 const WAKE_COALESCE: Duration = Duration::from_millis(5);
@@ -174,12 +174,11 @@ fn spawn_background(
                 .map(|_| ())
         }
     });
-    let (queues, pool, retention, idempotency_ttl, payload_retention) = (
+    let (queues, pool, retention, idempotency_ttl) = (
         services.queues.clone(),
         services.pool.clone(),
-        cfg.job_retention,
+        services.config.retention.clone(),
         services.config.idempotency_ttl,
-        cfg.payload_retention,
     );
     every(
         loops,
@@ -187,15 +186,16 @@ fn spawn_background(
         cfg.janitor_interval,
         shutdown,
         move || {
-            let (queues, pool) = (queues.clone(), pool.clone());
+            let (queues, pool, retention) = (queues.clone(), pool.clone(), retention.clone());
             async move {
                 for q in queue::ALL_QUEUES {
                     queues.sweep_finished(q).await?;
                 }
-                ledger::purge_finished(&pool, retention).await?;
-                switchyard_shared::idempotency::purge(&pool, idempotency_ttl).await?;
-                switchyard_shared::webhooks::delivery::purge_payloads(&pool, payload_retention)
-                    .await?;
+                let purged =
+                    switchyard_shared::retention::purge(&pool, &retention, idempotency_ttl).await?;
+                if purged.total() > 0 {
+                    tracing::debug!(rows = purged.total(), "retention purge");
+                }
                 Ok(())
             }
         },
@@ -234,6 +234,8 @@ fn spawn_background(
                         .set(s.queued as f64);
                     metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "running")
                         .set(s.running as f64);
+                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "dead")
+                        .set(s.dead as f64);
                     metrics::gauge!("switchyard_jobs_due", "queue" => q.clone()).set(s.due as f64);
                     metrics::gauge!("switchyard_oldest_due_job_age_seconds", "queue" => q.clone())
                         .set(s.oldest_due_age_seconds);

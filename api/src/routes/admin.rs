@@ -39,6 +39,9 @@ pub struct QueueState {
     /// Jobs pushed to Redis, not yet claimed.
     pub queued: i64,
     pub running: i64,
+    /// Jobs that gave up (attempts used up); each keeps its `last_error`. Kept for the dead
+    /// job retention (30 days by default).
+    pub dead: i64,
     pub oldest_due_age_seconds: f64,
     /// Ready tasks in Redis (bounded by the high-water mark).
     pub redis_ready: u64,
@@ -106,7 +109,7 @@ impl AdminApi {
         let limit = pagination::limit(limit.0)?;
         let pool = &state.services.pool;
         tenants::get(pool, tenant_id.0).await?;
-        let rows = audit::list(pool, tenant_id.0, limit + 1, starting_after.0).await?;
+        let rows = audit::list(pool, tenant_id.0, None, limit + 1, starting_after.0).await?;
         Ok(Json(AuditEventList::from_rows(rows, limit)))
     }
 
@@ -154,17 +157,18 @@ impl AdminApi {
         body: Json<api_keys::CreateApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let s = &state.services;
-        Ok(Created(
-            api_keys::create(
-                &s.pool,
-                &s.secrets.api_key_pepper,
-                Granter::Admin,
-                &actor(req, ActorKind::Admin),
-                tenant_id.0,
-                body.0,
-            )
-            .await?,
-        ))
+        let mut tx = s.pool.begin().await?;
+        let created = api_keys::create(
+            &mut tx,
+            &s.secrets.api_key_pepper,
+            Granter::Admin,
+            &actor(req, ActorKind::Admin),
+            tenant_id.0,
+            body.0,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Created(created))
     }
 
     /// List a tenant's API keys (never their secrets).
@@ -202,14 +206,16 @@ impl AdminApi {
         tenant_id: Path<Uuid>,
         key_id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
+        let mut tx = state.services.pool.begin().await?;
         let key = api_keys::revoke(
-            &state.services.pool,
+            &mut tx,
             Granter::Admin,
             &actor(req, ActorKind::Admin),
             tenant_id.0,
             key_id.0,
         )
         .await?;
+        tx.commit().await?;
         state.keys.forget(&key.key_id);
         Ok(Json(key))
     }
@@ -229,8 +235,9 @@ impl AdminApi {
         key_id: Path<Uuid>,
         body: Json<api_keys::UpdateApiKey>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
+        let mut tx = state.services.pool.begin().await?;
         let key = api_keys::update(
-            &state.services.pool,
+            &mut tx,
             Granter::Admin,
             &actor(req, ActorKind::Admin),
             tenant_id.0,
@@ -238,6 +245,7 @@ impl AdminApi {
             body.0,
         )
         .await?;
+        tx.commit().await?;
         state.keys.forget(&key.key_id);
         Ok(Json(key))
     }
@@ -259,8 +267,9 @@ impl AdminApi {
         body: Json<api_keys::RollApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let s = &state.services;
+        let mut tx = s.pool.begin().await?;
         let rolled = api_keys::roll(
-            &s.pool,
+            &mut tx,
             &s.secrets.api_key_pepper,
             Granter::Admin,
             &actor(req, ActorKind::Admin),
@@ -269,6 +278,7 @@ impl AdminApi {
             body.0,
         )
         .await?;
+        tx.commit().await?;
         if let Some(old) = rolled.api_key.rolled_from {
             state.keys.forget_id(old);
         }
@@ -317,6 +327,7 @@ impl AdminApi {
                 due: q.due,
                 queued: q.queued,
                 running: q.running,
+                dead: q.dead,
                 oldest_due_age_seconds: q.oldest_due_age_seconds,
                 redis_ready,
                 high_water_mark: s.queues.high_water_mark(),

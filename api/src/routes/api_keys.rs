@@ -18,6 +18,7 @@ use crate::{
     AppState,
     auth::{Partner, actor},
     error::ApiError,
+    idempotency::Idempotency,
     json::Json,
     pagination::{self, list_type},
     responses::Created,
@@ -55,14 +56,17 @@ impl ApiKeysApi {
     async fn create(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<api_keys::CreateApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let p = auth.require("keys:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
+        let mut tx = s.pool.begin().await?;
         let created = api_keys::create(
-            &s.pool,
+            &mut tx,
             &s.secrets.api_key_pepper,
             Granter::Key(p),
             &actor(req, ActorKind::ApiKey(p.api_key_id)),
@@ -70,7 +74,7 @@ impl ApiKeysApi {
             body.0,
         )
         .await?;
-        Ok(Created(created))
+        op.commit(tx, Created(created)).await
     }
 
     /// List your tenant's keys of the calling key's mode, newest first (needs `keys:read`).
@@ -116,14 +120,17 @@ impl ApiKeysApi {
     async fn update(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         req: &Request,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<api_keys::UpdateApiKey>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
         let p = auth.require("keys:write")?;
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
         let key = api_keys::update(
-            &state.services.pool,
+            &mut tx,
             Granter::Key(p),
             &actor(req, ActorKind::ApiKey(p.api_key_id)),
             p.tenant_id,
@@ -131,8 +138,9 @@ impl ApiKeysApi {
             body.0,
         )
         .await?;
-        state.keys.forget(&key.key_id);
-        Ok(Json(key))
+        let resp = op.commit(tx, Json(key)).await?;
+        state.keys.forget(&resp.0.key_id);
+        Ok(resp)
     }
 
     /// Revoke a key (needs `keys:write`): every API replica refuses it within seconds.
@@ -145,14 +153,16 @@ impl ApiKeysApi {
         id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
         let p = auth.require("keys:write")?;
+        let mut tx = state.services.pool.begin().await?;
         let key = api_keys::revoke(
-            &state.services.pool,
+            &mut tx,
             Granter::Key(p),
             &actor(req, ActorKind::ApiKey(p.api_key_id)),
             p.tenant_id,
             id.0,
         )
         .await?;
+        tx.commit().await?;
         state.keys.forget(&key.key_id);
         Ok(Json(key))
     }
@@ -163,15 +173,18 @@ impl ApiKeysApi {
     async fn roll(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         req: &Request,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<api_keys::RollApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let p = auth.require("keys:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
+        let mut tx = s.pool.begin().await?;
         let rolled = api_keys::roll(
-            &s.pool,
+            &mut tx,
             &s.secrets.api_key_pepper,
             Granter::Key(p),
             &actor(req, ActorKind::ApiKey(p.api_key_id)),
@@ -180,10 +193,11 @@ impl ApiKeysApi {
             body.0,
         )
         .await?;
-        if let Some(old) = rolled.api_key.rolled_from {
+        let resp = op.commit(tx, Created(rolled)).await?;
+        if let Some(old) = resp.0.api_key.rolled_from {
             state.keys.forget_id(old);
         }
-        Ok(Created(rolled))
+        Ok(resp)
     }
 
     /// Requests and errors of a key per operation and per hour (needs `keys:read`); counts lag

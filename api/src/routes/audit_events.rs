@@ -23,7 +23,8 @@ pub struct AuditEventsApi;
 
 #[OpenApi(prefix_path = "/v1/audit-events", tag = "ApiTags::AuditEvents")]
 impl AuditEventsApi {
-    /// List your tenant's audit events, newest first (needs `audit:read`).
+    /// List your tenant's audit events, newest first (needs `audit:read`). A test key sees the
+    /// events of test keys only; tenant-wide events belong to live mode.
     #[oai(path = "/", method = "get", operation_id = "listAuditEvents")]
     async fn list(
         &self,
@@ -37,6 +38,7 @@ impl AuditEventsApi {
         let rows = audit::list(
             &state.services.pool,
             p.tenant_id,
+            Some(p.mode),
             limit + 1,
             starting_after.0,
         )

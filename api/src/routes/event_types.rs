@@ -7,7 +7,10 @@ use poem_openapi::{OpenApi, param::Path};
 use switchyard_shared::webhooks::catalog;
 
 use super::ApiTags;
-use crate::{AppState, auth::Partner, error::ApiError, json::Json, responses::Created};
+use crate::{
+    AppState, auth::Partner, error::ApiError, idempotency::Idempotency, json::Json,
+    responses::Created,
+};
 
 /// Every event type: the built-in ones, then yours.
 #[derive(poem_openapi::Object, serde::Serialize)]
@@ -37,13 +40,15 @@ impl EventTypesApi {
     async fn create(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         body: Json<catalog::CreateEventType>,
     ) -> Result<Created<catalog::EventType>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        Ok(Created(
-            catalog::create(&state.services.pool, p.tenant_id, body.0).await?,
-        ))
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let created = catalog::create(&mut tx, p.tenant_id, body.0).await?;
+        op.commit(tx, Created(created)).await
     }
 
     /// Change your event type's description, schema or deprecated flag.
@@ -51,13 +56,15 @@ impl EventTypesApi {
     async fn update(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         name: Path<String>,
         body: Json<catalog::UpdateEventType>,
     ) -> Result<Json<catalog::EventType>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        Ok(Json(
-            catalog::update(&state.services.pool, p.tenant_id, &name.0, body.0).await?,
-        ))
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let updated = catalog::update(&mut tx, p.tenant_id, &name.0, body.0).await?;
+        op.commit(tx, Json(updated)).await
     }
 }

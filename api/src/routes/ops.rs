@@ -15,9 +15,9 @@ pub struct OpsApi;
 pub struct Health {
     /// `ok` or `unavailable`.
     pub status: String,
-    /// Postgres reachability: `ok` or the error.
+    /// Postgres reachability: `ok` or `unavailable` (the cause is logged, never shown).
     pub postgres: String,
-    /// Redis reachability: `ok` or the error.
+    /// Redis reachability: `ok` or `unavailable` (the cause is logged, never shown).
     pub redis: String,
 }
 
@@ -29,6 +29,21 @@ pub enum ReadyResponse {
     /// A store is unreachable.
     #[oai(status = 503)]
     NotReady(Json<Health>),
+}
+
+/// `ok` or `unavailable`: this route is unauthenticated, so the driver's error text (hosts,
+/// users, versions) goes to the log only.
+fn reachability(
+    store: &str,
+    probe: Result<Result<(), String>, tokio::time::error::Elapsed>,
+) -> String {
+    let error = match probe {
+        Ok(Ok(())) => return "ok".to_owned(),
+        Ok(Err(e)) => e,
+        Err(_) => "no answer within 1 s".to_owned(),
+    };
+    tracing::warn!(store, %error, "readiness check failed");
+    "unavailable".to_owned()
 }
 
 #[OpenApi]
@@ -57,22 +72,20 @@ impl OpsApi {
             sqlx::query("SELECT 1").execute(&state.services.pool),
         )
         .await;
-        let postgres = match pg {
-            Ok(Ok(_)) => "ok".to_owned(),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timeout".to_owned(),
-        };
+        let postgres = reachability(
+            "postgres",
+            pg.map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+        );
         let mut conn = state.services.queues.connection();
         let ping = tokio::time::timeout(
             Duration::from_secs(1),
             redis::cmd("PING").query_async::<String>(&mut conn),
         )
         .await;
-        let redis = match ping {
-            Ok(Ok(_)) => "ok".to_owned(),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timeout".to_owned(),
-        };
+        let redis = reachability(
+            "redis",
+            ping.map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+        );
         let ready = postgres == "ok" && redis == "ok";
         let health = Health {
             status: if ready { "ok" } else { "unavailable" }.to_owned(),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::{Request, web::Data};
+use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{orders, queue::ORDER_EVENTS};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use crate::{
     AppState,
     auth::Partner,
     error::ApiError,
-    idempotency::ClaimHandle,
+    idempotency::Idempotency,
     json::Json,
     pagination::{self, list_type},
     responses::Created,
@@ -33,23 +33,22 @@ impl OrdersApi {
     async fn create(
         &self,
         auth: Partner,
-        req: &Request,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         body: Json<orders::CreateOrder>,
     ) -> Result<Created<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
-        let claim = req.extensions().get::<ClaimHandle>();
+        let op = idem.begin(p).await?;
+        // One statement writes the order, its event, the event's job and the idempotent answer.
         let (order, task) = orders::create(
             &state.services.pool,
             &state.services.secrets.keyring,
             p.scope(),
             body.0,
-            claim.map(|c| &c.claim),
+            op.claim(),
         )
         .await?;
-        if let Some(c) = claim {
-            c.mark_recorded();
-        }
+        op.recorded();
         state.fast_path.push(ORDER_EVENTS, vec![task]);
         Ok(Created(order))
     }
@@ -117,14 +116,18 @@ impl OrdersApi {
     async fn update(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<orders::UpdateOrder>,
     ) -> Result<Json<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
-        let (order, task) = orders::update(&state.services.pool, p.scope(), id.0, body.0).await?;
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let (order, task) = orders::update(&mut tx, p.scope(), id.0, body.0).await?;
+        let resp = op.commit(tx, Json(order)).await?;
         state.fast_path.push(ORDER_EVENTS, vec![task]);
-        Ok(Json(order))
+        Ok(resp)
     }
 
     /// Move an order to a new status (needs `orders:write`); emits `order.<status>`. An
@@ -137,15 +140,18 @@ impl OrdersApi {
     async fn change_status(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<orders::ChangeStatus>,
     ) -> Result<Json<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
-        let (order, task) =
-            orders::change_status(&state.services.pool, p.scope(), id.0, body.0).await?;
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let (order, task) = orders::change_status(&mut tx, p.scope(), id.0, body.0).await?;
+        let resp = op.commit(tx, Json(order)).await?;
         state.fast_path.push(ORDER_EVENTS, vec![task]);
-        Ok(Json(order))
+        Ok(resp)
     }
 
     /// Cancel an order that is not yet ready (needs `orders:write`); emits `order.cancelled`.
@@ -153,20 +159,23 @@ impl OrdersApi {
     async fn cancel(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         /// `{}` or `{"reason": "…"}`.
         body: Json<orders::CancelOrder>,
     ) -> Result<Json<orders::Order>, ApiError> {
         let p = auth.require("orders:write")?;
+        let op = idem.begin(p).await?;
         let change = orders::ChangeStatus {
             status: "cancelled".into(),
             reason: body.0.reason,
         };
-        let (order, task) =
-            orders::change_status(&state.services.pool, p.scope(), id.0, change).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let (order, task) = orders::change_status(&mut tx, p.scope(), id.0, change).await?;
+        let resp = op.commit(tx, Json(order)).await?;
         state.fast_path.push(ORDER_EVENTS, vec![task]);
-        Ok(Json(order))
+        Ok(resp)
     }
 
     /// The order's history: every event, oldest first (needs `orders:read`).

@@ -8,7 +8,7 @@ use switchyard_shared::webhooks::{deliveries, endpoints};
 use uuid::Uuid;
 
 use super::ApiTags;
-use crate::{AppState, auth::Partner, error::ApiError, json::Json};
+use crate::{AppState, auth::Partner, error::ApiError, idempotency::Idempotency, json::Json};
 
 pub struct WebhookDeliveriesApi;
 
@@ -42,18 +42,15 @@ impl WebhookDeliveriesApi {
     async fn retry(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<deliveries::Delivery>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        Ok(Json(
-            deliveries::retry(
-                &state.services.pool,
-                p.scope(),
-                id.0,
-                endpoints::MANUAL_MAX_ATTEMPTS,
-            )
-            .await?,
-        ))
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let max_attempts = endpoints::MANUAL_MAX_ATTEMPTS;
+        let delivery = deliveries::retry(&mut tx, p.scope(), id.0, max_attempts).await?;
+        op.commit(tx, Json(delivery)).await
     }
 }

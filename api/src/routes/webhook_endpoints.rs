@@ -15,6 +15,7 @@ use crate::{
     AppState,
     auth::Partner,
     error::ApiError,
+    idempotency::Idempotency,
     json::Json,
     pagination::{self, list_type},
     responses::{Created, NoContent},
@@ -36,21 +37,25 @@ impl WebhookEndpointsApi {
     async fn create(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         body: Json<endpoints::CreateEndpoint>,
     ) -> Result<Created<endpoints::CreatedEndpoint>, ApiError> {
         let p = auth.require("webhooks:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
-        Ok(Created(
-            endpoints::create(
-                &s.pool,
-                &s.secrets.keyring,
-                &state.egress,
-                p.scope(),
-                body.0,
-            )
-            .await?,
-        ))
+        let url = endpoints::validate_url(&body.0.url, &state.egress).await?;
+        let mut tx = s.pool.begin().await?;
+        let created = endpoints::create(
+            &mut tx,
+            &s.secrets.keyring,
+            state.endpoint_rules(),
+            p.scope(),
+            url,
+            body.0,
+        )
+        .await?;
+        op.commit(tx, Created(created)).await
     }
 
     /// List endpoints, newest first.
@@ -93,23 +98,30 @@ impl WebhookEndpointsApi {
     async fn update(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<endpoints::UpdateEndpoint>,
     ) -> Result<Json<endpoints::Endpoint>, ApiError> {
         let p = auth.require("webhooks:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
-        Ok(Json(
-            endpoints::update(
-                &s.pool,
-                &s.secrets.keyring,
-                &state.egress,
-                p.scope(),
-                id.0,
-                body.0,
-            )
-            .await?,
-        ))
+        let url = match &body.0.url {
+            Some(u) => Some(endpoints::validate_url(u, &state.egress).await?),
+            None => None,
+        };
+        let mut tx = s.pool.begin().await?;
+        let endpoint = endpoints::update(
+            &mut tx,
+            &s.secrets.keyring,
+            state.endpoint_rules(),
+            p.scope(),
+            id.0,
+            url,
+            body.0,
+        )
+        .await?;
+        op.commit(tx, Json(endpoint)).await
     }
 
     /// Rotate the signing secret. The new `whsec_` secret is in this response only; the old one
@@ -122,15 +134,18 @@ impl WebhookEndpointsApi {
     async fn rotate_secret(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<credentials::RotateSecret>,
     ) -> Result<Json<credentials::RotatedSecret>, ApiError> {
         let p = auth.require("webhooks:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
-        Ok(Json(
-            endpoints::rotate_secret(&s.pool, &s.secrets.keyring, p.scope(), id.0, body.0).await?,
-        ))
+        let mut tx = s.pool.begin().await?;
+        let rotated =
+            endpoints::rotate_secret(&mut tx, &s.secrets.keyring, p.scope(), id.0, body.0).await?;
+        op.commit(tx, Json(rotated)).await
     }
 
     /// Send a signed test message to the endpoint now and return the attempt (status, timings,
@@ -144,24 +159,27 @@ impl WebhookEndpointsApi {
     async fn test(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<deliveries::TestSend>,
     ) -> Result<Json<attempts::Attempt>, ApiError> {
         let p = auth.require("webhooks:write")?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
-        Ok(Json(
-            deliveries::send_test(
-                &s.pool,
-                &state.outbound,
-                &s.secrets.keyring,
-                &state.egress,
-                p.scope(),
-                id.0,
-                body.0,
-            )
-            .await?,
-        ))
+        let sent = deliveries::send_test(
+            &s.pool,
+            &state.outbound,
+            &s.secrets.keyring,
+            &state.egress,
+            p.scope(),
+            id.0,
+            body.0,
+        )
+        .await?;
+        let mut tx = s.pool.begin().await?;
+        let attempt = deliveries::record_test(&mut tx, p.scope(), &sent).await?;
+        op.commit(tx, Json(attempt)).await
     }
 
     /// Deliveries to this endpoint, newest first; `status` filters (`pending`, `succeeded`,
@@ -231,16 +249,20 @@ impl WebhookEndpointsApi {
     async fn replay(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<replays::CreateReplay>,
     ) -> Result<Created<replays::Replay>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        let (replay, task) = replays::create(&state.services.pool, p.scope(), id.0, body.0).await?;
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let (replay, task) = replays::create(&mut tx, p.scope(), id.0, body.0).await?;
+        let resp = op.commit(tx, Created(replay)).await?;
         if let Some(task) = task {
             state.fast_path.push(WEBHOOK_REPLAYS, vec![task]);
         }
-        Ok(Created(replay))
+        Ok(resp)
     }
 
     /// Delete an endpoint; deliveries still waiting for it are cancelled.
@@ -256,7 +278,9 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
     ) -> Result<NoContent, ApiError> {
         let p = auth.require("webhooks:write")?;
-        endpoints::delete(&state.services.pool, p.scope(), id.0).await?;
+        let mut tx = state.services.pool.begin().await?;
+        endpoints::delete(&mut tx, p.scope(), id.0).await?;
+        tx.commit().await?;
         Ok(NoContent)
     }
 

@@ -8,7 +8,7 @@ use switchyard_shared::webhooks::replays;
 use uuid::Uuid;
 
 use super::ApiTags;
-use crate::{AppState, auth::Partner, error::ApiError, json::Json};
+use crate::{AppState, auth::Partner, error::ApiError, idempotency::Idempotency, json::Json};
 
 pub struct WebhookReplaysApi;
 
@@ -40,12 +40,14 @@ impl WebhookReplaysApi {
     async fn cancel(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<replays::Replay>, ApiError> {
         let p = auth.require("webhooks:write")?;
-        Ok(Json(
-            replays::cancel(&state.services.pool, p.scope(), id.0).await?,
-        ))
+        let op = idem.begin(p).await?;
+        let mut tx = state.services.pool.begin().await?;
+        let replay = replays::cancel(&mut tx, p.scope(), id.0).await?;
+        op.commit(tx, Json(replay)).await
     }
 }

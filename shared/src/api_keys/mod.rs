@@ -11,7 +11,7 @@ pub mod usage;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -352,7 +352,8 @@ fn validate_limit(param: &str, value: Option<i32>, zero_resets: bool) -> Result<
 }
 
 /// Who may create or change a key: operators anything; a partner key only keys of its own mode
-/// with scopes it holds itself (no escalation through `keys:write`).
+/// whose every scope it holds itself (no escalation through `keys:write`: a key cannot create,
+/// change, roll or revoke a key stronger than itself).
 #[derive(Clone, Copy, Debug)]
 pub enum Granter<'a> {
     Admin,
@@ -384,9 +385,10 @@ impl Granter<'_> {
     }
 }
 
-/// Creates a key for `tenant_id`; the returned string is the only time the key exists in clear.
+/// Creates a key for `tenant_id` on `conn` (the caller's transaction); the returned string is
+/// the only time the key exists in clear.
 pub async fn create(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     pepper: &[u8],
     granter: Granter<'_>,
     actor: &Actor,
@@ -407,8 +409,7 @@ pub async fn create(
     let per_minute = validate_limit("rate_limit_per_minute", new.rate_limit_per_minute, false)?;
     let per_hour = validate_limit("rate_limit_per_hour", new.rate_limit_per_hour, false)?;
     granter.check(mode, &scopes)?;
-    let mut tx = pool.begin().await?;
-    crate::tenants::get(&mut *tx, tenant_id).await?;
+    crate::tenants::get(&mut *conn, tenant_id).await?;
     let (key_id, key) = generate(mode);
     let row = sqlx::query_as::<_, ApiKey>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, tenant_id, key_id, key_hash, mode, name, scopes, last4,
@@ -427,13 +428,14 @@ pub async fn create(
     .bind(&cidrs)
     .bind(per_minute)
     .bind(per_hour)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     audit::record(
-        &mut tx,
+        conn,
         actor,
         audit::Entry {
             tenant_id: Some(tenant_id),
+            mode: Some(mode),
             action: "api_key.created",
             target_type: "api_key",
             target_id: row.id,
@@ -446,7 +448,6 @@ pub async fn create(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(CreatedApiKey { api_key: row, key })
 }
 
@@ -511,14 +512,14 @@ fn mode_of(granter: Granter<'_>) -> Option<Mode> {
 /// Revokes a key of `tenant_id` (idempotent: revoking twice keeps the first time). Every API
 /// replica stops accepting it within seconds (see [`cache`]).
 pub async fn revoke(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     granter: Granter<'_>,
     actor: &Actor,
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<ApiKey> {
-    let mut tx = pool.begin().await?;
-    let old = lock(&mut tx, tenant_id, mode_of(granter), id).await?;
+    let old = lock(conn, tenant_id, mode_of(granter), id).await?;
+    granter.check(Mode::parse(&old.mode)?, &old.scopes)?;
     if old.revoked_at.is_some() {
         return Ok(old);
     }
@@ -527,13 +528,14 @@ pub async fn revoke(
           WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     audit::record(
-        &mut tx,
+        conn,
         actor,
         audit::Entry {
             tenant_id: Some(tenant_id),
+            mode: Some(Mode::parse(&row.mode)?),
             action: "api_key.revoked",
             target_type: "api_key",
             target_id: id,
@@ -541,13 +543,12 @@ pub async fn revoke(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(row)
 }
 
 /// Changes a key's name, scopes, allowlist or limits.
 pub async fn update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     granter: Granter<'_>,
     actor: &Actor,
     tenant_id: Uuid,
@@ -562,10 +563,13 @@ pub async fn update(
     let cidrs = change.allowed_cidrs.map(validate_cidrs).transpose()?;
     let per_minute = validate_limit("rate_limit_per_minute", change.rate_limit_per_minute, true)?;
     let per_hour = validate_limit("rate_limit_per_hour", change.rate_limit_per_hour, true)?;
-    let mut tx = pool.begin().await?;
-    let old = lock(&mut tx, tenant_id, mode_of(granter), id).await?;
+    let old = lock(conn, tenant_id, mode_of(granter), id).await?;
+    // Any change to a key (its allowlist and limits too) needs every scope the key holds, and
+    // every scope it is given: a weak key must not loosen a strong one.
+    let mode = Mode::parse(&old.mode)?;
+    granter.check(mode, &old.scopes)?;
     if let Some(scopes) = &scopes {
-        granter.check(Mode::parse(&old.mode)?, scopes)?;
+        granter.check(mode, scopes)?;
     }
     if old.revoked_at.is_some() {
         return Err(Error::conflict(
@@ -591,7 +595,7 @@ pub async fn update(
     .bind(&cidrs)
     .bind(per_minute)
     .bind(per_hour)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let mut changes = serde_json::Map::new();
     if old.name != row.name {
@@ -624,10 +628,11 @@ pub async fn update(
         "api_key.updated"
     };
     audit::record(
-        &mut tx,
+        conn,
         actor,
         audit::Entry {
             tenant_id: Some(tenant_id),
+            mode: Some(mode),
             action,
             target_type: "api_key",
             target_id: id,
@@ -635,14 +640,13 @@ pub async fn update(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(row)
 }
 
 /// Replaces a key with a new one of the same settings; the old key expires after the grace
 /// period (or at its own earlier expiry).
 pub async fn roll(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     pepper: &[u8],
     granter: Granter<'_>,
     actor: &Actor,
@@ -658,8 +662,7 @@ pub async fn roll(
             format!("`grace_period_seconds` must be between 0 and {MAX_ROLL_GRACE_SECONDS}."),
         ));
     }
-    let mut tx = pool.begin().await?;
-    let old = lock(&mut tx, tenant_id, mode_of(granter), id).await?;
+    let old = lock(conn, tenant_id, mode_of(granter), id).await?;
     if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(Error::conflict(
             "api_key_inactive",
@@ -677,7 +680,7 @@ pub async fn roll(
     )
     .bind(id)
     .bind(grace as f64)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let (key_id, key) = generate(mode);
     let row = sqlx::query_as::<_, ApiKey>(sqlx::AssertSqlSafe(format!(
@@ -694,13 +697,14 @@ pub async fn roll(
     .bind(&hash(pepper, &key)[..])
     .bind(&key[key.len() - 4..])
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     audit::record(
-        &mut tx,
+        conn,
         actor,
         audit::Entry {
             tenant_id: Some(tenant_id),
+            mode: Some(mode),
             action: "api_key.rolled",
             target_type: "api_key",
             target_id: id,
@@ -708,7 +712,6 @@ pub async fn roll(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(CreatedApiKey { api_key: row, key })
 }
 

@@ -73,13 +73,13 @@ pub async fn list_for_endpoint(
     .await?)
 }
 
-pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Attempt> {
+pub async fn get<'e>(db: impl sqlx::PgExecutor<'e>, tenant_id: Uuid, id: Uuid) -> Result<Attempt> {
     sqlx::query_as::<_, Attempt>(sqlx::AssertSqlSafe(format!(
         "{SELECT} WHERE a.tenant_id = $1 AND a.id = $2"
     )))
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or_else(|| Error::not_found("webhook attempt"))
 }

@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::delivery::Target;
 use crate::{
     error::Result,
-    jobs::{self, ClaimedJob},
+    jobs::{self, ClaimedJob, defer_sql},
 };
 
 /// When to trip and how long to stay open.
@@ -34,13 +34,9 @@ pub struct BreakerPolicy {
 }
 
 /// Whether a claimed delivery must wait for the breaker: open (or half-open and this job is
-/// not the probe) with the pause still running. Returns until when.
-pub fn parked_until(
-    target: &Target,
-    job: &ClaimedJob,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let until = target.paused_until.filter(|t| *t > now)?;
+/// not the probe) with the pause still running on the database's clock. Returns until when.
+pub fn parked_until(target: &Target, job: &ClaimedJob) -> Option<DateTime<Utc>> {
+    let until = target.paused_until.filter(|t| *t > target.db_now)?;
     match target.breaker.as_deref() {
         Some("open") => Some(until),
         Some("half_open") if target.probe_job != Some(job.id) => Some(until),
@@ -48,44 +44,48 @@ pub fn parked_until(
     }
 }
 
-/// A delivery that reached a worker while its endpoint's breaker is open: log it as a
-/// `circuit_open` attempt (nothing was sent, no attempt is used up) and put the job back to
-/// wait until the cool-down ends.
+/// A delivery that reached a worker while its endpoint's breaker is open: in one statement,
+/// put the job back to wait until the cool-down ends (no attempt is used up) and, only if that
+/// matched, log a `circuit_open` attempt (nothing was sent) and show the delivery's next
+/// attempt time. Returns whether this process still held the lease.
 pub async fn park(
     pool: &PgPool,
     job: &ClaimedJob,
     owner: &str,
     target: &Target,
     until: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO webhook_attempts
-            (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
-             error_class, error_message, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'circuit_open', $8, 0)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(target.tenant_id)
-    .bind(target.delivery_id)
-    .bind(target.endpoint_id)
-    .bind(target.message_id)
-    .bind(job.attempt)
-    .bind(Utc::now().timestamp())
-    .bind(format!(
-        "not sent: the endpoint's circuit breaker is open until {}",
-        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    ))
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(target.delivery_id)
-    .bind(until)
-    .execute(pool)
-    .await?;
-    jobs::defer(pool, job, owner, until).await?;
-    Ok(())
+) -> Result<bool> {
+    let query = sqlx::query(concat!(
+        "WITH parked AS (",
+        defer_sql!(),
+        " RETURNING id),
+         attempt AS (
+            INSERT INTO webhook_attempts
+                (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
+                 error_class, error_message, duration_ms)
+            SELECT $6, $7, $8, $9, $10, $11, extract(epoch FROM now())::bigint, 'circuit_open',
+                   $12, 0
+             WHERE EXISTS (SELECT 1 FROM parked)),
+         delivery AS (
+            UPDATE webhook_deliveries SET next_attempt_at = $4, updated_at = now()
+             WHERE id = $8 AND EXISTS (SELECT 1 FROM parked))
+         SELECT EXISTS (SELECT 1 FROM parked)"
+    ));
+    let parked: bool = jobs::bind_defer(query, job, owner, Some(until), Duration::ZERO)
+        .bind(Uuid::now_v7())
+        .bind(target.tenant_id)
+        .bind(target.delivery_id)
+        .bind(target.endpoint_id)
+        .bind(target.message_id)
+        .bind(job.attempt)
+        .bind(format!(
+            "not sent: the endpoint's circuit breaker is open until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    Ok(parked)
 }
 
 /// What an attempt did to the breaker.

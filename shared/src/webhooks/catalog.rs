@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::event_types;
@@ -132,7 +132,11 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EventType>> {
         .collect())
 }
 
-pub async fn create(pool: &PgPool, tenant_id: Uuid, input: CreateEventType) -> Result<EventType> {
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    input: CreateEventType,
+) -> Result<EventType> {
     if !event_types::is_valid_pattern(&input.name) || input.name.contains('*') {
         return Err(Error::invalid(
             "parameter_invalid",
@@ -165,13 +169,13 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, input: CreateEventType) -> R
     .bind(&input.description)
     .bind(&input.schema)
     .bind(input.deprecated.unwrap_or(false))
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?
     .ok_or_else(exists)
 }
 
 pub async fn update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant_id: Uuid,
     name: &str,
     input: UpdateEventType,
@@ -196,14 +200,18 @@ pub async fn update(
     .bind(&input.description)
     .bind(&input.schema)
     .bind(input.deprecated)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?
     .ok_or_else(|| Error::not_found("event type"))
 }
 
 /// Exact names in an endpoint filter must be catalogued (built in or the tenant's own), so a
 /// typo is an error instead of an endpoint that never receives anything.
-pub async fn check_filter(pool: &PgPool, tenant_id: Uuid, patterns: &[String]) -> Result<()> {
+pub async fn check_filter(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    patterns: &[String],
+) -> Result<()> {
     let exact: Vec<&String> = patterns
         .iter()
         .filter(|p| !p.ends_with('*') && !is_built_in(p))
@@ -215,7 +223,7 @@ pub async fn check_filter(pool: &PgPool, tenant_id: Uuid, patterns: &[String]) -
         sqlx::query_scalar("SELECT name FROM event_types WHERE tenant_id = $1 AND name = ANY($2)")
             .bind(tenant_id)
             .bind(exact.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await?;
     if let Some((i, unknown)) = patterns
         .iter()

@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{attempts::Attempt, delivery, webhook_id};
+use super::{attempts::Attempt, delivery, record, send, send::AttemptResult, webhook_id};
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
@@ -80,28 +80,27 @@ pub async fn list_for_endpoint(
     .await?)
 }
 
-pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Delivery> {
+pub async fn get<'e>(db: impl sqlx::PgExecutor<'e>, scope: Scope, id: Uuid) -> Result<Delivery> {
     sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
         "{SELECT} WHERE d.id = $2 AND d.tenant_id = $1 AND e.tenant_id = $1 AND e.mode = $3"
     )))
     .bind(scope.tenant_id)
     .bind(id)
     .bind(scope.mode.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or_else(|| Error::not_found("webhook delivery"))
 }
 
 /// Sends a finished delivery (failed, cancelled or even succeeded) again, with the endpoint's
-/// full retry schedule and the same `webhook-id`. A delivery still pending is already
-/// scheduled: 409.
+/// full retry schedule and the same `webhook-id`, on `conn` (the caller's transaction). A
+/// delivery still pending is already scheduled: 409.
 pub async fn retry(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     scope: Scope,
     id: Uuid,
     default_max_attempts: i32,
 ) -> Result<Delivery> {
-    let mut tx = pool.begin().await?;
     let row: Option<(String, String, Option<i32>, bool, bool)> = sqlx::query_as(
         "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL,
                 m.payload IS NULL
@@ -113,7 +112,7 @@ pub async fn retry(
     .bind(scope.tenant_id)
     .bind(id)
     .bind(scope.mode.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let (status, endpoint_status, max_attempts, endpoint_alive, payload_gone) =
         row.ok_or_else(|| Error::not_found("webhook delivery"))?;
@@ -155,10 +154,9 @@ pub async fn retry(
     .bind(WEBHOOK_DELIVERIES)
     .bind(max_attempts.unwrap_or(default_max_attempts))
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
-    get(pool, scope, id).await
+    get(conn, scope, id).await
 }
 
 /// Body of `POST /v1/webhook-endpoints/{id}/test`.
@@ -169,8 +167,17 @@ pub struct TestSend {
     pub event_type: Option<String>,
 }
 
-/// Sends a signed test message to the endpoint now, from this process, and returns the attempt.
-/// The message, a delivery and the attempt are recorded like any other (no retries).
+/// A test send that happened, not yet recorded.
+pub struct TestSent {
+    target: delivery::Target,
+    event_type: String,
+    result: AttemptResult,
+}
+
+/// Sends a signed test message to the endpoint now, from this process. Writes nothing: the
+/// message, a finished delivery and the attempt are recorded afterwards by [`record_test`], so
+/// a test send that is interrupted (client gone, API killed, shutdown) leaves nothing behind,
+/// and a test message is never pending (it cannot hold up a FIFO endpoint).
 pub async fn send_test(
     pool: &PgPool,
     http: &reqwest::Client,
@@ -179,7 +186,7 @@ pub async fn send_test(
     scope: Scope,
     endpoint_id: Uuid,
     input: TestSend,
-) -> Result<Attempt> {
+) -> Result<TestSent> {
     let event_type = input.event_type.unwrap_or_else(|| "webhook.test".into());
     if !super::event_types::is_valid_pattern(&event_type) || event_type.contains('*') {
         return Err(Error::invalid(
@@ -199,37 +206,28 @@ pub async fn send_test(
         },
     })
     .to_string();
-    let created = sqlx::query(
-        "WITH e AS (
-            SELECT id FROM webhook_endpoints
-             WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL),
-         m AS (
-            INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
-            SELECT $4, $1, $4, $6, $7 FROM e RETURNING id)
-         INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
-         SELECT $5, $1, m.id, $2 FROM m",
-    )
-    .bind(scope.tenant_id)
-    .bind(endpoint_id)
-    .bind(scope.mode.as_str())
-    .bind(message_id)
-    .bind(delivery_id)
-    .bind(&event_type)
-    .bind(&payload)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if created == 0 {
-        return Err(Error::not_found("webhook endpoint"));
-    }
-    let target = delivery::load_target(pool, delivery_id)
-        .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("test delivery vanished")))?;
-    let credentials = target.sealed.open(keyring, Utc::now())?;
-    let timeout = target.timeout_ms.map_or(delivery::DEFAULT_TIMEOUT, |ms| {
+    let target =
+        delivery::load_test_target(pool, scope, endpoint_id, message_id, delivery_id, &payload)
+            .await?
+            .ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    let credentials = target.sealed.open(keyring, target.db_now)?;
+    let timeout = target.timeout_ms.map_or(send::DEFAULT_TIMEOUT, |ms| {
         std::time::Duration::from_millis(ms.max(1) as u64)
     });
-    let result = delivery::send(http, &target, &credentials, egress, timeout).await;
-    let attempt_id = delivery::record_test(pool, &target, &result).await?;
-    super::attempts::get(pool, scope.tenant_id, attempt_id).await
+    let result = send::send(http, &target, &credentials, egress, timeout).await;
+    Ok(TestSent {
+        target,
+        event_type,
+        result,
+    })
+}
+
+/// Records a test send on `conn` (the caller's transaction) and returns its attempt.
+pub async fn record_test(
+    conn: &mut PgConnection,
+    scope: Scope,
+    sent: &TestSent,
+) -> Result<Attempt> {
+    let id = record::record_test(&mut *conn, &sent.target, &sent.event_type, &sent.result).await?;
+    super::attempts::get(conn, scope.tenant_id, id).await
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::types::MaybeUndefined;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -160,6 +160,9 @@ struct EndpointRow {
     /// Set by an update that enabled a disabled endpoint: since when it was disabled.
     #[sqlx(default)]
     was_disabled_at: Option<DateTime<Utc>>,
+    /// Set by an update that disabled an enabled endpoint.
+    #[sqlx(default)]
+    now_disabled: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -241,7 +244,9 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-fn parse_schedule(raw: &[String]) -> Result<Vec<i32>> {
+/// Parses a retry schedule; its whole span must end within `retention` (message payloads are
+/// removed after that, so a later attempt would have nothing to send).
+fn parse_schedule(raw: &[String], retention: Duration) -> Result<Vec<i32>> {
     if raw.len() > 20 {
         return Err(Error::invalid(
             "parameter_invalid",
@@ -249,6 +254,24 @@ fn parse_schedule(raw: &[String]) -> Result<Vec<i32>> {
             "`retry_schedule` may list at most 20 delays.",
         ));
     }
+    let delays = parse_delays(raw)?;
+    let total: u64 = delays.iter().map(|&ms| ms as u64).sum();
+    if Duration::from_millis(total) > retention {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "retry_schedule",
+            format!(
+                "`retry_schedule` spans {} in all, longer than the payload retention ({}): the \
+                 last attempts would have nothing to send.",
+                format_duration(Duration::from_millis(total)),
+                format_duration(retention)
+            ),
+        ));
+    }
+    Ok(delays)
+}
+
+fn parse_delays(raw: &[String]) -> Result<Vec<i32>> {
     raw.iter()
         .enumerate()
         .map(|(i, s)| {
@@ -330,10 +353,15 @@ fn validate_description(d: Option<String>) -> Result<Option<String>> {
     Ok(d)
 }
 
+/// An endpoint URL that passed [`validate_url`]: the only kind an endpoint can be given.
+#[derive(Clone, Debug)]
+pub struct VettedUrl(Url);
+
 /// Parses and vets an endpoint URL: scheme, credentials, length, IP literals in every
 /// notation, and what the host name resolves to now (any non-permitted address refuses it;
-/// every attempt checks again). A name that does not resolve yet is accepted.
-pub async fn validate_url(raw: &str, egress: &Egress) -> Result<Url> {
+/// every attempt checks again). A name that does not resolve yet is accepted. Done before the
+/// caller's transaction begins: it may wait on DNS.
+pub async fn validate_url(raw: &str, egress: &Egress) -> Result<VettedUrl> {
     let invalid = |detail: String| Error::invalid("parameter_invalid", "url", detail);
     let not_allowed = |detail: String| Error::invalid("url_not_allowed", "url", detail);
     if raw.len() > 2048 {
@@ -351,25 +379,35 @@ pub async fn validate_url(raw: &str, egress: &Egress) -> Result<Url> {
             return Err(not_allowed(format!("`url` is not allowed: {e}.")));
         }
     }
-    Ok(url)
+    Ok(VettedUrl(url))
 }
 
+/// What bounds an endpoint's settings beyond their own ranges.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// Message payloads are removed after this long: no retry schedule may outlast it.
+    pub payload_retention: Duration,
+}
+
+/// Creates an endpoint on `conn` (the caller's transaction) at `url` (vetted beforehand; the
+/// `url` field of `input` is not looked at again).
 pub async fn create(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keyring: &Keyring,
-    egress: &Egress,
+    rules: Rules,
     scope: Scope,
+    url: VettedUrl,
     input: CreateEndpoint,
 ) -> Result<CreatedEndpoint> {
     let tenant_id = scope.tenant_id;
-    let url = validate_url(&input.url, egress).await?;
+    let url = url.0;
     let event_types = event_types::validate_filter(input.event_types)?;
-    catalog::check_filter(pool, tenant_id, &event_types).await?;
+    catalog::check_filter(conn, tenant_id, &event_types).await?;
     let description = validate_description(input.description)?;
     let schedule = input
         .retry_schedule
         .as_deref()
-        .map(parse_schedule)
+        .map(|s| parse_schedule(s, rules.payload_retention))
         .transpose()?;
     let timeout = input.timeout.as_deref().map(parse_timeout).transpose()?;
     let headers = input
@@ -433,7 +471,7 @@ pub async fn create(
     .bind(rate_limit)
     .bind(input.operational.unwrap_or(false))
     .bind(input.fifo.unwrap_or(false))
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(CreatedEndpoint {
         endpoint: row.into(),
@@ -441,25 +479,26 @@ pub async fn create(
     })
 }
 
-/// Applies a partial update in one statement.
+/// Applies a partial update on `conn` (the caller's transaction): the change in one
+/// statement; then, when it disabled the endpoint, the cancellation of everything pending for
+/// it, or, when it enabled it with `replay_missed`, the replay of what it missed. `url` is the
+/// vetted `input.url`, if the update has one.
 pub async fn update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keyring: &Keyring,
-    egress: &Egress,
+    rules: Rules,
     scope: Scope,
     id: Uuid,
+    url: Option<VettedUrl>,
     input: UpdateEndpoint,
 ) -> Result<Endpoint> {
-    let url = match &input.url {
-        Some(u) => Some(validate_url(u, egress).await?.to_string()),
-        None => None,
-    };
+    let url = url.map(|u| u.0.to_string());
     let event_types = input
         .event_types
         .map(|t| event_types::validate_filter(Some(t)))
         .transpose()?;
     if let Some(t) = &event_types {
-        catalog::check_filter(pool, scope.tenant_id, t).await?;
+        catalog::check_filter(conn, scope.tenant_id, t).await?;
     }
     let status = match input.status.as_deref() {
         None => None,
@@ -475,7 +514,9 @@ pub async fn update(
     // (present, value) pairs: present = the field was in the body (a null resets it).
     let description = patch(input.description, |d| validate_description(Some(d)))?;
     let description = (description.0, description.1.flatten());
-    let schedule = patch(input.retry_schedule, |s| parse_schedule(&s))?;
+    let schedule = patch(input.retry_schedule, |s| {
+        parse_schedule(&s, rules.payload_retention)
+    })?;
     let max_concurrency = patch(input.max_concurrency, check_concurrency)?;
     let rate_limit = patch(input.rate_limit, check_rate)?;
     let timeout = patch(input.timeout, |t| parse_timeout(&t))?;
@@ -553,7 +594,9 @@ pub async fn update(
          {SYNC_GROUP}
          SELECT {COLUMNS},
                 (SELECT b.disabled_at FROM before b WHERE b.status = 'disabled' AND e.status = 'enabled')
-                    AS was_disabled_at
+                    AS was_disabled_at,
+                EXISTS (SELECT 1 FROM before b WHERE b.status = 'enabled' AND e.status = 'disabled')
+                    AS now_disabled
            FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
     )))
     .bind(scope.tenant_id)
@@ -586,15 +629,19 @@ pub async fn update(
     .bind(rate_limit.1)
     .bind(input.operational)
     .bind(input.fifo)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
     let since = row
         .was_disabled_at
         .filter(|_| input.replay_missed == Some(true));
+    let now_disabled = row.now_disabled;
     let mut endpoint = Endpoint::from(row);
+    if now_disabled {
+        cancel_pending(conn, id, "endpoint disabled").await?;
+    }
     if let Some(since) = since {
-        endpoint.replayed = Some(replay_since(pool, scope, &endpoint, since).await?);
+        endpoint.replayed = Some(replay_since(conn, scope, &endpoint, since).await?);
     }
     Ok(endpoint)
 }
@@ -606,7 +653,7 @@ const REPLAY_LIMIT: i64 = 10_000;
 /// since `since` that match its filter, and its deliveries cancelled since then. Returns how
 /// many deliveries were scheduled.
 async fn replay_since(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     scope: Scope,
     endpoint: &Endpoint,
     since: DateTime<Utc>,
@@ -629,7 +676,7 @@ async fn replay_since(
     .bind(since)
     .bind(endpoint.id)
     .bind(REPLAY_LIMIT)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let wanted: Vec<_> = candidates
         .into_iter()
@@ -663,7 +710,7 @@ async fn replay_since(
     .bind(wanted.iter().map(|w| w.3).collect::<Vec<_>>())
     .bind(crate::queue::WEBHOOK_DELIVERIES)
     .bind(max_attempts)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(n as i64)
@@ -676,26 +723,26 @@ pub const MANUAL_MAX_ATTEMPTS: i32 = 21;
 
 /// Replaces the signing secret; the old one keeps signing for the grace period.
 pub async fn rotate_secret(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     keyring: &Keyring,
     scope: Scope,
     id: Uuid,
     input: RotateSecret,
 ) -> Result<RotatedSecret> {
     let (grace, secret) = credentials::rotation_input(&input)?;
-    let mut tx = pool.begin().await?;
-    let current: Option<(String, Vec<u8>, Json<Vec<PreviousSecret>>)> = sqlx::query_as(
-        "SELECT secret_key_id, secret_ciphertext, previous_secrets FROM webhook_endpoints
+    type Current = (String, Vec<u8>, Json<Vec<PreviousSecret>>, DateTime<Utc>);
+    // Expiry times are on the database's clock, the one attempts compare them with.
+    let current: Option<Current> = sqlx::query_as(
+        "SELECT secret_key_id, secret_ciphertext, previous_secrets, now() FROM webhook_endpoints
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(scope.tenant_id)
     .bind(id)
     .bind(scope.mode.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
-    let (old_kid, old_sealed, previous) =
+    let (old_kid, old_sealed, previous, now) =
         current.ok_or_else(|| Error::not_found("webhook endpoint"))?;
-    let now = Utc::now();
     let expires_at = now + grace;
     let replaced = PreviousSecret {
         key_id: old_kid,
@@ -713,16 +760,15 @@ pub async fn rotate_secret(
     .bind(kid)
     .bind(sealed)
     .bind(Json(&previous))
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(RotatedSecret {
         secret,
         previous_secret_expires_at: (expires_at > now).then_some(expires_at),
     })
 }
 
-pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
+pub async fn get<'e>(db: impl sqlx::PgExecutor<'e>, scope: Scope, id: Uuid) -> Result<Endpoint> {
     sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM webhook_endpoints e LEFT JOIN dispatch_groups g ON g.key = e.id
           WHERE e.tenant_id = $1 AND e.id = $2 AND e.mode = $3 AND e.deleted_at IS NULL"
@@ -730,7 +776,7 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Endpoint> {
     .bind(scope.tenant_id)
     .bind(id)
     .bind(scope.mode.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .map(Endpoint::from)
     .ok_or_else(|| Error::not_found("webhook endpoint"))
@@ -761,8 +807,9 @@ pub async fn list(
     )
 }
 
-/// Soft-deletes the endpoint; deliveries still waiting for it are cancelled when they come up.
-pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<()> {
+/// Soft-deletes the endpoint on `conn` (the caller's transaction): everything pending for it is
+/// cancelled at once, parked or not, and its dispatch group disappears.
+pub async fn delete(conn: &mut PgConnection, scope: Scope, id: Uuid) -> Result<()> {
     let n = sqlx::query(
         "UPDATE webhook_endpoints SET deleted_at = now(), updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL",
@@ -770,11 +817,48 @@ pub async fn delete(pool: &PgPool, scope: Scope, id: Uuid) -> Result<()> {
     .bind(scope.tenant_id)
     .bind(id)
     .bind(scope.mode.as_str())
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if n == 0 {
         return Err(Error::not_found("webhook endpoint"));
     }
+    cancel_pending(conn, id, "endpoint deleted").await?;
+    sqlx::query("DELETE FROM dispatch_groups WHERE key = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Cancels every delivery of the endpoint that waits (pending, parked by the breaker, queued
+/// in Redis) with its job, in one statement. Deliveries whose job runs right now are left to
+/// that run: it records its attempt, and its next run finds the endpoint gone. Returns how
+/// many deliveries were cancelled.
+pub async fn cancel_pending(
+    conn: &mut PgConnection,
+    endpoint_id: Uuid,
+    reason: &str,
+) -> Result<u64> {
+    let n = sqlx::query(
+        "WITH pending AS (
+            UPDATE jobs SET state = 'cancelled', last_error = $2, finished_at = now(),
+                   updated_at = now()
+             WHERE group_key = $1 AND state = 'pending'),
+         -- (The IN clause lets the planner use the in-flight index.)
+         queued AS (
+            UPDATE jobs SET state = 'cancelled', last_error = $2, queued_at = NULL,
+                   finished_at = now(), updated_at = now()
+             WHERE group_key = $1 AND state IN ('queued', 'running') AND state = 'queued')
+         UPDATE webhook_deliveries
+            SET status = 'cancelled', next_attempt_at = NULL, updated_at = now()
+          WHERE endpoint_id = $1 AND status = 'pending'
+            AND id NOT IN (SELECT subject_id FROM jobs WHERE group_key = $1 AND state = 'running')",
+    )
+    .bind(endpoint_id)
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n)
 }

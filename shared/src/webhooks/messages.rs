@@ -34,8 +34,8 @@ pub struct Loaded {
     pub event: OrderEvent,
     /// Enabled endpoints of the event's tenant and mode.
     pub subscriptions: Vec<Subscription>,
-    /// An earlier event of the same order has not been fanned out yet: this one waits, so
-    /// each endpoint gets an order's events in order.
+    /// An earlier event of the same order has not been fanned out yet (and has not given up):
+    /// this one waits, so each endpoint gets an order's events in order.
     pub waiting: bool,
 }
 
@@ -53,6 +53,7 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
                     AS subscriptions,
                 EXISTS (SELECT 1 FROM order_events p
                          WHERE p.order_id = e.order_id AND p.seq < e.seq
+                           AND p.fan_out_failed_at IS NULL
                            AND NOT EXISTS (SELECT 1 FROM webhook_messages m
                                             WHERE m.event_id = p.id)) AS waiting
            FROM order_events e WHERE e.id = $1",
@@ -65,6 +66,23 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
         subscriptions: r.subscriptions.0,
         waiting: r.waiting,
     }))
+}
+
+/// Records that an event's fan-out gave up (its job is dead): later events of its order no
+/// longer wait for it. Runs in the transaction that buries the job.
+pub async fn mark_fan_out_failed(
+    conn: &mut sqlx::PgConnection,
+    event_id: Uuid,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE order_events SET fan_out_failed_at = now(), fan_out_error = $2 WHERE id = $1",
+    )
+    .bind(event_id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The exact body sent for an event: `{"type", "timestamp", "data"}` (DESIGN §4).

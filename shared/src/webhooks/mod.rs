@@ -11,7 +11,9 @@ pub mod endpoints;
 pub mod event_types;
 pub mod messages;
 pub mod operational;
+pub mod record;
 pub mod replays;
+pub mod send;
 pub mod signing;
 pub mod stats;
 

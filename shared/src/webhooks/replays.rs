@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{event_types, uuid_v7_floor};
@@ -48,8 +48,11 @@ pub struct Replay {
     pub statuses: Vec<String>,
     pub include_missing: bool,
     pub rate_per_second: i32,
-    /// `dry_run`, `running`, `completed` or `cancelled`.
+    /// `dry_run`, `running`, `completed`, `cancelled` or `failed` (see `error`).
     pub state: String,
+    /// Why a `failed` replay stopped.
+    #[oai(nullable)]
+    pub error: Option<String>,
     /// Messages in the time range matching the event types (an upper bound of what is sent).
     pub total: i64,
     /// Messages looked at so far.
@@ -61,7 +64,7 @@ pub struct Replay {
 }
 
 const COLUMNS: &str = "id, endpoint_id, since, until, event_types, statuses, include_missing, \
-    rate_per_second, state, total, processed, scheduled, created_at, finished_at";
+    rate_per_second, state, error, total, processed, scheduled, created_at, finished_at";
 
 /// Messages of the replay's tenant and mode in its range whose type matches its patterns.
 const MATCHING: &str = "FROM webhook_messages m JOIN order_events oe ON oe.id = m.event_id
@@ -71,10 +74,14 @@ const MATCHING: &str = "FROM webhook_messages m JOIN order_events oe ON oe.id = 
                   WHERE p = '*' OR p = m.event_type
                      OR (right(p, 2) = '.*' AND starts_with(m.event_type, left(p, -1))))";
 
+/// Failed runs a replay job may have (batches themselves use up no attempt): after that the
+/// replay stops as `failed`.
+pub const REPLAY_MAX_ATTEMPTS: i32 = 25;
+
 /// Validates, counts, and (unless a dry run) records the replay and its job. Returns the
 /// replay and the task to push.
 pub async fn create(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     scope: Scope,
     endpoint_id: Uuid,
     input: CreateReplay,
@@ -86,7 +93,7 @@ pub async fn create(
     .bind(scope.tenant_id)
     .bind(endpoint_id)
     .bind(scope.mode.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let filter = filter.ok_or_else(|| Error::not_found("webhook endpoint"))?;
     let types = match input.event_types {
@@ -126,13 +133,12 @@ pub async fn create(
         .bind(input.since)
         .bind(until)
         .bind(&types)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     let dry_run = input.dry_run.unwrap_or(false);
     let id = Uuid::now_v7();
-    let job = NewJob::new(WEBHOOK_REPLAYS, scope.tenant_id, id, i32::MAX);
+    let job = NewJob::new(WEBHOOK_REPLAYS, scope.tenant_id, id, REPLAY_MAX_ATTEMPTS);
     let state = if dry_run { "dry_run" } else { "running" };
-    let mut tx = pool.begin().await?;
     let replay = sqlx::query_as::<_, Replay>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_replays
             (id, tenant_id, mode, endpoint_id, since, until, event_types, statuses,
@@ -153,31 +159,30 @@ pub async fn create(
     .bind(state)
     .bind(total)
     .bind(dry_run)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     if !dry_run {
         jobs::bind_insert(sqlx::query(insert_jobs_sql!()), std::slice::from_ref(&job))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok((replay, (!dry_run).then(|| job.task())))
 }
 
-pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Replay> {
+pub async fn get<'e>(db: impl sqlx::PgExecutor<'e>, scope: Scope, id: Uuid) -> Result<Replay> {
     sqlx::query_as::<_, Replay>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM webhook_replays WHERE tenant_id = $1 AND mode = $2 AND id = $3"
     )))
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or_else(|| Error::not_found("webhook replay"))
 }
 
 /// Stops a running replay after its current batch; what was scheduled stays scheduled.
-pub async fn cancel(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Replay> {
+pub async fn cancel(conn: &mut PgConnection, scope: Scope, id: Uuid) -> Result<Replay> {
     sqlx::query(
         "UPDATE webhook_replays SET state = 'cancelled', finished_at = now(), updated_at = now()
           WHERE tenant_id = $1 AND mode = $2 AND id = $3 AND state = 'running'",
@@ -185,9 +190,9 @@ pub async fn cancel(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Replay> {
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    get(pool, scope, id).await
+    get(conn, scope, id).await
 }
 
 #[derive(sqlx::FromRow)]
@@ -215,15 +220,20 @@ struct Candidate {
 }
 
 /// What one batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// More to do: run again at this time.
-    Again(DateTime<Utc>),
+    /// More to do: the job waits a second (on the database's clock) for the next batch.
+    Again,
     /// Finished, cancelled, or gone.
     Done,
 }
 
+/// Pause between batches: a replay schedules `rate_per_second` messages per batch.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Schedules the replay's next batch and records its progress, in one transaction with the
-/// job's outcome when it is the last batch.
+/// job's transition (finished after the last batch, deferred a second otherwise): a run that
+/// lost its lease rolls back and changes nothing.
 pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<Step> {
     let mut tx = pool.begin().await?;
     let r: Option<Running> = sqlx::query_as(
@@ -235,8 +245,9 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
     .fetch_optional(&mut *tx)
     .await?;
     let Some(r) = r.filter(|r| r.state == "running") else {
-        jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await?;
-        tx.commit().await?;
+        if jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await? {
+            tx.commit().await?;
+        }
         return Ok(Step::Done);
     };
     let floor = uuid_v7_floor(r.since);
@@ -308,13 +319,29 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
     .bind(done)
     .execute(&mut *tx)
     .await?;
-    if done {
-        jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await?;
+    let held = if done {
+        jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await?
+    } else {
+        jobs::defer(&mut tx, job, owner, None, BATCH_PAUSE).await?
+    };
+    if !held {
+        // Another run holds the job: drop this batch (the transaction rolls back).
+        return Ok(Step::Done);
     }
     tx.commit().await?;
-    Ok(if done {
-        Step::Done
-    } else {
-        Step::Again(Utc::now() + chrono::Duration::seconds(1))
-    })
+    Ok(if done { Step::Done } else { Step::Again })
+}
+
+/// Stops a replay whose job died, keeping why (in the transaction that buries the job).
+pub async fn mark_failed(conn: &mut sqlx::PgConnection, id: Uuid, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE webhook_replays SET state = 'failed', error = $2, finished_at = now(),
+                updated_at = now()
+          WHERE id = $1 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -1,25 +1,30 @@
 //! Queue consumers. Every task goes through [`handle`]: claim the job in the ledger (a stale
 //! duplicate is acknowledged and dropped), run the kind's handler, which records the outcome in
-//! the same transaction as its results.
+//! the same statement or transaction as its results.
+//!
+//! Error policy: a handler records business failures itself (a partner answering 500 is an
+//! outcome, not an error). An `Err` means the run could not finish (Postgres unreachable, a
+//! secret that cannot be opened, a poison event): [`handle`] records it as a retry after an
+//! exponential backoff, and once the job's attempts are used up as `dead`, closing the kind's
+//! domain row in the same transaction ([`on_dead`]). If even that cannot be written, the lease
+//! expires and the reconciler hands the job out again; that run counts as an attempt too.
 
 mod order_events;
 mod webhook_deliveries;
 mod webhook_replays;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
-    jobs,
+    jobs::{self, ClaimedJob, Outcome},
     queue::{JobTask, ORDER_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
 };
 
 use crate::context::Ctx;
 
 /// apalis entry point for every queue. Returns an error only when the claim itself could not
-/// be made (Postgres unreachable): apalis then retries the task shortly. After the claim, every
-/// failure is the ledger's business: a handler that fails stops renewing its lease and the
-/// reconciler hands the job out again.
+/// be made (Postgres unreachable): apalis then retries the task shortly.
 pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
     let ctx: Arc<Ctx> = (*ctx).clone();
     let Some(job) = jobs::claim(&ctx.pool, task, &ctx.owner, ctx.lease).await? else {
@@ -28,18 +33,103 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     };
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
-    let result = match job.queue.as_str() {
-        ORDER_EVENTS => order_events::run(&ctx, &job).await,
-        WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
-        WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
-        other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
+    let result = if job.exhausted() {
+        // Earlier runs died without an outcome (SIGKILLs, handler errors): stop here.
+        let error = format!(
+            "gave up after {} attempts: {}",
+            job.max_attempts,
+            job.last_error.as_deref().unwrap_or("runs never finished")
+        );
+        bury(&ctx, &job, error).await
+    } else {
+        match job.queue.as_str() {
+            ORDER_EVENTS => order_events::run(&ctx, &job).await,
+            WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
+            WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
+            other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
+        }
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = result {
         metrics::counter!("switchyard_job_errors_total", "queue" => job.queue.clone()).increment(1);
-        tracing::warn!(job_id = %job.id, queue = %job.queue, error = %e,
-            "job failed before recording an outcome; it runs again when its lease expires");
+        tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt, error = %e,
+            "job failed before recording an outcome");
+        if let Err(e2) = fail(&ctx, &job, e.to_string()).await {
+            tracing::warn!(job_id = %job.id, error = %e2,
+                "cannot record the failure; the job runs again when its lease expires");
+        }
     }
     Ok(())
+}
+
+/// Records a run that ended in an error: a retry after a backoff, or, on the last attempt,
+/// the job's death.
+async fn fail(ctx: &Ctx, job: &ClaimedJob, error: String) -> switchyard_shared::Result<()> {
+    if job.attempt >= job.max_attempts {
+        return bury(
+            ctx,
+            job,
+            format!("gave up after {} attempts: {error}", job.attempt),
+        )
+        .await;
+    }
+    let after = backoff(job.attempt, ctx.retry_delay, ctx.retry_max_delay);
+    let mut conn = ctx.pool.acquire().await?;
+    jobs::finish(&mut conn, job, &ctx.owner, &Outcome::Retry { after, error }).await?;
+    Ok(())
+}
+
+/// Ends a job for good and closes the domain row it works on, in one transaction.
+async fn bury(ctx: &Ctx, job: &ClaimedJob, error: String) -> switchyard_shared::Result<()> {
+    let mut tx = ctx.pool.begin().await?;
+    let outcome = Outcome::Dead {
+        error: error.clone(),
+    };
+    if jobs::finish(&mut tx, job, &ctx.owner, &outcome).await? {
+        on_dead(&mut tx, job, &error).await?;
+        metrics::counter!("switchyard_jobs_dead_total", "queue" => job.queue.clone()).increment(1);
+        tracing::error!(job_id = %job.id, queue = %job.queue, %error, "job is dead");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a dead job does to the row it owned, so nothing waits for it forever.
+async fn on_dead(
+    conn: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+    error: &str,
+) -> switchyard_shared::Result<()> {
+    match job.queue.as_str() {
+        ORDER_EVENTS => order_events::on_dead(conn, job, error).await,
+        WEBHOOK_DELIVERIES => webhook_deliveries::on_dead(conn, job).await,
+        WEBHOOK_REPLAYS => webhook_replays::on_dead(conn, job, error).await,
+        _ => Ok(()),
+    }
+}
+
+/// `base · 2^(attempt-1)`, at most `max`, ±20 %.
+fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exp = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
+    base.saturating_mul(1 << exp)
+        .min(max)
+        .mul_f64(rand::random_range(0.8..=1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let ms = |a| backoff(a, base, max).as_millis();
+        assert!((800..=1200).contains(&ms(1)));
+        assert!((3200..=4800).contains(&ms(3)));
+        assert!((240_000..=360_000).contains(&ms(30)));
+        assert!((240_000..=360_000).contains(&ms(i32::MAX)));
+    }
 }

@@ -7,7 +7,6 @@ use switchyard_shared::{
 };
 
 use crate::{ORDERING_RETRY, context::Ctx};
-use chrono::Utc;
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     let Some(loaded) = messages::load(&ctx.pool, job.subject_id).await? else {
@@ -20,7 +19,8 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     };
     if loaded.waiting {
         // An earlier event of this order goes first; try again shortly.
-        jobs::defer(&ctx.pool, job, &ctx.owner, Utc::now() + ORDERING_RETRY).await?;
+        let mut conn = ctx.pool.acquire().await?;
+        jobs::defer(&mut conn, job, &ctx.owner, None, ORDERING_RETRY).await?;
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => "order_events").increment(1);
         return Ok(());
     }
@@ -43,4 +43,14 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         ctx.dispatcher.wake();
     }
     Ok(())
+}
+
+/// A fan-out that can never succeed (a poison event) is marked failed, so the order's later
+/// events stop waiting for it; the dead job keeps the reason.
+pub async fn on_dead(
+    conn: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+    error: &str,
+) -> switchyard_shared::Result<()> {
+    messages::mark_fan_out_failed(conn, job.subject_id, error).await
 }

@@ -1,12 +1,11 @@
 //! `webhook_deliveries`: one attempt of one message to one endpoint.
 
-use chrono::Utc;
 use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
     webhooks::{
         breaker::{self, Transition},
-        delivery, operational,
+        delivery, operational, record, send,
     },
 };
 
@@ -16,39 +15,19 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
     let Some(target) = target.filter(|t| t.delivery_status == "pending") else {
         // Already finished (a duplicate run) or gone: nothing to send.
-        return finish_only(
-            ctx,
-            job,
-            None,
-            Outcome::Cancelled {
-                reason: "delivery is no longer pending".into(),
-            },
-        )
-        .await;
+        let reason = "delivery is no longer pending";
+        return end(ctx, job, None, reason).await;
     };
     if !target.endpoint_active {
-        return finish_only(
-            ctx,
-            job,
-            Some((target.delivery_id, "cancelled")),
-            Outcome::Cancelled {
-                reason: "endpoint deleted or disabled".into(),
-            },
-        )
-        .await;
+        let close = Some((target.delivery_id, "cancelled"));
+        return end(ctx, job, close, "endpoint deleted or disabled").await;
     }
     if target.payload.is_none() {
-        return finish_only(
-            ctx,
-            job,
-            Some((target.delivery_id, "cancelled")),
-            Outcome::Cancelled {
-                reason: "the message payload has passed its retention period".into(),
-            },
-        )
-        .await;
+        let close = Some((target.delivery_id, "cancelled"));
+        let reason = "the message payload has passed its retention period";
+        return end(ctx, job, close, reason).await;
     }
-    if let Some(until) = breaker::parked_until(&target, job, Utc::now()) {
+    if let Some(until) = breaker::parked_until(&target, job) {
         breaker::park(&ctx.pool, job, &ctx.owner, &target, until).await?;
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
             .increment(1);
@@ -56,26 +35,14 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     }
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint is still pending: it goes first.
-        let at = until.max(Utc::now()) + ORDERING_RETRY;
-        jobs::defer(&ctx.pool, job, &ctx.owner, at).await?;
+        let mut conn = ctx.pool.acquire().await?;
+        jobs::defer(&mut conn, job, &ctx.owner, Some(until), ORDERING_RETRY).await?;
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_deliveries")
             .increment(1);
         return Ok(());
     }
-    if job.attempt > job.max_attempts {
-        // Only reachable when runs died without recording an attempt (e.g. repeated SIGKILLs).
-        return finish_only(
-            ctx,
-            job,
-            Some((target.delivery_id, "failed")),
-            Outcome::Dead {
-                error: "attempts exhausted by runs that never finished".into(),
-            },
-        )
-        .await;
-    }
-    let credentials = target.sealed.open(&ctx.keyring, Utc::now())?;
-    let result = delivery::send(
+    let credentials = target.sealed.open(&ctx.keyring, target.db_now)?;
+    let result = send::send(
         &ctx.http,
         &target,
         &credentials,
@@ -84,8 +51,8 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     )
     .await;
     let schedule = target.schedule(&ctx.policy);
-    let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy, Utc::now());
-    let recorded = delivery::record(
+    let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy);
+    let recorded = record::record(
         &ctx.pool,
         job,
         &ctx.owner,
@@ -95,6 +62,19 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         &ctx.health,
     )
     .await?;
+    let label = if result.succeeded() {
+        "succeeded"
+    } else {
+        result.error_class.unwrap_or("failed")
+    };
+    metrics::counter!("switchyard_webhook_attempts_total", "outcome" => label).increment(1);
+    metrics::histogram!("switchyard_webhook_attempt_seconds").record(result.duration.as_secs_f64());
+    if !recorded.recorded {
+        // Another run holds the job now: its outcome, not ours, moves the delivery, the
+        // endpoint's health and its breaker.
+        tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, nothing else changed");
+        return Ok(());
+    }
     let transition = if result.succeeded() {
         breaker::on_success(&ctx.pool, &target).await?
     } else {
@@ -124,17 +104,16 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         // Deliveries to this endpoint wait for a slot: this one just freed.
         ctx.dispatcher.wake();
     }
-    if !recorded.recorded {
-        tracing::warn!(job_id = %job.id, "lease lost during delivery; attempt logged, outcome left to the new holder");
-    }
-    let label = if result.succeeded() {
-        "succeeded"
-    } else {
-        result.error_class.unwrap_or("failed")
-    };
-    metrics::counter!("switchyard_webhook_attempts_total", "outcome" => label).increment(1);
-    metrics::histogram!("switchyard_webhook_attempt_seconds").record(result.duration.as_secs_f64());
     Ok(())
+}
+
+/// A dead delivery job fails its delivery, so nothing waits on it (FIFO, per-order ordering)
+/// and it can be retried by hand.
+pub async fn on_dead(
+    conn: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+) -> switchyard_shared::Result<()> {
+    record::fail_delivery(conn, job.subject_id).await
 }
 
 /// Tells the tenant's operational endpoints about this endpoint. Sent after the state change
@@ -159,17 +138,17 @@ async fn operational(
     Ok(())
 }
 
-async fn finish_only(
+/// Cancels the job without an attempt, closing its delivery only if the job's transition matched.
+async fn end(
     ctx: &Ctx,
     job: &ClaimedJob,
     close: Option<(uuid::Uuid, &str)>,
-    outcome: Outcome,
+    reason: &str,
 ) -> switchyard_shared::Result<()> {
-    let mut tx = ctx.pool.begin().await?;
-    if let Some((delivery_id, status)) = close {
-        delivery::close(&mut tx, delivery_id, status).await?;
-    }
-    jobs::finish(&mut tx, job, &ctx.owner, &outcome).await?;
-    tx.commit().await?;
+    let mut conn = ctx.pool.acquire().await?;
+    let outcome = Outcome::Cancelled {
+        reason: reason.to_owned(),
+    };
+    record::end_without_attempt(&mut conn, job, &ctx.owner, &outcome, close).await?;
     Ok(())
 }

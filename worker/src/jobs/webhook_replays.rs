@@ -1,21 +1,28 @@
 //! `webhook_replays`: one batch of a bulk replay per run, then wait a second for the next.
 
 use switchyard_shared::{
-    jobs::{self, ClaimedJob},
+    jobs::ClaimedJob,
     webhooks::replays::{self, Step},
 };
 
 use crate::context::Ctx;
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
-    match replays::run_batch(&ctx.pool, job, &ctx.owner).await? {
-        // Not a failed attempt: the job simply is not finished; it runs again at `at`.
-        Step::Again(at) => {
-            jobs::defer(&ctx.pool, job, &ctx.owner, at).await?;
-        }
-        Step::Done => {}
-    }
+    let step = replays::run_batch(&ctx.pool, job, &ctx.owner).await?;
     // The batch's deliveries are pending in their endpoint's group.
     ctx.dispatcher.wake();
+    if step == Step::Again {
+        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_replays")
+            .increment(1);
+    }
     Ok(())
+}
+
+/// A replay whose job died stops as `failed`, with the reason.
+pub async fn on_dead(
+    conn: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+    error: &str,
+) -> switchyard_shared::Result<()> {
+    replays::mark_failed(conn, job.subject_id, error).await
 }

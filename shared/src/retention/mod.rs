@@ -1,0 +1,271 @@
+//! Retention: every growing table has one, and its purge keeps up with any rate the system can
+//! ingest (DESIGN §2, rule 8). One list below declares them all; the janitor of every worker
+//! replica runs [`purge`] every few seconds. Each purge deletes in batches that loop until the
+//! table is caught up, and takes its rows `FOR UPDATE SKIP LOCKED`, so replicas share the work
+//! instead of fighting over rows. Delivery attempts (the biggest rows: up to 64 KiB of partner
+//! response each) live in day partitions that are dropped whole ([`partitions`]).
+//!
+//! Configuration tables (tenants, API keys, endpoints until deleted, event types) are not
+//! purged: they grow with customers, not with traffic.
+
+pub mod partitions;
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sqlx::PgPool;
+
+use crate::{config::parse_duration, error::Result};
+
+/// How long each kind of record is kept.
+#[derive(Args, Clone, Debug)]
+pub struct RetentionConfig {
+    /// Succeeded and cancelled jobs are deleted from the ledger after this long.
+    #[arg(long = "job-retention", env = "SWITCHYARD_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub jobs: Duration,
+
+    /// Dead jobs (given up, with their last error) are kept this long for inspection.
+    #[arg(long = "dead-job-retention", env = "SWITCHYARD_DEAD_JOB_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub dead_jobs: Duration,
+
+    /// Webhook message payloads are removed after this long (the rest stays as metadata);
+    /// no endpoint retry schedule may outlast it.
+    #[arg(long = "payload-retention", env = "SWITCHYARD_PAYLOAD_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub payload: Duration,
+
+    /// Webhook messages, deliveries, attempts (day partitions), finished replays and deleted
+    /// endpoints are deleted after this long (at least the payload retention).
+    #[arg(long = "webhook-retention", env = "SWITCHYARD_WEBHOOK_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub webhooks: Duration,
+
+    /// Orders in a final status (completed, cancelled, rejected) are deleted with their event
+    /// history this long after their last change. Open orders are never deleted.
+    #[arg(long = "order-retention", env = "SWITCHYARD_ORDER_RETENTION", default_value = "365d", value_parser = parse_duration)]
+    pub orders: Duration,
+
+    /// Hourly API key usage counts are kept this long.
+    #[arg(long = "usage-retention", env = "SWITCHYARD_USAGE_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub usage: Duration,
+
+    /// Audit events are kept this long (the log is append-only otherwise).
+    #[arg(long = "audit-retention", env = "SWITCHYARD_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
+    pub audit: Duration,
+}
+
+impl RetentionConfig {
+    /// Webhook history is kept at least as long as the payloads it describes.
+    pub fn webhook_history(&self) -> Duration {
+        self.webhooks.max(self.payload)
+    }
+}
+
+/// Rows per batch: big enough that a batch costs far less than its round trip, small enough
+/// that a batch holds its locks for milliseconds.
+const BATCH: i64 = 5000;
+/// A table gets at most this long per janitor run, so one far-behind table cannot starve the
+/// others; the next run goes on where this one stopped.
+const TABLE_BUDGET: Duration = Duration::from_secs(20);
+
+/// One purge: a statement that removes (or, for payloads, clears) up to `$2` rows older than
+/// `$1` seconds and returns how many it touched.
+struct Purge {
+    table: &'static str,
+    sql: &'static str,
+    /// Runs with `switchyard.retention_purge` set, which the append-only audit log requires.
+    audit: bool,
+}
+
+/// Every purge, in an order that respects references: deliveries before their messages,
+/// events with their orders.
+const PURGES: &[Purge] = &[
+    Purge {
+        table: "jobs",
+        sql: "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE state IN ('succeeded', 'cancelled')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "jobs (dead)",
+        sql: "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE state = 'dead' AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "webhook_messages (payloads)",
+        sql: "UPDATE webhook_messages SET payload = NULL, payload_removed_at = now()
+               WHERE id IN (
+                SELECT id FROM webhook_messages
+                 WHERE payload IS NOT NULL
+                   AND id < uuid_v7_floor(now() - make_interval(secs => $1))
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "webhook_deliveries",
+        sql: "DELETE FROM webhook_deliveries WHERE id IN (
+                SELECT id FROM webhook_deliveries
+                 WHERE id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   AND status <> 'pending'
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "webhook_messages",
+        sql: "DELETE FROM webhook_messages WHERE id IN (
+                SELECT m.id FROM webhook_messages m
+                 WHERE m.id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id)
+                 ORDER BY m.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "webhook_replays",
+        sql: "DELETE FROM webhook_replays WHERE id IN (
+                SELECT id FROM webhook_replays
+                 WHERE id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   AND state <> 'running'
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "webhook_endpoints (deleted)",
+        sql: "DELETE FROM webhook_endpoints WHERE id IN (
+                SELECT e.id FROM webhook_endpoints e
+                 WHERE e.deleted_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "orders",
+        sql: "WITH o AS (
+                SELECT id FROM orders
+                 WHERE status IN ('completed', 'cancelled', 'rejected')
+                   AND updated_at < now() - make_interval(secs => $1)
+                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+              e AS (DELETE FROM order_events WHERE order_id IN (SELECT id FROM o))
+              DELETE FROM orders WHERE id IN (SELECT id FROM o)",
+        audit: false,
+    },
+    Purge {
+        table: "api_key_usage",
+        sql: "DELETE FROM api_key_usage WHERE ctid IN (
+                SELECT ctid FROM api_key_usage
+                 WHERE hour < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "audit_events",
+        sql: "DELETE FROM audit_events WHERE id IN (
+                SELECT id FROM audit_events
+                 WHERE id < uuid_v7_floor(now() - make_interval(secs => $1))
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: true,
+    },
+    Purge {
+        table: "idempotency_keys",
+        sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
+                SELECT api_key_id, key FROM idempotency_keys
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+];
+
+/// What one janitor run removed, per table.
+#[derive(Clone, Debug, Default)]
+pub struct Purged(pub Vec<(&'static str, u64)>);
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// One janitor run: every purge, caught up (or out of its budget), and the attempt partitions
+/// kept ahead and dropped behind.
+pub async fn purge(
+    pool: &PgPool,
+    cfg: &RetentionConfig,
+    idempotency_ttl: Duration,
+) -> Result<Purged> {
+    let mut done = Purged::default();
+    for p in PURGES {
+        let keep = match p.table {
+            "jobs" => cfg.jobs,
+            "jobs (dead)" => cfg.dead_jobs,
+            "webhook_messages (payloads)" => cfg.payload,
+            "orders" => cfg.orders,
+            "api_key_usage" => cfg.usage,
+            "audit_events" => cfg.audit,
+            "idempotency_keys" => idempotency_ttl,
+            _ => cfg.webhook_history(),
+        };
+        let n = purge_one(pool, p, keep).await?;
+        if n > 0 {
+            metrics::counter!("switchyard_purged_rows_total", "table" => p.table).increment(n);
+        }
+        done.0.push((p.table, n));
+    }
+    partitions::ensure(pool).await?;
+    let dropped = partitions::drop_expired(pool, cfg.webhook_history()).await?;
+    done.0
+        .push(("webhook_attempts (partitions dropped)", dropped));
+    let groups = purge_orphan_groups(pool).await?;
+    done.0.push(("dispatch_groups", groups));
+    Ok(done)
+}
+
+/// Batches of `p` until one comes back short (caught up) or the table's budget is spent.
+async fn purge_one(pool: &PgPool, p: &Purge, keep: Duration) -> Result<u64> {
+    let started = Instant::now();
+    let mut total = 0;
+    loop {
+        let n = if p.audit {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT set_config('switchyard.retention_purge', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query(p.sql)
+                .bind(keep.as_secs_f64())
+                .bind(BATCH)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        } else {
+            sqlx::query(p.sql)
+                .bind(keep.as_secs_f64())
+                .bind(BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        };
+        total += n;
+        if n < BATCH as u64 || started.elapsed() > TABLE_BUDGET {
+            return Ok(total);
+        }
+    }
+}
+
+/// Dispatch groups whose endpoint is gone and that hold no live work (a group row can come
+/// back after an endpoint's deletion when a delivery that was running then records a retry).
+async fn purge_orphan_groups(pool: &PgPool) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM dispatch_groups g
+          WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints e
+                             WHERE e.id = g.key AND e.deleted_at IS NULL)
+            AND NOT EXISTS (SELECT 1 FROM jobs j
+                             WHERE j.group_key = g.key AND j.state IN ('pending', 'queued', 'running'))",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,117 @@
+//! Day partitions of `webhook_attempts`, by id (ids are UUIDv7, so an id range is a time
+//! range). Partitions are created a week ahead and dropped whole once their day has passed the
+//! retention: no row-by-row delete of the biggest table, no bloat, space back at once.
+//!
+//! Names say what a partition holds: `webhook_attempts_p20261201` the attempts of that UTC
+//! day; `webhook_attempts_upto_20261201` everything before that day (the rows from before
+//! partitioning). There is no default partition: an attempt whose day has no partition would
+//! fail to record, so [`ensure`] runs at every process start and every janitor run, a week
+//! ahead.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use sqlx::PgPool;
+
+use crate::error::Result;
+
+/// Days of partitions kept ready ahead of today.
+const DAYS_AHEAD: u64 = 7;
+const PREFIX: &str = "webhook_attempts_p";
+const UPTO_PREFIX: &str = "webhook_attempts_upto_";
+
+/// Creates the partitions of today and the next week that do not exist yet.
+pub async fn ensure(pool: &PgPool) -> Result<()> {
+    let today: String = sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')")
+        .fetch_one(pool)
+        .await?;
+    let today = parse_day(&today).ok_or_else(|| anyhow::anyhow!("bad date `{today}`"))?;
+    let existing = names(pool).await?;
+    for n in 0..=DAYS_AHEAD {
+        let day = today + Days::new(n);
+        let name = format!("{PREFIX}{}", day.format("%Y%m%d"));
+        if existing.contains(&name) || covered_by_upto(&existing, day) {
+            continue;
+        }
+        // Two replicas may race here; the loser's statement fails and the next run sees the
+        // partition.
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF webhook_attempts
+               FOR VALUES FROM (uuid_v7_floor('{day}T00:00:00Z'))
+                            TO (uuid_v7_floor('{next}T00:00:00Z'))",
+            next = day + Days::new(1),
+        );
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await {
+            tracing::warn!(partition = %name, error = %e, "cannot create attempt partition yet");
+        }
+    }
+    Ok(())
+}
+
+/// Drops the partitions whose whole day is older than `retention`; returns how many.
+pub async fn drop_expired(pool: &PgPool, retention: Duration) -> Result<u64> {
+    let cutoff: DateTime<Utc> = sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+        .bind(retention.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
+    let mut dropped = 0;
+    for name in names(pool).await? {
+        // A partition's rows are all older than the day after its own (`p`), or than its
+        // bound (`upto`).
+        let end = if let Some(d) = name.strip_prefix(PREFIX).and_then(parse_day) {
+            d + Days::new(1)
+        } else if let Some(d) = name.strip_prefix(UPTO_PREFIX).and_then(parse_day) {
+            d
+        } else {
+            continue;
+        };
+        if end
+            .and_hms_opt(0, 0, 0)
+            .is_some_and(|e| e.and_utc() <= cutoff)
+        {
+            // Never wait long for the parent's lock behind running statements: try again on
+            // the next run instead.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL lock_timeout = '2s'")
+                .execute(&mut *tx)
+                .await?;
+            let sql = format!("DROP TABLE IF EXISTS {name}");
+            match sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => {
+                    tx.commit().await?;
+                    dropped += 1;
+                    tracing::info!(partition = %name, "dropped expired attempt partition");
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %name, error = %e, "cannot drop attempt partition yet")
+                }
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+async fn names(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+          WHERE p.relname = 'webhook_attempts'",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+fn parse_day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y%m%d").ok()
+}
+
+fn covered_by_upto(existing: &[String], day: NaiveDate) -> bool {
+    existing
+        .iter()
+        .filter_map(|n| n.strip_prefix(UPTO_PREFIX).and_then(parse_day))
+        .any(|upto| day < upto)
+}
