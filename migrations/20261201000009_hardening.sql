@@ -99,3 +99,8 @@ CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state = 'pending' AND group_
 DROP INDEX jobs_group_pending;
 CREATE INDEX jobs_group_due ON jobs (group_key, run_at) INCLUDE (queue)
     WHERE state = 'pending' AND group_key IS NOT NULL;
+
+-- API key checksums are keyed with the server's pepper from now on; keys made before carry an
+-- unkeyed CRC32 and stay valid (their ids are loaded once at start; no new ones can appear).
+ALTER TABLE api_keys ADD COLUMN legacy_checksum boolean NOT NULL DEFAULT false;
+UPDATE api_keys SET legacy_checksum = true;

@@ -181,9 +181,26 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         let peer = client_ip(&req, &state.config.trusted_proxies);
+        if let Some(secs) = peer.and_then(|ip| state.lockouts.locked(ip)) {
+            return Ok(locked_out(secs).into_problem_response(&request_id));
+        }
         let principal = match state.keys.authenticate(&key, peer).await {
             Ok(p) => p,
-            Err(e) => return Ok(ApiError::from(e).into_problem_response(&request_id)),
+            Err(e) => {
+                let refused = matches!(
+                    e,
+                    switchyard_shared::Error::Unauthenticated { .. }
+                        | switchyard_shared::Error::Forbidden { .. }
+                );
+                if let (true, Some(ip)) = (refused, peer) {
+                    let limit = state.config.auth_failure_limit(ip);
+                    if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
+                        tracing::warn!(%ip, "too many failed authentications; locked out");
+                        return Ok(locked_out(secs).into_problem_response(&request_id));
+                    }
+                }
+                return Ok(ApiError::from(e).into_problem_response(&request_id));
+            }
         };
         let decision = state
             .limiter
@@ -226,6 +243,17 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
         );
         Ok(resp)
     }
+}
+
+/// `429` for a client address with too many failed authentications.
+fn locked_out(secs: u64) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("Too many failed authentications from this address; retry in {secs} s."),
+    );
+    e.retry_after = u32::try_from(secs).ok();
+    e
 }
 
 /// An authenticated operator request.

@@ -21,7 +21,7 @@ use switchyard_shared::{
     config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
     net::Egress,
-    rate_limit::RateLimiter,
+    rate_limit::{Lockouts, RateLimiter},
     services::Services,
     telemetry,
 };
@@ -50,6 +50,8 @@ pub struct AppState {
     pub fast_path: FastPath,
     pub keys: KeyCache,
     pub limiter: RateLimiter,
+    /// Client addresses locked out after too many failed authentications.
+    pub lockouts: Lockouts,
     pub usage: UsageRecorder,
     /// SSRF-guarded client for test sends to partner endpoints.
     pub outbound: reqwest::Client,
@@ -142,6 +144,10 @@ pub async fn serve(
         services.secrets.api_key_pepper.clone(),
         config.auth_cache_capacity,
     );
+    if let Err(e) = keys.load_legacy().await {
+        // Keys made before keyed checksums are refused until a restart can load them.
+        tracing::error!(error = %e, "cannot load the legacy API key ids");
+    }
     let usage = UsageRecorder::default();
     let tasks = [
         tokio::spawn(keys.clone().run_invalidation(background.clone())),
@@ -155,6 +161,7 @@ pub async fn serve(
     );
     let state = Arc::new(AppState {
         limiter: RateLimiter::new(services.queues.connection(), services.queues.prefix()),
+        lockouts: Lockouts::default(),
         outbound,
         egress,
         services,

@@ -124,6 +124,15 @@ pub struct ApiConfig {
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<Cidr>,
 
+    /// Failed authentications a client address may make per minute; beyond that it is
+    /// answered `429` until the limit refills.
+    #[arg(
+        long,
+        env = "SWITCHYARD_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub auth_failures_per_minute: u32,
+
     /// API keys each replica keeps in its authentication cache.
     #[arg(
         long,
@@ -134,6 +143,16 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    /// The limit failed authentications from `ip` are charged against.
+    pub fn auth_failure_limit(&self, ip: std::net::IpAddr) -> Limit {
+        Limit {
+            name: "auth-failures-minute",
+            subject: format!("ip:{ip}"),
+            quota: self.auth_failures_per_minute.max(1),
+            window_secs: 60,
+        }
+    }
+
     /// The limits a request with `p` is charged against.
     pub fn limits_of(&self, p: &Principal) -> Vec<Limit> {
         vec![

@@ -98,7 +98,8 @@ impl Error {
     }
 }
 
-/// Connection-level failures (Postgres down, pool exhausted) as opposed to query errors.
+/// Failures of the database as a service (down, restarting, pool exhausted, its schema not in
+/// place: a migration under way or the wrong database) as opposed to errors of one query.
 pub fn is_db_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
@@ -107,7 +108,9 @@ pub fn is_db_unavailable(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| {
+        c.starts_with("57P") || c.starts_with("08") || c == "42P01"
+    }))
 }
 
 /// True when `e` is a unique violation of the named constraint.

@@ -267,3 +267,43 @@ mod tests {
         assert_eq!(refused.state_header().unwrap(), "\"key-minute\";r=0;t=60");
     }
 }
+
+/// Clients locked out after too many failed authentications: each failure is charged to the
+/// client address' GCRA limit in Redis (shared by every replica, failing open like every
+/// limit), and once that refuses, this replica answers the address `429` without even parsing
+/// its keys until the lockout ends. Only failures cost a Redis call; the lockout check is a
+/// local lookup.
+#[derive(Default)]
+pub struct Lockouts {
+    until: Mutex<HashMap<std::net::IpAddr, Instant>>,
+}
+
+impl Lockouts {
+    /// Seconds left of `ip`'s lockout, if it is locked out.
+    pub fn locked(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        let left = until.get(&ip)?.checked_duration_since(Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// Charges a failed authentication from `ip` to `limit`; returns the lockout in seconds
+    /// when this failure was one too many.
+    pub async fn failed(
+        &self,
+        limiter: &RateLimiter,
+        ip: std::net::IpAddr,
+        limit: Limit,
+    ) -> Option<u64> {
+        let decision = limiter.check(std::slice::from_ref(&limit)).await;
+        if decision.allowed {
+            return None;
+        }
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if until.len() > 100_000 {
+            until.retain(|_, t| *t > now);
+        }
+        until.insert(ip, now + Duration::from_secs(decision.retry_after_secs));
+        Some(decision.retry_after_secs)
+    }
+}

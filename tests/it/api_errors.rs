@@ -274,9 +274,20 @@ async fn credentials_are_checked_and_explained() {
     )
     .await;
     // Right shape and checksum, unknown key: still just "invalid".
-    let forged = switchyard_shared::api_keys::generate(switchyard_shared::api_keys::Mode::Live).1;
     problem(
-        post(Some(forged), "x-api-key").await.unwrap(),
+        post(Some(switchyard_tests::unknown_valid_key()), "x-api-key")
+            .await
+            .unwrap(),
+        401,
+        "invalid_api_key",
+        None,
+    )
+    .await;
+    // Right shape, checksum not made with the server's pepper: the same answer.
+    problem(
+        post(Some(switchyard_tests::forged_key()), "x-api-key")
+            .await
+            .unwrap(),
         401,
         "invalid_api_key",
         None,

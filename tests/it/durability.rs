@@ -290,15 +290,6 @@ async fn sigterm_lets_in_flight_deliveries_finish_and_hands_back_the_rest() {
     );
 }
 
-/// A free port on loopback (bound and released; the process about to use it binds it again).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn every_accepted_order_survives_an_api_sigkill() {
     use switchyard_tests::process::Process;
@@ -309,23 +300,7 @@ async fn every_accepted_order_survives_an_api_sigkill() {
     app.create_endpoint(&key, &partner.url, &["*"]).await;
 
     // A real API process in front of the same database and Redis as the in-process worker.
-    let port = free_port();
-    let env = env_with(&app, &[("SWITCHYARD_LISTEN", &format!("127.0.0.1:{port}"))]);
-    let mut api = Process::spawn_binary("switchyard-api", &env);
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        Duration::from_secs(20),
-        "the API process to listen",
-        || async {
-            app.http
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
+    let (mut api, base) = Process::spawn_api(&app.process_env()).await;
 
     // Post continuously from several clients; kill the API mid-stream.
     let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -368,6 +343,12 @@ async fn every_accepted_order_survives_an_api_sigkill() {
     .await;
     api.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Back on the same address (clients keep posting there); the OS gave the first process
+    // that port, so only this restart binds a known one.
+    let env = env_with(
+        &app,
+        &[("SWITCHYARD_LISTEN", base.trim_start_matches("http://"))],
+    );
     let _restarted = Process::spawn_binary("switchyard-api", &env);
     eventually(
         Duration::from_secs(20),

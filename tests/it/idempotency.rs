@@ -40,10 +40,19 @@ async fn a_retried_order_is_created_once_and_replayed_byte_for_byte() {
         .unwrap();
     assert_eq!(state, "finished");
 
-    // Same key, same parameters (reordered, re-spaced): the first response, marked replayed.
-    let reordered: Value = serde_json::from_str(&body).unwrap();
-    let pretty = serde_json::to_string_pretty(&reordered).unwrap();
-    for b in [body.as_str(), pretty.as_str()] {
+    // Same key, same parameters (keys in another order, other spacing): the first response,
+    // marked replayed. serde_json sorts keys when it serialises, so the reordered body is
+    // written by hand.
+    let reordered = r#"{ "notes": "extra basil",
+        "delivery": {"instructions": "Ring twice", "address": "1 Navy Way"},
+        "customer": {"email": "grace@example.com", "name": "Grace Hopper"},
+        "items": [
+            {"unit_price": 950, "quantity": 2, "name": "Margherita", "sku": "PIZ-1"},
+            {"unit_price": 300, "quantity": 1, "name": "Lemonade", "sku": "DRK-7"}
+        ],
+        "currency": "EUR", "external_id": "idem-1" }"#;
+    assert!(!body.starts_with(r#"{ "notes""#));
+    for b in [body.as_str(), reordered] {
         let again = post(&app, "/v1/orders", &key, "k-1", b).await;
         assert_eq!(again.status(), 201);
         assert_eq!(again.headers()["idempotent-replayed"], "true");
@@ -193,4 +202,136 @@ async fn keys_are_scoped_per_tenant_and_cover_every_post() {
         .unwrap();
     assert_ne!(other["id"], first["id"]);
     assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 2);
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> reqwest::Response {
+    app.http
+        .request(method, app.url(path))
+        .bearer_auth(key)
+        .header("idempotency-key", idem)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Security: a stored answer (which may hold a secret shown once) is replayed only to the key
+/// that made it, and only once the route's authorization has passed.
+#[tokio::test]
+async fn a_replay_needs_the_routes_scope_and_belongs_to_the_key_that_made_it() {
+    let app = TestApp::spawn(no_worker()).await;
+    let tenant = app.create_tenant("Acme").await;
+    let all = [
+        "keys:write",
+        "orders:read",
+        "webhooks:write",
+        "webhooks:read",
+    ];
+    let (maker_id, maker) = app.create_key(&tenant, Some(&all)).await;
+    let (_, reader) = app.create_key(&tenant, Some(&["orders:read"])).await;
+    let (_, twin) = app.create_key(&tenant, Some(&all)).await;
+    let post = reqwest::Method::POST;
+    let new_key = json!({ "name": "ci", "scopes": ["orders:read"] });
+    let first = send(&app, post.clone(), "/v1/api-keys", &maker, "K", &new_key).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let secret = first["key"].as_str().unwrap();
+
+    // The same request and key from a key without `keys:write`: refused, no secret.
+    let r = send(&app, post.clone(), "/v1/api-keys", &reader, "K", &new_key).await;
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let v = problem(r, 403, "insufficient_scope", None).await;
+    assert!(!v.to_string().contains(secret));
+    // From another key that may create keys: a different request, a different key.
+    let r = send(&app, post.clone(), "/v1/api-keys", &twin, "K", &new_key).await;
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let other: Value = r.json().await.unwrap();
+    assert_ne!(other["id"], first["id"]);
+    assert_ne!(other["key"], first["key"]);
+    // The maker's own retry is the replay.
+    let r = send(&app, post.clone(), "/v1/api-keys", &maker, "K", &new_key).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["key"], first["key"]);
+
+    // Endpoint secrets: the same for creation and rotation.
+    let endpoint = json!({ "url": "http://127.0.0.1:9/hook" });
+    let created: Value = send(&app, post.clone(), "/v1/webhook-endpoints", &maker, "E", &endpoint)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let whsec = created["secret"].as_str().unwrap();
+    let r = send(&app, post.clone(), "/v1/webhook-endpoints", &reader, "E", &endpoint).await;
+    assert!(!problem(r, 403, "insufficient_scope", None).await.to_string().contains(whsec));
+    let r = send(&app, post.clone(), "/v1/webhook-endpoints", &twin, "E", &endpoint).await;
+    assert_ne!(r.json::<Value>().await.unwrap()["secret"], created["secret"]);
+    let rotate = format!("/v1/webhook-endpoints/{}/secret/rotate", created["id"].as_str().unwrap());
+    let rotated: Value = send(&app, post.clone(), &rotate, &maker, "R", &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = send(&app, post.clone(), &rotate, &reader, "R", &json!({})).await;
+    let v = problem(r, 403, "insufficient_scope", None).await;
+    assert!(!v.to_string().contains(rotated["secret"].as_str().unwrap()));
+
+    // Authorization runs before the replay: once the maker loses `keys:write`, its own retry
+    // is refused too.
+    let r = app
+        .http
+        .patch(app.url(&format!("/admin/v1/tenants/{tenant}/api-keys/{maker_id}")))
+        .bearer_auth(switchyard_tests::ADMIN_TOKEN)
+        .json(&json!({ "scopes": ["orders:read"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let denied = switchyard_tests::eventually(
+        std::time::Duration::from_secs(5),
+        "the scope change to reach the cache",
+        || async {
+            let r = send(&app, post.clone(), "/v1/api-keys", &maker, "K", &new_key).await;
+            (r.status() == 403).then_some(r)
+        },
+    )
+    .await;
+    assert!(denied.headers().get("idempotent-replayed").is_none());
+    assert!(!denied.text().await.unwrap().contains(secret));
+}
+
+/// Live and test keys of one tenant have their own records, like any two keys.
+#[tokio::test]
+async fn records_are_kept_per_key_and_so_per_mode() {
+    let app = TestApp::spawn(no_worker()).await;
+    let tenant = app.create_tenant("Acme").await;
+    let live = app.create_key_with(&tenant, json!({ "name": "live" })).await;
+    let test = app
+        .create_key_with(&tenant, json!({ "name": "test", "mode": "test" }))
+        .await;
+    let body = TestApp::order_body("same-everywhere").to_string();
+    let mut ids = Vec::new();
+    for key in [&live, &test] {
+        let r = post(&app, "/v1/orders", key["key"].as_str().unwrap(), "K", &body).await;
+        assert_eq!(r.status(), 201);
+        assert!(r.headers().get("idempotent-replayed").is_none());
+        let v: Value = r.json().await.unwrap();
+        ids.push((v["id"].as_str().unwrap().to_owned(), v["mode"].clone()));
+    }
+    assert_ne!(ids[0].0, ids[1].0);
+    assert_eq!((ids[0].1.clone(), ids[1].1.clone()), (json!("live"), json!("test")));
+    let modes: Vec<String> =
+        sqlx::query_scalar("SELECT mode FROM idempotency_keys WHERE key = 'K' ORDER BY mode")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(modes, ["live", "test"]);
 }

@@ -7,6 +7,7 @@ mod delivery;
 mod durability;
 mod endpoint_limits;
 mod idempotency;
+mod idempotency_routes;
 mod isolation;
 mod ops;
 mod orders;

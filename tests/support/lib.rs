@@ -17,6 +17,23 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const MASTER_KEYS: &str = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const PEPPER: &str = "cGVwcGVyLXBlcHBlci1wZXBwZXItcGVwcGVyLXBlcHBlcg==";
 
+/// A well-formed key with a valid checksum under the test pepper that no tenant has (what a
+/// leaked pepper would let anyone mint).
+pub fn unknown_valid_key() -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let pepper = STANDARD.decode(PEPPER).expect("test pepper is base64");
+    switchyard_shared::api_keys::generate(&pepper, switchyard_shared::api_keys::Mode::Live).1
+}
+
+/// A well-formed key minted without the server's pepper: what anyone can make.
+pub fn forged_key() -> String {
+    switchyard_shared::api_keys::generate(
+        b"not-the-servers-pepper-0123456789",
+        switchyard_shared::api_keys::Mode::Live,
+    )
+    .1
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

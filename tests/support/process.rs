@@ -50,8 +50,59 @@ impl Process {
         Process { child, log }
     }
 
+    /// `switchyard-api` with this environment on a port of its own choosing (no bind-and-release
+    /// race with tests running in parallel); returns it and its base URL once it listens.
+    pub async fn spawn_api(env: &[(String, String)]) -> (Process, String) {
+        let mut env = env.to_vec();
+        env.retain(|(k, _)| k != "SWITCHYARD_LISTEN");
+        env.push(("SWITCHYARD_LISTEN".into(), "127.0.0.1:0".into()));
+        let mut api = Process::spawn_binary("switchyard-api", &env);
+        let base = api.wait_for_listen().await;
+        (api, base)
+    }
+
+    /// Reads the address the API reports in its `listening` log line.
+    async fn wait_for_listen(&mut self) -> String {
+        let start = Instant::now();
+        loop {
+            for line in self.log_text().lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if let Some(addr) = v["fields"]["listen"].as_str() {
+                    return format!("http://{addr}");
+                }
+            }
+            assert!(self.is_running(), "the API exited:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the API did not listen within 30 s:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGSTOP: the process freezes (as a VM pause or a GC stall would), holding its leases.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{name}");
     }
 
     /// SIGKILL: no cleanup of any kind.
@@ -63,11 +114,7 @@ impl Process {
     /// SIGTERM, then waits for the exit; returns the exit status. Async, so that servers on
     /// the test's runtime (the partner) keep answering meanwhile.
     pub async fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.signal("TERM");
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

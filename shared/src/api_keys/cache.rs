@@ -1,17 +1,20 @@
 //! Authentication without a database round trip once a key has been seen.
 //!
-//! Each API replica keeps the rows of the keys it has seen (and of key ids that do not exist)
-//! in a bounded map. A poller reads `api_keys.updated_at` every second and drops changed
-//! entries, so a revocation, a roll or a scope change reaches every replica within about a
-//! second. If the poller cannot reach Postgres for [`STALE_AFTER`], the cache is bypassed until
-//! it can: a cached key is never trusted for longer than that without confirmation.
+//! Each API replica keeps the rows of the keys it has seen in a bounded map, and the key ids
+//! found not to exist in a second, smaller one (so a flood of unknown ids can never evict real
+//! keys). A key whose checksum is wrong never gets this far: it is refused without any lookup.
+//! A poller reads `api_keys.updated_at` every second and drops changed entries, so a
+//! revocation, a roll or a scope change reaches every replica within about a second. If the
+//! poller cannot reach Postgres for [`STALE_AFTER`], the cache is bypassed until it can: a
+//! cached key is never trusted for longer than that without confirmation. Expiry is checked on
+//! the database's clock (the poller keeps this host's offset to it).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -68,8 +71,7 @@ struct DbRow {
 
 struct Entry {
     loaded: Instant,
-    /// `None`: no key has this id.
-    row: Option<Arc<KeyRow>>,
+    row: Arc<KeyRow>,
 }
 
 #[derive(Clone)]
@@ -82,9 +84,15 @@ struct Inner {
     pepper: Vec<u8>,
     capacity: usize,
     entries: RwLock<HashMap<String, Entry>>,
+    /// Key ids known not to exist, and since when (bounded apart from `entries`).
+    missing: RwLock<HashMap<String, Instant>>,
+    /// Ids of keys made before keyed checksums: the only ones a CRC32 checksum may carry.
+    legacy: RwLock<HashSet<String>>,
     started: Instant,
     /// Milliseconds since `started` of the last successful poll.
     last_poll_ms: AtomicU64,
+    /// The database's clock minus this host's, in milliseconds (learnt by the poller).
+    clock_offset_ms: AtomicI64,
 }
 
 fn unknown() -> Error {
@@ -103,10 +111,31 @@ impl KeyCache {
                 pepper,
                 capacity: capacity.max(1),
                 entries: RwLock::new(HashMap::new()),
+                missing: RwLock::new(HashMap::new()),
+                legacy: RwLock::new(HashSet::new()),
                 started: Instant::now(),
                 last_poll_ms: AtomicU64::new(0),
+                clock_offset_ms: AtomicI64::new(0),
             }),
         }
+    }
+
+    /// Loads the ids of keys made before keyed checksums (once, at start: no new ones can
+    /// appear).
+    pub async fn load_legacy(&self) -> Result<()> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT key_id FROM api_keys WHERE legacy_checksum AND revoked_at IS NULL",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        *self.inner.legacy.write().unwrap_or_else(|e| e.into_inner()) = ids.into_iter().collect();
+        Ok(())
+    }
+
+    /// Now on the database's clock, as well as this host knows it.
+    fn db_now(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::TimeDelta::milliseconds(self.inner.clock_offset_ms.load(Ordering::Relaxed))
     }
 
     fn fresh(&self) -> bool {
@@ -117,9 +146,19 @@ impl KeyCache {
     /// Resolves a presented key to its principal, or says precisely why not. `peer` is the
     /// client address checked against the key's allowlist.
     pub async fn authenticate(&self, presented: &str, peer: Option<IpAddr>) -> Result<Principal> {
-        let parsed = parse(presented).ok_or_else(|| {
-            Error::unauthenticated("invalid_api_key", "The API key is malformed or mistyped.")
-        })?;
+        let malformed =
+            || Error::unauthenticated("invalid_api_key", "The API key is malformed or mistyped.");
+        let parsed = parse(&self.inner.pepper, presented).ok_or_else(malformed)?;
+        if parsed.legacy
+            && !self
+                .inner
+                .legacy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(parsed.key_id)
+        {
+            return Err(malformed());
+        }
         let row = match self.cached(parsed.key_id) {
             Some(row) => row,
             None => self.load(parsed.key_id).await?,
@@ -134,7 +173,7 @@ impl KeyCache {
                 "The API key has been revoked.",
             ));
         }
-        if row.expires_at.is_some_and(|t| t <= Utc::now()) {
+        if row.expires_at.is_some_and(|t| t <= self.db_now()) {
             return Err(Error::unauthenticated(
                 "api_key_expired",
                 "The API key has expired.",
@@ -171,8 +210,13 @@ impl KeyCache {
             return None;
         }
         let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
-        let e = entries.get(key_id)?;
-        (e.loaded.elapsed() < MAX_AGE).then(|| e.row.clone())
+        if let Some(e) = entries.get(key_id) {
+            return (e.loaded.elapsed() < MAX_AGE).then(|| Some(e.row.clone()));
+        }
+        drop(entries);
+        let missing = self.inner.missing.read().unwrap_or_else(|e| e.into_inner());
+        let since = missing.get(key_id)?;
+        (since.elapsed() < MAX_AGE).then_some(None)
     }
 
     async fn load(&self, key_id: &str) -> Result<Option<Arc<KeyRow>>> {
@@ -204,27 +248,25 @@ impl KeyCache {
                 tenant_rate_limit_per_minute: r.tenant_rate_limit_per_minute,
             })
         });
-        let mut entries = self
-            .inner
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.inner.capacity {
-            // Bounded memory: drop the oldest tenth (a scan, but only when full).
-            let mut ages: Vec<(Instant, String)> =
-                entries.iter().map(|(k, e)| (e.loaded, k.clone())).collect();
-            ages.sort();
-            for (_, k) in ages.into_iter().take(self.inner.capacity / 10 + 1) {
-                entries.remove(&k);
-            }
+        match &row {
+            Some(row) => remember(
+                &self.inner.entries,
+                self.inner.capacity,
+                key_id,
+                Entry {
+                    loaded: Instant::now(),
+                    row: row.clone(),
+                },
+                |e| e.loaded,
+            ),
+            None => remember(
+                &self.inner.missing,
+                (self.inner.capacity / 10).max(1000),
+                key_id,
+                Instant::now(),
+                |t| *t,
+            ),
         }
-        entries.insert(
-            key_id.to_owned(),
-            Entry {
-                loaded: Instant::now(),
-                row: row.clone(),
-            },
-        );
         Ok(row)
     }
 
@@ -241,6 +283,8 @@ impl KeyCache {
             }
             match self.poll(since).await {
                 Ok(now) => {
+                    let offset = (now - Utc::now()).num_milliseconds();
+                    self.inner.clock_offset_ms.store(offset, Ordering::Relaxed);
                     since = Some(now);
                     let ms = self.inner.started.elapsed().as_millis() as u64;
                     self.inner.last_poll_ms.store(ms, Ordering::Relaxed);
@@ -280,6 +324,15 @@ impl KeyCache {
             for key_id in &changed {
                 entries.remove(key_id);
             }
+            drop(entries);
+            let mut missing = self
+                .inner
+                .missing
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for key_id in &changed {
+                missing.remove(key_id);
+            }
         }
         Ok(now)
     }
@@ -299,7 +352,7 @@ impl KeyCache {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| e.row.as_ref().is_none_or(|r| r.id != id));
+            .retain(|_, e| e.row.id != id);
     }
 
     /// Drops every key (after a change that affects many, such as a tenant's limit).
@@ -310,4 +363,24 @@ impl KeyCache {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// Inserts into a bounded map; when full, first drops the oldest tenth (a scan, but only when
+/// full).
+fn remember<V>(
+    map: &RwLock<HashMap<String, V>>,
+    capacity: usize,
+    key: &str,
+    value: V,
+    age: impl Fn(&V) -> Instant,
+) {
+    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= capacity {
+        let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+        ages.sort();
+        for (_, k) in ages.into_iter().take(capacity / 10 + 1) {
+            map.remove(&k);
+        }
+    }
+    map.insert(key.to_owned(), value);
 }

@@ -2,9 +2,12 @@
 //!
 //! The key id is public and indexes the row; the 36-character base62 secret (≈214 bits) is
 //! never stored: the row keeps HMAC-SHA256(pepper, key), compared in constant time. The last six
-//! characters are a CRC32 of the rest, so mistyped or made-up keys are rejected before any
-//! database work. Authentication goes through [`cache::KeyCache`] (no database round trip once
-//! a key has been seen); request counts through [`usage::UsageRecorder`].
+//! characters are a checksum keyed with the server's pepper (a truncated HMAC, ≈36 bits), so a
+//! mistyped or made-up key is rejected before any database work: nobody without the pepper can
+//! mint a key that costs a lookup. Keys made before keyed checksums carry a CRC32 instead and are
+//! accepted only for the key ids known to be that old ([`cache::KeyCache`] loads them once).
+//! Authentication goes through [`cache::KeyCache`] (no database round trip once a key has been
+//! seen); request counts through [`usage::UsageRecorder`].
 
 pub mod cache;
 pub mod usage;
@@ -87,10 +90,13 @@ impl Mode {
 pub struct ParsedKey<'a> {
     pub mode: Mode,
     pub key_id: &'a str,
+    /// The key carries a CRC32 checksum from before keyed checksums: it is only valid if its
+    /// key id is one of those legacy keys.
+    pub legacy: bool,
 }
 
-/// Checks the shape and checksum of a presented key.
-pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
+/// Checks the shape and checksum of a presented key: the keyed checksum, or a legacy CRC32.
+pub fn parse<'a>(pepper: &[u8], key: &'a str) -> Option<ParsedKey<'a>> {
     let (mode, rest) = if let Some(r) = key.strip_prefix("sy_live_") {
         (Mode::Live, r)
     } else if let Some(r) = key.strip_prefix("sy_test_") {
@@ -107,18 +113,36 @@ pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
         return None;
     }
     let (body, check) = key.split_at(key.len() - CHECK_LEN);
-    if checksum(body) != check {
+    let legacy = if crate::crypto::constant_time_eq(checksum(pepper, body).as_bytes(), check.as_bytes()) {
+        false
+    } else if legacy_checksum(body) == check {
+        true
+    } else {
         return None;
-    }
-    Some(ParsedKey { mode, key_id })
+    };
+    Some(ParsedKey {
+        mode,
+        key_id,
+        legacy,
+    })
 }
 
-fn checksum(body: &str) -> String {
+/// The keyed checksum: HMAC-SHA256 under a key derived from the pepper, truncated to six
+/// base62 characters.
+fn checksum(pepper: &[u8], body: &str) -> String {
+    let key = hmac_sha256(pepper, &[b"switchyard api key checksum v2"]);
+    let mac = hmac_sha256(&key, &[body.as_bytes()]);
+    let n = u64::from_be_bytes(mac[..8].try_into().expect("8 bytes"));
+    base62_fixed(n, CHECK_LEN)
+}
+
+/// The unkeyed CRC32 checksum of keys made before keyed checksums.
+fn legacy_checksum(body: &str) -> String {
     base62_fixed(u64::from(crc32fast::hash(body.as_bytes())), CHECK_LEN)
 }
 
 /// Mints a new key: returns `(key_id, full key)`.
-pub fn generate(mode: Mode) -> (String, String) {
+pub fn generate(pepper: &[u8], mode: Mode) -> (String, String) {
     let key_id = random_base62(KEY_ID_LEN);
     let body = format!(
         "sy_{}_{}_{}",
@@ -126,7 +150,7 @@ pub fn generate(mode: Mode) -> (String, String) {
         key_id,
         random_base62(SECRET_LEN)
     );
-    let key = format!("{body}{}", checksum(&body));
+    let key = format!("{body}{}", checksum(pepper, &body));
     (key_id, key)
 }
 
@@ -410,7 +434,7 @@ pub async fn create(
     let per_hour = validate_limit("rate_limit_per_hour", new.rate_limit_per_hour, false)?;
     granter.check(mode, &scopes)?;
     crate::tenants::get(&mut *conn, tenant_id).await?;
-    let (key_id, key) = generate(mode);
+    let (key_id, key) = generate(pepper, mode);
     let row = sqlx::query_as::<_, ApiKey>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, tenant_id, key_id, key_hash, mode, name, scopes, last4,
                                expires_at, allowed_cidrs, rate_limit_per_minute, rate_limit_per_hour)
@@ -682,7 +706,7 @@ pub async fn roll(
     .bind(grace as f64)
     .fetch_one(&mut *conn)
     .await?;
-    let (key_id, key) = generate(mode);
+    let (key_id, key) = generate(pepper, mode);
     let row = sqlx::query_as::<_, ApiKey>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, tenant_id, key_id, key_hash, mode, name, scopes, last4,
                                expires_at, allowed_cidrs, rate_limit_per_minute,
@@ -719,33 +743,55 @@ pub async fn roll(
 mod tests {
     use super::*;
 
+    const PEPPER: &[u8] = b"pepper-pepper-pepper-pepper-pepper";
+
     #[test]
     fn generated_keys_parse_and_carry_their_mode() {
         for mode in [Mode::Live, Mode::Test] {
-            let (key_id, key) = generate(mode);
-            let parsed = parse(&key).expect("valid key parses");
+            let (key_id, key) = generate(PEPPER, mode);
+            let parsed = parse(PEPPER, &key).expect("valid key parses");
             assert_eq!(parsed.mode, mode);
             assert_eq!(parsed.key_id, key_id);
+            assert!(!parsed.legacy);
             // id (12) + secret (36) + checksum (6) + "sy_live_" (8) + "_" (1)
             assert_eq!(key.len(), 63);
         }
     }
 
     #[test]
-    fn mistyped_keys_fail_the_checksum() {
-        let (_, key) = generate(Mode::Live);
-        let mut bytes = key.into_bytes();
-        let i = 20;
+    fn mistyped_or_forged_keys_fail_the_keyed_checksum() {
+        let (_, key) = generate(PEPPER, Mode::Live);
+        // One character of the secret changed: the shape is fine, the checksum is not.
+        let mut bytes = key.clone().into_bytes();
+        let i = 30;
         bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(bytes).unwrap();
-        assert_eq!(parse(&typo), None);
-        assert_eq!(parse("sy_live_short"), None);
-        assert_eq!(parse("sk_live_123"), None);
-        assert_eq!(parse(""), None);
+        assert_eq!(parse(PEPPER, &typo), None);
+        // A key minted with another pepper (anyone's forgery) does not parse here.
+        let (_, forged) = generate(b"somebody-elses-pepper-0123456789", Mode::Live);
+        assert_eq!(parse(PEPPER, &forged), None);
+        assert_eq!(parse(PEPPER, "sy_live_short"), None);
+        assert_eq!(parse(PEPPER, "sk_live_123"), None);
+        assert_eq!(parse(PEPPER, ""), None);
     }
 
     #[test]
-    fn hashes_depend_on_the_pepper() {
+    fn legacy_crc_keys_parse_as_legacy() {
+        let body = format!("sy_live_{}_{}", "a".repeat(KEY_ID_LEN), "b".repeat(SECRET_LEN));
+        let key = format!("{body}{}", legacy_checksum(&body));
+        assert!(parse(PEPPER, &key).unwrap().legacy);
+    }
+
+    #[test]
+    fn hashes_are_hmac_sha256_under_the_pepper() {
+        // RFC 4231 test case 2: HMAC-SHA256(key "Jefe", "what do ya want for nothing?").
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let got: String = hash(b"Jefe", "what do ya want for nothing?")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(hash(PEPPER, "k"), hash(PEPPER, "k"));
         assert_ne!(hash(b"pepper-one", "k"), hash(b"pepper-two", "k"));
     }
 

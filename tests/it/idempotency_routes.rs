@@ -1,0 +1,243 @@
+//! `Idempotency-Key` on every mutating partner route (read from the served OpenAPI document, so
+//! a new route cannot be left out), and its record committing with the change it describes.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::{Value, json};
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::Process,
+};
+
+/// Every partner POST and PATCH, run twice with one key: the second answer is the first one,
+/// replayed, and nothing ran twice.
+#[tokio::test]
+async fn every_mutating_partner_route_replays_its_first_answer() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let tenant = app.create_tenant("Acme").await;
+    let (_, key) = app
+        .create_key(&tenant, Some(switchyard_shared::api_keys::ALL_SCOPES))
+        .await;
+    // What the routes act on.
+    let (endpoint, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+    let order = app.post_order(&key, "idem-route-1").await.json::<Value>().await.unwrap();
+    let order = order["id"].as_str().unwrap().to_owned();
+    let order2 = app.post_order(&key, "idem-route-2").await.json::<Value>().await.unwrap();
+    let order2 = order2["id"].as_str().unwrap().to_owned();
+    let test: Value = app
+        .partner_post(&key, &format!("/v1/webhook-endpoints/{endpoint}/test"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let delivery = test["delivery_id"].as_str().unwrap().to_owned();
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let replay: Value = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}/replays"),
+            json!({ "since": since }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let replay = replay["id"].as_str().unwrap().to_owned();
+    let other_key: Value = app
+        .partner_post(&key, "/v1/api-keys", json!({ "name": "other" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other_key = other_key["id"].as_str().unwrap().to_owned();
+
+    let cases: Vec<(&str, String, Value)> = vec![
+        ("createOwnApiKey", "/v1/api-keys".into(), json!({ "name": "k" })),
+        ("updateOwnApiKey", format!("/v1/api-keys/{other_key}"), json!({ "name": "renamed" })),
+        ("rollOwnApiKey", format!("/v1/api-keys/{other_key}/roll"), json!({})),
+        ("createEventType", "/v1/event-types".into(), json!({ "name": "invoice.paid" })),
+        (
+            "updateEventType",
+            "/v1/event-types/invoice.paid".into(),
+            json!({ "description": "d" }),
+        ),
+        ("createOrder", "/v1/orders".into(), TestApp::order_body("idem-route-3")),
+        ("updateOrder", format!("/v1/orders/{order}"), json!({ "notes": "n" })),
+        (
+            "changeOrderStatus",
+            format!("/v1/orders/{order}/status"),
+            json!({ "status": "confirmed" }),
+        ),
+        ("cancelOrder", format!("/v1/orders/{order2}/cancel"), json!({})),
+        ("retryWebhookDelivery", format!("/v1/webhook-deliveries/{delivery}/retry"), json!({})),
+        (
+            "createWebhookEndpoint",
+            "/v1/webhook-endpoints".into(),
+            json!({ "url": partner.url }),
+        ),
+        (
+            "updateWebhookEndpoint",
+            format!("/v1/webhook-endpoints/{endpoint}"),
+            json!({ "description": "d" }),
+        ),
+        (
+            "createWebhookReplay",
+            format!("/v1/webhook-endpoints/{endpoint}/replays"),
+            json!({ "since": since, "dry_run": true }),
+        ),
+        (
+            "rotateWebhookEndpointSecret",
+            format!("/v1/webhook-endpoints/{endpoint}/secret/rotate"),
+            json!({}),
+        ),
+        ("testWebhookEndpoint", format!("/v1/webhook-endpoints/{endpoint}/test"), json!({})),
+        ("cancelWebhookReplay", format!("/v1/webhook-replays/{replay}/cancel"), json!({})),
+    ];
+
+    // The cases cover exactly the partner POST and PATCH operations the server documents.
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if path.starts_with("/v1/") && (method == "post" || method == "patch") {
+                documented.insert(op["operationId"].as_str().unwrap().to_owned());
+                let header = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+                assert!(header, "{path} documents Idempotency-Key");
+            }
+        }
+    }
+    let covered: BTreeSet<String> = cases.iter().map(|c| c.0.to_owned()).collect();
+    assert_eq!(covered, documented);
+
+    for (op, path, body) in &cases {
+        let method = if op.starts_with("update") {
+            reqwest::Method::PATCH
+        } else {
+            reqwest::Method::POST
+        };
+        let idem = format!("idem-{op}");
+        let call = || {
+            app.http
+                .request(method.clone(), app.url(path))
+                .bearer_auth(&key)
+                .header("idempotency-key", &idem)
+                .json(body)
+                .send()
+        };
+        let first = call().await.unwrap();
+        let status = first.status();
+        assert!(status.is_success(), "{op}: {}", first.text().await.unwrap());
+        assert!(first.headers().get("idempotent-replayed").is_none(), "{op}");
+        let first_body = first.bytes().await.unwrap();
+        let second = call().await.unwrap();
+        assert_eq!(second.status(), status, "{op}");
+        assert_eq!(second.headers()["idempotent-replayed"], "true", "{op}");
+        assert_eq!(second.bytes().await.unwrap(), first_body, "{op}: the first answer");
+        // Recorded with the change, in its transaction.
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE key = $1")
+                .bind(&idem)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(state, "finished", "{op}");
+    }
+    // Each ran once: one test send per call above (two, with the one made for the setup), one
+    // order.updated, one rotation.
+    assert_eq!(partner.count(), 2);
+    let history = app.partner_get(&key, &format!("/v1/orders/{order}/events")).await;
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["order.created", "order.updated", "order.confirmed"]);
+}
+
+/// The record of a mutation commits in the mutation's own transaction: an API killed between
+/// the change and its record leaves neither, so the retry runs exactly once (today's main
+/// would emit a second `order.updated` with another `webhook-id`).
+#[tokio::test]
+async fn an_api_killed_before_the_record_commits_leaves_no_change_behind() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = app.partner_account().await;
+    let order = app.post_order(&key, "atomic-1").await.json::<Value>().await.unwrap();
+    let path = format!("/v1/orders/{}", order["id"].as_str().unwrap());
+    let (mut api, base) = Process::spawn_api(&app.process_env()).await;
+    // Writing the record stalls (as if the API were killed at that moment).
+    sqlx::raw_sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(4); RETURN NEW; END $$;
+         CREATE TRIGGER stall BEFORE UPDATE ON idempotency_keys
+           FOR EACH ROW EXECUTE FUNCTION stall();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let patch = |base: String| {
+        let (http, key, path) = (app.http.clone(), key.clone(), path.clone());
+        async move {
+            http.patch(format!("{base}{path}"))
+                .bearer_auth(key)
+                .header("idempotency-key", "patch-1")
+                .json(&json!({ "notes": "second floor" }))
+                .send()
+                .await
+        }
+    };
+    let first = tokio::spawn(patch(base));
+    eventually(Duration::from_secs(10), "the record to stall", || async {
+        let stalled = app
+            .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()")
+            .await;
+        (stalled > 0).then_some(())
+    })
+    .await;
+    api.kill9();
+    assert!(first.await.unwrap().is_err(), "the client saw the connection die");
+    sqlx::raw_sql("DROP TRIGGER stall ON idempotency_keys; DROP FUNCTION stall();")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The killed request's claim lapses (as it would after a minute).
+    sqlx::query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_api, base) = Process::spawn_api(&app.process_env()).await;
+    let retry = patch(base.clone()).await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert!(retry.headers().get("idempotent-replayed").is_none(), "it ran");
+    let again = patch(base).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    // One change, one event: the killed attempt left nothing.
+    let history = app.partner_get(&key, &format!("{path}/events")).await;
+    let types: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["order.created", "order.updated"]);
+}
