@@ -360,7 +360,12 @@ async fn authentication_needs_no_database_round_trip_once_a_key_is_cached() {
         .await
         .unwrap();
     assert_eq!(statuses, vec![403; 10], "authenticated from the cache");
-    assert!(unseen["detail"].as_str().unwrap().contains("nothing was changed"));
+    assert!(
+        unseen["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed")
+    );
 }
 
 #[tokio::test]
@@ -519,7 +524,13 @@ async fn forged_keys_cost_no_lookup_and_never_evict_real_keys() {
     // than the whole capacity.
     assert_eq!(get(&app, &base, "/v1/api-keys", &key).await.status(), 403);
     for _ in 0..60 {
-        let r = get(&app, &base, "/v1/api-keys", &switchyard_tests::unknown_valid_key()).await;
+        let r = get(
+            &app,
+            &base,
+            "/v1/api-keys",
+            &switchyard_tests::unknown_valid_key(),
+        )
+        .await;
         problem(r, 401, "invalid_api_key", None).await;
     }
     sqlx::query("ALTER TABLE api_keys RENAME TO api_keys_away")
@@ -558,7 +569,13 @@ async fn a_client_that_keeps_failing_to_authenticate_is_locked_out() {
     let r = get(&app, &base, "/v1/orders", &switchyard_tests::forged_key()).await;
     assert!(r.headers().get("retry-after").is_some());
     let v = problem(r, 429, "rate_limited", None).await;
-    assert!(v["detail"].as_str().unwrap().contains("failed authentications"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed authentications"),
+        "{v}"
+    );
     let r = get(&app, &base, "/v1/orders", &key).await;
     problem(r, 429, "rate_limited", None).await;
     stop.cancel();
@@ -582,28 +599,44 @@ async fn a_key_cannot_change_a_key_stronger_than_itself() {
         .await;
     let id = strong["id"].as_str().unwrap();
     for (method, path, body) in [
-        (reqwest::Method::PATCH, format!("/v1/api-keys/{id}"), json!({ "allowed_cidrs": [] })),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/api-keys/{id}"),
+            json!({ "allowed_cidrs": [] }),
+        ),
         (
             reqwest::Method::PATCH,
             format!("/v1/api-keys/{id}"),
             json!({ "rate_limit_per_minute": 1000000 }),
         ),
-        (reqwest::Method::POST, format!("/v1/api-keys/{id}/roll"), json!({})),
-        (reqwest::Method::DELETE, format!("/v1/api-keys/{id}"), json!({})),
+        (
+            reqwest::Method::POST,
+            format!("/v1/api-keys/{id}/roll"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/api-keys/{id}"),
+            json!({}),
+        ),
     ] {
         let r = send(&app, method.clone(), &path, &weak, body).await;
         let v = problem(r, 403, "insufficient_scope", None).await;
-        assert!(v["detail"].as_str().unwrap().contains("orders:write"), "{method} {path}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("orders:write"),
+            "{method} {path}: {v}"
+        );
     }
-    let key = app
-        .partner_get(&weak, &format!("/v1/api-keys/{id}"))
-        .await;
+    let key = app.partner_get(&weak, &format!("/v1/api-keys/{id}")).await;
     assert_eq!(key["allowed_cidrs"], json!(["203.0.113.0/24"]));
     assert_eq!(key["rate_limit_per_minute"], 10);
     assert!(key["revoked_at"].is_null());
     // Keys it holds every scope of, it may change.
     let own = app
-        .create_key_with(&tenant, json!({ "name": "small", "scopes": ["orders:read"] }))
+        .create_key_with(
+            &tenant,
+            json!({ "name": "small", "scopes": ["orders:read"] }),
+        )
         .await;
     let r = send(
         &app,
@@ -622,7 +655,10 @@ async fn the_audit_log_is_mode_scoped() {
     let app = TestApp::spawn(no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let live = app
-        .create_key_with(&tenant, json!({ "name": "live-auditor", "scopes": ["audit:read", "keys:write"] }))
+        .create_key_with(
+            &tenant,
+            json!({ "name": "live-auditor", "scopes": ["audit:read", "keys:write"] }),
+        )
         .await;
     let test = app
         .create_key_with(
@@ -662,7 +698,10 @@ async fn the_audit_log_is_mode_scoped() {
         ],
         "only test-mode events"
     );
-    let live_view = seen(&app.partner_get(live["key"].as_str().unwrap(), "/v1/audit-events").await);
+    let live_view = seen(
+        &app.partner_get(live["key"].as_str().unwrap(), "/v1/audit-events")
+            .await,
+    );
     assert_eq!(
         live_view,
         [

@@ -264,17 +264,51 @@ async fn a_replay_needs_the_routes_scope_and_belongs_to_the_key_that_made_it() {
 
     // Endpoint secrets: the same for creation and rotation.
     let endpoint = json!({ "url": "http://127.0.0.1:9/hook" });
-    let created: Value = send(&app, post.clone(), "/v1/webhook-endpoints", &maker, "E", &endpoint)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = send(
+        &app,
+        post.clone(),
+        "/v1/webhook-endpoints",
+        &maker,
+        "E",
+        &endpoint,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let whsec = created["secret"].as_str().unwrap();
-    let r = send(&app, post.clone(), "/v1/webhook-endpoints", &reader, "E", &endpoint).await;
-    assert!(!problem(r, 403, "insufficient_scope", None).await.to_string().contains(whsec));
-    let r = send(&app, post.clone(), "/v1/webhook-endpoints", &twin, "E", &endpoint).await;
-    assert_ne!(r.json::<Value>().await.unwrap()["secret"], created["secret"]);
-    let rotate = format!("/v1/webhook-endpoints/{}/secret/rotate", created["id"].as_str().unwrap());
+    let r = send(
+        &app,
+        post.clone(),
+        "/v1/webhook-endpoints",
+        &reader,
+        "E",
+        &endpoint,
+    )
+    .await;
+    assert!(
+        !problem(r, 403, "insufficient_scope", None)
+            .await
+            .to_string()
+            .contains(whsec)
+    );
+    let r = send(
+        &app,
+        post.clone(),
+        "/v1/webhook-endpoints",
+        &twin,
+        "E",
+        &endpoint,
+    )
+    .await;
+    assert_ne!(
+        r.json::<Value>().await.unwrap()["secret"],
+        created["secret"]
+    );
+    let rotate = format!(
+        "/v1/webhook-endpoints/{}/secret/rotate",
+        created["id"].as_str().unwrap()
+    );
     let rotated: Value = send(&app, post.clone(), &rotate, &maker, "R", &json!({}))
         .await
         .json()
@@ -313,7 +347,9 @@ async fn a_replay_needs_the_routes_scope_and_belongs_to_the_key_that_made_it() {
 async fn records_are_kept_per_key_and_so_per_mode() {
     let app = TestApp::spawn(no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
-    let live = app.create_key_with(&tenant, json!({ "name": "live" })).await;
+    let live = app
+        .create_key_with(&tenant, json!({ "name": "live" }))
+        .await;
     let test = app
         .create_key_with(&tenant, json!({ "name": "test", "mode": "test" }))
         .await;
@@ -327,7 +363,10 @@ async fn records_are_kept_per_key_and_so_per_mode() {
         ids.push((v["id"].as_str().unwrap().to_owned(), v["mode"].clone()));
     }
     assert_ne!(ids[0].0, ids[1].0);
-    assert_eq!((ids[0].1.clone(), ids[1].1.clone()), (json!("live"), json!("test")));
+    assert_eq!(
+        (ids[0].1.clone(), ids[1].1.clone()),
+        (json!("live"), json!("test"))
+    );
     let modes: Vec<String> =
         sqlx::query_scalar("SELECT mode FROM idempotency_keys WHERE key = 'K' ORDER BY mode")
             .fetch_all(&app.pool)

@@ -24,12 +24,26 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         .await;
     // What the routes act on.
     let (endpoint, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
-    let order = app.post_order(&key, "idem-route-1").await.json::<Value>().await.unwrap();
+    let order = app
+        .post_order(&key, "idem-route-1")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     let order = order["id"].as_str().unwrap().to_owned();
-    let order2 = app.post_order(&key, "idem-route-2").await.json::<Value>().await.unwrap();
+    let order2 = app
+        .post_order(&key, "idem-route-2")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     let order2 = order2["id"].as_str().unwrap().to_owned();
     let test: Value = app
-        .partner_post(&key, &format!("/v1/webhook-endpoints/{endpoint}/test"), json!({}))
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}/test"),
+            json!({}),
+        )
         .await
         .json()
         .await
@@ -56,24 +70,56 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
     let other_key = other_key["id"].as_str().unwrap().to_owned();
 
     let cases: Vec<(&str, String, Value)> = vec![
-        ("createOwnApiKey", "/v1/api-keys".into(), json!({ "name": "k" })),
-        ("updateOwnApiKey", format!("/v1/api-keys/{other_key}"), json!({ "name": "renamed" })),
-        ("rollOwnApiKey", format!("/v1/api-keys/{other_key}/roll"), json!({})),
-        ("createEventType", "/v1/event-types".into(), json!({ "name": "invoice.paid" })),
+        (
+            "createOwnApiKey",
+            "/v1/api-keys".into(),
+            json!({ "name": "k" }),
+        ),
+        (
+            "updateOwnApiKey",
+            format!("/v1/api-keys/{other_key}"),
+            json!({ "name": "renamed" }),
+        ),
+        (
+            "rollOwnApiKey",
+            format!("/v1/api-keys/{other_key}/roll"),
+            json!({}),
+        ),
+        (
+            "createEventType",
+            "/v1/event-types".into(),
+            json!({ "name": "invoice.paid" }),
+        ),
         (
             "updateEventType",
             "/v1/event-types/invoice.paid".into(),
             json!({ "description": "d" }),
         ),
-        ("createOrder", "/v1/orders".into(), TestApp::order_body("idem-route-3")),
-        ("updateOrder", format!("/v1/orders/{order}"), json!({ "notes": "n" })),
+        (
+            "createOrder",
+            "/v1/orders".into(),
+            TestApp::order_body("idem-route-3"),
+        ),
+        (
+            "updateOrder",
+            format!("/v1/orders/{order}"),
+            json!({ "notes": "n" }),
+        ),
         (
             "changeOrderStatus",
             format!("/v1/orders/{order}/status"),
             json!({ "status": "confirmed" }),
         ),
-        ("cancelOrder", format!("/v1/orders/{order2}/cancel"), json!({})),
-        ("retryWebhookDelivery", format!("/v1/webhook-deliveries/{delivery}/retry"), json!({})),
+        (
+            "cancelOrder",
+            format!("/v1/orders/{order2}/cancel"),
+            json!({}),
+        ),
+        (
+            "retryWebhookDelivery",
+            format!("/v1/webhook-deliveries/{delivery}/retry"),
+            json!({}),
+        ),
         (
             "createWebhookEndpoint",
             "/v1/webhook-endpoints".into(),
@@ -94,8 +140,16 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             format!("/v1/webhook-endpoints/{endpoint}/secret/rotate"),
             json!({}),
         ),
-        ("testWebhookEndpoint", format!("/v1/webhook-endpoints/{endpoint}/test"), json!({})),
-        ("cancelWebhookReplay", format!("/v1/webhook-replays/{replay}/cancel"), json!({})),
+        (
+            "testWebhookEndpoint",
+            format!("/v1/webhook-endpoints/{endpoint}/test"),
+            json!({}),
+        ),
+        (
+            "cancelWebhookReplay",
+            format!("/v1/webhook-replays/{replay}/cancel"),
+            json!({}),
+        ),
     ];
 
     // The cases cover exactly the partner POST and PATCH operations the server documents.
@@ -148,20 +202,25 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         let second = call().await.unwrap();
         assert_eq!(second.status(), status, "{op}");
         assert_eq!(second.headers()["idempotent-replayed"], "true", "{op}");
-        assert_eq!(second.bytes().await.unwrap(), first_body, "{op}: the first answer");
+        assert_eq!(
+            second.bytes().await.unwrap(),
+            first_body,
+            "{op}: the first answer"
+        );
         // Recorded with the change, in its transaction.
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE key = $1")
-                .bind(&idem)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
+        let state: String = sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE key = $1")
+            .bind(&idem)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
         assert_eq!(state, "finished", "{op}");
     }
     // Each ran once: one test send per call above (two, with the one made for the setup), one
     // order.updated, one rotation.
     assert_eq!(partner.count(), 2);
-    let history = app.partner_get(&key, &format!("/v1/orders/{order}/events")).await;
+    let history = app
+        .partner_get(&key, &format!("/v1/orders/{order}/events"))
+        .await;
     let types: Vec<&str> = history["data"]
         .as_array()
         .unwrap()
@@ -182,7 +241,12 @@ async fn an_api_killed_before_the_record_commits_leaves_no_change_behind() {
     })
     .await;
     let (_, key) = app.partner_account().await;
-    let order = app.post_order(&key, "atomic-1").await.json::<Value>().await.unwrap();
+    let order = app
+        .post_order(&key, "atomic-1")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     let path = format!("/v1/orders/{}", order["id"].as_str().unwrap());
     let (mut api, base) = Process::spawn_api(&app.process_env()).await;
     // Writing the record stalls (as if the API were killed at that moment).
@@ -215,7 +279,10 @@ async fn an_api_killed_before_the_record_commits_leaves_no_change_behind() {
     })
     .await;
     api.kill9();
-    assert!(first.await.unwrap().is_err(), "the client saw the connection die");
+    assert!(
+        first.await.unwrap().is_err(),
+        "the client saw the connection die"
+    );
     sqlx::raw_sql("DROP TRIGGER stall ON idempotency_keys; DROP FUNCTION stall();")
         .execute(&app.pool)
         .await
@@ -228,7 +295,10 @@ async fn an_api_killed_before_the_record_commits_leaves_no_change_behind() {
     let (_api, base) = Process::spawn_api(&app.process_env()).await;
     let retry = patch(base.clone()).await.unwrap();
     assert_eq!(retry.status(), 200);
-    assert!(retry.headers().get("idempotent-replayed").is_none(), "it ran");
+    assert!(
+        retry.headers().get("idempotent-replayed").is_none(),
+        "it ran"
+    );
     let again = patch(base).await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     // One change, one event: the killed attempt left nothing.

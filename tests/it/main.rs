@@ -9,6 +9,7 @@ mod endpoint_limits;
 mod idempotency;
 mod idempotency_routes;
 mod isolation;
+mod leases;
 mod ops;
 mod orders;
 mod rate_limits;

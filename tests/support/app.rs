@@ -41,6 +41,8 @@ pub struct TestOptions {
     pub disable_after_failures: u32,
     /// `--payload-retention` (30 days in production).
     pub payload_retention: String,
+    /// More flags for the in-process API and worker (`--job-retention=1s`, …).
+    pub args: Vec<String>,
 }
 
 impl Default for TestOptions {
@@ -61,6 +63,7 @@ impl Default for TestOptions {
             delivery_concurrency: 64,
             disable_after_failures: 100,
             payload_retention: "30d".into(),
+            args: Vec::new(),
         }
     }
 }
@@ -436,6 +439,7 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         (!o.outbound_allowlist.is_empty())
             .then(|| format!("--outbound-allowlist={}", o.outbound_allowlist)),
     )
+    .chain(o.args.iter().cloned())
     .collect()
 }
 

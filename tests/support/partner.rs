@@ -25,6 +25,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Per `webhook-id`: the n-th request gets the n-th reply (the last one repeats).
     Replies(Vec<Reply>),
+    /// Requests whose body's `type` is this one get `Slow(delay)`; the rest 200 at once.
+    SlowFor(String, Duration),
 }
 
 /// A scripted answer: status, extra headers, and a delay before answering.
@@ -113,6 +115,15 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
             ..Default::default()
         },
         Behaviour::Replies(seq) => seq[nth.min(seq.len() - 1)].clone(),
+        Behaviour::SlowFor(kind, d) => {
+            let is = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["type"] == kind.as_str());
+            Reply {
+                status: 200,
+                delay: is.then_some(*d),
+                ..Default::default()
+            }
+        }
     };
     state.received.lock().unwrap().push(Received {
         headers,

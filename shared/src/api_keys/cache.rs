@@ -376,7 +376,8 @@ fn remember<V>(
 ) {
     let mut map = map.write().unwrap_or_else(|e| e.into_inner());
     if map.len() >= capacity {
-        let mut ages: Vec<(Instant, String)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+        let mut ages: Vec<(Instant, String)> =
+            map.iter().map(|(k, v)| (age(v), k.clone())).collect();
         ages.sort();
         for (_, k) in ages.into_iter().take(capacity / 10 + 1) {
             map.remove(&k);

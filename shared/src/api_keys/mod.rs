@@ -113,13 +113,14 @@ pub fn parse<'a>(pepper: &[u8], key: &'a str) -> Option<ParsedKey<'a>> {
         return None;
     }
     let (body, check) = key.split_at(key.len() - CHECK_LEN);
-    let legacy = if crate::crypto::constant_time_eq(checksum(pepper, body).as_bytes(), check.as_bytes()) {
-        false
-    } else if legacy_checksum(body) == check {
-        true
-    } else {
-        return None;
-    };
+    let legacy =
+        if crate::crypto::constant_time_eq(checksum(pepper, body).as_bytes(), check.as_bytes()) {
+            false
+        } else if legacy_checksum(body) == check {
+            true
+        } else {
+            return None;
+        };
     Some(ParsedKey {
         mode,
         key_id,
@@ -777,7 +778,11 @@ mod tests {
 
     #[test]
     fn legacy_crc_keys_parse_as_legacy() {
-        let body = format!("sy_live_{}_{}", "a".repeat(KEY_ID_LEN), "b".repeat(SECRET_LEN));
+        let body = format!(
+            "sy_live_{}_{}",
+            "a".repeat(KEY_ID_LEN),
+            "b".repeat(SECRET_LEN)
+        );
         let key = format!("{body}{}", legacy_checksum(&body));
         assert!(parse(PEPPER, &key).unwrap().legacy);
     }
