@@ -448,3 +448,42 @@ async fn tenants_cannot_reach_each_others_resources() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Durations from partners are parsed with checked arithmetic: a value too large to represent
+/// is a 400 naming the field (debug builds used to panic in the handler, release builds to
+/// wrap around to a "valid" value).
+#[tokio::test]
+async fn durations_that_overflow_are_refused_by_name() {
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = app.partner_account().await;
+    let huge = "213503982334602d";
+    for (body, param) in [
+        (
+            json!({ "url": "http://127.0.0.1:9/h", "timeout": huge }),
+            "timeout",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/h", "retry_schedule": ["5s", huge] }),
+            "retry_schedule[1]",
+        ),
+    ] {
+        let r = app.partner_post(&key, "/v1/webhook-endpoints", body).await;
+        problem(r, 400, "parameter_invalid", Some(param)).await;
+    }
+    let (endpoint, _) = app
+        .create_endpoint(&key, "http://127.0.0.1:9/h", &["*"])
+        .await;
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}/secret/rotate"),
+            json!({ "grace_period": huge }),
+        )
+        .await;
+    problem(r, 400, "parameter_invalid", Some("grace_period")).await;
+    assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 1);
+}

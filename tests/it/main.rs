@@ -3,6 +3,8 @@
 mod api_errors;
 mod api_keys;
 mod breaker;
+mod cancellation;
+mod dead_jobs;
 mod delivery;
 mod durability;
 mod endpoint_limits;
