@@ -181,3 +181,97 @@ async fn a_dead_endpoint_does_not_delay_the_healthy_ones() {
     }
     assert!(most <= 4, "{most} requests to the dead endpoint at once");
 }
+
+/// A dispatcher pass costs what it dispatches, not the backlog of groups that must wait: with
+/// 20,000 due deliveries behind an endpoint at its cap, three seconds of passes read far fewer
+/// rows than one pass that walked that backlog would, and a rate-limited healthy endpoint
+/// keeps getting its deliveries.
+#[tokio::test]
+async fn a_pass_costs_what_it_dispatches_not_the_backlog_of_a_full_group() {
+    use serde_json::json;
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let slow = PartnerServer::start(Behaviour::Slow(Duration::from_secs(30))).await;
+    let fast = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    let s = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": slow.url, "max_concurrency": 1, "event_types": ["order.created"] }),
+        )
+        .await;
+    let s = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.post_order(&key, "slow-1").await.status(), 201);
+    eventually(
+        Duration::from_secs(5),
+        "the slow endpoint's one slot in use",
+        || async { (slow.count() == 1).then_some(()) },
+    )
+    .await;
+    // Its backlog: 20,000 deliveries due now, waiting for its one slot.
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key, run_at)
+         SELECT gen_random_uuid(), 'webhook_deliveries', gen_random_uuid(), gen_random_uuid(), 3,
+                $1::uuid, now() - interval '1 minute'
+           FROM generate_series(1, 20000)",
+    )
+    .bind(&s)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let read = || async {
+        let mut conn = app.pool.acquire().await.unwrap();
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(idx_tup_fetch, 0) + COALESCE(seq_tup_read, 0)
+               FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    };
+    // Let the statistics of the insert settle, then measure three seconds of passes (the
+    // dispatcher runs every 100 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = read().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = read().await - before;
+    println!("dispatcher: {during} rows read in 3 s next to a 20,000-job backlog");
+    assert!(
+        during < 20_000,
+        "{during} rows read in 3 s of dispatcher passes next to a 20,000-job backlog"
+    );
+    // A healthy endpoint whose rate limit routes it through the dispatcher is served.
+    let h = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": fast.url, "rate_limit": 50, "event_types": ["order.updated"] }),
+        )
+        .await;
+    assert!(h["id"].is_string());
+    let order: serde_json::Value = app.post_order(&key, "fast-0").await.json().await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    for i in 0..20 {
+        let r = app
+            .partner_patch(
+                &key,
+                &format!("/v1/orders/{id}"),
+                json!({ "notes": format!("n{i}") }),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "20 deliveries to the healthy endpoint",
+        || async { (fast.count() == 20).then_some(()) },
+    )
+    .await;
+    assert_eq!(slow.count(), 1, "the full group got nothing more");
+}

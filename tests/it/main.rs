@@ -15,6 +15,7 @@ mod leases;
 mod ops;
 mod orders;
 mod rate_limits;
+mod retention;
 mod retries;
 mod signing;
 mod ssrf;

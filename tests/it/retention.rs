@@ -1,0 +1,123 @@
+//! Every growing table has a retention, and the janitor purges what passed it: finished and
+//! dead jobs, webhook history, closed orders with their events, usage, audit, idempotency
+//! records, and attempt partitions whose day is over.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_janitor_purges_every_table_past_its_retention() {
+    let app = TestApp::spawn(TestOptions {
+        payload_retention: "3s".into(),
+        args: [
+            "--job-retention=1s",
+            "--dead-job-retention=1s",
+            "--webhook-retention=3s",
+            "--order-retention=1s",
+            "--usage-retention=1s",
+            "--audit-retention=1s",
+            "--idempotency-ttl=1s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    // One order run to completion (closed), one left open.
+    let closed = app
+        .http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "retention-1")
+        .json(&TestApp::order_body("closed"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let id = closed["id"].as_str().unwrap();
+    for status in ["confirmed", "preparing", "ready", "completed"] {
+        let r = app
+            .partner_post(
+                &key,
+                &format!("/v1/orders/{id}/status"),
+                json!({ "status": status }),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(app.post_order(&key, "open").await.status(), 201);
+    eventually(Duration::from_secs(10), "six webhooks", || async {
+        (partner.count() == 6).then_some(())
+    })
+    .await;
+    // A dead job, and an attempt partition of a day long past (as a deployment that has run
+    // for years would have).
+    sqlx::raw_sql(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, finished_at)
+         VALUES (gen_random_uuid(), 'order_events', gen_random_uuid(), gen_random_uuid(), 1,
+                 'dead', now() - interval '1 minute');
+         CREATE TABLE webhook_attempts_p20200101 PARTITION OF webhook_attempts
+           FOR VALUES FROM (uuid_v7_floor('2020-01-01T00:00:00Z'))
+                        TO (uuid_v7_floor('2020-01-02T00:00:00Z'));",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for (table, sql) in [
+        ("finished and dead jobs", "SELECT count(*) FROM jobs"),
+        (
+            "webhook deliveries",
+            "SELECT count(*) FROM webhook_deliveries",
+        ),
+        ("webhook messages", "SELECT count(*) FROM webhook_messages"),
+        (
+            "the closed order and its history",
+            "SELECT count(*) FROM orders WHERE status = 'completed'",
+        ),
+        (
+            "the closed order's events",
+            "SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id
+              WHERE o.status = 'completed'",
+        ),
+        (
+            "idempotency records",
+            "SELECT count(*) FROM idempotency_keys",
+        ),
+        ("audit events", "SELECT count(*) FROM audit_events"),
+        (
+            "the expired attempt partition",
+            "SELECT count(*) FROM pg_class WHERE relname = 'webhook_attempts_p20200101'",
+        ),
+    ] {
+        eventually(Duration::from_secs(20), table, || async {
+            (count(&app, sql).await == 0).then_some(())
+        })
+        .await;
+    }
+    // Open orders stay, with their history.
+    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM order_events").await, 1);
+    // Attempt partitions are ready a week ahead.
+    let ahead = count(
+        &app,
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE c.relname ~ '^webhook_attempts_p[0-9]{8}$'
+            AND to_date(substr(c.relname, 19), 'YYYYMMDD') >= current_date",
+    )
+    .await;
+    assert!(ahead >= 8, "{ahead} partitions from today on");
+}
