@@ -286,30 +286,31 @@ pub struct QueueStats {
     pub oldest_due_age_seconds: f64,
 }
 
-/// Served by the partial indexes (pending jobs outside and inside dispatch groups are counted
-/// apart, each from its own index), so its cost follows the unfinished work, not the ledger.
+/// One pass over the unfinished work (each state from its partial index; pending jobs outside
+/// and inside dispatch groups apart), so its cost follows the unfinished work, never the
+/// ledger's size, and it reads each pending job once however many queues there are.
 pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>> {
     Ok(sqlx::query_as::<_, QueueStats>(
-        "SELECT q.queue,
-                (SELECT count(*) FROM jobs
-                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL)
-              + (SELECT count(*) FROM jobs
-                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL) AS pending,
-                (SELECT count(*) FROM jobs
-                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL AND run_at <= now())
-              + (SELECT count(*) FROM jobs
-                  WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL
-                    AND run_at <= now()) AS due,
-                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'queued') AS queued,
-                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'running') AS running,
-                (SELECT count(*) FROM jobs WHERE queue = q.queue AND state = 'dead') AS dead,
-                COALESCE(extract(epoch FROM now() - LEAST(
-                    (SELECT min(run_at) FROM jobs
-                      WHERE queue = q.queue AND state = 'pending' AND group_key IS NULL
-                        AND run_at <= now()),
-                    (SELECT min(run_at) FROM jobs
-                      WHERE queue = q.queue AND state = 'pending' AND group_key IS NOT NULL
-                        AND run_at <= now())))::float8, 0) AS oldest_due_age_seconds
+        "WITH pending AS (
+            SELECT queue, count(*) AS pending, count(*) FILTER (WHERE run_at <= now()) AS due,
+                   min(run_at) FILTER (WHERE run_at <= now()) AS oldest
+              FROM jobs WHERE state = 'pending' AND group_key IS NULL GROUP BY queue
+            UNION ALL
+            SELECT queue, count(*), count(*) FILTER (WHERE run_at <= now()),
+                   min(run_at) FILTER (WHERE run_at <= now())
+              FROM jobs WHERE state = 'pending' AND group_key IS NOT NULL GROUP BY queue),
+         queued AS (SELECT queue, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY queue),
+         running AS (SELECT queue, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY queue),
+         dead AS (SELECT queue, count(*) AS n FROM jobs WHERE state = 'dead' GROUP BY queue)
+         SELECT q.queue,
+                COALESCE((SELECT sum(pending) FROM pending p WHERE p.queue = q.queue), 0)::int8 AS pending,
+                COALESCE((SELECT sum(due) FROM pending p WHERE p.queue = q.queue), 0)::int8 AS due,
+                COALESCE((SELECT n FROM queued x WHERE x.queue = q.queue), 0) AS queued,
+                COALESCE((SELECT n FROM running x WHERE x.queue = q.queue), 0) AS running,
+                COALESCE((SELECT n FROM dead x WHERE x.queue = q.queue), 0) AS dead,
+                COALESCE(extract(epoch FROM now() - (SELECT min(oldest) FROM pending p
+                                                     WHERE p.queue = q.queue))::float8, 0)
+                    AS oldest_due_age_seconds
            FROM UNNEST($1::text[]) AS q(queue)",
     )
     .bind(&crate::queue::ALL_QUEUES[..])

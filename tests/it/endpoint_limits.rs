@@ -183,9 +183,10 @@ async fn a_dead_endpoint_does_not_delay_the_healthy_ones() {
 }
 
 /// A dispatcher pass costs what it dispatches, not the backlog of groups that must wait: with
-/// 20,000 due deliveries behind an endpoint at its cap, three seconds of passes read far fewer
-/// rows than one pass that walked that backlog would, and a rate-limited healthy endpoint
-/// keeps getting its deliveries.
+/// 20,000 due deliveries behind an endpoint at its cap, three seconds of passes (about 30)
+/// read fewer rows than two passes that walked that backlog would (the queue metrics, every
+/// 5 s, count the pending jobs once: that is most of what is read), and a rate-limited
+/// healthy endpoint keeps getting its deliveries.
 #[tokio::test]
 async fn a_pass_costs_what_it_dispatches_not_the_backlog_of_a_full_group() {
     use serde_json::json;
@@ -244,7 +245,7 @@ async fn a_pass_costs_what_it_dispatches_not_the_backlog_of_a_full_group() {
     let during = read().await - before;
     println!("dispatcher: {during} rows read in 3 s next to a 20,000-job backlog");
     assert!(
-        during < 20_000,
+        during < 40_000,
         "{during} rows read in 3 s of dispatcher passes next to a 20,000-job backlog"
     );
     // A healthy endpoint whose rate limit routes it through the dispatcher is served.
