@@ -32,6 +32,7 @@ pub struct Problem {
     pub code: String,
     /// The request field at fault (`items[0].quantity`), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(nullable)]
     pub param: Option<String>,
     pub request_id: String,
 }
@@ -241,18 +242,56 @@ impl ApiResponse for ApiError {
     }
 }
 
-/// Turns any error raised below it into a problem document carrying the request id.
-pub struct ProblemMiddleware;
+/// The methods each documented path template allows (for the `Allow` header of a `405`).
+#[derive(Debug, Default)]
+pub struct RouteMethods(Vec<(Vec<String>, String)>);
+
+impl RouteMethods {
+    /// Reads them from the OpenAPI document the server serves.
+    pub fn from_spec(spec: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut routes = Vec::new();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, ops) in paths {
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                let segments = path.split('/').map(str::to_owned).collect();
+                routes.push((segments, methods.join(", ")));
+            }
+        }
+        RouteMethods(routes)
+    }
+
+    /// The `Allow` value of the documented route `path` falls under.
+    fn allowed(&self, path: &str) -> Option<&str> {
+        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        self.0.iter().find_map(|(segments, methods)| {
+            let matches = segments.len() == parts.len()
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| s == p || (s.starts_with('{') && !p.is_empty()));
+            matches.then_some(methods.as_str())
+        })
+    }
+}
+
+/// Turns any error raised below it into a problem document carrying the request id (a `405`
+/// also says which methods the route allows).
+pub struct ProblemMiddleware(pub std::sync::Arc<RouteMethods>);
 
 impl<E: Endpoint> Middleware<E> for ProblemMiddleware {
     type Output = ProblemEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        ProblemEndpoint(ep)
+        ProblemEndpoint(ep, self.0.clone())
     }
 }
 
-pub struct ProblemEndpoint<E>(E);
+pub struct ProblemEndpoint<E>(E, std::sync::Arc<RouteMethods>);
 
 impl<E: Endpoint> Endpoint for ProblemEndpoint<E> {
     type Output = Response;
@@ -263,14 +302,21 @@ impl<E: Endpoint> Endpoint for ProblemEndpoint<E> {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        let path = req.uri().path().to_owned();
         match self.0.call(req).await {
             Ok(resp) => Ok(resp.into_response()),
             Err(err) => {
                 // Keep the operation for metrics and usage counts.
                 let operation = err.data::<OperationId>().cloned();
+                let not_allowed = err.is::<poem::error::MethodNotAllowedError>();
                 let mut resp = to_api_error(err).into_problem_response(&request_id);
                 if let Some(op) = operation {
                     resp.set_data(op);
+                }
+                if let Some(allow) = self.1.allowed(&path).filter(|_| not_allowed)
+                    && let Ok(v) = HeaderValue::from_str(allow)
+                {
+                    resp.headers_mut().insert(header::ALLOW, v);
                 }
                 Ok(resp)
             }

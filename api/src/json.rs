@@ -79,6 +79,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body must be a JSON object.",
         ));
     }
+    if has_nul_escape(bytes) {
+        // Postgres can store NUL in no text or JSON value: refuse it in any field (the typed
+        // fields' schemas say so too).
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameter_invalid",
+            "Strings must not contain NUL characters (`\\u0000`).",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -146,6 +155,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// True when a JSON text holds the escape `\u0000` (a NUL character) in a string.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 impl<T: Serialize + Send> IntoResponse for Json<T> {
@@ -239,5 +264,11 @@ mod tests {
         assert_eq!(e.code, "invalid_json");
         let e = err("[1]");
         assert_eq!((e.code, e.param), ("invalid_request", None));
+        let e = err(r#"{"items":[],"x":"a\u0000b"}"#);
+        assert_eq!(e.code, "parameter_invalid");
+        assert!(
+            !has_nul_escape(br#"{"x":"a\\u0000b"}"#),
+            "an escaped backslash"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod pagination;
 pub mod request_id;
 pub mod responses;
 pub mod routes;
+pub mod spec;
 
 use std::{sync::Arc, time::Duration};
 
@@ -105,21 +106,31 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The OpenAPI document as served at `/openapi.json`.
+/// The OpenAPI document as served at `/openapi.json` (see [`spec`]).
 pub fn spec_json() -> String {
-    openapi().spec()
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&openapi().spec()).expect("poem-openapi writes JSON");
+    spec::close_request_objects(&mut spec);
+    spec::add_links(&mut spec);
+    serde_json::to_string_pretty(&spec).expect("a JSON value serialises")
 }
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> impl Endpoint {
     let api = openapi();
-    let spec = api.spec_endpoint();
+    let document = spec_json();
+    let routes = Arc::new(error::RouteMethods::from_spec(&document));
     let docs = api.swagger_ui();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
-        .with(error::ProblemMiddleware)
+        .with(error::ProblemMiddleware(routes))
         .with(idempotency::IdempotencyMiddleware)
         .with(auth::PartnerMiddleware)
         .with(error::PanicMiddleware)

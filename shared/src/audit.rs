@@ -73,17 +73,21 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct AuditEvent {
     pub id: Uuid,
+    #[oai(nullable)]
     pub tenant_id: Option<Uuid>,
     /// `admin` (operator token) or `api_key`.
     pub actor_type: String,
     /// The API key that acted, for `api_key`.
+    #[oai(nullable)]
     pub actor_id: Option<Uuid>,
     /// What happened: `api_key.created`, `api_key.rolled`, `api_key.revoked`,
     /// `api_key.updated`, `tenant.created`, …
     pub action: String,
     pub target_type: String,
     pub target_id: Uuid,
+    #[oai(nullable)]
     pub request_id: Option<String>,
+    #[oai(nullable)]
     pub ip: Option<String>,
     /// The changed fields (never secrets).
     pub changes: serde_json::Value,

@@ -10,6 +10,7 @@ pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod idempotency;
+pub mod input;
 pub mod jobs;
 pub mod net;
 pub mod orders;

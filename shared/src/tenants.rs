@@ -6,9 +6,10 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    api_keys::{MAX_RATE_LIMIT, Mode},
+    api_keys::{Mode, input::MAX_RATE_LIMIT},
     audit::{self, Actor},
     error::{Error, Result},
+    input::{Int, Text},
 };
 
 /// What a partner request sees: one tenant's data of one mode (test keys never see live data).
@@ -20,20 +21,25 @@ pub struct Scope {
 
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Display name, 1 to 200 characters.
-    pub name: String,
+    pub name: Text<1, 200>,
     /// Requests per minute over all of the tenant's keys; default: the server's.
-    pub rate_limit_per_minute: Option<i32>,
+    #[oai(nullable)]
+    pub rate_limit_per_minute: Option<Int<1, MAX_RATE_LIMIT>>,
 }
 
 /// A change to a tenant; absent fields stay as they are.
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateTenant {
-    pub name: Option<String>,
+    #[oai(nullable)]
+    pub name: Option<Text<1, 200>>,
     /// `0` returns to the server default.
-    pub rate_limit_per_minute: Option<i32>,
+    #[oai(nullable)]
+    pub rate_limit_per_minute: Option<Int<0, MAX_RATE_LIMIT>>,
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
@@ -41,40 +47,16 @@ pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     /// `null`: the server default.
+    #[oai(nullable)]
     pub rate_limit_per_minute: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, name, rate_limit_per_minute, created_at";
 
-pub fn validate_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "name",
-            "`name` must be 1 to 200 characters.",
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-fn validate_limit(value: Option<i32>, zero_resets: bool) -> Result<Option<i32>> {
-    match value {
-        None => Ok(None),
-        Some(0) if zero_resets => Ok(Some(0)),
-        Some(n) if (1..=MAX_RATE_LIMIT).contains(&n) => Ok(Some(n)),
-        Some(_) => Err(Error::invalid(
-            "parameter_invalid",
-            "rate_limit_per_minute",
-            format!("`rate_limit_per_minute` must be between 1 and {MAX_RATE_LIMIT}."),
-        )),
-    }
-}
-
 pub async fn create(pool: &PgPool, actor: &Actor, new: CreateTenant) -> Result<Tenant> {
-    let name = validate_name(&new.name)?;
-    let limit = validate_limit(new.rate_limit_per_minute, false)?;
+    let name = new.name.into_string();
+    let limit = new.rate_limit_per_minute.map(|n| n.get() as i32);
     let mut tx = pool.begin().await?;
     let tenant = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO tenants (id, name, rate_limit_per_minute) VALUES ($1, $2, $3)
@@ -111,8 +93,8 @@ pub async fn update(
     id: Uuid,
     change: UpdateTenant,
 ) -> Result<Tenant> {
-    let name = change.name.as_deref().map(validate_name).transpose()?;
-    let limit = validate_limit(change.rate_limit_per_minute, true)?;
+    let name = change.name.map(Text::into_string);
+    let limit = change.rate_limit_per_minute.map(|n| n.get() as i32);
     let mut tx = pool.begin().await?;
     let old = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE"

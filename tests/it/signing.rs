@@ -242,25 +242,32 @@ mod end_to_end {
             "no credential in clear in the database"
         );
 
-        for (body, param) in [
+        for (body, code, param) in [
             (
                 json!({ "headers": { "Authorization": "x" } }),
+                "parameter_invalid",
                 "headers.Authorization",
             ),
             (
                 json!({ "headers": { "webhook-id": "x" } }),
+                "parameter_invalid",
                 "headers.webhook-id",
             ),
             (
                 json!({ "auth": { "type": "basic", "username": "u" } }),
+                "parameter_missing",
                 "auth.password",
             ),
-            (json!({ "auth": { "type": "digest" } }), "auth.type"),
+            (
+                json!({ "auth": { "type": "digest" } }),
+                "parameter_invalid",
+                "auth.type",
+            ),
         ] {
             let r = app
                 .partner_patch(&key, &format!("/v1/webhook-endpoints/{id}"), body)
                 .await;
-            problem(r, 400, "parameter_invalid", Some(param)).await;
+            problem(r, 400, code, Some(param)).await;
         }
     }
 }

@@ -103,6 +103,8 @@ impl AdminApi {
         _admin: Admin,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<AuditEventList>, ApiError> {
@@ -119,6 +121,8 @@ impl AdminApi {
         &self,
         _admin: Admin,
         state: Data<&Arc<AppState>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<TenantList>, ApiError> {
@@ -182,6 +186,8 @@ impl AdminApi {
         _admin: Admin,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
@@ -194,7 +200,7 @@ impl AdminApi {
 
     /// Revoke an API key: every API replica refuses it within seconds.
     #[oai(
-        path = "/tenants/:tenant_id/api-keys/:key_id",
+        path = "/tenants/:tenant_id/api-keys/:id",
         method = "delete",
         operation_id = "revokeApiKey"
     )]
@@ -204,7 +210,7 @@ impl AdminApi {
         req: &Request,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
-        key_id: Path<Uuid>,
+        id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
         let mut tx = state.services.pool.begin().await?;
         let key = api_keys::revoke(
@@ -212,7 +218,7 @@ impl AdminApi {
             Granter::Admin,
             &actor(req, ActorKind::Admin),
             tenant_id.0,
-            key_id.0,
+            id.0,
         )
         .await?;
         tx.commit().await?;
@@ -222,7 +228,7 @@ impl AdminApi {
 
     /// Change a key's name, scopes, allowlist or rate limits.
     #[oai(
-        path = "/tenants/:tenant_id/api-keys/:key_id",
+        path = "/tenants/:tenant_id/api-keys/:id",
         method = "patch",
         operation_id = "updateApiKey"
     )]
@@ -232,7 +238,7 @@ impl AdminApi {
         req: &Request,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
-        key_id: Path<Uuid>,
+        id: Path<Uuid>,
         body: Json<api_keys::UpdateApiKey>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
         let mut tx = state.services.pool.begin().await?;
@@ -241,7 +247,7 @@ impl AdminApi {
             Granter::Admin,
             &actor(req, ActorKind::Admin),
             tenant_id.0,
-            key_id.0,
+            id.0,
             body.0,
         )
         .await?;
@@ -253,7 +259,7 @@ impl AdminApi {
     /// Roll a key: a new key with the same settings (shown once); the old one keeps working
     /// for the grace period.
     #[oai(
-        path = "/tenants/:tenant_id/api-keys/:key_id/roll",
+        path = "/tenants/:tenant_id/api-keys/:id/roll",
         method = "post",
         operation_id = "rollApiKey"
     )]
@@ -263,7 +269,7 @@ impl AdminApi {
         req: &Request,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
-        key_id: Path<Uuid>,
+        id: Path<Uuid>,
         body: Json<api_keys::RollApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
         let s = &state.services;
@@ -274,7 +280,7 @@ impl AdminApi {
             Granter::Admin,
             &actor(req, ActorKind::Admin),
             tenant_id.0,
-            key_id.0,
+            id.0,
             body.0,
         )
         .await?;
@@ -287,7 +293,7 @@ impl AdminApi {
 
     /// A key's requests and errors per operation and per hour.
     #[oai(
-        path = "/tenants/:tenant_id/api-keys/:key_id/usage",
+        path = "/tenants/:tenant_id/api-keys/:id/usage",
         method = "get",
         operation_id = "getApiKeyUsage"
     )]
@@ -296,13 +302,13 @@ impl AdminApi {
         _admin: Admin,
         state: Data<&Arc<AppState>>,
         tenant_id: Path<Uuid>,
-        key_id: Path<Uuid>,
+        id: Path<Uuid>,
         /// Start of the report (default: 7 days ago; at most 90 days ago).
         since: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<usage::KeyUsage>, ApiError> {
-        let since = usage_since(since.0)?;
+        let since = usage_since(since.0);
         Ok(Json(
-            usage::get(&state.services.pool, tenant_id.0, key_id.0, since).await?,
+            usage::get(&state.services.pool, tenant_id.0, id.0, since).await?,
         ))
     }
 

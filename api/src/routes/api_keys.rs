@@ -31,19 +31,13 @@ pub const USAGE_DEFAULT_DAYS: i64 = 7;
 /// Usage is kept and reported for at most this many days back.
 pub const USAGE_MAX_DAYS: i64 = 90;
 
-/// `since` of a usage report: default 7 days back, at most 90.
-pub fn usage_since(since: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, ApiError> {
+/// `since` of a usage report: default 7 days back; usage is kept 90 days, so an earlier
+/// `since` reads as 90 days back.
+pub fn usage_since(since: Option<DateTime<Utc>>) -> DateTime<Utc> {
     let now = Utc::now();
-    let since = since.unwrap_or(now - Duration::days(USAGE_DEFAULT_DAYS));
-    if since < now - Duration::days(USAGE_MAX_DAYS) || since > now {
-        return Err(ApiError::new(
-            poem::http::StatusCode::BAD_REQUEST,
-            "parameter_invalid",
-            format!("`since` must lie within the last {USAGE_MAX_DAYS} days."),
-        )
-        .with_param("since"));
-    }
-    Ok(since)
+    since
+        .unwrap_or(now - Duration::days(USAGE_DEFAULT_DAYS))
+        .max(now - Duration::days(USAGE_MAX_DAYS))
 }
 
 pub struct ApiKeysApi;
@@ -83,6 +77,8 @@ impl ApiKeysApi {
         &self,
         auth: Partner,
         state: Data<&Arc<AppState>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
@@ -212,11 +208,12 @@ impl ApiKeysApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
-        /// Start of the report (default: 7 days ago; at most 90 days ago).
+        /// Start of the report (default: 7 days ago; usage is kept 90 days, so an earlier value reads
+        /// as 90 days ago).
         since: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<usage::KeyUsage>, ApiError> {
         let p = auth.require("keys:read")?;
-        let since = usage_since(since.0)?;
+        let since = usage_since(since.0);
         let pool = &state.services.pool;
         let key = api_keys::get(pool, p.tenant_id, id.0).await?;
         if key.mode != p.mode.as_str() {

@@ -30,6 +30,8 @@ impl AuditEventsApi {
         &self,
         auth: Partner,
         state: Data<&Arc<AppState>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<AuditEventList>, ApiError> {

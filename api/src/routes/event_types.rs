@@ -58,7 +58,7 @@ impl EventTypesApi {
         auth: Partner,
         #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
-        name: Path<String>,
+        name: Path<switchyard_shared::webhooks::event_types::EventTypeName>,
         body: Json<catalog::UpdateEventType>,
     ) -> Result<Json<catalog::EventType>, ApiError> {
         let p = auth.require("webhooks:write")?;

@@ -60,12 +60,14 @@ impl OrdersApi {
         &self,
         auth: Partner,
         state: Data<&Arc<AppState>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
         /// Only orders in this status.
-        status: Query<Option<String>>,
+        status: Query<Option<orders::OrderStatus>>,
         /// Only orders from this provider.
-        provider: Query<Option<String>>,
+        provider: Query<Option<orders::input::ProviderSlug>>,
         /// Created at or after this time.
         #[oai(name = "created[gte]")]
         created_gte: Query<Option<DateTime<Utc>>>,
@@ -80,7 +82,7 @@ impl OrdersApi {
         let limit = pagination::limit(limit.0)?;
         let filter = orders::ListFilter {
             status: status.0,
-            provider: provider.0,
+            provider: provider.0.map(|p| p.into_string()),
             created_gte: created_gte.0,
             created_lte: created_lte.0,
             updated_gte: updated_gte.0,
@@ -111,7 +113,7 @@ impl OrdersApi {
     }
 
     /// Change an open order's notes, delivery details or metadata (needs `orders:write`);
-    /// emits `order.updated`.
+    /// emits `order.updated` (a change of nothing returns the order and emits nothing).
     #[oai(path = "/:id", method = "patch", operation_id = "updateOrder")]
     async fn update(
         &self,
@@ -126,7 +128,9 @@ impl OrdersApi {
         let mut tx = state.services.pool.begin().await?;
         let (order, task) = orders::update(&mut tx, p.scope(), id.0, body.0).await?;
         let resp = op.commit(tx, Json(order)).await?;
-        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        state
+            .fast_path
+            .push(ORDER_EVENTS, task.into_iter().collect());
         Ok(resp)
     }
 
@@ -168,7 +172,7 @@ impl OrdersApi {
         let p = auth.require("orders:write")?;
         let op = idem.begin(p).await?;
         let change = orders::ChangeStatus {
-            status: "cancelled".into(),
+            status: orders::OrderStatus::Cancelled,
             reason: body.0.reason,
         };
         let mut tx = state.services.pool.begin().await?;
@@ -185,6 +189,8 @@ impl OrdersApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         /// An event id: continue after it.
         starting_after: Query<Option<Uuid>>,

@@ -64,6 +64,8 @@ impl WebhookEndpointsApi {
         &self,
         auth: Partner,
         state: Data<&Arc<AppState>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<EndpointList>, ApiError> {
@@ -194,7 +196,10 @@ impl WebhookEndpointsApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
-        status: Query<Option<String>>,
+        /// Only deliveries in this status.
+        status: Query<Option<deliveries::DeliveryStatus>>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<DeliveryList>, ApiError> {
@@ -206,7 +211,7 @@ impl WebhookEndpointsApi {
             pool,
             p.scope(),
             id.0,
-            status.0.as_deref(),
+            status.0,
             limit + 1,
             starting_after.0,
         )
@@ -226,12 +231,13 @@ impl WebhookEndpointsApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
-        window: Query<Option<String>>,
+        /// The span covered (default `24h`).
+        window: Query<Option<stats::StatsWindow>>,
     ) -> Result<Json<stats::EndpointStats>, ApiError> {
         let p = auth.require("webhooks:read")?;
         let pool = &state.services.pool;
         endpoints::get(pool, p.scope(), id.0).await?;
-        let window = window.0.as_deref().unwrap_or("24h");
+        let window = window.0.unwrap_or_default();
         Ok(Json(
             stats::for_endpoint(pool, p.scope(), id.0, window).await?,
         ))
@@ -295,6 +301,8 @@ impl WebhookEndpointsApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
+        /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<AttemptList>, ApiError> {

@@ -158,6 +158,7 @@ pub struct HourUsage {
 pub struct KeyUsage {
     pub api_key_id: Uuid,
     pub since: DateTime<Utc>,
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
     pub requests: i64,
     pub errors: i64,

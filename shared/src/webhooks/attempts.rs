@@ -19,18 +19,24 @@ pub struct Attempt {
     pub attempt: i32,
     /// The `webhook-timestamp` header sent with this attempt.
     pub webhook_timestamp: i64,
+    #[oai(nullable)]
     pub status_code: Option<i32>,
     /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `circuit_open`
     /// or `body_too_large`; `null` on success.
+    #[oai(nullable)]
     pub error_class: Option<String>,
+    #[oai(nullable)]
     pub error_message: Option<String>,
     /// Total time of the attempt.
     pub duration_ms: i32,
     /// Time until the response headers arrived.
+    #[oai(nullable)]
     pub ttfb_ms: Option<i32>,
     /// Time spent opening a new connection (TCP + TLS); `null` when one was reused.
+    #[oai(nullable)]
     pub connect_ms: Option<i32>,
     /// Address the request went to (after our own DNS resolution and checks).
+    #[oai(nullable)]
     pub remote_ip: Option<String>,
     /// Request headers as sent, as `[name, value]` pairs; credentials are redacted.
     #[sqlx(json(nullable))]
@@ -39,8 +45,10 @@ pub struct Attempt {
     #[sqlx(json(nullable))]
     pub response_headers: Option<Vec<Vec<String>>>,
     /// First 64 KiB of the response body (lossy UTF-8).
+    #[oai(nullable)]
     pub response_body: Option<String>,
     /// Size of the whole response body in bytes, where known.
+    #[oai(nullable)]
     pub response_size: Option<i64>,
     pub created_at: DateTime<Utc>,
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::event_types;
+use super::event_types::EventTypeName;
+use crate::input::Text;
 use crate::{
     error::{Error, Result},
     orders,
@@ -16,31 +17,45 @@ use crate::{
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct EventType {
     pub name: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     /// JSON Schema of the event's `data`, if one was given.
+    #[oai(nullable)]
     pub schema: Option<serde_json::Value>,
     pub deprecated: bool,
     /// Emitted by Switchyard itself (read-only).
     pub built_in: bool,
+    #[oai(nullable)]
     pub created_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct CreateEventType {
     /// Dotted name of `[A-Za-z0-9_]` segments, e.g. `invoice.paid`.
-    pub name: String,
-    pub description: Option<String>,
-    pub schema: Option<serde_json::Value>,
+    pub name: EventTypeName,
+    /// At most 1000 characters.
+    #[oai(nullable)]
+    pub description: Option<Text<0, 1000>>,
+    /// A JSON Schema of the event's `data` (an object, at most 64 KiB).
+    #[oai(nullable)]
+    pub schema: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    #[oai(nullable)]
     pub deprecated: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateEventType {
-    pub description: Option<String>,
-    pub schema: Option<serde_json::Value>,
+    #[oai(nullable)]
+    pub description: Option<Text<0, 1000>>,
+    #[oai(nullable)]
+    pub schema: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    #[oai(nullable)]
     pub deprecated: Option<bool>,
 }
 
@@ -56,7 +71,11 @@ pub fn built_in() -> Vec<(String, String)> {
             "An order's notes, delivery details or metadata changed.".to_owned(),
         ),
     ];
-    for status in orders::STATUSES.iter().filter(|s| **s != "received") {
+    let moves = orders::OrderStatus::ALL
+        .into_iter()
+        .filter(|s| *s != orders::OrderStatus::Received)
+        .map(orders::OrderStatus::as_str);
+    for status in moves {
         out.push((
             format!("order.{status}"),
             format!("An order moved to `{status}`."),
@@ -83,19 +102,14 @@ fn is_built_in(name: &str) -> bool {
     built_in().iter().any(|(n, _)| n == name)
 }
 
-fn validate_fields(description: &Option<String>, schema: &Option<serde_json::Value>) -> Result<()> {
-    if description
+/// The one check the types cannot make: a schema's size.
+fn schema_value(
+    schema: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+) -> Result<Option<serde_json::Value>> {
+    let schema = schema.map(|s| serde_json::Value::Object(s.into_iter().collect()));
+    if schema
         .as_ref()
-        .is_some_and(|d| d.chars().count() > 1000)
-    {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "description",
-            "`description` must be at most 1000 characters.",
-        ));
-    }
-    if let Some(s) = schema
-        && (!s.is_object() || s.to_string().len() > 64 * 1024)
+        .is_some_and(|s| s.to_string().len() > 64 * 1024)
     {
         return Err(Error::invalid(
             "parameter_invalid",
@@ -103,7 +117,7 @@ fn validate_fields(description: &Option<String>, schema: &Option<serde_json::Val
             "`schema` must be a JSON Schema object of at most 64 KiB.",
         ));
     }
-    Ok(())
+    Ok(schema)
 }
 
 const COLUMNS: &str =
@@ -137,25 +151,16 @@ pub async fn create(
     tenant_id: Uuid,
     input: CreateEventType,
 ) -> Result<EventType> {
-    if !event_types::is_valid_pattern(&input.name) || input.name.contains('*') {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "name",
-            format!(
-                "`{}` is not an event type: use dotted names like `invoice.paid`.",
-                input.name
-            ),
-        ));
-    }
-    validate_fields(&input.description, &input.schema)?;
+    let name = input.name.as_str();
+    let schema = schema_value(input.schema)?;
     let exists = || {
         Error::conflict(
             "event_type_exists",
             Some("name"),
-            format!("The event type `{}` already exists.", input.name),
+            format!("The event type `{name}` already exists."),
         )
     };
-    if is_built_in(&input.name) {
+    if is_built_in(name) {
         return Err(exists());
     }
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
@@ -165,9 +170,9 @@ pub async fn create(
          RETURNING {COLUMNS}"
     )))
     .bind(tenant_id)
-    .bind(&input.name)
-    .bind(&input.description)
-    .bind(&input.schema)
+    .bind(name)
+    .bind(input.description.as_deref())
+    .bind(schema)
     .bind(input.deprecated.unwrap_or(false))
     .fetch_optional(conn)
     .await?
@@ -187,7 +192,7 @@ pub async fn update(
             format!("`{name}` is built in and cannot be changed."),
         ));
     }
-    validate_fields(&input.description, &input.schema)?;
+    let schema = schema_value(input.schema)?;
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
         "UPDATE event_types
             SET description = COALESCE($3, description), schema = COALESCE($4, schema),
@@ -197,8 +202,8 @@ pub async fn update(
     )))
     .bind(tenant_id)
     .bind(name)
-    .bind(&input.description)
-    .bind(&input.schema)
+    .bind(input.description.as_deref())
+    .bind(schema)
     .bind(input.deprecated)
     .fetch_optional(conn)
     .await?

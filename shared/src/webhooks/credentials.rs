@@ -15,12 +15,12 @@ use super::signing;
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
+    input::{DurationText, PrintableText, pattern_string},
 };
 
 /// Old signing secrets kept signing after a rotation.
 pub const MAX_PREVIOUS_SECRETS: usize = 10;
 const MAX_HEADERS: usize = 20;
-const MAX_HEADER_VALUE: usize = 1024;
 /// Shown in attempt logs instead of credential values.
 pub const REDACTED: &str = "[redacted]";
 
@@ -66,73 +66,73 @@ pub struct PreviousSecret {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Authentication sent with every request to the endpoint.
-#[derive(Clone, Debug, Deserialize, Serialize, poem_openapi::Object)]
+pattern_string!(
+    /// A basic-auth user name: printable ASCII without `:`, at most 1024 characters.
+    UsernameText,
+    "^[ -9;-~]{1,1024}$",
+    "1 to 1024 printable ASCII characters without `:`"
+);
+
+/// Basic authentication (`Authorization: Basic …`).
+#[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: UsernameText,
+    pub password: PrintableText,
+}
+
+/// Bearer authentication (`Authorization: Bearer …`).
+#[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct BearerAuth {
+    pub token: PrintableText,
+}
+
+/// Authentication sent with every request to the endpoint, as requests give it.
+#[derive(Clone, Debug, Deserialize, poem_openapi::Union)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[oai(discriminator_name = "type")]
+pub enum AuthInput {
+    #[oai(mapping = "basic")]
+    Basic(BasicAuth),
+    #[oai(mapping = "bearer")]
+    Bearer(BearerAuth),
+}
+
+impl From<AuthInput> for EndpointAuth {
+    fn from(a: AuthInput) -> Self {
+        match a {
+            AuthInput::Basic(b) => EndpointAuth {
+                kind: "basic".into(),
+                username: Some(b.username.into_string()),
+                password: Some(b.password.into_string()),
+                token: None,
+            },
+            AuthInput::Bearer(b) => EndpointAuth {
+                kind: "bearer".into(),
+                username: None,
+                password: None,
+                token: Some(b.token.into_string()),
+            },
+        }
+    }
+}
+
+/// Authentication sent with every request to the endpoint, as it is sealed and stored.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct EndpointAuth {
     /// `basic` (with `username` and `password`) or `bearer` (with `token`).
     #[serde(rename = "type")]
-    #[oai(rename = "type")]
     pub kind: String,
     pub username: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
 }
 
-fn printable(v: &str) -> bool {
-    !v.is_empty() && v.len() <= MAX_HEADER_VALUE && v.bytes().all(|b| (0x20..0x7f).contains(&b))
-}
-
 impl EndpointAuth {
-    pub fn validate(&self) -> Result<()> {
-        let bad =
-            |param: &str, detail: &str| Err(Error::invalid("parameter_invalid", param, detail));
-        match self.kind.as_str() {
-            "basic" => {
-                if !self
-                    .username
-                    .as_deref()
-                    .is_some_and(|u| printable(u) && !u.contains(':'))
-                {
-                    return bad(
-                        "auth.username",
-                        "`auth.username` is required for basic auth: printable ASCII without `:`.",
-                    );
-                }
-                if !self.password.as_deref().is_some_and(printable) {
-                    return bad(
-                        "auth.password",
-                        "`auth.password` is required for basic auth: printable ASCII.",
-                    );
-                }
-                if self.token.is_some() {
-                    return bad("auth.token", "`auth.token` belongs to bearer auth.");
-                }
-            }
-            "bearer" => {
-                if !self.token.as_deref().is_some_and(printable) {
-                    return bad(
-                        "auth.token",
-                        "`auth.token` is required for bearer auth: printable ASCII.",
-                    );
-                }
-                if self.username.is_some() || self.password.is_some() {
-                    return bad(
-                        "auth.username",
-                        "`auth.username` and `auth.password` belong to basic auth.",
-                    );
-                }
-            }
-            other => {
-                return bad(
-                    "auth.type",
-                    &format!("`auth.type` must be `basic` or `bearer`, got `{other}`."),
-                );
-            }
-        }
-        Ok(())
-    }
-
+    /// The `Authorization` header value.
     fn authorization(&self) -> String {
         match self.kind.as_str() {
             "basic" => {
@@ -149,7 +149,9 @@ impl EndpointAuth {
 }
 
 /// Validates and normalises custom headers (names lower-cased).
-pub fn validate_headers(headers: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+pub fn validate_headers(
+    headers: BTreeMap<String, PrintableText>,
+) -> Result<BTreeMap<String, String>> {
     if headers.len() > MAX_HEADERS {
         return Err(Error::invalid(
             "parameter_invalid",
@@ -180,16 +182,7 @@ pub fn validate_headers(headers: BTreeMap<String, String>) -> Result<BTreeMap<St
                 format!("`{name}` is set by Switchyard itself; use `auth` for `authorization`."),
             ));
         }
-        if !printable(&value) {
-            return Err(Error::invalid(
-                "parameter_invalid",
-                param,
-                format!(
-                    "The value of `{name}` must be 1 to {MAX_HEADER_VALUE} printable ASCII characters."
-                ),
-            ));
-        }
-        out.insert(lower, value);
+        out.insert(lower, value.into_string());
     }
     Ok(out)
 }
@@ -328,42 +321,56 @@ impl Sealed {
 /// Body of `POST /v1/webhook-endpoints/{id}/secret/rotate`.
 #[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the current secret keeps signing next to the new one: `0s` to `7d`, default
     /// `24h`. Receivers can switch to the new secret at any point in that window.
-    pub grace_period: Option<String>,
-    /// Bring your own `whsec_` secret (24 to 64 bytes, base64); default: 32 random bytes.
-    pub secret: Option<String>,
+    #[oai(nullable)]
+    pub grace_period: Option<DurationText>,
+    /// Bring your own `whsec_` secret (base64 of 24 to 64 bytes); default: 32 random bytes.
+    #[oai(nullable)]
+    pub secret: Option<SecretText>,
 }
+
+pattern_string!(
+    /// A `whsec_` signing secret: base64 (padded or not) of 24 to 64 bytes.
+    SecretText,
+    "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+    "`whsec_` followed by base64 of 24 to 64 bytes"
+);
 
 /// The new secret, shown only in this response.
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct RotatedSecret {
     pub secret: String,
     /// Until when the replaced secret keeps signing (`null` with a zero grace period).
+    #[oai(nullable)]
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Validates a rotation request: the grace period and the new secret.
 pub fn rotation_input(input: &RotateSecret) -> Result<(chrono::Duration, String)> {
-    let grace = match input.grace_period.as_deref() {
+    let grace = match &input.grace_period {
         None => std::time::Duration::from_secs(86_400),
-        Some(raw) => crate::config::parse_duration(raw)
+        Some(raw) => raw
+            .duration()
             .ok()
             .filter(|d| *d <= std::time::Duration::from_secs(7 * 86_400))
             .ok_or_else(|| {
                 Error::invalid(
                     "parameter_invalid",
                     "grace_period",
-                    format!("`grace_period` must be between 0s and 7d, got `{raw}`."),
+                    format!(
+                        "`grace_period` must be between 0s and 7d, got `{}`.",
+                        raw.as_str()
+                    ),
                 )
             })?,
     };
     let secret = match &input.secret {
         None => signing::generate_secret(),
         Some(s) => {
-            let ok = s.starts_with("whsec_")
-                && signing::secret_key(s).is_some_and(|k| (24..=64).contains(&k.len()));
+            let ok = signing::secret_key(s).is_some_and(|k| (24..=64).contains(&k.len()));
             if !ok {
                 return Err(Error::invalid(
                     "parameter_invalid",
@@ -371,7 +378,7 @@ pub fn rotation_input(input: &RotateSecret) -> Result<(chrono::Duration, String)
                     "`secret` must be `whsec_` followed by base64 of 24 to 64 bytes.",
                 ));
             }
-            s.clone()
+            s.as_str().to_owned()
         }
     };
     Ok((
@@ -400,46 +407,45 @@ mod tests {
 
     #[test]
     fn header_rules() {
-        let ok = validate_headers(BTreeMap::from([("X-Tenant".into(), "acme".into())])).unwrap();
+        let value = |v: &str| PrintableText::new(v).unwrap();
+        let ok = validate_headers(BTreeMap::from([("X-Tenant".into(), value("acme"))])).unwrap();
         assert_eq!(ok.get("x-tenant").map(String::as_str), Some("acme"));
-        for (name, value) in [
-            ("Authorization", "x"),
-            ("webhook-id", "x"),
-            ("Host", "x"),
-            ("bad name", "x"),
-            ("x-ok", "line\r\nbreak"),
-            ("x-ok", ""),
-        ] {
+        for name in ["Authorization", "webhook-id", "Host", "bad name"] {
             assert!(
-                validate_headers(BTreeMap::from([(name.to_owned(), value.to_owned())])).is_err(),
+                validate_headers(BTreeMap::from([(name.to_owned(), value("x"))])).is_err(),
                 "{name}"
             );
         }
+        // Values are printable ASCII by type.
+        assert!(PrintableText::new("line\r\nbreak").is_err());
+        assert!(PrintableText::new("").is_err());
     }
 
     #[test]
-    fn auth_rules_and_header_values() {
-        let basic = EndpointAuth {
-            kind: "basic".into(),
-            username: Some("user".into()),
-            password: Some("pass".into()),
-            token: None,
-        };
-        basic.validate().unwrap();
-        assert_eq!(basic.authorization(), "Basic dXNlcjpwYXNz");
-        let bearer = EndpointAuth {
-            kind: "bearer".into(),
-            username: None,
-            password: None,
-            token: Some("tok".into()),
-        };
-        bearer.validate().unwrap();
-        assert_eq!(bearer.authorization(), "Bearer tok");
-        let mut bad = basic.clone();
-        bad.username = Some("a:b".into());
-        assert!(bad.validate().is_err());
-        bad.kind = "digest".into();
-        assert!(bad.validate().is_err());
+    fn auth_is_basic_or_bearer_by_type() {
+        let basic: AuthInput = serde_json::from_value(serde_json::json!(
+            { "type": "basic", "username": "user", "password": "pass" }
+        ))
+        .unwrap();
+        assert_eq!(
+            EndpointAuth::from(basic).authorization(),
+            "Basic dXNlcjpwYXNz"
+        );
+        let bearer: AuthInput =
+            serde_json::from_value(serde_json::json!({ "type": "bearer", "token": "tok" }))
+                .unwrap();
+        assert_eq!(EndpointAuth::from(bearer).authorization(), "Bearer tok");
+        for bad in [
+            serde_json::json!({ "type": "basic", "username": "a:b", "password": "p" }),
+            serde_json::json!({ "type": "digest", "token": "t" }),
+            serde_json::json!({ "type": "bearer", "token": "t", "username": "u" }),
+            serde_json::json!({ "type": "basic", "username": "u" }),
+        ] {
+            assert!(
+                serde_json::from_value::<AuthInput>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -459,7 +465,7 @@ mod tests {
         assert!(rotated_previous(vec![], entry(0), now).is_empty());
         assert!(
             rotation_input(&RotateSecret {
-                grace_period: Some("8d".into()),
+                grace_period: Some(DurationText::new("8d").unwrap()),
                 secret: None
             })
             .is_err()
@@ -467,9 +473,11 @@ mod tests {
         assert!(
             rotation_input(&RotateSecret {
                 grace_period: None,
-                secret: Some("whsec_short".into())
+                // 33 bytes of base64 padding trouble: the pattern passes, the decoding fails.
+                secret: Some(SecretText::new(format!("whsec_{}=", "A".repeat(33))).unwrap())
             })
             .is_err()
         );
+        assert!(SecretText::new("whsec_short").is_err());
     }
 }

@@ -1,96 +1,30 @@
-//! Webhook endpoints: where a tenant wants its events delivered.
+//! Webhook endpoints: where a tenant wants its events delivered. What requests may say about
+//! them is in [`super::endpoint_input`].
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use poem_openapi::types::MaybeUndefined;
-use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
+pub use super::endpoint_input::{
+    CreateEndpoint, EndpointStatus, Rules, UpdateEndpoint, VettedUrl, format_duration, validate_url,
+};
 use super::{
     catalog,
     credentials::{self, EndpointAuth, PreviousSecret, RotateSecret, RotatedSecret},
+    endpoint_input::{parse_schedule, parse_timeout, patch},
     event_types, signing,
 };
 use crate::{
-    config::parse_duration,
     crypto::Keyring,
     error::{Error, Result},
-    net::{self, Egress},
+    input::Text,
     tenants::Scope,
 };
-
-#[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEndpoint {
-    /// HTTPS (or HTTP) URL that receives POSTed events.
-    pub url: String,
-    /// Event types to deliver; `order.*` style wildcards allowed. Default: `["*"]`.
-    pub event_types: Option<Vec<String>>,
-    /// Free text for operators.
-    pub description: Option<String>,
-    /// Delays before attempts 2, 3, … (`"5s"`, `"30m"`, `"2h"`; at most 20, each ≤ 7 days);
-    /// `[]` means a single attempt. Default: the deployment's schedule (Standard Webhooks:
-    /// 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h), with ±20 % jitter.
-    pub retry_schedule: Option<Vec<String>>,
-    /// Total request timeout, 1s to 30s (e.g. `"10s"`). Default: the deployment's (15 s).
-    pub timeout: Option<String>,
-    /// Extra headers sent with every request (at most 20). Values are stored encrypted, never
-    /// shown again and redacted in attempt logs.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// Basic or bearer authentication sent with every request; stored encrypted, never shown.
-    pub auth: Option<EndpointAuth>,
-    /// Also sign with ed25519 (`v1a` tokens); the `whpk_` public key is on the endpoint.
-    pub ed25519_signing: Option<bool>,
-    /// Most deliveries in flight to this endpoint at once, across all workers (1–1000).
-    /// Default: the deployment's (16).
-    pub max_concurrency: Option<i32>,
-    /// Most deliveries started per second, across all workers (1–100000). Default: no limit.
-    pub rate_limit: Option<i32>,
-    /// An operational endpoint receives `endpoint.disabled` and `endpoint.recovered` events
-    /// about the tenant's other endpoints, and no order events.
-    pub operational: Option<bool>,
-    /// Strict FIFO: one delivery at a time, in message order; a failing message holds back
-    /// the ones after it (on this endpoint only) until it succeeds or finally fails.
-    pub fifo: Option<bool>,
-}
-
-/// A partial update: absent fields stay; `null` resets `retry_schedule`, `timeout` and
-/// `description` to their defaults.
-#[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateEndpoint {
-    pub url: Option<String>,
-    pub event_types: Option<Vec<String>>,
-    #[serde(default)]
-    pub description: MaybeUndefined<String>,
-    #[serde(default)]
-    pub retry_schedule: MaybeUndefined<Vec<String>>,
-    #[serde(default)]
-    pub timeout: MaybeUndefined<String>,
-    /// `enabled` or `disabled`. Enabling clears `disabled_reason`.
-    pub status: Option<String>,
-    /// Replaces all custom headers; `null` removes them.
-    #[serde(default)]
-    pub headers: MaybeUndefined<BTreeMap<String, String>>,
-    /// Replaces the auth; `null` removes it.
-    #[serde(default)]
-    pub auth: MaybeUndefined<EndpointAuth>,
-    /// `true` creates an ed25519 key if there is none; `false` stops `v1a` signing.
-    pub ed25519_signing: Option<bool>,
-    #[serde(default)]
-    pub max_concurrency: MaybeUndefined<i32>,
-    #[serde(default)]
-    pub rate_limit: MaybeUndefined<i32>,
-    pub operational: Option<bool>,
-    pub fifo: Option<bool>,
-    /// With `status: "enabled"` on a disabled endpoint: also deliver what it missed while
-    /// disabled (messages created since, and deliveries cancelled since; at most 10,000).
-    pub replay_missed: Option<bool>,
-}
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct Endpoint {
@@ -98,30 +32,40 @@ pub struct Endpoint {
     /// `live` or `test`: receives only events of orders of the same mode.
     pub mode: String,
     pub url: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     pub event_types: Vec<String>,
     /// `enabled` or `disabled`.
     pub status: String,
     /// Why the endpoint is disabled: `manual`, `gone` (it answered 410 Gone) or `failing`.
+    #[oai(nullable)]
     pub disabled_reason: Option<String>,
+    #[oai(nullable)]
     pub disabled_at: Option<DateTime<Utc>>,
     /// Delays before attempts 2, 3, …; `null` = the deployment's default schedule.
+    #[oai(nullable)]
     pub retry_schedule: Option<Vec<String>>,
     /// Total request timeout; `null` = the deployment's default.
+    #[oai(nullable)]
     pub timeout: Option<String>,
     /// Names of the custom headers sent (values are never shown).
     pub headers: Vec<String>,
     /// `basic`, `bearer`, or `null` for none (credentials are never shown).
+    #[oai(nullable)]
     pub auth_type: Option<String>,
     /// `whpk_` ed25519 public key verifying the `v1a` signatures, when enabled.
+    #[oai(nullable)]
     pub public_key: Option<String>,
     /// Most deliveries in flight at once; `null` = the deployment's default.
+    #[oai(nullable)]
     pub max_concurrency: Option<i32>,
     /// Most deliveries started per second; `null` = no limit.
+    #[oai(nullable)]
     pub rate_limit: Option<i32>,
     /// Circuit breaker: `closed`, `open` (deliveries parked until `circuit_open_until`) or
     /// `half_open` (one probe in flight).
     pub circuit_state: String,
+    #[oai(nullable)]
     pub circuit_open_until: Option<DateTime<Utc>>,
     /// Receives operational events only.
     pub operational: bool,
@@ -130,6 +74,7 @@ pub struct Endpoint {
     /// Consecutive failed attempts (reset by a success).
     pub consecutive_failures: i32,
     /// Deliveries scheduled by `replay_missed` (only in the response of that update).
+    #[oai(nullable)]
     pub replayed: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -225,170 +170,6 @@ const SYNC_GROUP: &str = "g0 AS (
            rate_per_second = EXCLUDED.rate_per_second,
            tat = CASE WHEN EXCLUDED.rate_per_second IS NULL THEN NULL ELSE dispatch_groups.tat END)";
 
-/// Longest delay allowed in a retry schedule.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86_400);
-
-/// `1500ms`, `5s`, `30m`, `2h`, `1d`: the largest unit that divides the duration.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= size && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
-
-/// Parses a retry schedule; its whole span must end within `retention` (message payloads are
-/// removed after that, so a later attempt would have nothing to send).
-fn parse_schedule(raw: &[String], retention: Duration) -> Result<Vec<i32>> {
-    if raw.len() > 20 {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "retry_schedule",
-            "`retry_schedule` may list at most 20 delays.",
-        ));
-    }
-    let delays = parse_delays(raw)?;
-    let total: u64 = delays.iter().map(|&ms| ms as u64).sum();
-    if Duration::from_millis(total) > retention {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "retry_schedule",
-            format!(
-                "`retry_schedule` spans {} in all, longer than the payload retention ({}): the \
-                 last attempts would have nothing to send.",
-                format_duration(Duration::from_millis(total)),
-                format_duration(retention)
-            ),
-        ));
-    }
-    Ok(delays)
-}
-
-fn parse_delays(raw: &[String]) -> Result<Vec<i32>> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            parse_duration(s)
-                .ok()
-                .filter(|d| *d <= MAX_RETRY_DELAY)
-                .map(|d| d.as_millis() as i32)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "parameter_invalid",
-                        format!("retry_schedule[{i}]"),
-                        format!("`{s}` is not a delay between 0s and 7d (like `500ms`, `5s`, `30m`, `2h`)."),
-                    )
-                })
-        })
-        .collect()
-}
-
-fn parse_timeout(raw: &str) -> Result<i32> {
-    parse_duration(raw)
-        .ok()
-        .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(30)).contains(d))
-        .map(|d| d.as_millis() as i32)
-        .ok_or_else(|| {
-            Error::invalid(
-                "parameter_invalid",
-                "timeout",
-                format!("`timeout` must be between 1s and 30s, got `{raw}`."),
-            )
-        })
-}
-
-/// A PATCH field as `(present, value)`: absent → `(false, None)`, `null` → `(true, None)`,
-/// a value → `(true, Some(check(value)?))`.
-fn patch<T, U>(
-    field: MaybeUndefined<T>,
-    check: impl FnOnce(T) -> Result<U>,
-) -> Result<(bool, Option<U>)> {
-    Ok(match field {
-        MaybeUndefined::Undefined => (false, None),
-        MaybeUndefined::Null => (true, None),
-        MaybeUndefined::Value(v) => (true, Some(check(v)?)),
-    })
-}
-
-fn check_concurrency(n: i32) -> Result<i32> {
-    if (1..=1000).contains(&n) {
-        Ok(n)
-    } else {
-        Err(Error::invalid(
-            "parameter_invalid",
-            "max_concurrency",
-            format!("`max_concurrency` must be between 1 and 1000, got {n}."),
-        ))
-    }
-}
-
-fn check_rate(n: i32) -> Result<i32> {
-    if (1..=100_000).contains(&n) {
-        Ok(n)
-    } else {
-        Err(Error::invalid(
-            "parameter_invalid",
-            "rate_limit",
-            format!("`rate_limit` must be between 1 and 100000 deliveries per second, got {n}."),
-        ))
-    }
-}
-
-fn validate_description(d: Option<String>) -> Result<Option<String>> {
-    let d = d.map(|d| d.trim().to_owned());
-    if d.as_ref().is_some_and(|d| d.chars().count() > 1000) {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "description",
-            "`description` must be at most 1000 characters.",
-        ));
-    }
-    Ok(d)
-}
-
-/// An endpoint URL that passed [`validate_url`]: the only kind an endpoint can be given.
-#[derive(Clone, Debug)]
-pub struct VettedUrl(Url);
-
-/// Parses and vets an endpoint URL: scheme, credentials, length, IP literals in every
-/// notation, and what the host name resolves to now (any non-permitted address refuses it;
-/// every attempt checks again). A name that does not resolve yet is accepted. Done before the
-/// caller's transaction begins: it may wait on DNS.
-pub async fn validate_url(raw: &str, egress: &Egress) -> Result<VettedUrl> {
-    let invalid = |detail: String| Error::invalid("parameter_invalid", "url", detail);
-    let not_allowed = |detail: String| Error::invalid("url_not_allowed", "url", detail);
-    if raw.len() > 2048 {
-        return Err(invalid("`url` must be at most 2048 characters.".into()));
-    }
-    let url =
-        Url::parse(raw.trim()).map_err(|e| invalid(format!("`url` is not a valid URL: {e}.")))?;
-    net::check_url(&url, egress).map_err(|e| match e {
-        net::BlockedTarget::NonPublic(_) => not_allowed(format!("`url` is not allowed: {e}.")),
-        _ => invalid(format!("`url` is not allowed: {e}.")),
-    })?;
-    if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
-        let port = url.port_or_known_default().unwrap_or(443);
-        if let Err(e @ net::ResolveError::Blocked { .. }) = egress.resolve(host, port).await {
-            return Err(not_allowed(format!("`url` is not allowed: {e}.")));
-        }
-    }
-    Ok(VettedUrl(url))
-}
-
-/// What bounds an endpoint's settings beyond their own ranges.
-#[derive(Clone, Copy, Debug)]
-pub struct Rules {
-    /// Message payloads are removed after this long: no retry schedule may outlast it.
-    pub payload_retention: Duration,
-}
-
 /// Creates an endpoint on `conn` (the caller's transaction) at `url` (vetted beforehand; the
 /// `url` field of `input` is not looked at again).
 pub async fn create(
@@ -403,22 +184,20 @@ pub async fn create(
     let url = url.0;
     let event_types = event_types::validate_filter(input.event_types)?;
     catalog::check_filter(conn, tenant_id, &event_types).await?;
-    let description = validate_description(input.description)?;
+    let description = input.description.map(Text::into_string);
     let schedule = input
         .retry_schedule
         .as_deref()
         .map(|s| parse_schedule(s, rules.payload_retention))
         .transpose()?;
-    let timeout = input.timeout.as_deref().map(parse_timeout).transpose()?;
+    let timeout = input.timeout.as_ref().map(parse_timeout).transpose()?;
     let headers = input
         .headers
         .map(credentials::validate_headers)
         .transpose()?;
-    let max_concurrency = input.max_concurrency.map(check_concurrency).transpose()?;
-    let rate_limit = input.rate_limit.map(check_rate).transpose()?;
-    if let Some(a) = &input.auth {
-        a.validate()?;
-    }
+    let max_concurrency = input.max_concurrency.map(|n| n.get() as i32);
+    let rate_limit = input.rate_limit.map(|n| n.get() as i32);
+    let auth = input.auth.map(EndpointAuth::from);
     let id = Uuid::now_v7();
     let secret = signing::generate_secret();
     let (key_id, sealed) = credentials::seal_secret(keyring, tenant_id, id, &secret);
@@ -426,7 +205,7 @@ pub async fn create(
         let (kid, sealed) = credentials::seal_headers(keyring, tenant_id, id, &h);
         (kid, sealed, h.into_keys().collect::<Vec<_>>())
     });
-    let auth = input.auth.map(|a| {
+    let auth = auth.map(|a| {
         let (kid, sealed) = credentials::seal_auth(keyring, tenant_id, id, &a);
         (kid, sealed, a.kind)
     });
@@ -500,25 +279,14 @@ pub async fn update(
     if let Some(t) = &event_types {
         catalog::check_filter(conn, scope.tenant_id, t).await?;
     }
-    let status = match input.status.as_deref() {
-        None => None,
-        Some(s @ ("enabled" | "disabled")) => Some(s),
-        Some(other) => {
-            return Err(Error::invalid(
-                "parameter_invalid",
-                "status",
-                format!("`status` must be `enabled` or `disabled`, got `{other}`."),
-            ));
-        }
-    };
+    let status = input.status.map(EndpointStatus::as_str);
     // (present, value) pairs: present = the field was in the body (a null resets it).
-    let description = patch(input.description, |d| validate_description(Some(d)))?;
-    let description = (description.0, description.1.flatten());
+    let description = patch(input.description, |d| Ok(d.into_string()))?;
     let schedule = patch(input.retry_schedule, |s| {
         parse_schedule(&s, rules.payload_retention)
     })?;
-    let max_concurrency = patch(input.max_concurrency, check_concurrency)?;
-    let rate_limit = patch(input.rate_limit, check_rate)?;
+    let max_concurrency = patch(input.max_concurrency, |n| Ok(n.get() as i32))?;
+    let rate_limit = patch(input.rate_limit, |n| Ok(n.get() as i32))?;
     let timeout = patch(input.timeout, |t| parse_timeout(&t))?;
     let (t, e) = (scope.tenant_id, id);
     // (present, key id, sealed, names) for headers; (present, key id, sealed, type) for auth.
@@ -539,7 +307,7 @@ pub async fn update(
         MaybeUndefined::Undefined => (false, None, None, None),
         MaybeUndefined::Null => (true, None, None, None),
         MaybeUndefined::Value(a) => {
-            a.validate()?;
+            let a = EndpointAuth::from(a);
             let (kid, sealed) = credentials::seal_auth(keyring, t, e, &a);
             (true, Some(kid), Some(sealed), Some(a.kind))
         }

@@ -1,7 +1,25 @@
 //! Event types are dotted names (`order.created`); endpoint filters may end in a `*` segment
 //! (`order.*`) or be `*` alone.
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    input::pattern_string,
+};
+
+pattern_string!(
+    /// An event type: dotted segments of `[A-Za-z0-9_]` (`invoice.paid`), at most 200 characters.
+    EventTypeName,
+    "^[A-Za-z0-9_]{1,64}([.][A-Za-z0-9_]{1,64})*$",
+    "an event type: dotted names like `invoice.paid`",
+    200
+);
+pattern_string!(
+    /// An event type or a pattern of them: `order.created`, `order.*`, or `*`.
+    EventTypePattern,
+    "^([A-Za-z0-9_]{1,64}[.])*([A-Za-z0-9_]{1,64}|[*])$",
+    "an event type like `order.created`, optionally ending in `.*`",
+    200
+);
 
 fn valid_segment(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -30,8 +48,11 @@ pub fn matches_any(patterns: &[String], event_type: &str) -> bool {
 }
 
 /// Validates and normalises an endpoint's filter (default: everything).
-pub fn validate_filter(patterns: Option<Vec<String>>) -> Result<Vec<String>> {
-    let patterns = patterns.unwrap_or_else(|| vec!["*".to_owned()]);
+pub fn validate_filter(patterns: Option<Vec<EventTypePattern>>) -> Result<Vec<String>> {
+    let patterns: Vec<String> = patterns.map_or_else(
+        || vec!["*".to_owned()],
+        |p| p.into_iter().map(EventTypePattern::into_string).collect(),
+    );
     if patterns.is_empty() || patterns.len() > 100 {
         return Err(Error::invalid(
             "parameter_invalid",

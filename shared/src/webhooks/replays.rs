@@ -9,32 +9,63 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{event_types, uuid_v7_floor};
+use super::{
+    event_types::{self, EventTypePattern},
+    uuid_v7_floor,
+};
 use crate::{
     error::{Error, Result},
+    input::Int,
     jobs::{self, ClaimedJob, NewJob, Outcome, insert_jobs_sql},
     queue::{JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
     tenants::Scope,
 };
 
 /// Body of `POST /v1/webhook-endpoints/{id}/replays`.
+/// An earlier delivery status a replay selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, poem_openapi::Enum)]
+#[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
+pub enum ReplayStatus {
+    Failed,
+    Cancelled,
+    Succeeded,
+}
+
+impl ReplayStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReplayStatus::Failed => "failed",
+            ReplayStatus::Cancelled => "cancelled",
+            ReplayStatus::Succeeded => "succeeded",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct CreateReplay {
     /// Messages created at or after this time.
     pub since: DateTime<Utc>,
-    /// … and before this time (default: now).
+    /// … and before this time, which must be after `since` (default: now).
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
-    /// Event types or patterns (`order.*`); default: the endpoint's own filter.
-    pub event_types: Option<Vec<String>>,
-    /// Replay messages whose delivery to this endpoint ended with one of these statuses
-    /// (`failed`, `cancelled`, `succeeded`); default `["failed"]`.
-    pub statuses: Option<Vec<String>>,
+    /// 1 to 100 event types or patterns (`order.*`); default: the endpoint's own filter.
+    #[oai(nullable, validator(min_items = 1, max_items = 100))]
+    pub event_types: Option<Vec<EventTypePattern>>,
+    /// Replay messages whose delivery to this endpoint ended with one of these statuses;
+    /// default `["failed"]`.
+    #[oai(nullable)]
+    pub statuses: Option<Vec<ReplayStatus>>,
     /// Also send messages the endpoint never had a delivery of (e.g. it was added later).
+    #[oai(nullable)]
     pub include_missing: Option<bool>,
     /// Messages scheduled per second (1–1000, default 50).
-    pub rate_per_second: Option<i32>,
+    #[oai(nullable)]
+    pub rate_per_second: Option<Int<1, 1000>>,
     /// Only count what would be replayed.
+    #[oai(nullable)]
     pub dry_run: Option<bool>,
 }
 
@@ -60,6 +91,7 @@ pub struct Replay {
     /// Deliveries scheduled so far.
     pub scheduled: i64,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -100,24 +132,11 @@ pub async fn create(
         Some(t) => event_types::validate_filter(Some(t))?,
         None => filter,
     };
-    let statuses = input.statuses.unwrap_or_else(|| vec!["failed".into()]);
-    for (i, s) in statuses.iter().enumerate() {
-        if !matches!(s.as_str(), "failed" | "cancelled" | "succeeded") {
-            return Err(Error::invalid(
-                "parameter_invalid",
-                format!("statuses[{i}]"),
-                format!("`{s}` must be `failed`, `cancelled` or `succeeded`."),
-            ));
-        }
-    }
-    let rate = input.rate_per_second.unwrap_or(50);
-    if !(1..=1000).contains(&rate) {
-        return Err(Error::invalid(
-            "parameter_invalid",
-            "rate_per_second",
-            format!("`rate_per_second` must be between 1 and 1000, got {rate}."),
-        ));
-    }
+    let statuses: Vec<String> = input.statuses.map_or_else(
+        || vec!["failed".to_owned()],
+        |s| s.into_iter().map(|s| s.as_str().to_owned()).collect(),
+    );
+    let rate = input.rate_per_second.map_or(50, |r| r.get() as i32);
     let until = input.until.unwrap_or_else(Utc::now);
     if until <= input.since {
         return Err(Error::invalid(

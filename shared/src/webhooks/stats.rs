@@ -8,10 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::uuid_v7_floor;
-use crate::{
-    error::{Error, Result},
-    tenants::Scope,
-};
+use crate::{error::Result, tenants::Scope};
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct EndpointStats {
@@ -23,10 +20,14 @@ pub struct EndpointStats {
     pub succeeded: i64,
     pub failed: i64,
     /// `succeeded / attempts`; `null` without attempts.
+    #[oai(nullable)]
     pub success_rate: Option<f64>,
     /// Attempt duration percentiles in milliseconds; `null` without attempts.
+    #[oai(nullable)]
     pub latency_p50_ms: Option<f64>,
+    #[oai(nullable)]
     pub latency_p95_ms: Option<f64>,
+    #[oai(nullable)]
     pub latency_p99_ms: Option<f64>,
     pub errors: Vec<ErrorCount>,
     /// Deliveries created in the window, by their current status.
@@ -64,16 +65,34 @@ struct Totals {
 }
 
 /// `(window length, bucket length)` of a window name.
-fn window(name: &str) -> Result<(chrono::Duration, i64)> {
-    match name {
-        "1h" => Ok((chrono::Duration::hours(1), 300)),
-        "24h" => Ok((chrono::Duration::hours(24), 3600)),
-        "7d" => Ok((chrono::Duration::days(7), 86_400)),
-        other => Err(Error::invalid(
-            "parameter_invalid",
-            "window",
-            format!("`window` must be `1h`, `24h` or `7d`, got `{other}`."),
-        )),
+/// The span endpoint statistics cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, poem_openapi::Enum)]
+pub enum StatsWindow {
+    #[oai(rename = "1h")]
+    Hour,
+    #[default]
+    #[oai(rename = "24h")]
+    Day,
+    #[oai(rename = "7d")]
+    Week,
+}
+
+impl StatsWindow {
+    fn name(self) -> &'static str {
+        match self {
+            StatsWindow::Hour => "1h",
+            StatsWindow::Day => "24h",
+            StatsWindow::Week => "7d",
+        }
+    }
+
+    /// Its length and the width of its buckets in seconds.
+    fn span(self) -> (chrono::Duration, i64) {
+        match self {
+            StatsWindow::Hour => (chrono::Duration::hours(1), 300),
+            StatsWindow::Day => (chrono::Duration::hours(24), 3600),
+            StatsWindow::Week => (chrono::Duration::days(7), 86_400),
+        }
     }
 }
 
@@ -81,9 +100,9 @@ pub async fn for_endpoint(
     pool: &PgPool,
     scope: Scope,
     endpoint_id: Uuid,
-    window_name: &str,
+    window: StatsWindow,
 ) -> Result<EndpointStats> {
-    let (length, bucket_secs) = window(window_name)?;
+    let (length, bucket_secs) = window.span();
     let since = Utc::now() - length;
     let floor = uuid_v7_floor(since);
     let sent = "a.tenant_id = $1 AND a.endpoint_id = $2 AND a.id >= $3
@@ -134,7 +153,7 @@ pub async fn for_endpoint(
     .fetch_all(pool)
     .await?;
     Ok(EndpointStats {
-        window: window_name.to_owned(),
+        window: window.name().to_owned(),
         since,
         attempts: totals.attempts,
         succeeded: totals.succeeded,

@@ -1,0 +1,127 @@
+"""Schemathesis hooks of the contract test (.ci/schemathesis).
+
+The OpenAPI document states every rule a request can be checked against on its own: types,
+ranges, lengths, patterns, enums. A few rules depend on more than the request's shape, and no
+schema can state them; each is covered by its own end-to-end test in `tests/`. For positive
+(schema-valid) cases only, these hooks keep generated requests inside those rules, so that the
+positive-data check tests everything else; negative cases are sent as generated.
+
+- `Idempotency-Key`: a client sends a new key per new request (reusing one with other
+  parameters is a `422 idempotency_key_reused`, tests/it/idempotency.rs). Each valid key gets a
+  unique suffix.
+"""
+
+import uuid
+
+import schemathesis
+
+
+def _positive(case) -> bool:
+    meta = getattr(case, "meta", None)
+    mode = getattr(getattr(meta, "generation", None), "mode", None)
+    return mode is None or str(getattr(mode, "value", mode)).lower() == "positive"
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() != "idempotency-key":
+            continue
+        value = headers[name]
+        valid = isinstance(value, str) and 1 <= len(value) <= 255 and all(
+            0x20 <= ord(c) < 0x7F for c in value
+        )
+        if valid:
+            headers[name] = value[:200] + "-" + uuid.uuid4().hex
+    case.headers = headers
+
+
+# The rules no schema can state, kept in positive cases (each has its own test in tests/):
+# - orders: the amounts must add up within 64 bits, the discount within the amount, and a
+#   claimed `total` must equal Switchyard's (tests/it/orders.rs, api_errors.rs);
+# - keys: `expires_at` must be in the future (tests/it/api_keys.rs);
+# - endpoints: the URL must not point at a non-public address, exact event types must be in the
+#   catalog, delays at most 7 days and all together within the payload retention, the timeout
+#   1 s to 30 s, header names HTTP tokens Switchyard does not set itself (tests/it/ssrf.rs,
+#   delivery.rs, retries.rs, signing.rs);
+# - secrets: the grace period at most 7 days, a secret that decodes to 24 to 64 bytes;
+# - replays: `until` after `since`.
+
+import base64
+import datetime
+import re
+
+_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d)?$")
+
+
+def _short(value):
+    """A duration like the one generated, under a minute."""
+    m = _DURATION.match(value) if isinstance(value, str) else None
+    if not m:
+        return value
+    return f"{int(m.group(1)) % 60}s"
+
+
+def _without_nul(value):
+    """Postgres stores no NUL character; free-form keys and values the schema cannot constrain
+    (metadata keys, a JSON Schema's contents) are refused with one (tests/it/api_errors.rs)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+def _repair_endpoint(body, ctx_now):
+    if "url" in body:
+        body["url"] = "https://partner.example/hooks"
+    if isinstance(body.get("event_types"), list):
+        body["event_types"] = [
+            t if isinstance(t, str) and t.endswith("*") else "order.created"
+            for t in body["event_types"]
+        ]
+    if isinstance(body.get("retry_schedule"), list):
+        body["retry_schedule"] = [_short(d) for d in body["retry_schedule"]]
+    if isinstance(body.get("timeout"), str):
+        body["timeout"] = "10s"
+    if isinstance(body.get("headers"), dict):
+        body["headers"] = {f"x-h{i}": v for i, v in enumerate(body["headers"].values())}
+
+
+def _repair_order(body):
+    for item in body.get("items") or []:
+        if isinstance(item, dict):
+            item["unit_price"] = min(item.get("unit_price", 0) or 0, 1000)
+            for m in item.get("modifiers") or []:
+                if isinstance(m, dict):
+                    m["unit_price"] = min(m.get("unit_price", 0) or 0, 1000)
+    body.pop("total", None)
+    if "discount" in body:
+        body["discount"] = 0
+
+
+@schemathesis.hook("before_call")
+def keep_semantic_rules(ctx, case, **kwargs):
+    if not _positive(case) or not isinstance(case.body, dict):
+        return
+    case.body = _without_nul(case.body)
+    body = case.body
+    now = datetime.datetime.now(datetime.timezone.utc)
+    method, path = case.operation.method.upper(), case.operation.path
+    if path.endswith("/api-keys") and method == "POST" and body.get("expires_at") is not None:
+        body["expires_at"] = (now + datetime.timedelta(days=1)).isoformat()
+    if path == "/v1/orders" and method == "POST":
+        _repair_order(body)
+    if path.startswith("/v1/webhook-endpoints") and path.count("/") <= 3:
+        _repair_endpoint(body, now)
+    if path.endswith("/secret/rotate"):
+        if isinstance(body.get("grace_period"), str):
+            body["grace_period"] = _short(body["grace_period"])
+        if body.get("secret") is not None:
+            body["secret"] = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    if path.endswith("/replays") and method == "POST":
+        body["since"] = (now - datetime.timedelta(hours=1)).isoformat()
+        body.pop("until", None)
