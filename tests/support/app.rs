@@ -41,6 +41,8 @@ pub struct TestOptions {
     pub disable_after_failures: u32,
     /// `--payload-retention` (30 days in production).
     pub payload_retention: String,
+    /// `--janitor-interval` (10 s in production).
+    pub janitor_interval: String,
     /// More flags for the in-process API and worker (`--job-retention=1s`, …).
     pub args: Vec<String>,
 }
@@ -63,6 +65,7 @@ impl Default for TestOptions {
             delivery_concurrency: 64,
             disable_after_failures: 100,
             payload_retention: "30d".into(),
+            janitor_interval: "1s".into(),
             args: Vec::new(),
         }
     }
@@ -407,7 +410,7 @@ pub fn cli_args(db_url: &str, prefix: &str, o: &TestOptions) -> Vec<String> {
         "--shutdown-timeout",
         "5s",
         "--janitor-interval",
-        "1s",
+        &o.janitor_interval,
         "--rate-limit-per-minute",
         &o.rate_limit.to_string(),
         "--rate-limit-per-hour",

@@ -40,9 +40,11 @@ pub struct Attempt {
     pub remote_ip: Option<String>,
     /// Request headers as sent, as `[name, value]` pairs; credentials are redacted.
     #[sqlx(json(nullable))]
+    #[oai(nullable)]
     pub request_headers: Option<Vec<Vec<String>>>,
     /// Response headers as `[name, value]` pairs (at most 64, values cut at 1 KiB).
     #[sqlx(json(nullable))]
+    #[oai(nullable)]
     pub response_headers: Option<Vec<Vec<String>>>,
     /// First 64 KiB of the response body (lossy UTF-8).
     #[oai(nullable)]

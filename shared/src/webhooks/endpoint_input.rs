@@ -231,6 +231,9 @@ pub(super) fn patch<T, U>(
     })
 }
 
+/// How long vetting a URL waits for DNS.
+const DNS_BUDGET: Duration = Duration::from_secs(2);
+
 /// An endpoint URL that passed [`validate_url`]: the only kind an endpoint can be given.
 #[derive(Clone, Debug)]
 pub struct VettedUrl(pub(super) Url);
@@ -253,7 +256,10 @@ pub async fn validate_url(raw: &str, egress: &Egress) -> Result<VettedUrl> {
     })?;
     if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
         let port = url.port_or_known_default().unwrap_or(443);
-        if let Err(e @ net::ResolveError::Blocked { .. }) = egress.resolve(host, port).await {
+        // A resolver that does not answer must not hold the request: the name is then treated
+        // like one that does not resolve yet (every attempt checks it again).
+        let lookup = tokio::time::timeout(DNS_BUDGET, egress.resolve(host, port)).await;
+        if let Ok(Err(e @ net::ResolveError::Blocked { .. })) = lookup {
             return Err(not_allowed(format!("`url` is not allowed: {e}.")));
         }
     }
