@@ -104,3 +104,11 @@ CREATE INDEX jobs_group_due ON jobs (group_key, run_at) INCLUDE (queue)
 -- unkeyed CRC32 and stay valid (their ids are loaded once at start; no new ones can appear).
 ALTER TABLE api_keys ADD COLUMN legacy_checksum boolean NOT NULL DEFAULT false;
 UPDATE api_keys SET legacy_checksum = true;
+
+-- The event type catalog is per mode like everything else: a test key neither sees nor
+-- changes the live catalog. Existing entries belong to live mode and are copied to test mode.
+ALTER TABLE event_types ADD COLUMN mode text NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'test'));
+INSERT INTO event_types (tenant_id, mode, name, description, schema, deprecated, created_at, updated_at)
+SELECT tenant_id, 'test', name, description, schema, deprecated, created_at, updated_at
+  FROM event_types;
+ALTER TABLE event_types DROP CONSTRAINT event_types_pkey, ADD PRIMARY KEY (tenant_id, mode, name);

@@ -16,7 +16,7 @@ async fn concurrency_caps_and_rate_limits_hold_across_two_workers() {
     let app = TestApp::spawn(TestOptions::default()).await;
     // A second worker process next to the in-process one: its own dispatcher and consumers,
     // the same database and Redis.
-    let _second = WorkerProcess::spawn(&app.process_env());
+    let mut second = WorkerProcess::spawn(&app.process_env());
     let slow = PartnerServer::start(Behaviour::Slow(Duration::from_millis(300))).await;
     let paced = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
@@ -30,12 +30,36 @@ async fn concurrency_caps_and_rate_limits_hold_across_two_workers() {
     assert_eq!(limited["rate_limit"], 5);
     assert_eq!(limited["circuit_state"], "closed");
 
+    // Who runs the deliveries: lease owners seen while they run (both processes must).
+    let owners = {
+        let pool = app.pool.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..400 {
+                let now: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                seen.extend(now);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            seen
+        })
+    };
     let n = 20;
     app.post_orders(&key, "ord-cap", n, 10).await;
     eventually(Duration::from_secs(30), "every delivery", || async {
         (slow.count() == n && paced.count() == n).then_some(())
     })
     .await;
+    let owners = owners.await.unwrap();
+    assert!(second.is_running(), "the second worker is up");
+    assert!(
+        owners.len() >= 2,
+        "deliveries ran in both worker processes: {owners:?}"
+    );
     assert_eq!(
         slow.max_in_flight(),
         2,
@@ -179,7 +203,10 @@ async fn a_dead_endpoint_does_not_delay_the_healthy_ones() {
         open += d;
         most = most.max(open);
     }
-    assert!(most <= 4, "{most} requests to the dead endpoint at once");
+    assert_eq!(
+        most, 4,
+        "requests to the dead endpoint at once: the cap, and all of it"
+    );
 }
 
 /// A dispatcher pass costs what it dispatches, not the backlog of groups that must wait: with

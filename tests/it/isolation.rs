@@ -1,6 +1,7 @@
-//! Tenant isolation matrix: every partner route that takes an id, read from the served OpenAPI
-//! document (so a new route is covered the day it appears), called with another tenant's id,
-//! answers 404 and changes nothing; every list shows only the caller's own resources.
+//! Tenant and mode isolation matrix: every partner route that takes an id or a name, read from
+//! the served OpenAPI document (so a new route is covered the day it appears), called with
+//! another tenant's id — or, with a test key, with its own tenant's live ids — answers 404 and
+//! changes nothing; every list shows only the caller's own resources.
 
 use serde_json::{Value, json};
 use switchyard_tests::{TestApp, TestOptions, problem};
@@ -8,8 +9,10 @@ use switchyard_tests::{TestApp, TestOptions, problem};
 const ALL: &[&str] = &["orders:write", "webhooks:write", "keys:write", "audit:read"];
 
 struct Account {
+    tenant: String,
     key: String,
     key_row: String,
+    event_type: String,
     order: String,
     endpoint: String,
     delivery: String,
@@ -39,6 +42,11 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .json()
         .await
         .unwrap();
+    let event_type = format!("{name}.thing");
+    let r = app
+        .partner_post(&key, "/v1/event-types", json!({ "name": event_type }))
+        .await;
+    assert_eq!(r.status(), 201);
     let replay: Value = app
         .partner_post(
             &key,
@@ -51,6 +59,8 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .unwrap();
     Account {
         replay: replay["id"].as_str().unwrap().to_owned(),
+        tenant,
+        event_type,
         key,
         key_row,
         order: order["id"].as_str().unwrap().to_owned(),
@@ -78,50 +88,37 @@ async fn no_partner_route_reaches_another_tenants_resources() {
         .await
         .unwrap();
 
-    let mut checked = 0;
-    for (path, ops) in spec["paths"].as_object().unwrap() {
-        if !path.starts_with("/v1/") || !path.contains("{id}") {
-            continue;
-        }
-        let foreign = if path.starts_with("/v1/orders/") {
-            &b.order
-        } else if path.starts_with("/v1/webhook-endpoints/") {
-            &b.endpoint
-        } else if path.starts_with("/v1/api-keys/") {
-            &b.key_row
-        } else if path.starts_with("/v1/webhook-deliveries/") {
-            &b.delivery
-        } else if path.starts_with("/v1/webhook-replays/") {
-            &b.replay
-        } else {
-            panic!("{path}: add its resource to the isolation matrix");
-        };
-        for method in ops.as_object().unwrap().keys() {
-            let body = match (method.as_str(), path.as_str()) {
-                ("post", "/v1/orders/{id}/status") => Some(json!({ "status": "confirmed" })),
-                ("post", "/v1/webhook-endpoints/{id}/replays") => {
-                    Some(json!({ "since": "2026-01-01T00:00:00Z" }))
-                }
-                ("patch", "/v1/orders/{id}") => Some(json!({ "notes": "hijacked" })),
-                ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
-                ("post", _) | ("patch", _) => Some(json!({})),
-                _ => None,
-            };
-            let url = app.url(&path.replace("{id}", foreign));
-            let mut req = app
-                .http
-                .request(method.to_uppercase().parse().unwrap(), url)
-                .bearer_auth(&a.key);
-            if let Some(body) = body {
-                req = req.json(&body);
-            }
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), 404, "{method} {path} with another tenant's id");
-            problem(r, 404, "resource_not_found", None).await;
-            checked += 1;
-        }
-    }
-    assert!(checked >= 19, "only {checked} routes checked");
+    let before = snapshot(&app, &b.tenant).await;
+    let routes = walk(&app, &spec, &a.key, &b).await;
+    let expected = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/v1/") && (p.contains("{id}") || p.contains("{name}")))
+        .map(|(_, ops)| ops.as_object().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(
+        routes, expected,
+        "every route with an id or a name was walked"
+    );
+    // A test key of tenant A against A's own live resources: the same 404s (mode isolation).
+    let test_key = app
+        .create_key_with(
+            &a.tenant,
+            json!({ "name": "test", "mode": "test", "scopes": ALL }),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own_live = snapshot(&app, &a.tenant).await;
+    assert_eq!(walk(&app, &spec, &test_key, &a).await, expected);
+    let after_test_walk = snapshot(&app, &a.tenant).await;
+    assert_eq!(
+        without_keys(&own_live),
+        without_keys(&after_test_walk),
+        "a test key changed live data"
+    );
 
     // Lists show only the caller's own resources.
     for (path, own) in [
@@ -159,7 +156,8 @@ async fn no_partner_route_reaches_another_tenants_resources() {
         .unwrap();
     assert!(!audit.to_string().contains(&b.key_row), "{audit}");
 
-    // Nothing of B's changed.
+    // Nothing of B's changed, row for row.
+    assert_eq!(snapshot(&app, &b.tenant).await, before);
     let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1::uuid")
         .bind(&b.order)
         .fetch_one(&app.pool)
@@ -188,8 +186,8 @@ async fn no_partner_route_reaches_another_tenants_resources() {
     assert!(deleted.is_none());
     assert_eq!(
         app.count("SELECT count(*) FROM api_keys").await,
-        2,
-        "no key was rolled"
+        3,
+        "no key was rolled (the two accounts' keys and A's test key)"
     );
     // B's key still works.
     let r = app
@@ -200,4 +198,89 @@ async fn no_partner_route_reaches_another_tenants_resources() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Calls every partner route with an id or a name with `key` and `foreign`'s resources; each
+/// must answer 404. Returns how many were called.
+async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usize {
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") || !(path.contains("{id}") || path.contains("{name}")) {
+            continue;
+        }
+        let id = if path.starts_with("/v1/orders/") {
+            &foreign.order
+        } else if path.starts_with("/v1/webhook-endpoints/") {
+            &foreign.endpoint
+        } else if path.starts_with("/v1/api-keys/") {
+            &foreign.key_row
+        } else if path.starts_with("/v1/webhook-deliveries/") {
+            &foreign.delivery
+        } else if path.starts_with("/v1/webhook-replays/") {
+            &foreign.replay
+        } else if path.starts_with("/v1/event-types/") {
+            &foreign.event_type
+        } else {
+            panic!("{path}: add its resource to the isolation matrix");
+        };
+        for method in ops.as_object().unwrap().keys() {
+            let body = match (method.as_str(), path.as_str()) {
+                ("post", "/v1/orders/{id}/status") => Some(json!({ "status": "confirmed" })),
+                ("post", "/v1/webhook-endpoints/{id}/replays") => {
+                    Some(json!({ "since": "2026-01-01T00:00:00Z" }))
+                }
+                ("patch", "/v1/orders/{id}") => Some(json!({ "notes": "hijacked" })),
+                ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
+                ("patch", "/v1/event-types/{name}") => Some(json!({ "description": "hijacked" })),
+                ("post", _) | ("patch", _) => Some(json!({})),
+                _ => None,
+            };
+            let url = app.url(&path.replace("{id}", id).replace("{name}", id));
+            let mut req = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), url)
+                .bearer_auth(key);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 404, "{method} {path} with a foreign resource");
+            problem(r, 404, "resource_not_found", None).await;
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// Every row a tenant owns, as JSON, table by table.
+async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
+    let mut out = Vec::new();
+    for table in [
+        "orders",
+        "order_events",
+        "webhook_endpoints",
+        "webhook_messages",
+        "webhook_deliveries",
+        "webhook_attempts",
+        "webhook_replays",
+        "event_types",
+        "api_keys",
+        "jobs",
+    ] {
+        let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1::uuid ORDER BY 1::text"
+        )))
+        .bind(tenant)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        out.push((table.to_owned(), rows));
+    }
+    out
+}
+
+/// A snapshot without the key table (creating the test key changed it) and the keys' usage
+/// bookkeeping.
+fn without_keys(s: &[(String, Vec<Value>)]) -> Vec<(String, Vec<Value>)> {
+    s.iter().filter(|(t, _)| t != "api_keys").cloned().collect()
 }

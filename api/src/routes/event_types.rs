@@ -31,7 +31,7 @@ impl EventTypesApi {
     ) -> Result<Json<EventTypeList>, ApiError> {
         let p = auth.require("webhooks:read")?;
         Ok(Json(EventTypeList {
-            data: catalog::list(&state.services.pool, p.tenant_id).await?,
+            data: catalog::list(&state.services.pool, p.scope()).await?,
         }))
     }
 
@@ -47,7 +47,7 @@ impl EventTypesApi {
         let p = auth.require("webhooks:write")?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
-        let created = catalog::create(&mut tx, p.tenant_id, body.0).await?;
+        let created = catalog::create(&mut tx, p.scope(), body.0).await?;
         op.commit(tx, Created(created)).await
     }
 
@@ -64,7 +64,7 @@ impl EventTypesApi {
         let p = auth.require("webhooks:write")?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
-        let updated = catalog::update(&mut tx, p.tenant_id, &name.0, body.0).await?;
+        let updated = catalog::update(&mut tx, p.scope(), &name.0, body.0).await?;
         op.commit(tx, Json(updated)).await
     }
 }

@@ -5,14 +5,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::event_types::EventTypeName;
-use crate::input::Text;
 use crate::{
     error::{Error, Result},
     orders,
 };
+use crate::{input::Text, tenants::Scope};
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct EventType {
@@ -124,11 +123,12 @@ const COLUMNS: &str =
     "name, description, schema, deprecated, false AS built_in, created_at, updated_at";
 
 /// Built-in types first, then the tenant's own, by name.
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EventType>> {
+pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<EventType>> {
     let own = sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM event_types WHERE tenant_id = $1 ORDER BY name"
+        "SELECT {COLUMNS} FROM event_types WHERE tenant_id = $1 AND mode = $2 ORDER BY name"
     )))
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
     .fetch_all(pool)
     .await?;
     Ok(built_in()
@@ -148,7 +148,7 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EventType>> {
 
 pub async fn create(
     conn: &mut PgConnection,
-    tenant_id: Uuid,
+    scope: Scope,
     input: CreateEventType,
 ) -> Result<EventType> {
     let name = input.name.as_str();
@@ -164,16 +164,17 @@ pub async fn create(
         return Err(exists());
     }
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO event_types (tenant_id, name, description, schema, deprecated)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (tenant_id, name) DO NOTHING
+        "INSERT INTO event_types (tenant_id, mode, name, description, schema, deprecated)
+         VALUES ($1, $6, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, mode, name) DO NOTHING
          RETURNING {COLUMNS}"
     )))
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
     .bind(name)
     .bind(input.description.as_deref())
     .bind(schema)
     .bind(input.deprecated.unwrap_or(false))
+    .bind(scope.mode.as_str())
     .fetch_optional(conn)
     .await?
     .ok_or_else(exists)
@@ -181,7 +182,7 @@ pub async fn create(
 
 pub async fn update(
     conn: &mut PgConnection,
-    tenant_id: Uuid,
+    scope: Scope,
     name: &str,
     input: UpdateEventType,
 ) -> Result<EventType> {
@@ -197,14 +198,15 @@ pub async fn update(
         "UPDATE event_types
             SET description = COALESCE($3, description), schema = COALESCE($4, schema),
                 deprecated = COALESCE($5, deprecated), updated_at = now()
-          WHERE tenant_id = $1 AND name = $2
+          WHERE tenant_id = $1 AND name = $2 AND mode = $6
       RETURNING {COLUMNS}"
     )))
-    .bind(tenant_id)
+    .bind(scope.tenant_id)
     .bind(name)
     .bind(input.description.as_deref())
     .bind(schema)
     .bind(input.deprecated)
+    .bind(scope.mode.as_str())
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| Error::not_found("event type"))
@@ -214,7 +216,7 @@ pub async fn update(
 /// typo is an error instead of an endpoint that never receives anything.
 pub async fn check_filter(
     conn: &mut PgConnection,
-    tenant_id: Uuid,
+    scope: Scope,
     patterns: &[String],
 ) -> Result<()> {
     let exact: Vec<&String> = patterns
@@ -224,12 +226,14 @@ pub async fn check_filter(
     if exact.is_empty() {
         return Ok(());
     }
-    let known: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM event_types WHERE tenant_id = $1 AND name = ANY($2)")
-            .bind(tenant_id)
-            .bind(exact.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            .fetch_all(conn)
-            .await?;
+    let known: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM event_types WHERE tenant_id = $1 AND mode = $3 AND name = ANY($2)",
+    )
+    .bind(scope.tenant_id)
+    .bind(exact.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(scope.mode.as_str())
+    .fetch_all(conn)
+    .await?;
     if let Some((i, unknown)) = patterns
         .iter()
         .enumerate()

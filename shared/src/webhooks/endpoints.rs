@@ -183,7 +183,7 @@ pub async fn create(
     let tenant_id = scope.tenant_id;
     let url = url.0;
     let event_types = event_types::validate_filter(input.event_types)?;
-    catalog::check_filter(conn, tenant_id, &event_types).await?;
+    catalog::check_filter(conn, scope, &event_types).await?;
     let description = input.description.map(Text::into_string);
     let schedule = input
         .retry_schedule
@@ -277,7 +277,7 @@ pub async fn update(
         .map(|t| event_types::validate_filter(Some(t)))
         .transpose()?;
     if let Some(t) = &event_types {
-        catalog::check_filter(conn, scope.tenant_id, t).await?;
+        catalog::check_filter(conn, scope, t).await?;
     }
     let status = input.status.map(EndpointStatus::as_str);
     // (present, value) pairs: present = the field was in the body (a null resets it).
