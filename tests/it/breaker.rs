@@ -15,6 +15,19 @@ async fn group(app: &TestApp, endpoint: &str) -> Option<(String, i32)> {
         .unwrap()
 }
 
+/// How long the endpoint's breaker stays open from now, on the database's clock.
+async fn open_for(app: &TestApp, endpoint: &str) -> Duration {
+    let ms: f64 = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM paused_until - now()) * 1000)::float8
+           FROM dispatch_groups WHERE key = $1::uuid",
+    )
+    .bind(endpoint)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    Duration::from_millis(ms.max(0.0) as u64)
+}
+
 #[tokio::test]
 async fn the_breaker_opens_parks_probes_and_closes() {
     let app = TestApp::spawn(TestOptions {
@@ -42,6 +55,11 @@ async fn the_breaker_opens_parks_probes_and_closes() {
         (group(&app, &id).await == Some(("open".into(), 1))).then_some(())
     })
     .await;
+    let first = open_for(&app, &id).await;
+    assert!(
+        first <= Duration::from_secs(1),
+        "first cool-down 1 s: {first:?}"
+    );
     let v: Value = app
         .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
         .await;
@@ -67,6 +85,12 @@ async fn the_breaker_opens_parks_probes_and_closes() {
         (group(&app, &id).await == Some(("open".into(), 2))).then_some(())
     })
     .await;
+    // Seen within a poll of the trip: more than the first cool-down is left of the second.
+    let second = open_for(&app, &id).await;
+    assert!(
+        second > Duration::from_millis(1200) && second <= Duration::from_secs(2),
+        "second cool-down doubled to 2 s: {second:?} left"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(partner.count(), settled + 1, "one probe while half-open");
 
@@ -173,6 +197,47 @@ async fn a_failing_endpoint_is_disabled_announced_and_catches_up_when_enabled_ag
     assert_eq!(v["consecutive_failures"], 0);
     eventually(Duration::from_secs(10), "the missed messages", || async {
         (partner.unique_ids().len() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = partner
+        .received()
+        .iter()
+        .filter(|r| r.status == 200)
+        .count();
+    assert_eq!(ok, 3, "each missed message answered once, nothing twice");
+    assert_eq!(partner.count(), 6, "three failures, then three successes");
+}
+
+#[tokio::test]
+async fn fewer_attempts_than_the_minimum_never_trip_the_breaker() {
+    let app = TestApp::spawn(TestOptions {
+        breaker_cooldown: "1s".into(),
+        breaker_min_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    // Three failures, every one of them: a 100 % failure rate, but below the minimum.
+    app.post_orders(&key, "ord-few", 3, 3).await;
+    eventually(Duration::from_secs(10), "three failed attempts", || async {
+        (partner.count() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        group(&app, &id).await.map(|g| g.0).as_deref(),
+        Some("closed")
+    );
+    // The fourth failure reaches the minimum and trips it.
+    assert_eq!(app.post_order(&key, "ord-few-4").await.status(), 201);
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        (group(&app, &id).await == Some(("open".into(), 1))).then_some(())
     })
     .await;
 }

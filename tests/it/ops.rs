@@ -134,3 +134,60 @@ async fn the_committed_openapi_document_matches_the_served_one() {
         "CreateOrder has an example"
     );
 }
+
+/// SIGTERM stops an API process gracefully: a request in flight (a test send to a partner
+/// that takes two seconds) still gets its full answer, and the process then exits cleanly.
+#[tokio::test]
+async fn an_api_process_finishes_requests_in_flight_on_sigterm() {
+    use std::time::{Duration, Instant};
+    use switchyard_tests::{Behaviour, PartnerServer, process::Process};
+
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_secs(2))).await;
+    let (_, key) = app.partner_account().await;
+    let (id, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
+    let (mut api, base) = Process::spawn_api(&app.process_env()).await;
+
+    let request = {
+        let (http, url, key) = (
+            app.http.clone(),
+            format!("{base}/v1/webhook-endpoints/{id}/test"),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    switchyard_tests::eventually(Duration::from_secs(5), "the send to start", || async {
+        (partner.count() == 1).then_some(())
+    })
+    .await;
+    let sent = Instant::now();
+    let status = api.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "clean exit: {status}");
+    let (code, attempt) = request.await.unwrap();
+    assert_eq!(code, 200, "{attempt}");
+    assert_eq!(
+        attempt["status_code"], 200,
+        "the partner's answer: {attempt}"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "the process waited for the request"
+    );
+    // Gone: nothing listens on its port any more.
+    assert!(
+        app.http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}

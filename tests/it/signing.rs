@@ -99,6 +99,15 @@ mod end_to_end {
         assert_eq!(app.post_order(&key, "ord-rot-2").await.status(), 201);
         tokens_match_secrets(&nth(&partner, 1).await, &[&own, &first]);
 
+        // A short grace period: the replaced secret signs until it ends, then never again.
+        let r = rotate(json!({ "grace_period": "2s" })).await;
+        let third = r["secret"].as_str().unwrap().to_owned();
+        assert_eq!(app.post_order(&key, "ord-rot-3").await.status(), 201);
+        tokens_match_secrets(&nth(&partner, 2).await, &[&third, &own, &first]);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(app.post_order(&key, "ord-rot-4").await.status(), 201);
+        tokens_match_secrets(&nth(&partner, 3).await, &[&third, &first]);
+
         let bad = app
             .partner_post(
                 &key,
@@ -268,6 +277,92 @@ mod end_to_end {
                 .partner_patch(&key, &format!("/v1/webhook-endpoints/{id}"), body)
                 .await;
             problem(r, 400, code, Some(param)).await;
+        }
+    }
+
+    /// Secrets reach the partner and nowhere else: an API and a worker process logging at
+    /// debug level through creation, failing sends, a rotation and a PATCH never write one.
+    #[tokio::test]
+    async fn no_secret_is_ever_written_to_a_log() {
+        use switchyard_tests::process::{Process, WorkerProcess};
+
+        let mut app = TestApp::spawn(TestOptions::default()).await;
+        app.stop_workers().await;
+        let partner = PartnerServer::start(Behaviour::Status(500)).await;
+        let (_, key) = app.partner_account().await;
+        let env: Vec<(String, String)> = app
+            .process_env()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "RUST_LOG" => (k, "debug".into()),
+                "SWITCHYARD_RETRY_SCHEDULE" => (k, "100ms,100ms".into()),
+                _ => (k, v),
+            })
+            .collect();
+        let (api, base) = Process::spawn_api(&env).await;
+        let worker = WorkerProcess::spawn(&env);
+        let call = |method: reqwest::Method, path: String, body: Value| {
+            let (http, key, base) = (app.http.clone(), key.clone(), base.clone());
+            async move {
+                let r = http
+                    .request(method, format!("{base}{path}"))
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{path}: {}", r.status());
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let ep = call(
+            reqwest::Method::POST,
+            "/v1/webhook-endpoints".into(),
+            json!({
+                "url": partner.url,
+                "headers": { "X-Api-Token": "tok-SECRET-1" },
+                "auth": { "type": "bearer", "token": "bearer-SECRET-2" }
+            }),
+        )
+        .await;
+        let id = ep["id"].as_str().unwrap().to_owned();
+        let mut secrets = vec![ep["secret"].as_str().unwrap().to_owned()];
+        let rotated = call(
+            reqwest::Method::POST,
+            format!("/v1/webhook-endpoints/{id}/secret/rotate"),
+            json!({}),
+        )
+        .await;
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+        call(
+            reqwest::Method::PATCH,
+            format!("/v1/webhook-endpoints/{id}"),
+            json!({ "auth": { "type": "basic", "username": "erp", "password": "pw-SECRET-3" } }),
+        )
+        .await;
+        let order = TestApp::order_body("ord-no-log");
+        call(reqwest::Method::POST, "/v1/orders".into(), order).await;
+        eventually(Duration::from_secs(15), "three failed attempts", || async {
+            (partner.count() == 3).then_some(())
+        })
+        .await;
+        let basic = STANDARD.encode("erp:pw-SECRET-3");
+        for (name, log) in [("api", api.log_text()), ("worker", worker.log_text())] {
+            assert!(log.lines().count() > 5, "the {name} logged: {log}");
+            assert!(!log.contains("SECRET"), "a credential in the {name} log");
+            assert!(!log.contains(&basic), "basic auth in the {name} log");
+            assert!(!log.contains(&key), "the API key in the {name} log");
+            for s in &secrets {
+                assert!(
+                    !log.contains(s.as_str()),
+                    "a signing secret in the {name} log"
+                );
+                let raw = s.trim_start_matches("whsec_");
+                assert!(
+                    !log.contains(raw),
+                    "a signing secret's bytes in the {name} log"
+                );
+            }
         }
     }
 }
