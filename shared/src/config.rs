@@ -1,4 +1,4 @@
-//! Configuration shared by both binaries: flags with environment fallbacks (DESIGN §4).
+//! Configuration shared by both binaries: flags with environment fallbacks.
 //! A first local run needs none of it; production refuses to start without real secrets.
 
 use std::{path::PathBuf, time::Duration};

@@ -1,5 +1,5 @@
 //! Small cryptographic building blocks: random tokens, HMAC, constant-time comparison and
-//! AES-256-GCM encryption of secrets at rest with a keyring (DESIGN §3).
+//! AES-256-GCM encryption of secrets at rest with a keyring (docs/architecture.md §4).
 
 use aes_gcm::{
     Aes256Gcm, Nonce,

@@ -1,4 +1,4 @@
-//! The job ledger (DESIGN §2): every unit of work is a `jobs` row before it is anything else.
+//! The job ledger (docs/architecture.md §2): every unit of work is a `jobs` row before it is anything else.
 //!
 //! States: `pending → queued → running → succeeded | pending (retry) | dead | cancelled`.
 //! The claim is a conditional update on `(id, dispatch_seq, state = 'queued')`, so of all the
@@ -126,7 +126,7 @@ pub enum Outcome {
 /// [`bind_finish`]; statements that record business results in the same round trip embed it
 /// with `concat!` as a CTE (`WITH fin AS (…)`), number their own parameters from `$7`, and
 /// gate every change of a row the job owns on `EXISTS (SELECT 1 FROM fin)`: a run that lost
-/// its lease changes nothing (DESIGN §2, rule 6). `$5` is the retry delay in seconds.
+/// its lease changes nothing (docs/architecture.md §2, rule 6). `$5` is the retry delay in seconds.
 macro_rules! finish_sql {
     () => {
         "UPDATE jobs

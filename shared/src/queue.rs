@@ -2,8 +2,8 @@
 //!
 //! Tasks carry only `(job_id, dispatch_seq)`; the ledger in Postgres holds everything else.
 //! We push with our own Lua script (`PUSH_SCRIPT`) that writes exactly the structures apalis-redis
-//! 1.0.0's `batch_push.lua` writes, with two differences that fix its defects (research/apalis.md
-//! §11): the push is refused beyond the queue's high-water mark, atomically across every replica,
+//! 1.0.0's `batch_push.lua` writes, with two differences that fix its defects (docs/architecture.md
+//! §7): the push is refused beyond the queue's high-water mark, atomically across every replica,
 //! and tasks go straight to the `active` list, never through the `scheduled` ZSET whose
 //! `unpack` crashes workers above ~8,000 due tasks. It also publishes a wake-up so idle
 //! workers fetch at once instead of waiting for their poll interval.

@@ -1,6 +1,7 @@
 //! End-to-end tests: real Postgres, real Redis, real HTTP, real processes.
 
 mod api_errors;
+mod api_key_guards;
 mod api_keys;
 mod breaker;
 mod cancellation;
@@ -8,6 +9,7 @@ mod dead_jobs;
 mod delivery;
 mod durability;
 mod endpoint_limits;
+mod event_types;
 mod idempotency;
 mod idempotency_routes;
 mod isolation;
@@ -15,6 +17,7 @@ mod leases;
 mod ops;
 mod orders;
 mod rate_limits;
+mod replays;
 mod retention;
 mod retries;
 mod signing;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{context::Ctx, wake::WakeHub};
 
 /// A name unique to this process start: apalis worker names and ledger lease owners derive
-/// from it, so no two processes (or restarts) ever share an identity (research/apalis.md §6.3).
+/// from it, so no two processes (or restarts) ever share an identity (docs/architecture.md §7).
 fn process_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -1,4 +1,4 @@
-//! Moves work from the ledger into Redis and repairs what goes missing (DESIGN §2).
+//! Moves work from the ledger into Redis and repairs what goes missing (docs/architecture.md §2).
 //!
 //! * New jobs are committed `queued` (see `jobs::NewJob`) and pushed right after the commit by
 //!   the [`FastPath`]. Due `pending` jobs (retries, and whatever the fast path could not push)

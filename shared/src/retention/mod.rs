@@ -1,5 +1,5 @@
 //! Retention: every growing table has one, and its purge keeps up with any rate the system can
-//! ingest (DESIGN §2, rule 8). One list below declares them all; the janitor of every worker
+//! ingest (docs/architecture.md §6). One list below declares them all; the janitor of every worker
 //! replica runs [`purge`] every few seconds. Each purge deletes in batches that loop until the
 //! table is caught up, and takes its rows `FOR UPDATE SKIP LOCKED`, so replicas share the work
 //! instead of fighting over rows. Delivery attempts (the biggest rows: up to 64 KiB of partner

@@ -85,7 +85,7 @@ pub async fn mark_fan_out_failed(
     Ok(())
 }
 
-/// The exact body sent for an event: `{"type", "timestamp", "data"}` (DESIGN §4).
+/// The exact body sent for an event: `{"type", "timestamp", "data"}` (README, "Requests").
 pub fn payload(event: &OrderEvent) -> String {
     serde_json::json!({
         "type": event.r#type,

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod credentials;
 pub mod deliveries;
 pub mod delivery;
+pub mod endpoint_backlog;
 pub mod endpoint_input;
 pub mod endpoints;
 pub mod event_types;
