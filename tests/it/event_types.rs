@@ -84,3 +84,46 @@ async fn the_event_type_catalog_lists_built_in_and_own_types_and_catches_typos()
         .await;
     switchyard_tests::problem(r, 400, "unknown_event_type", Some("event_types[0]")).await;
 }
+
+/// A schema is the tenant's document: whatever JSON numbers it holds (the largest double, the
+/// smallest subnormal) read back as sent, on creation, on change and in the list.
+#[tokio::test]
+async fn a_schema_reads_back_exactly_as_it_was_sent() {
+    use serde_json::json;
+    let app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = app.partner_account().await;
+    let schema = json!({ "type": "object", "maximum": 1.7976931348623157e308,
+                         "minimum": 5e-324, "multipleOf": -5.9239229642707576e16,
+                         "examples": [[2.5776383096321136e16, null, true], -102130] });
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/event-types",
+            json!({ "name": "meter.read", "schema": schema }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["schema"], schema);
+    let changed = json!({ "maximum": -1.5e300, "items": { "minimum": 1e-300 } });
+    let r = app
+        .partner_patch(
+            &key,
+            "/v1/event-types/meter.read",
+            json!({ "schema": changed }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["schema"], changed);
+    let list = app.partner_get(&key, "/v1/event-types").await;
+    let own = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "meter.read")
+        .unwrap();
+    assert_eq!(own["schema"], changed);
+}

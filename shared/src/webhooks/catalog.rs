@@ -101,15 +101,13 @@ fn is_built_in(name: &str) -> bool {
     built_in().iter().any(|(n, _)| n == name)
 }
 
-/// The one check the types cannot make: a schema's size.
-fn schema_value(
+/// The one check the types cannot make: a schema's size. Returns the schema's JSON text, which
+/// is stored as it is (a `json` column), so every number reads back as it was sent.
+fn schema_text(
     schema: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-) -> Result<Option<serde_json::Value>> {
-    let schema = schema.map(|s| serde_json::Value::Object(s.into_iter().collect()));
-    if schema
-        .as_ref()
-        .is_some_and(|s| s.to_string().len() > 64 * 1024)
-    {
+) -> Result<Option<String>> {
+    let schema = schema.map(|s| serde_json::Value::Object(s.into_iter().collect()).to_string());
+    if schema.as_ref().is_some_and(|s| s.len() > 64 * 1024) {
         return Err(Error::invalid(
             "parameter_invalid",
             "schema",
@@ -152,7 +150,7 @@ pub async fn create(
     input: CreateEventType,
 ) -> Result<EventType> {
     let name = input.name.as_str();
-    let schema = schema_value(input.schema)?;
+    let schema = schema_text(input.schema)?;
     let exists = || {
         Error::conflict(
             "event_type_exists",
@@ -165,7 +163,7 @@ pub async fn create(
     }
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO event_types (tenant_id, mode, name, description, schema, deprecated)
-         VALUES ($1, $6, $2, $3, $4, $5)
+         VALUES ($1, $6, $2, $3, $4::text::json, $5)
          ON CONFLICT (tenant_id, mode, name) DO NOTHING
          RETURNING {COLUMNS}"
     )))
@@ -193,10 +191,10 @@ pub async fn update(
             format!("`{name}` is built in and cannot be changed."),
         ));
     }
-    let schema = schema_value(input.schema)?;
+    let schema = schema_text(input.schema)?;
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
         "UPDATE event_types
-            SET description = COALESCE($3, description), schema = COALESCE($4, schema),
+            SET description = COALESCE($3, description), schema = COALESCE($4::text::json, schema),
                 deprecated = COALESCE($5, deprecated), updated_at = now()
           WHERE tenant_id = $1 AND name = $2 AND mode = $6
       RETURNING {COLUMNS}"
