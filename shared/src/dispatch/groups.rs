@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{BATCH, Dispatcher, Picked};
 use crate::error::Result;
+use crate::queue::ALL_QUEUES;
 
 /// How long a half-open group waits for its probe before allowing another one: longer than
 /// the longest request (30 s) plus claiming and recording.
@@ -23,9 +24,23 @@ const PROBE_WINDOW: TimeDelta = TimeDelta::seconds(40);
 const GROUPS_PER_PASS: i64 = 1000;
 
 /// A group with due work, as the skip scan found it.
-#[derive(sqlx::FromRow)]
-struct DueGroup {
+pub(super) struct DueGroup {
     key: Uuid,
+    queue: String,
+    now: DateTime<Utc>,
+}
+
+/// What a pass may find to do: queues with due jobs outside groups, and groups with due jobs.
+#[derive(Default)]
+pub(super) struct DueWork {
+    pub queues: Vec<String>,
+    pub groups: Vec<DueGroup>,
+}
+
+/// A row of [`Dispatcher::due_work`]'s answer: a group (`key`) or, without one, a queue.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    key: Option<Uuid>,
     queue: String,
     now: DateTime<Utc>,
 }
@@ -51,18 +66,14 @@ struct Due {
 }
 
 impl Dispatcher {
-    /// One transaction: finds the groups whose oldest pending job is due, works out what each
-    /// may take now, takes it (at most the Redis `room` of each queue), and commits the
-    /// admitted jobs as `queued`. Jobs over a rate limit move to their exact slot; jobs over a
-    /// cap or behind an open breaker stay untouched.
-    pub(super) async fn pick_grouped(
-        &self,
-        room: &BTreeMap<&'static str, i64>,
-    ) -> Result<Vec<Picked>> {
-        let mut tx = self.pool.begin().await?;
-        // Skip scan: the first entry of each group in (group_key, run_at) order is its oldest
-        // pending job.
-        let due = sqlx::query_as::<_, DueGroup>(
+    /// What is due now, in one statement (an idle pass costs just this): the queues with due
+    /// jobs outside any group (one index probe per queue), and the groups whose oldest pending
+    /// job is due, by a skip scan — the first entry of each group in `(group_key, run_at)`
+    /// order is its oldest pending job. Groups paused by their breaker (open, or half-open
+    /// with the probe out) are left out, as [`allowance`](Self::allowance) would give them
+    /// nothing: a parked backlog costs a pass nothing more.
+    pub(super) async fn due_work(&self) -> Result<DueWork> {
+        let rows = sqlx::query_as::<_, DueRow>(
             "WITH RECURSIVE g(key, run_at, queue) AS (
                 (SELECT group_key, run_at, queue FROM jobs
                   WHERE state = 'pending' AND group_key IS NOT NULL
@@ -73,15 +84,48 @@ impl Dispatcher {
                        SELECT group_key, run_at, queue FROM jobs
                         WHERE state = 'pending' AND group_key IS NOT NULL AND group_key > g.key
                         ORDER BY group_key, run_at LIMIT 1) n)
-             SELECT key, queue, now() AS now FROM g
-              WHERE run_at <= now() ORDER BY run_at LIMIT $1",
+             (SELECT key, queue, now() AS now FROM g
+               WHERE run_at <= now()
+                 AND NOT EXISTS (SELECT 1 FROM dispatch_groups d
+                                  WHERE d.key = g.key AND d.paused_until > now())
+               ORDER BY run_at LIMIT $1)
+             UNION ALL
+             SELECT NULL, q, now() FROM UNNEST($2::text[]) AS q
+              WHERE EXISTS (SELECT 1 FROM jobs
+                             WHERE queue = q AND state = 'pending' AND group_key IS NULL
+                               AND run_at <= now())",
         )
         .bind(GROUPS_PER_PASS)
-        .fetch_all(&mut *tx)
+        .bind(ALL_QUEUES.to_vec())
+        .fetch_all(&self.pool)
         .await?;
+        let mut due = DueWork::default();
+        for r in rows {
+            match r.key {
+                Some(key) => due.groups.push(DueGroup {
+                    key,
+                    queue: r.queue,
+                    now: r.now,
+                }),
+                None => due.queues.push(r.queue),
+            }
+        }
+        Ok(due)
+    }
+
+    /// One transaction: works out what each of the `due` groups may take now, takes it (at
+    /// most the Redis `room` of each queue), and commits the admitted jobs as `queued`. Jobs
+    /// over a rate limit move to their exact slot; jobs over a cap or behind an open breaker
+    /// stay untouched.
+    pub(super) async fn pick_grouped(
+        &self,
+        due: &[DueGroup],
+        room: &BTreeMap<&'static str, i64>,
+    ) -> Result<Vec<Picked>> {
         let Some(now) = due.first().map(|d| d.now) else {
             return Ok(Vec::new());
         };
+        let mut tx = self.pool.begin().await?;
         let queue_of: BTreeMap<Uuid, String> =
             due.iter().map(|d| (d.key, d.queue.clone())).collect();
         let mut keys: Vec<Uuid> = queue_of.keys().copied().collect();
@@ -120,7 +164,7 @@ impl Dispatcher {
         let mut left: BTreeMap<&str, i64> =
             room.iter().map(|(q, r)| (*q, (*r).min(BATCH))).collect();
         let (mut take_keys, mut take_limits) = (Vec::new(), Vec::new());
-        for d in &due {
+        for d in due {
             let Some(g) = groups.get(&d.key) else {
                 continue;
             };

@@ -81,9 +81,10 @@ impl Dispatcher {
     pub async fn dispatch_due(&self) -> Result<usize> {
         let mut total = 0;
         let mut room: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut due = self.due_work().await?;
         for queue in ALL_QUEUES {
             let mut left = self.room(queue).await?;
-            while left > 0 {
+            while left > 0 && due.queues.iter().any(|q| q == queue) {
                 let limit = left.min(BATCH);
                 let picked = self.pick_ungrouped(queue, limit).await?;
                 let pushed = self.push_picked(&picked).await?;
@@ -99,7 +100,7 @@ impl Dispatcher {
             if room.values().all(|r| *r <= 0) {
                 break;
             }
-            let picked = self.pick_grouped(&room).await?;
+            let picked = self.pick_grouped(&due.groups, &room).await?;
             if picked.is_empty() {
                 break;
             }
@@ -113,6 +114,7 @@ impl Dispatcher {
             if pushed < picked.len() || (picked.len() as i64) < BATCH {
                 break;
             }
+            due = self.due_work().await?;
         }
         Ok(total)
     }

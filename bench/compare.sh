@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Before/after in one run: the same scenarios against a baseline build and this build, in
+# alternation, each on a fresh database, with the CPU each process spent per delivery.
+# Usage: bench/compare.sh <baseline switchyard-api binary> [rounds]
+#   e.g. git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p switchyard-api)
+#        bench/compare.sh /tmp/base/target/release/switchyard-api 2
+# Per build and round: steady (4000 orders at 200/s), burst (5000 orders, 50 in flight),
+# noisy (2400 orders at 40/s to 10 endpoints plus one that never answers), then 30 s idle
+# with the dead endpoint's deliveries still waiting: Postgres CPU while nothing happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${1:?baseline switchyard-api binary}
+ROUNDS=${2:-1}
+cargo build --release -q -p switchyard-api -p switchyard-bench
+NEW=./target/release/switchyard-api
+
+DB=switchyard_bench
+PORT=18081
+TOKEN=bench-admin-token-123456
+TICK=$(getconf CLK_TCK)
+
+# CPU ticks (user + system) of one process; of Postgres: every live Postgres process plus what
+# the postmaster's exited children used (its cutime + cstime), so backends and autovacuum
+# workers that come and go between two samples are counted too.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+PM=$(pgrep -x -o postgres)
+pg_ticks() {
+  local t
+  t=$(awk '{print $16 + $17}' "/proc/$PM/stat")
+  for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p"))); done
+  echo $t
+}
+
+bench() { ./target/release/switchyard-bench --api http://127.0.0.1:$PORT --admin-token $TOKEN "$@"; }
+
+# measure <label> <deliveries> <bench args…>: the scenario's output, then CPU per delivery.
+measure() {
+  local label=$1 n=$2; shift 2
+  local a0 p0 t0 a1 p1 t1
+  a0=$(ticks "$API"); p0=$(pg_ticks); t0=$(date +%s.%N)
+  bench "$@" | sed "s/^/    /"
+  a1=$(ticks "$API"); p1=$(pg_ticks); t1=$(date +%s.%N)
+  awk -v l="$label" -v b="$build" -v n="$n" -v a=$((a1 - a0)) -v p=$((p1 - p0)) -v k="$TICK" \
+      -v w="$(echo "$t1 - $t0" | bc)" 'BEGIN {
+    printf "RESULT build=%s scenario=%s deliveries=%d wall_s=%.1f switchyard_cpu_ms_per_delivery=%.3f postgres_cpu_ms_per_delivery=%.3f\n",
+      b, l, n, w, a * 1000 / k / n, p * 1000 / k / n }'
+}
+
+for round in $(seq "$ROUNDS"); do
+  for build in baseline new; do
+    bin=$BASE; [ $build = new ] && bin=$NEW
+    echo "## round $round, $build ($bin)"
+    psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
+    redis-cli --scan --pattern 'sybench:*' | xargs -r redis-cli del >/dev/null
+    DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
+    SWITCHYARD_ALLOW_PRIVATE_TARGETS=true SWITCHYARD_REDIS_PREFIX=sybench \
+    SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LOG_FORMAT=json RUST_LOG=error \
+      "$bin" --with-worker --listen 127.0.0.1:$PORT >/tmp/compare-api.log 2>&1 &
+    API=$!
+    for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
+    measure steady 4000 --orders 4000 --rate 200
+    sleep 5
+    measure burst 5000 --orders 5000 --concurrency 50
+    sleep 5
+    measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
+    # Idle: no traffic, the dead endpoint's deliveries parked or waiting for their retries.
+    sleep 10
+    p0=$(pg_ticks); a0=$(ticks "$API")
+    sleep 30
+    p1=$(pg_ticks); a1=$(ticks "$API")
+    pending=$(psql -At -h 127.0.0.1 -U postgres -c "SELECT count(*) FROM jobs WHERE state = 'pending'" $DB)
+    awk -v b=$build -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v k="$TICK" -v n="$pending" 'BEGIN {
+      printf "RESULT build=%s scenario=idle pending_jobs=%d postgres_cpu_pct=%.2f switchyard_cpu_pct=%.2f\n",
+        b, n, p * 100 / k / 30, a * 100 / k / 30 }'
+    kill $API; wait $API 2>/dev/null || true
+    sleep 5
+  done
+done
