@@ -74,6 +74,37 @@ if accepted > 0 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return accepted
 "#;
 
+// Which tasks a worker will still get: data present and id in the active list, the scheduled
+// set or a registered worker's inflight set (apalis' fetch moves ids from the list there).
+// KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled zset, KEYS[4] workers zset,
+// KEYS[5] inflight prefix; ARGV task ids. Returns 1 or 0 per task.
+const PRESENCE_SCRIPT: &str = r#"
+local listed = nil
+local workers = redis.call('ZRANGE', KEYS[4], 0, -1)
+local out = {}
+for i, id in ipairs(ARGV) do
+  local here = 0
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    if redis.call('ZSCORE', KEYS[3], id) then
+      here = 1
+    else
+      for _, w in ipairs(workers) do
+        if redis.call('SISMEMBER', KEYS[5] .. ':' .. w, id) == 1 then here = 1 break end
+      end
+      if here == 0 then
+        if not listed then
+          listed = {}
+          for _, l in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do listed[l] = true end
+        end
+        if listed[id] then here = 1 end
+      end
+    end
+  end
+  out[i] = here
+end
+return out
+"#;
+
 // Removes finished tasks (done and dead sets) with their data and metadata.
 // KEYS[1] set, KEYS[2] data hash, KEYS[3] meta prefix; ARGV[1] batch size. Returns count removed.
 const SWEEP_SCRIPT: &str = r#"
@@ -93,6 +124,7 @@ pub struct Queues {
     high_water_mark: u32,
     push_script: std::sync::Arc<Script>,
     sweep_script: std::sync::Arc<Script>,
+    presence_script: std::sync::Arc<Script>,
 }
 
 impl Queues {
@@ -103,6 +135,7 @@ impl Queues {
             high_water_mark,
             push_script: std::sync::Arc::new(Script::new(PUSH_SCRIPT)),
             sweep_script: std::sync::Arc::new(Script::new(SWEEP_SCRIPT)),
+            presence_script: std::sync::Arc::new(Script::new(PRESENCE_SCRIPT)),
         }
     }
 
@@ -175,22 +208,30 @@ impl Queues {
         Ok(active + scheduled)
     }
 
-    /// apalis status of each task (`None` when Redis no longer knows it, e.g. after a flush).
-    pub async fn task_statuses(
+    /// Whether Redis still holds each task where a worker will get it: its data is there and
+    /// its id is in the active list, the scheduled set or a worker's inflight set. A status
+    /// alone proves nothing: a flush or an eviction can take the list and leave the rest.
+    pub async fn tasks_present(
         &self,
         queue: &str,
         tasks: &[JobTask],
-    ) -> redis::RedisResult<Vec<Option<String>>> {
+    ) -> redis::RedisResult<Vec<bool>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let meta = self.apalis_config(queue, 1).job_meta_hash();
-        let mut pipe = redis::pipe();
+        let cfg = self.apalis_config(queue, 1);
+        let mut inv = self.presence_script.prepare_invoke();
+        inv.key(cfg.job_data_hash())
+            .key(cfg.active_jobs_list())
+            .key(cfg.scheduled_jobs_set())
+            .key(cfg.workers_set())
+            .key(cfg.inflight_jobs_set());
         for t in tasks {
-            pipe.hget(format!("{meta}:{}", t.task_id()), "status");
+            inv.arg(t.task_id());
         }
         let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+        let present: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(present.into_iter().map(|p| p == 1).collect())
     }
 
     /// Deletes finished tasks of `queue` from Redis (apalis keeps them forever otherwise).

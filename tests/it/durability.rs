@@ -196,6 +196,78 @@ async fn webhooks_are_delivered_after_redis_loses_everything() {
     );
 }
 
+/// A flush that races a push, or an eviction, can take the list and the data of a task and
+/// leave its status key behind ("Pending"): the task is gone all the same, and the reconciler
+/// must see that instead of trusting the status for the five-minute hard limit.
+#[tokio::test]
+async fn a_task_left_with_only_its_status_in_redis_is_dispatched_again() {
+    let mut app = TestApp::spawn(TestOptions {
+        with_worker: false,
+        delivery_concurrency: 2,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    app.post_orders(&key, "evicted", 3, 3).await;
+    eventually(Duration::from_secs(5), "the fast path to push", || async {
+        let q = app
+            .count("SELECT count(*) FROM jobs WHERE state = 'queued'")
+            .await;
+        (q == 3).then_some(())
+    })
+    .await;
+    let cfg = app.queues.apalis_config(ALL_QUEUES[0], 1);
+    let mut conn = app.queues.connection();
+    let removed: i64 = redis::pipe()
+        .del(cfg.active_jobs_list())
+        .del(cfg.job_data_hash())
+        .query_async::<Vec<i64>>(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(removed, 2, "the list and the data hash were there");
+    let meta = format!("{}:*", cfg.job_meta_hash());
+    let statuses: Vec<String> = redis::cmd("KEYS")
+        .arg(&meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(statuses.len(), 3, "each task's status key is left behind");
+
+    app.start_worker();
+    // `reconcile_after` is 1 s here; trusting the status would wait 300 s.
+    eventually(Duration::from_secs(10), "3 webhooks", || async {
+        (partner.unique_ids().len() == 3).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "every delivery recorded",
+        || async { (succeeded(&app).await == 3).then_some(()) },
+    )
+    .await;
+
+    // And no false alarm: tasks waiting in the list (two slots, 1.5 s replies) longer than
+    // `reconcile_after` are found where they are, so no job is dispatched a second time.
+    partner.set_behaviour(Behaviour::Slow(Duration::from_millis(1500)));
+    app.post_orders(&key, "slow", 12, 4).await;
+    eventually(Duration::from_secs(30), "15 webhooks", || async {
+        (succeeded(&app).await == 15).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM jobs WHERE dispatch_seq > 1 AND queue = 'webhook_deliveries'"
+        )
+        .await,
+        0,
+        "a delivery task that was still in Redis was taken for lost"
+    );
+}
+
 /// Samples the ready tasks of every queue until stopped; returns the maximum seen and how
 /// many samples failed.
 fn sample_redis_depth(app: &TestApp, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {

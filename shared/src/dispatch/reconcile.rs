@@ -57,13 +57,8 @@ impl Dispatcher {
                 });
             }
             for (queue, tasks) in by_queue {
-                let statuses = self.queues.task_statuses(queue, &tasks).await?;
-                for (task, status) in tasks.iter().zip(statuses) {
-                    // Pending/Failed/Running: still in a list, a retry set or a worker's hands.
-                    let in_redis = matches!(
-                        status.as_deref(),
-                        Some("Pending" | "Queued" | "Running" | "Failed")
-                    );
+                let present = self.queues.tasks_present(queue, &tasks).await?;
+                for (task, in_redis) in tasks.iter().zip(present) {
                     if !in_redis || hard.contains(&task.job) {
                         lost_ids.push(task.job);
                         lost_seqs.push(task.seq);
