@@ -281,9 +281,14 @@ impl KeyCache {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let sent = Utc::now();
             match self.poll(since).await {
                 Ok(now) => {
-                    let offset = (now - Utc::now()).num_milliseconds();
+                    // The database read its clock about halfway through the round trip; taking
+                    // the end instead would put it behind by the whole trip, and a key that
+                    // expired a moment ago would still pass.
+                    let received = Utc::now();
+                    let offset = (now - (sent + (received - sent) / 2)).num_milliseconds();
                     self.inner.clock_offset_ms.store(offset, Ordering::Relaxed);
                     since = Some(now);
                     let ms = self.inner.started.elapsed().as_millis() as u64;
