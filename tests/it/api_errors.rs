@@ -324,7 +324,9 @@ async fn credentials_are_checked_and_explained() {
     // Revoked keys stop working at once.
     let r = app
         .http
-        .delete(app.url(&format!("/admin/v1/tenants/{tenant}/api-keys/{key_row}")))
+        .post(app.url(&format!(
+            "/admin/v1/tenants/{tenant}/api-keys/{key_row}/revoke"
+        )))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await

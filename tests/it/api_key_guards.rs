@@ -112,8 +112,8 @@ async fn a_key_cannot_change_a_key_stronger_than_itself() {
             json!({}),
         ),
         (
-            reqwest::Method::DELETE,
-            format!("/v1/api-keys/{id}"),
+            reqwest::Method::POST,
+            format!("/v1/api-keys/{id}/revoke"),
             json!({}),
         ),
     ] {

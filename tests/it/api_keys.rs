@@ -292,7 +292,7 @@ async fn revocation_reaches_every_replica_within_seconds() {
     }
     let r = app
         .http
-        .delete(app.url(&format!("/admin/v1/tenants/{tenant}/api-keys/{id}")))
+        .post(app.url(&format!("/admin/v1/tenants/{tenant}/api-keys/{id}/revoke")))
         .bearer_auth(switchyard_tests::ADMIN_TOKEN)
         .send()
         .await
@@ -320,6 +320,22 @@ async fn revocation_reaches_every_replica_within_seconds() {
         "revocation reached the other replica after {:?}",
         revoked.elapsed()
     );
+    // Revoked is not deleted: the key and its usage stay readable for audits.
+    for path in ["", &format!("/{id}/usage")] {
+        let r = app
+            .http
+            .get(app.url(&format!("/admin/v1/tenants/{tenant}/api-keys{path}")))
+            .bearer_auth(switchyard_tests::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        if path.is_empty() {
+            let row = v["data"].as_array().unwrap().iter().find(|k| k["id"] == id);
+            assert!(row.unwrap()["revoked_at"].is_string(), "{v}");
+        }
+    }
     stop.cancel();
 }
 

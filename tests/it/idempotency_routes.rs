@@ -86,6 +86,11 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             json!({}),
         ),
         (
+            "revokeOwnApiKey",
+            format!("/v1/api-keys/{other_key}/revoke"),
+            json!({}),
+        ),
+        (
             "createEventType",
             "/v1/event-types".into(),
             json!({ "name": "invoice.paid" }),

@@ -198,10 +198,10 @@ impl AdminApi {
         Ok(Json(ApiKeyList::from_rows(rows, limit)))
     }
 
-    /// Revoke an API key: every API replica refuses it within seconds.
+    /// Revoke an API key: every API replica refuses it within seconds; it stays readable.
     #[oai(
-        path = "/tenants/:tenant_id/api-keys/:id",
-        method = "delete",
+        path = "/tenants/:tenant_id/api-keys/:id/revoke",
+        method = "post",
         operation_id = "revokeApiKey"
     )]
     async fn revoke_key(

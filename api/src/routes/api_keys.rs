@@ -139,16 +139,24 @@ impl ApiKeysApi {
         Ok(resp)
     }
 
-    /// Revoke a key (needs `keys:write`): every API replica refuses it within seconds.
-    #[oai(path = "/:id", method = "delete", operation_id = "revokeOwnApiKey")]
+    /// Revoke a key (needs `keys:write`): every API replica refuses it within seconds. The key
+    /// stays readable (with `revoked_at`, and its usage) for audits, which is why this is an
+    /// action and not a `DELETE`.
+    #[oai(
+        path = "/:id/revoke",
+        method = "post",
+        operation_id = "revokeOwnApiKey"
+    )]
     async fn revoke(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         req: &Request,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
         let p = auth.require("keys:write")?;
+        let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let key = api_keys::revoke(
             &mut tx,
@@ -158,9 +166,9 @@ impl ApiKeysApi {
             id.0,
         )
         .await?;
-        tx.commit().await?;
-        state.keys.forget(&key.key_id);
-        Ok(Json(key))
+        let resp = op.commit(tx, Json(key)).await?;
+        state.keys.forget(&resp.0.key_id);
+        Ok(resp)
     }
 
     /// Roll a key (needs `keys:write`): returns a new key with the same settings (shown once);
