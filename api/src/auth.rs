@@ -17,7 +17,7 @@ use poem_openapi::{
     registry::Registry,
 };
 use switchyard_shared::{
-    api_keys::Principal,
+    api_keys::{Principal, Scope},
     audit::{Actor, ActorKind},
     crypto::constant_time_eq,
     net::Cidr,
@@ -107,7 +107,7 @@ pub fn actor(req: &Request, kind: ActorKind) -> Actor {
 pub struct Partner(pub Principal);
 
 impl Partner {
-    pub fn require(&self, scope: &str) -> Result<&Principal, ApiError> {
+    pub fn require(&self, scope: Scope) -> Result<&Principal, ApiError> {
         self.0.require(scope)?;
         Ok(&self.0)
     }

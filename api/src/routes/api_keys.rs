@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
-    api_keys::{self, Granter, usage},
+    api_keys::{self, Granter, Scope, usage},
     audit::ActorKind,
 };
 use uuid::Uuid;
@@ -55,7 +55,7 @@ impl ApiKeysApi {
         state: Data<&Arc<AppState>>,
         body: Json<api_keys::CreateApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
-        let p = auth.require("keys:write")?;
+        let p = auth.require(Scope::KeysWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let mut tx = s.pool.begin().await?;
@@ -82,7 +82,7 @@ impl ApiKeysApi {
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
-        let p = auth.require("keys:read")?;
+        let p = auth.require(Scope::KeysRead)?;
         let limit = pagination::limit(limit.0)?;
         let rows = api_keys::list(
             &state.services.pool,
@@ -103,7 +103,7 @@ impl ApiKeysApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
-        let p = auth.require("keys:read")?;
+        let p = auth.require(Scope::KeysRead)?;
         let key = api_keys::get(&state.services.pool, p.tenant_id, id.0).await?;
         if key.mode != p.mode.as_str() {
             return Err(switchyard_shared::Error::not_found("API key").into());
@@ -122,7 +122,7 @@ impl ApiKeysApi {
         id: Path<Uuid>,
         body: Json<api_keys::UpdateApiKey>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
-        let p = auth.require("keys:write")?;
+        let p = auth.require(Scope::KeysWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let key = api_keys::update(
@@ -155,7 +155,7 @@ impl ApiKeysApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<api_keys::ApiKey>, ApiError> {
-        let p = auth.require("keys:write")?;
+        let p = auth.require(Scope::KeysWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let key = api_keys::revoke(
@@ -183,7 +183,7 @@ impl ApiKeysApi {
         id: Path<Uuid>,
         body: Json<api_keys::RollApiKey>,
     ) -> Result<Created<api_keys::CreatedApiKey>, ApiError> {
-        let p = auth.require("keys:write")?;
+        let p = auth.require(Scope::KeysWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let mut tx = s.pool.begin().await?;
@@ -220,7 +220,7 @@ impl ApiKeysApi {
         /// as 90 days ago).
         since: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<usage::KeyUsage>, ApiError> {
-        let p = auth.require("keys:read")?;
+        let p = auth.require(Scope::KeysRead)?;
         let since = usage_since(since.0);
         let pool = &state.services.pool;
         let key = api_keys::get(pool, p.tenant_id, id.0).await?;

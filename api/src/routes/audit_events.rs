@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Query};
-use switchyard_shared::audit;
+use switchyard_shared::{api_keys::Scope, audit};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -35,7 +35,7 @@ impl AuditEventsApi {
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<AuditEventList>, ApiError> {
-        let p = auth.require("audit:read")?;
+        let p = auth.require(Scope::AuditRead)?;
         let limit = pagination::limit(limit.0)?;
         let rows = audit::list(
             &state.services.pool,

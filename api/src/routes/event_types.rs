@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::webhooks::catalog;
+use switchyard_shared::{api_keys::Scope, webhooks::catalog};
 
 use super::ApiTags;
 use crate::{
@@ -29,7 +29,7 @@ impl EventTypesApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
     ) -> Result<Json<EventTypeList>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         Ok(Json(EventTypeList {
             data: catalog::list(&state.services.pool, p.scope()).await?,
         }))
@@ -44,7 +44,7 @@ impl EventTypesApi {
         state: Data<&Arc<AppState>>,
         body: Json<catalog::CreateEventType>,
     ) -> Result<Created<catalog::EventType>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let created = catalog::create(&mut tx, p.scope(), body.0).await?;
@@ -61,7 +61,7 @@ impl EventTypesApi {
         name: Path<switchyard_shared::webhooks::event_types::EventTypeName>,
         body: Json<catalog::UpdateEventType>,
     ) -> Result<Json<catalog::EventType>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let updated = catalog::update(&mut tx, p.scope(), &name.0, body.0).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::{orders, queue::ORDER_EVENTS};
+use switchyard_shared::{api_keys::Scope, orders, queue::ORDER_EVENTS};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -37,7 +37,7 @@ impl OrdersApi {
         state: Data<&Arc<AppState>>,
         body: Json<orders::CreateOrder>,
     ) -> Result<Created<orders::Order>, ApiError> {
-        let p = auth.require("orders:write")?;
+        let p = auth.require(Scope::OrdersWrite)?;
         let op = idem.begin(p).await?;
         // One statement writes the order, its event, the event's job and the idempotent answer.
         let (order, task) = orders::create(
@@ -78,7 +78,7 @@ impl OrdersApi {
         #[oai(name = "updated[gte]")]
         updated_gte: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<OrderList>, ApiError> {
-        let p = auth.require("orders:read")?;
+        let p = auth.require(Scope::OrdersRead)?;
         let limit = pagination::limit(limit.0)?;
         let filter = orders::ListFilter {
             status: status.0,
@@ -106,7 +106,7 @@ impl OrdersApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<orders::Order>, ApiError> {
-        let p = auth.require("orders:read")?;
+        let p = auth.require(Scope::OrdersRead)?;
         Ok(Json(
             orders::get(&state.services.pool, p.scope(), id.0).await?,
         ))
@@ -123,7 +123,7 @@ impl OrdersApi {
         id: Path<Uuid>,
         body: Json<orders::UpdateOrder>,
     ) -> Result<Json<orders::Order>, ApiError> {
-        let p = auth.require("orders:write")?;
+        let p = auth.require(Scope::OrdersWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let (order, task) = orders::update(&mut tx, p.scope(), id.0, body.0).await?;
@@ -149,7 +149,7 @@ impl OrdersApi {
         id: Path<Uuid>,
         body: Json<orders::ChangeStatus>,
     ) -> Result<Json<orders::Order>, ApiError> {
-        let p = auth.require("orders:write")?;
+        let p = auth.require(Scope::OrdersWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let (order, task) = orders::change_status(&mut tx, p.scope(), id.0, body.0).await?;
@@ -169,7 +169,7 @@ impl OrdersApi {
         /// `{}` or `{"reason": "…"}`.
         body: Json<orders::CancelOrder>,
     ) -> Result<Json<orders::Order>, ApiError> {
-        let p = auth.require("orders:write")?;
+        let p = auth.require(Scope::OrdersWrite)?;
         let op = idem.begin(p).await?;
         let change = orders::ChangeStatus {
             status: orders::OrderStatus::Cancelled,
@@ -195,7 +195,7 @@ impl OrdersApi {
         /// An event id: continue after it.
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<OrderHistory>, ApiError> {
-        let p = auth.require("orders:read")?;
+        let p = auth.require(Scope::OrdersRead)?;
         let limit = pagination::limit(limit.0)?;
         let rows = orders::history(
             &state.services.pool,

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::webhooks::{deliveries, endpoints};
+use switchyard_shared::{
+    api_keys::Scope,
+    webhooks::{deliveries, endpoints},
+};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -25,7 +28,7 @@ impl WebhookDeliveriesApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<deliveries::Delivery>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         Ok(Json(
             deliveries::get(&state.services.pool, p.scope(), id.0).await?,
         ))
@@ -46,7 +49,7 @@ impl WebhookDeliveriesApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<deliveries::Delivery>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let max_attempts = endpoints::MANUAL_MAX_ATTEMPTS;

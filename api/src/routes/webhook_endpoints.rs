@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
+    api_keys::Scope,
     queue::WEBHOOK_REPLAYS,
     webhooks::{attempts, credentials, deliveries, endpoints, replays, stats},
 };
@@ -41,7 +42,7 @@ impl WebhookEndpointsApi {
         state: Data<&Arc<AppState>>,
         body: Json<endpoints::CreateEndpoint>,
     ) -> Result<Created<endpoints::CreatedEndpoint>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let url = endpoints::validate_url(&body.0.url, &state.egress).await?;
@@ -69,7 +70,7 @@ impl WebhookEndpointsApi {
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<EndpointList>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         let limit = pagination::limit(limit.0)?;
         let rows =
             endpoints::list(&state.services.pool, p.scope(), limit + 1, starting_after.0).await?;
@@ -84,7 +85,7 @@ impl WebhookEndpointsApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<endpoints::Endpoint>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         Ok(Json(
             endpoints::get(&state.services.pool, p.scope(), id.0).await?,
         ))
@@ -105,7 +106,7 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
         body: Json<endpoints::UpdateEndpoint>,
     ) -> Result<Json<endpoints::Endpoint>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let url = match &body.0.url {
@@ -141,7 +142,7 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
         body: Json<credentials::RotateSecret>,
     ) -> Result<Json<credentials::RotatedSecret>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let mut tx = s.pool.begin().await?;
@@ -166,7 +167,7 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
         body: Json<deliveries::TestSend>,
     ) -> Result<Json<attempts::Attempt>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
         let sent = deliveries::send_test(
@@ -203,7 +204,7 @@ impl WebhookEndpointsApi {
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<DeliveryList>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         let limit = pagination::limit(limit.0)?;
         let pool = &state.services.pool;
         endpoints::get(pool, p.scope(), id.0).await?;
@@ -234,7 +235,7 @@ impl WebhookEndpointsApi {
         /// The span covered (default `24h`).
         window: Query<Option<stats::StatsWindow>>,
     ) -> Result<Json<stats::EndpointStats>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         let pool = &state.services.pool;
         endpoints::get(pool, p.scope(), id.0).await?;
         let window = window.0.unwrap_or_default();
@@ -260,7 +261,7 @@ impl WebhookEndpointsApi {
         id: Path<Uuid>,
         body: Json<replays::CreateReplay>,
     ) -> Result<Created<replays::Replay>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let (replay, task) = replays::create(&mut tx, p.scope(), id.0, body.0).await?;
@@ -283,7 +284,7 @@ impl WebhookEndpointsApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<NoContent, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let mut tx = state.services.pool.begin().await?;
         endpoints::delete(&mut tx, p.scope(), id.0).await?;
         tx.commit().await?;
@@ -306,7 +307,7 @@ impl WebhookEndpointsApi {
         limit: Query<Option<i64>>,
         starting_after: Query<Option<Uuid>>,
     ) -> Result<Json<AttemptList>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         let limit = pagination::limit(limit.0)?;
         let pool = &state.services.pool;
         endpoints::get(pool, p.scope(), id.0).await?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::webhooks::replays;
+use switchyard_shared::{api_keys::Scope, webhooks::replays};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -25,7 +25,7 @@ impl WebhookReplaysApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<replays::Replay>, ApiError> {
-        let p = auth.require("webhooks:read")?;
+        let p = auth.require(Scope::WebhooksRead)?;
         Ok(Json(
             replays::get(&state.services.pool, p.scope(), id.0).await?,
         ))
@@ -44,7 +44,7 @@ impl WebhookReplaysApi {
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<replays::Replay>, ApiError> {
-        let p = auth.require("webhooks:write")?;
+        let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
         let replay = replays::cancel(&mut tx, p.scope(), id.0).await?;

@@ -212,13 +212,14 @@ impl Principal {
             .any(|s| s == scope || write.as_deref() == Some(s.as_str()))
     }
 
-    pub fn require(&self, scope: &str) -> Result<()> {
-        if self.has(scope) {
+    /// Typed, so a misspelt scope is a compile error rather than a permanent 403.
+    pub fn require(&self, scope: Scope) -> Result<()> {
+        if self.has(scope.as_str()) {
             Ok(())
         } else {
             Err(Error::forbidden(
                 "insufficient_scope",
-                format!("This API key lacks the `{scope}` scope."),
+                format!("This API key lacks the `{}` scope.", scope.as_str()),
             ))
         }
     }
