@@ -4,9 +4,10 @@
 # Usage: bench/compare.sh <baseline switchyard-api binary> [rounds]
 #   e.g. git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p switchyard-api)
 #        bench/compare.sh /tmp/base/target/release/switchyard-api 2
-# Per build and round: steady (4000 orders at 200/s), burst (5000 orders, 50 in flight),
-# noisy (2400 orders at 40/s to 10 endpoints plus one that never answers), then 30 s idle
-# with the dead endpoint's deliveries still waiting: Postgres CPU while nothing happens.
+# Per build and round: 30 s idle on the fresh system, steady (4000 orders at 200/s), burst
+# (5000 orders, 50 in flight), noisy (2400 orders at 40/s to 10 endpoints plus one that never
+# answers), then 30 s idle with the dead endpoint's deliveries still waiting: Postgres CPU
+# while nothing happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?baseline switchyard-api binary}
@@ -46,6 +47,19 @@ measure() {
       b, l, n, w, a * 1000 / k / n, p * 1000 / k / n }'
 }
 
+# idle <label>: 10 s to settle, then Postgres and Switchyard CPU over 30 s with no traffic.
+idle() {
+  local p0 a0 p1 a1 pending
+  sleep 10
+  p0=$(pg_ticks); a0=$(ticks "$API")
+  sleep 30
+  p1=$(pg_ticks); a1=$(ticks "$API")
+  pending=$(psql -At -h 127.0.0.1 -U postgres -c "SELECT count(*) FROM jobs WHERE state = 'pending'" $DB)
+  awk -v b=$build -v l="$1" -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v k="$TICK" -v n="$pending" 'BEGIN {
+    printf "RESULT build=%s scenario=idle_%s pending_jobs=%d postgres_cpu_pct=%.2f switchyard_cpu_pct=%.2f\n",
+      b, l, n, p * 100 / k / 30, a * 100 / k / 30 }'
+}
+
 for round in $(seq "$ROUNDS"); do
   for build in baseline new; do
     bin=$BASE; [ $build = new ] && bin=$NEW
@@ -58,20 +72,14 @@ for round in $(seq "$ROUNDS"); do
       "$bin" --with-worker --listen 127.0.0.1:$PORT >/tmp/compare-api.log 2>&1 &
     API=$!
     for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
+    idle fresh
     measure steady 4000 --orders 4000 --rate 200
     sleep 5
     measure burst 5000 --orders 5000 --concurrency 50
     sleep 5
     measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
     # Idle: no traffic, the dead endpoint's deliveries parked or waiting for their retries.
-    sleep 10
-    p0=$(pg_ticks); a0=$(ticks "$API")
-    sleep 30
-    p1=$(pg_ticks); a1=$(ticks "$API")
-    pending=$(psql -At -h 127.0.0.1 -U postgres -c "SELECT count(*) FROM jobs WHERE state = 'pending'" $DB)
-    awk -v b=$build -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v k="$TICK" -v n="$pending" 'BEGIN {
-      printf "RESULT build=%s scenario=idle pending_jobs=%d postgres_cpu_pct=%.2f switchyard_cpu_pct=%.2f\n",
-        b, n, p * 100 / k / 30, a * 100 / k / 30 }'
+    idle after_load
     kill $API; wait $API 2>/dev/null || true
     sleep 5
   done

@@ -2,7 +2,9 @@
 # How fast the janitor purges history past its retention, next to the rate the system ingests.
 # Seeds a fresh database with expired history — finished jobs (8 days old; kept 7) and webhook
 # messages with their deliveries (100 days old; kept 90) — then starts one
-# `switchyard-api --with-worker` and times how long its janitor takes to remove all of it.
+# `switchyard-api --with-worker` and times how long its janitor takes to remove all of it, with
+# half as much history still within its retention beside it (1 day old, kept). Then, with that
+# retained history in place and no traffic, Postgres CPU over 30 s: what an idle deployment costs.
 # Usage: bench/purge.sh [jobs] [messages]   (defaults 1000000 and 250000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +29,16 @@ redis-cli --scan --pattern 'sypurge:*' | xargs -r redis-cli del >/dev/null
 start # migrates, then stops: the seed goes in with no janitor running
 kill $API; wait $API 2>/dev/null || true
 
-echo "seeding $JOBS finished jobs, $MESSAGES messages and as many deliveries …"
+echo "seeding $JOBS finished jobs, $MESSAGES messages and as many deliveries, and half as much kept …"
 sql <<SQL
+INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, created_at, updated_at, finished_at)
+SELECT gen_random_uuid(), 'webhook_deliveries', gen_random_uuid(), gen_random_uuid(), 1, 'succeeded',
+       now() - interval '1 day', now() - interval '1 day', now() - interval '1 day'
+  FROM generate_series(1, $JOBS / 2);
+INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload, created_at)
+SELECT uuid_v7_floor(now() - interval '1 day' + i * interval '1 millisecond'), gen_random_uuid(),
+       gen_random_uuid(), 'order.created', repeat('x', 600), now() - interval '1 day'
+  FROM generate_series(1, $MESSAGES / 2) AS i;
 INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, created_at, updated_at, finished_at)
 SELECT gen_random_uuid(), 'webhook_deliveries', gen_random_uuid(), gen_random_uuid(), 1, 'succeeded',
        now() - interval '8 days', now() - interval '8 days', now() - interval '8 days'
@@ -42,9 +52,13 @@ SELECT m.id, m.tenant_id, m.id, gen_random_uuid(), 'succeeded', 1 FROM webhook_m
 VACUUM ANALYZE jobs; VACUUM ANALYZE webhook_messages; VACUUM ANALYZE webhook_deliveries;
 SQL
 total=$((JOBS + 2 * MESSAGES))
-left() { sql -c "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM webhook_messages)
+old="uuid_v7_floor(now() - interval '90 days')"
+left() { sql -c "SELECT (SELECT count(*) FROM jobs WHERE finished_at < now() - interval '7 days')
+                        + (SELECT count(*) FROM webhook_messages WHERE id < $old)
+                        + (SELECT count(*) FROM webhook_deliveries WHERE id < $old)"; }
+kept() { sql -c "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM webhook_messages)
                         + (SELECT count(*) FROM webhook_deliveries)"; }
-echo "seeded: $(left) rows"
+echo "seeded: $(left) expired rows, $(kept) in all"
 
 t0=$(date +%s.%N)
 start --with-worker
@@ -52,7 +66,23 @@ a0=$(awk '{print $14 + $15}' /proc/$API/stat)
 while [ "$(left)" != 0 ]; do sleep 0.5; done
 t1=$(date +%s.%N)
 a1=$(awk '{print $14 + $15}' /proc/$API/stat)
+# Idle with the retained history: Postgres ticks (live processes + the postmaster's reaped children).
+PM=$(pgrep -x -o postgres)
+pg_ticks() {
+  local t
+  t=$(awk '{print $16 + $17}' "/proc/$PM/stat")
+  for p in $(pgrep -x postgres); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo $t
+}
+sleep 60 # let autovacuum finish with the purged rows
+p0=$(pg_ticks); i0=$(awk '{print $14 + $15}' /proc/$API/stat)
+sleep 30
+p1=$(pg_ticks); i1=$(awk '{print $14 + $15}' /proc/$API/stat)
+retained=$(kept)
 kill $API; wait $API 2>/dev/null || true
 awk -v n=$total -v w="$(echo "$t1 - $t0" | bc)" -v a=$((a1 - a0)) -v k="$TICK" 'BEGIN {
   printf "RESULT purged=%d rows in %.1f s (start included): %.0f rows/s; switchyard CPU %.1f s\n",
     n, w, n / w, a / k }'
+awk -v r="$retained" -v p=$((p1 - p0)) -v a=$((i1 - i0)) -v k="$TICK" 'BEGIN {
+  printf "RESULT idle with %d retained rows: postgres_cpu_pct=%.2f switchyard_cpu_pct=%.2f\n",
+    r, p * 100 / k / 30, a * 100 / k / 30 }'
