@@ -456,11 +456,7 @@ async fn tenants_cannot_reach_each_others_resources() {
 /// wrap around to a "valid" value).
 #[tokio::test]
 async fn durations_that_overflow_are_refused_by_name() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let huge = "213503982334602d";
     for (body, param) in [

@@ -2,16 +2,16 @@
 //! cannot act on a stronger one, and the audit log keeps test and live apart.
 
 use serde_json::{Value, json};
-use switchyard_tests::{TestApp, problem};
+use switchyard_tests::{TestApp, TestOptions, problem};
 
-use super::api_keys::{get, no_worker, send};
+use super::api_keys::{get, send};
 
 /// Keys minted without the server's pepper are refused without any database work (here the
 /// keys table is gone, so a lookup would answer 503), and unknown-but-valid keys fill only the
 /// negative cache: they never evict real keys.
 #[tokio::test]
 async fn forged_keys_cost_no_lookup_and_never_evict_real_keys() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let mut cfg = app.api_config.clone();
     cfg.auth_cache_capacity = 20;
@@ -52,7 +52,7 @@ async fn forged_keys_cost_no_lookup_and_never_evict_real_keys() {
 
 #[tokio::test]
 async fn a_client_that_keeps_failing_to_authenticate_is_locked_out() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let mut cfg = app.api_config.clone();
     // An address that keeps failing: after its quota of failures, 429 with Retry-After, for
@@ -82,7 +82,7 @@ async fn a_client_that_keeps_failing_to_authenticate_is_locked_out() {
 /// stronger key's allowlist or limits, roll it, or revoke it.
 #[tokio::test]
 async fn a_key_cannot_change_a_key_stronger_than_itself() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let (_, weak) = app
         .create_key(&tenant, Some(&["keys:write", "orders:read"]))
@@ -149,7 +149,7 @@ async fn a_key_cannot_change_a_key_stronger_than_itself() {
 /// A test key with `audit:read` sees the audit events of test mode only.
 #[tokio::test]
 async fn the_audit_log_is_mode_scoped() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let live = app
         .create_key_with(

@@ -7,13 +7,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchyard_tests::{TestApp, TestOptions, eventually, problem};
 
-pub(super) fn no_worker() -> TestOptions {
-    TestOptions {
-        with_worker: false,
-        ..TestOptions::default()
-    }
-}
-
 pub(super) async fn get(app: &TestApp, base: &str, path: &str, key: &str) -> reqwest::Response {
     app.http
         .get(format!("{base}{path}"))
@@ -41,7 +34,7 @@ pub(super) async fn send(
 
 #[tokio::test]
 async fn keys_manage_their_own_tenants_keys_without_escalating() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let (_, admin_key) = app
         .create_key(&tenant, Some(&["keys:write", "orders:read", "audit:read"]))
@@ -185,7 +178,7 @@ async fn keys_manage_their_own_tenants_keys_without_escalating() {
 
 #[tokio::test]
 async fn a_rolled_key_keeps_working_for_its_grace_period_only() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let (old_id, old) = app
         .create_key(&tenant, Some(&["keys:write", "orders:read"]))
@@ -252,7 +245,7 @@ async fn a_rolled_key_keeps_working_for_its_grace_period_only() {
 
 #[tokio::test]
 async fn expired_keys_stop_working_even_when_cached() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
     let key = app
@@ -277,7 +270,7 @@ async fn expired_keys_stop_working_even_when_cached() {
 
 #[tokio::test]
 async fn revocation_reaches_every_replica_within_seconds() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (other, stop) = app.replica(app.api_config.clone()).await;
     let tenant = app.create_tenant("Acme").await;
     let (id, key) = app.create_key(&tenant, None).await;
@@ -341,7 +334,7 @@ async fn revocation_reaches_every_replica_within_seconds() {
 
 #[tokio::test]
 async fn authentication_needs_no_database_round_trip_once_a_key_is_cached() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     // Warm the cache; the healthz call does not need auth.
     assert_eq!(
@@ -387,7 +380,7 @@ async fn authentication_needs_no_database_round_trip_once_a_key_is_cached() {
 
 #[tokio::test]
 async fn allowlists_accept_only_their_networks_in_both_address_families() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let key_with = |cidrs: Value| {
         let app = &app;
@@ -456,7 +449,7 @@ async fn allowlists_accept_only_their_networks_in_both_address_families() {
 
 #[tokio::test]
 async fn usage_is_counted_per_key_and_operation_without_a_write_per_request() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let (id, key) = app
         .create_key(&tenant, Some(&["keys:read", "webhooks:read"]))

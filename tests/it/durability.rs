@@ -28,11 +28,7 @@ fn env_with(app: &TestApp, extra: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn deliveries_survive_a_worker_sigkill() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let partner = PartnerServer::start(Behaviour::Slow(Duration::from_secs(1))).await;
     let (_, key) = app.partner_account().await;
     app.create_endpoint(&key, &partner.url, &["*"]).await;
@@ -353,11 +349,7 @@ async fn a_backlog_of_20000_orders_drains_with_redis_bounded_by_the_high_water_m
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_deliveries_finish_and_hands_back_the_rest() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(1500))).await;
     let (_, key) = app.partner_account().await;
     app.create_endpoint(&key, &partner.url, &["*"]).await;

@@ -6,11 +6,7 @@ use switchyard_tests::{TestApp, TestOptions};
 #[tokio::test]
 async fn the_event_type_catalog_lists_built_in_and_own_types_and_catches_typos() {
     use serde_json::json;
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let (_, other) = app.partner_account().await;
     let list = app.partner_get(&key, "/v1/event-types").await;
@@ -90,11 +86,7 @@ async fn the_event_type_catalog_lists_built_in_and_own_types_and_catches_typos()
 #[tokio::test]
 async fn a_schema_reads_back_exactly_as_it_was_sent() {
     use serde_json::json;
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let schema = json!({ "type": "object", "maximum": 1.7976931348623157e308,
                          "minimum": 5e-324, "multipleOf": -5.9239229642707576e16,

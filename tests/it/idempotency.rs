@@ -4,13 +4,6 @@
 use serde_json::{Value, json};
 use switchyard_tests::{TestApp, TestOptions, problem};
 
-fn no_worker() -> TestOptions {
-    TestOptions {
-        with_worker: false,
-        ..TestOptions::default()
-    }
-}
-
 async fn post(app: &TestApp, path: &str, key: &str, idem: &str, body: &str) -> reqwest::Response {
     app.http
         .post(app.url(path))
@@ -25,7 +18,7 @@ async fn post(app: &TestApp, path: &str, key: &str, idem: &str, body: &str) -> r
 
 #[tokio::test]
 async fn a_retried_order_is_created_once_and_replayed_byte_for_byte() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let body = TestApp::order_body("idem-1").to_string();
     let first = post(&app, "/v1/orders", &key, "k-1", &body).await;
@@ -87,7 +80,7 @@ async fn a_retried_order_is_created_once_and_replayed_byte_for_byte() {
 
 #[tokio::test]
 async fn failed_requests_store_nothing_and_can_be_retried() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let mut bad = TestApp::order_body("idem-bad");
     bad["items"][0]["quantity"] = json!(0);
@@ -122,7 +115,7 @@ async fn failed_requests_store_nothing_and_can_be_retried() {
 
 #[tokio::test]
 async fn a_retry_while_the_first_request_runs_gets_409() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let body = TestApp::order_body("idem-slow").to_string();
     // Hold the orders table so the first request stalls after claiming its key.
@@ -171,7 +164,7 @@ async fn a_retry_while_the_first_request_runs_gets_409() {
 
 #[tokio::test]
 async fn keys_are_scoped_per_tenant_and_cover_every_post() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, a) = app.partner_account().await;
     let (_, b) = app.partner_account().await;
     let body = json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["order.*"] }).to_string();
@@ -226,7 +219,7 @@ async fn send(
 /// that made it, and only once the route's authorization has passed.
 #[tokio::test]
 async fn a_replay_needs_the_routes_scope_and_belongs_to_the_key_that_made_it() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let all = [
         "keys:write",
@@ -345,7 +338,7 @@ async fn a_replay_needs_the_routes_scope_and_belongs_to_the_key_that_made_it() {
 /// Live and test keys of one tenant have their own records, like any two keys.
 #[tokio::test]
 async fn records_are_kept_per_key_and_so_per_mode() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let tenant = app.create_tenant("Acme").await;
     let live = app
         .create_key_with(&tenant, json!({ "name": "live" }))

@@ -12,11 +12,7 @@ use switchyard_tests::{
 /// replayed, and nothing ran twice.
 #[tokio::test]
 async fn every_mutating_partner_route_replays_its_first_answer() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let partner = PartnerServer::start(Behaviour::Status(200)).await;
     let tenant = app.create_tenant("Acme").await;
     let (_, key) = app
@@ -240,11 +236,7 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
 /// would emit a second `order.updated` with another `webhook-id`).
 #[tokio::test]
 async fn an_api_killed_before_the_record_commits_leaves_no_change_behind() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let order = app
         .post_order(&key, "atomic-1")

@@ -71,11 +71,7 @@ async fn account(app: &TestApp, name: &str) -> Account {
 
 #[tokio::test]
 async fn no_partner_route_reaches_another_tenants_resources() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..TestOptions::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let a = account(&app, "alpha").await;
     let b = account(&app, "beta").await;
     let spec: Value = app

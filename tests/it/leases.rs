@@ -30,11 +30,7 @@ async fn live_jobs(app: &TestApp, delivery: &str) -> i64 {
 /// stays `succeeded`, and the order's next event is delivered.
 #[tokio::test]
 async fn a_run_that_lost_its_lease_leaves_the_delivery_alone() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     // Request #1 of a message is held 12 s, then answered 500; every later one 200 at once.
     let slow_fail = Reply {
         status: 500,

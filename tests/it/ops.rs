@@ -60,11 +60,7 @@ async fn health_readiness_docs_and_metrics_are_served() {
 #[tokio::test]
 async fn readiness_reports_an_unreachable_store() {
     use clap::Parser;
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let mut args = cli_args(&app.db.url, &app.prefix, &app.opts);
     let at = args.iter().position(|a| a == "--redis-url").unwrap();
     args[at + 1] = "redis://127.0.0.1:1".into();
@@ -90,11 +86,7 @@ async fn readiness_reports_an_unreachable_store() {
 /// switchyard-tests openapi` after an intended API change.
 #[tokio::test]
 async fn the_committed_openapi_document_matches_the_served_one() {
-    let app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let served: serde_json::Value = app
         .http
         .get(app.url("/openapi.json"))

@@ -6,13 +6,6 @@ use std::{collections::HashMap, time::Duration};
 use serde_json::{Value, json};
 use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually, problem};
 
-fn no_worker() -> TestOptions {
-    TestOptions {
-        with_worker: false,
-        ..TestOptions::default()
-    }
-}
-
 async fn call(
     app: &TestApp,
     method: reqwest::Method,
@@ -40,7 +33,7 @@ async fn set_status(app: &TestApp, key: &str, id: &str, status: &str) -> reqwest
 
 #[tokio::test]
 async fn totals_include_modifiers_and_charges_and_a_wrong_claimed_total_is_refused() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let mut body = TestApp::order_body("tot-1");
     body["provider"] = json!("uber_eats");
@@ -111,7 +104,7 @@ async fn totals_include_modifiers_and_charges_and_a_wrong_claimed_total_is_refus
 
 #[tokio::test]
 async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let order: Value = app.post_order(&key, "sm-1").await.json().await.unwrap();
     let id = order["id"].as_str().unwrap();
@@ -261,7 +254,7 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
 
 #[tokio::test]
 async fn orders_list_with_filters_and_cursor_pagination() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let mut ids = Vec::new();
     for i in 0..5 {

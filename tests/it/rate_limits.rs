@@ -11,13 +11,6 @@ use serde_json::json;
 use switchyard_shared::services::Services;
 use switchyard_tests::{TestApp, TestOptions, app::cli_args, app::serve_api, problem};
 
-fn no_worker() -> TestOptions {
-    TestOptions {
-        with_worker: false,
-        ..TestOptions::default()
-    }
-}
-
 async fn list(app: &TestApp, base: &str, key: &str) -> reqwest::Response {
     app.http
         .get(format!("{base}/v1/webhook-endpoints"))
@@ -29,7 +22,7 @@ async fn list(app: &TestApp, base: &str, key: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn a_key_limit_holds_across_two_replicas_and_every_response_says_so() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (other, stop) = app.replica(app.api_config.clone()).await;
     let tenant = app.create_tenant("Acme").await;
     let key = app
@@ -89,7 +82,7 @@ async fn a_key_limit_holds_across_two_replicas_and_every_response_says_so() {
 
 #[tokio::test]
 async fn a_tenant_limit_spans_all_its_keys() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let r = app
         .admin_post(
             "/admin/v1/tenants",
@@ -162,7 +155,7 @@ impl Drop for OwnRedis {
 
 #[tokio::test]
 async fn when_redis_stops_limits_fail_open_to_per_process_limits() {
-    let app = TestApp::spawn(no_worker()).await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
     let mut redis = OwnRedis::start().await;
     let mut args = cli_args(&app.db.url, &app.prefix, &app.opts);
     let at = args.iter().position(|a| a == "--redis-url").unwrap();

@@ -47,6 +47,17 @@ pub struct TestOptions {
     pub args: Vec<String>,
 }
 
+impl TestOptions {
+    /// The API alone: no worker runtime in this process (tests that start workers themselves,
+    /// or need nothing delivered).
+    pub fn no_worker() -> Self {
+        TestOptions {
+            with_worker: false,
+            ..TestOptions::default()
+        }
+    }
+}
+
 impl Default for TestOptions {
     fn default() -> Self {
         TestOptions {
