@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod input;
 pub mod jobs;
+pub mod mode;
 pub mod net;
 pub mod orders;
 pub mod queue;

@@ -14,6 +14,9 @@ use std::{
 
 use redis::aio::ConnectionManager;
 
+/// Highest configurable limit (requests per minute or per hour, of a key or a tenant).
+pub const MAX_RATE_LIMIT: i64 = 10_000_000;
+
 /// How long the limiter stays on its in-process fallback after a Redis failure.
 pub const FAIL_OPEN_FOR: Duration = Duration::from_secs(5);
 /// A Redis answer slower than this counts as a failure (the request must not wait on it).

@@ -6,10 +6,11 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    api_keys::{Mode, input::MAX_RATE_LIMIT},
     audit::{self, Actor},
     error::{Error, Result},
     input::{Int, Text},
+    mode::Mode,
+    rate_limit::MAX_RATE_LIMIT,
 };
 
 /// What a partner request sees: one tenant's data of one mode (test keys never see live data).

@@ -9,10 +9,9 @@ use crate::{
     error::{Error, Result},
     input::{CidrText, Int, Text},
     net::Cidr,
+    rate_limit::MAX_RATE_LIMIT,
 };
 
-/// Highest configurable per-key limit (requests per minute or per hour).
-pub const MAX_RATE_LIMIT: i64 = 10_000_000;
 /// Longest grace period of a rolled key.
 pub const MAX_ROLL_GRACE_SECONDS: i64 = 7 * 24 * 3600;
 

@@ -25,6 +25,7 @@ pub use self::{
     input::{CreateApiKey, RollApiKey, UpdateApiKey},
     key_format::{ParsedKey, generate, hash, parse},
 };
+pub use crate::mode::Mode;
 use crate::{
     audit::{self, Actor},
     error::{Error, Result},
@@ -107,36 +108,6 @@ impl Scope {
             Scope::SyncWrite => "sync:write",
             Scope::WebhooksRead => "webhooks:read",
             Scope::WebhooksWrite => "webhooks:write",
-        }
-    }
-}
-
-/// Live or test: test keys see only test data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Enum)]
-#[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
-pub enum Mode {
-    Live,
-    Test,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Live => "live",
-            Mode::Test => "test",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "live" => Ok(Mode::Live),
-            "test" => Ok(Mode::Test),
-            _ => Err(Error::invalid(
-                "parameter_invalid",
-                "mode",
-                "`mode` must be `live` or `test`.",
-            )),
         }
     }
 }
