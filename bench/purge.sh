@@ -14,7 +14,7 @@ cargo build --release -q -p switchyard-api
 DB=switchyard_purge
 PORT=18082
 URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
-TICK=$(getconf CLK_TCK)
+. bench/cpu.sh
 sql() { psql -q -At -h 127.0.0.1 -U postgres "$@" $DB; }
 start() {
   DATABASE_URL=$URL SWITCHYARD_REDIS_PREFIX=sypurge SWITCHYARD_ADMIN_TOKEN=purge-admin-token-123 \
@@ -62,22 +62,15 @@ echo "seeded: $(left) expired rows, $(kept) in all"
 
 t0=$(date +%s.%N)
 start --with-worker
-a0=$(awk '{print $14 + $15}' /proc/$API/stat)
+a0=$(ticks "$API")
 while [ "$(left)" != 0 ]; do sleep 0.5; done
 t1=$(date +%s.%N)
-a1=$(awk '{print $14 + $15}' /proc/$API/stat)
-# Idle with the retained history: Postgres ticks (live processes + the postmaster's reaped children).
-PM=$(pgrep -x -o postgres)
-pg_ticks() {
-  local t
-  t=$(awk '{print $16 + $17}' "/proc/$PM/stat")
-  for p in $(pgrep -x postgres); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-  echo $t
-}
+a1=$(ticks "$API")
+# Idle with the retained history.
 sleep 60 # let autovacuum finish with the purged rows
-p0=$(pg_ticks); i0=$(awk '{print $14 + $15}' /proc/$API/stat)
+p0=$(pg_ticks); i0=$(ticks "$API")
 sleep 30
-p1=$(pg_ticks); i1=$(awk '{print $14 + $15}' /proc/$API/stat)
+p1=$(pg_ticks); i1=$(ticks "$API")
 retained=$(kept)
 kill $API; wait $API 2>/dev/null || true
 awk -v n=$total -v w="$(echo "$t1 - $t0" | bc)" -v a=$((a1 - a0)) -v k="$TICK" 'BEGIN {

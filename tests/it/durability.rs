@@ -122,9 +122,13 @@ async fn deliveries_survive_a_worker_sigkill() {
     );
 }
 
-#[tokio::test]
-async fn webhooks_are_delivered_after_redis_loses_everything() {
-    let mut app = TestApp::spawn(TestOptions {
+/// An app with no worker yet (two delivery slots once one starts), an endpoint taking every
+/// event, and `n` orders accepted and pushed to Redis by the fast path.
+async fn orders_pushed_without_a_worker(
+    prefix: &str,
+    n: usize,
+) -> (TestApp, PartnerServer, String) {
+    let app = TestApp::spawn(TestOptions {
         with_worker: false,
         delivery_concurrency: 2,
         ..Default::default()
@@ -133,16 +137,21 @@ async fn webhooks_are_delivered_after_redis_loses_everything() {
     let partner = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
     app.create_endpoint(&key, &partner.url, &["*"]).await;
-
-    // Accepted, pushed to Redis by the fast path, then Redis forgets all of it.
-    app.post_orders(&key, "flush", 40, 8).await;
+    app.post_orders(&key, prefix, n, n.min(8)).await;
     eventually(Duration::from_secs(5), "the fast path to push", || async {
         let q = app
             .count("SELECT count(*) FROM jobs WHERE state = 'queued'")
             .await;
-        (q == 40).then_some(())
+        (q == n as i64).then_some(())
     })
     .await;
+    (app, partner, key)
+}
+
+#[tokio::test]
+async fn webhooks_are_delivered_after_redis_loses_everything() {
+    // Accepted, pushed to Redis by the fast path, then Redis forgets all of it.
+    let (mut app, partner, key) = orders_pushed_without_a_worker("flush", 40).await;
     let deleted = app.queues.delete_all_keys().await.unwrap();
     assert!(deleted > 0);
     app.start_worker();
@@ -197,23 +206,7 @@ async fn webhooks_are_delivered_after_redis_loses_everything() {
 /// must see that instead of trusting the status for the five-minute hard limit.
 #[tokio::test]
 async fn a_task_left_with_only_its_status_in_redis_is_dispatched_again() {
-    let mut app = TestApp::spawn(TestOptions {
-        with_worker: false,
-        delivery_concurrency: 2,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(200)).await;
-    let (_, key) = app.partner_account().await;
-    app.create_endpoint(&key, &partner.url, &["*"]).await;
-    app.post_orders(&key, "evicted", 3, 3).await;
-    eventually(Duration::from_secs(5), "the fast path to push", || async {
-        let q = app
-            .count("SELECT count(*) FROM jobs WHERE state = 'queued'")
-            .await;
-        (q == 3).then_some(())
-    })
-    .await;
+    let (mut app, partner, key) = orders_pushed_without_a_worker("evicted", 3).await;
     let cfg = app.queues.apalis_config(ALL_QUEUES[0], 1);
     let mut conn = app.queues.connection();
     let removed: i64 = redis::pipe()
