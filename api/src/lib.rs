@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
     admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
-    event_types::EventTypesApi, ops::OpsApi, orders::OrdersApi,
+    event_types::EventTypesApi, events::EventsApi, ops::OpsApi, orders::OrdersApi,
     webhook_deliveries::WebhookDeliveriesApi, webhook_endpoints::WebhookEndpointsApi,
     webhook_replays::WebhookReplaysApi,
 };
@@ -67,6 +67,7 @@ type Apis = (
     WebhookEndpointsApi,
     WebhookDeliveriesApi,
     WebhookReplaysApi,
+    EventsApi,
     EventTypesApi,
     OrdersApi,
 );
@@ -81,6 +82,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             WebhookEndpointsApi,
             WebhookDeliveriesApi,
             WebhookReplaysApi,
+            EventsApi,
             EventTypesApi,
             OrdersApi,
         ),

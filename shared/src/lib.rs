@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod input;
 pub mod jobs;

@@ -14,14 +14,14 @@ use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Queue of order events to fan out into webhook messages.
-pub const ORDER_EVENTS: &str = "order_events";
+/// Queue of events (the outbox) to fan out into webhook messages.
+pub const EVENT_FAN_OUT: &str = "event_fan_out";
 /// Queue of webhook deliveries (one message to one endpoint).
 pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 /// Queue of bulk replays (one batch per run).
 pub const WEBHOOK_REPLAYS: &str = "webhook_replays";
 /// Every queue, in the order the dispatcher serves them.
-pub const ALL_QUEUES: [&str; 3] = [ORDER_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS];
+pub const ALL_QUEUES: [&str; 3] = [EVENT_FAN_OUT, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS];
 
 /// apalis heartbeat: a SIGKILLed worker's prefetched tasks are re-enqueued by its peers after
 /// `HEARTBEAT * MISSED_HEARTBEATS` (apalis' default is 300 s).

@@ -158,7 +158,13 @@ async fn bad_order_input_is_rejected_precisely_and_writes_nothing() {
     problem(post(big).await.unwrap(), 413, "body_too_large", None).await;
 
     // Nothing of any of that was written.
-    for table in ["orders", "order_events", "jobs", "webhook_messages"] {
+    for table in [
+        "orders",
+        "order_events",
+        "events",
+        "jobs",
+        "webhook_messages",
+    ] {
         let n: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
                 .fetch_one(&app.pool)
@@ -179,7 +185,7 @@ async fn bad_order_input_is_rejected_precisely_and_writes_nothing() {
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM order_events").await, 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM jobs WHERE queue = 'order_events'")
+        app.count("SELECT count(*) FROM jobs WHERE queue = 'event_fan_out'")
             .await,
         1
     );

@@ -48,7 +48,7 @@ async fn a_poison_event_dies_visibly_and_does_not_block_its_order() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|q| q["queue"] == "order_events")
+            .find(|q| q["queue"] == "event_fan_out")
             .cloned()
             .unwrap()
     };
@@ -63,12 +63,12 @@ async fn a_poison_event_dies_visibly_and_does_not_block_its_order() {
     .await;
     assert_eq!(q["pending"], 0, "{q}");
     let (attempt, error): (i32, String) = sqlx::query_as(
-        "SELECT attempt, last_error FROM jobs WHERE queue = 'order_events' AND state = 'dead'",
+        "SELECT attempt, last_error FROM jobs WHERE queue = 'event_fan_out' AND state = 'dead'",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(attempt, switchyard_shared::orders::EVENT_MAX_ATTEMPTS);
+    assert_eq!(attempt, switchyard_shared::events::FAN_OUT_MAX_ATTEMPTS);
     assert!(
         error.contains("gave up after") && error.contains("poisoned event"),
         "{error}"

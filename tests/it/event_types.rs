@@ -89,7 +89,7 @@ async fn a_schema_reads_back_exactly_as_it_was_sent() {
     let app = TestApp::spawn(TestOptions::no_worker()).await;
     let (_, key) = app.partner_account().await;
     let schema = json!({ "type": "object", "maximum": 1.7976931348623157e308,
-                         "minimum": 5e-324, "multipleOf": -5.9239229642707576e16,
+                         "minimum": 5e-324, "multipleOf": 5.9239229642707576e16,
                          "examples": [[2.5776383096321136e16, null, true], -102130] });
     let r = app
         .partner_post(

@@ -97,6 +97,11 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             json!({ "description": "d" }),
         ),
         (
+            "createEvent",
+            "/v1/events".into(),
+            json!({ "type": "invoice.paid", "data": { "invoice": "inv-1" } }),
+        ),
+        (
             "createOrder",
             "/v1/orders".into(),
             TestApp::order_body("idem-route-3"),
@@ -229,6 +234,11 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["order.created", "order.updated", "order.confirmed"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE type = 'invoice.paid'")
+            .await,
+        1
+    );
 }
 
 /// The record of a mutation commits in the mutation's own transaction: an API killed between

@@ -6,7 +6,13 @@
 use serde_json::{Value, json};
 use switchyard_tests::{TestApp, TestOptions, problem};
 
-const ALL: &[&str] = &["orders:write", "webhooks:write", "keys:write", "audit:read"];
+const ALL: &[&str] = &[
+    "orders:write",
+    "webhooks:write",
+    "keys:write",
+    "audit:read",
+    "events:write",
+];
 
 struct Account {
     tenant: String,
@@ -17,6 +23,7 @@ struct Account {
     endpoint: String,
     delivery: String,
     replay: String,
+    event: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -47,6 +54,16 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .partner_post(&key, "/v1/event-types", json!({ "name": event_type }))
         .await;
     assert_eq!(r.status(), 201);
+    let event: Value = app
+        .partner_post(
+            &key,
+            "/v1/events",
+            json!({ "type": event_type, "data": {} }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let replay: Value = app
         .partner_post(
             &key,
@@ -59,6 +76,7 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .unwrap();
     Account {
         replay: replay["id"].as_str().unwrap().to_owned(),
+        event: event["id"].as_str().unwrap().to_owned(),
         tenant,
         event_type,
         key,
@@ -216,6 +234,8 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
             &foreign.replay
         } else if path.starts_with("/v1/event-types/") {
             &foreign.event_type
+        } else if path.starts_with("/v1/events/") {
+            &foreign.event
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
@@ -254,6 +274,7 @@ async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
     for table in [
         "orders",
         "order_events",
+        "events",
         "webhook_endpoints",
         "webhook_messages",
         "webhook_deliveries",

@@ -10,6 +10,7 @@ mod delivery;
 mod durability;
 mod endpoint_limits;
 mod event_types;
+mod events;
 mod idempotency;
 mod idempotency_routes;
 mod isolation;

@@ -246,7 +246,7 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
     assert_eq!(events[2].1["reason"], "customer called");
     // Every event has its job.
     assert_eq!(
-        app.count("SELECT count(*) FROM jobs WHERE queue = 'order_events'")
+        app.count("SELECT count(*) FROM jobs WHERE queue = 'event_fan_out'")
             .await,
         app.count("SELECT count(*) FROM order_events").await
     );

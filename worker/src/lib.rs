@@ -35,7 +35,7 @@ fn process_identity() -> String {
 
 /// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
 /// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
-/// How long a job waits when an earlier event of the same order must go first.
+/// How long a fan-out waits when an earlier event of the same ordering key must go first.
 pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
 /// How long a woken dispatcher waits for more wake-ups before its pass.
@@ -71,7 +71,7 @@ pub async fn run(
 
     let mut monitor = Monitor::new();
     for (queue, concurrency) in [
-        (queue::ORDER_EVENTS, cfg.event_concurrency),
+        (queue::EVENT_FAN_OUT, cfg.event_concurrency),
         (queue::WEBHOOK_DELIVERIES, cfg.delivery_concurrency),
         (queue::WEBHOOK_REPLAYS, 2),
     ] {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path};
-use switchyard_shared::{api_keys::Scope, webhooks::catalog};
+use switchyard_shared::{api_keys::Scope, events::catalog};
 
 use super::ApiTags;
 use crate::{
@@ -58,7 +58,7 @@ impl EventTypesApi {
         auth: Partner,
         #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
-        name: Path<switchyard_shared::webhooks::event_types::EventTypeName>,
+        name: Path<switchyard_shared::events::types::EventTypeName>,
         body: Json<catalog::UpdateEventType>,
     ) -> Result<Json<catalog::EventType>, ApiError> {
         let p = auth.require(Scope::WebhooksWrite)?;

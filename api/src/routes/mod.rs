@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit_events;
 pub mod event_types;
+pub mod events;
 pub mod ops;
 pub mod orders;
 pub mod webhook_deliveries;
@@ -20,6 +21,9 @@ pub enum ApiTags {
     WebhookEndpoints,
     /// Deliveries of messages to endpoints: inspect and retry them.
     WebhookDeliveries,
+    /// Your own events (`ncr.created`, `payment.completed`, …) and every event sent to
+    /// your endpoints.
+    Events,
     /// The event types endpoints can subscribe to: built in, and your own.
     EventTypes,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
-use switchyard_shared::{api_keys::Scope, orders, queue::ORDER_EVENTS};
+use switchyard_shared::{api_keys::Scope, orders, queue::EVENT_FAN_OUT};
 use uuid::Uuid;
 
 use super::ApiTags;
@@ -49,7 +49,7 @@ impl OrdersApi {
         )
         .await?;
         op.recorded();
-        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        state.fast_path.push(EVENT_FAN_OUT, vec![task]);
         Ok(Created(order))
     }
 
@@ -130,7 +130,7 @@ impl OrdersApi {
         let resp = op.commit(tx, Json(order)).await?;
         state
             .fast_path
-            .push(ORDER_EVENTS, task.into_iter().collect());
+            .push(EVENT_FAN_OUT, task.into_iter().collect());
         Ok(resp)
     }
 
@@ -154,7 +154,7 @@ impl OrdersApi {
         let mut tx = state.services.pool.begin().await?;
         let (order, task) = orders::change_status(&mut tx, p.scope(), id.0, body.0).await?;
         let resp = op.commit(tx, Json(order)).await?;
-        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        state.fast_path.push(EVENT_FAN_OUT, vec![task]);
         Ok(resp)
     }
 
@@ -178,7 +178,7 @@ impl OrdersApi {
         let mut tx = state.services.pool.begin().await?;
         let (order, task) = orders::change_status(&mut tx, p.scope(), id.0, change).await?;
         let resp = op.commit(tx, Json(order)).await?;
-        state.fast_path.push(ORDER_EVENTS, vec![task]);
+        state.fast_path.push(EVENT_FAN_OUT, vec![task]);
         Ok(resp)
     }
 

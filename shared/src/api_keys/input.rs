@@ -27,8 +27,8 @@ pub type LimitChange = Int<0, MAX_RATE_LIMIT>;
 pub struct CreateApiKey {
     /// What the key is for, 1 to 200 characters.
     pub name: Name,
-    /// Scopes granted (at least one); default: `orders:read`, `orders:write`,
-    /// `webhooks:read`, `webhooks:write`. A `…:write` scope includes the matching `…:read`.
+    /// Scopes granted (at least one); default: `events:read`, `events:write`, `orders:read`,
+    /// `orders:write`, `webhooks:read`, `webhooks:write`. A `…:write` scope includes the matching `…:read`.
     #[oai(nullable, validator(min_items = 1))]
     pub scopes: Option<Vec<Scope>>,
     /// `live` (default) or `test`. Test keys see only test data.

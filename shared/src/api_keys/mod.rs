@@ -35,6 +35,8 @@ use crate::{
 /// Every scope a partner key can hold. A `…:write` scope includes the matching `…:read`.
 pub const ALL_SCOPES: &[&str] = &[
     "audit:read",
+    "events:read",
+    "events:write",
     "integrations:read",
     "integrations:write",
     "keys:read",
@@ -49,6 +51,8 @@ pub const ALL_SCOPES: &[&str] = &[
 
 /// Scopes of a key created without a `scopes` list: the partner data plane, not key management.
 pub const DEFAULT_SCOPES: &[&str] = &[
+    "events:read",
+    "events:write",
     "orders:read",
     "orders:write",
     "webhooks:read",
@@ -62,6 +66,12 @@ pub enum Scope {
     #[serde(rename = "audit:read")]
     #[oai(rename = "audit:read")]
     AuditRead,
+    #[serde(rename = "events:read")]
+    #[oai(rename = "events:read")]
+    EventsRead,
+    #[serde(rename = "events:write")]
+    #[oai(rename = "events:write")]
+    EventsWrite,
     #[serde(rename = "integrations:read")]
     #[oai(rename = "integrations:read")]
     IntegrationsRead,
@@ -98,6 +108,8 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::AuditRead => "audit:read",
+            Scope::EventsRead => "events:read",
+            Scope::EventsWrite => "events:write",
             Scope::IntegrationsRead => "integrations:read",
             Scope::IntegrationsWrite => "integrations:write",
             Scope::KeysRead => "keys:read",

@@ -6,16 +6,17 @@ use sqlx::{PgConnection, PgPool, Row, types::Json};
 use uuid::Uuid;
 
 use super::{
-    COLUMNS, Delivery, EVENT_MAX_ATTEMPTS, Order, OrderRow, OrderStatus,
+    COLUMNS, Delivery, Order, OrderRow, OrderStatus,
     input::{ChangeStatus, CreateOrder, UpdateOrder, metadata, validate},
 };
 use crate::{
     crypto::Keyring,
     error::{Error, Result, is_unique_violation},
+    events::{NewEvent, Source, events_json, insert_events_sql},
     idempotency::Claim,
     input::Text,
-    jobs::{self, NewJob, insert_jobs_sql},
-    queue::{JobTask, ORDER_EVENTS},
+    jobs::{self, insert_jobs_sql},
+    queue::JobTask,
     tenants::Scope,
 };
 
@@ -54,8 +55,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let event_id = Uuid::now_v7();
-    let job = NewJob::new(ORDER_EVENTS, scope.tenant_id, event_id, EVENT_MAX_ATTEMPTS);
+    let event = order_event(scope, &order, "order.created");
+    let job = event.job();
     let sealed = match claim {
         Some(c) => {
             let body = serde_json::to_vec(&order).map_err(|e| Error::Internal(e.into()))?;
@@ -86,7 +87,10 @@ pub async fn create(
              WHERE (SELECT go FROM ok)),
          e AS (
             INSERT INTO order_events (id, tenant_id, mode, order_id, seq, type, data, created_at)
-            SELECT $24, $7, $8, $6, 1, 'order.created', $25, $23 WHERE (SELECT go FROM ok))
+            SELECT $24, $7, $8, $6, 1, 'order.created', $25, $23 WHERE (SELECT go FROM ok)),
+         ev AS (",
+        insert_events_sql!("$31"),
+        " WHERE (SELECT go FROM ok))
          SELECT go FROM ok"
     ));
     let row = jobs::bind_insert(query, std::slice::from_ref(&job))
@@ -108,13 +112,14 @@ pub async fn create(
         .bind(&order.notes)
         .bind(Json(&order.metadata))
         .bind(now)
-        .bind(event_id)
+        .bind(event.id)
         .bind(Json(&order))
         .bind(sealed.as_ref().map(|s| &s.0))
         .bind(sealed.as_ref().map(|s| &s.1))
         .bind(claim.map(|c| c.key.as_str()))
         .bind(claim.map(|c| c.claim_id))
         .bind(claim.map(|c| c.api_key_id))
+        .bind(events_json(std::slice::from_ref(&event)))
         .fetch_one(pool)
         .await
         .map_err(|e| {
@@ -248,11 +253,13 @@ where
         return Ok((order, None));
     };
     order.updated_at = Utc::now().trunc_subsecs(6).max(order.updated_at);
-    let event_id = Uuid::now_v7();
-    let job = NewJob::new(ORDER_EVENTS, scope.tenant_id, event_id, EVENT_MAX_ATTEMPTS);
+    let event = order_event(scope, &order, &event_type);
+    let job = event.job();
     let query = sqlx::query(concat!(
         "WITH j AS (",
         insert_jobs_sql!(),
+        "), ev AS (",
+        insert_events_sql!("$19"),
         "), o AS (
             UPDATE orders SET status = $8, notes = $9, delivery = $10, metadata = $11,
                               updated_at = $12, event_seq = $13
@@ -270,12 +277,28 @@ where
         .bind(Json(&order.metadata))
         .bind(order.updated_at)
         .bind(seq)
-        .bind(event_id)
+        .bind(event.id)
         .bind(&order.mode)
         .bind(&event_type)
         .bind(Json(&order))
         .bind(changes)
+        .bind(events_json(std::slice::from_ref(&event)))
         .execute(&mut *conn)
         .await?;
     Ok((order, Some(job.task())))
+}
+
+/// An order change's event for the outbox: a snapshot of the order, keyed by the order so each
+/// endpoint gets one order's events in order. Its id is the order history entry's.
+fn order_event(scope: Scope, order: &Order, event_type: &str) -> NewEvent {
+    let mut event = NewEvent::new(
+        scope.tenant_id,
+        scope.mode,
+        event_type,
+        serde_json::to_value(order).unwrap_or_default(),
+        Source::Order,
+        order.updated_at,
+    );
+    event.ordering_key = Some(order.id.to_string());
+    event
 }

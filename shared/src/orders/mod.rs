@@ -1,7 +1,7 @@
 //! Partner orders: validation with server-side totals ([`input`]), the status state machine,
-//! changes ([`changes`]) and the order's history. Every change writes the order, an order
-//! event and the event's job in one transaction; the worker fans events out to webhooks, in
-//! order per order and endpoint.
+//! changes ([`changes`]) and the order's history. Every change writes the order, its history
+//! entry, its event in the outbox (`events`, keyed by the order) and the event's fan-out job in
+//! one statement; the worker fans events out to webhooks, in order per order and endpoint.
 
 pub mod changes;
 pub mod input;
@@ -21,11 +21,6 @@ use crate::{
     error::{Error, Result},
     tenants::Scope,
 };
-
-/// Attempts of an order-event fan-out: it only touches Postgres, so it fails only while
-/// Postgres is unreachable (with the backoff, 25 attempts last over an hour); the cap stops a
-/// poison event looping forever, and its order's later events then go on without it.
-pub const EVENT_MAX_ATTEMPTS: i32 = 25;
 
 /// An order's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
@@ -311,22 +306,20 @@ pub async fn history(
     .await?)
 }
 
-/// An order event as the fan-out reads it.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct OrderEvent {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub mode: String,
-    pub order_id: Uuid,
-    pub seq: i32,
-    pub r#type: String,
-    pub data: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::OrderStatus::{self, *};
+
+    /// Every event an order emits is catalogued as built in (partners cannot post it, endpoint
+    /// filters may name it).
+    #[test]
+    fn every_order_event_is_built_in() {
+        use crate::events::catalog::is_built_in;
+        assert!(is_built_in("order.created") && is_built_in("order.updated"));
+        for s in OrderStatus::ALL.into_iter().filter(|s| *s != Received) {
+            assert!(is_built_in(&format!("order.{}", s.as_str())), "{s:?}");
+        }
+    }
 
     /// The README's table of allowed moves, row by row: nothing more, nothing less.
     #[test]

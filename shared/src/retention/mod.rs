@@ -33,8 +33,8 @@ pub struct RetentionConfig {
     #[arg(long = "payload-retention", env = "SWITCHYARD_PAYLOAD_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub payload: Duration,
 
-    /// Webhook messages, deliveries, attempts (day partitions), finished replays and deleted
-    /// endpoints are deleted after this long (at least the payload retention).
+    /// Events, webhook messages, deliveries, attempts (day partitions), finished replays and
+    /// deleted endpoints are deleted after this long (at least the payload retention).
     #[arg(long = "webhook-retention", env = "SWITCHYARD_WEBHOOK_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub webhooks: Duration,
 
@@ -76,7 +76,7 @@ struct Purge {
 }
 
 /// Every purge, in an order that respects references: deliveries before their messages,
-/// events with their orders.
+/// messages before their events, order history with its orders.
 const PURGES: &[Purge] = &[
     Purge {
         table: "jobs",
@@ -121,6 +121,15 @@ const PURGES: &[Purge] = &[
                  WHERE m.id < uuid_v7_floor(now() - make_interval(secs => $1))
                    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id)
                  ORDER BY m.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "events",
+        sql: "DELETE FROM events WHERE id IN (
+                SELECT e.id FROM events e
+                 WHERE e.id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   AND NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.event_id = e.id)
+                 ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         audit: false,
     },
     Purge {

@@ -1,18 +1,16 @@
 //! Deliveries as partners and operators see them: listed per endpoint, retried by hand, and
 //! test sends that show an endpoint's answer at once.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    attempts::Attempt, delivery, event_types::EventTypeName, record, send, send::AttemptResult,
-    webhook_id,
-};
+use super::{attempts::Attempt, delivery, record, send, send::AttemptResult, webhook_id};
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
+    events::{self, Audience, NewEvent, Source, types::EventTypeName},
     net::Egress,
     queue::WEBHOOK_DELIVERIES,
     tenants::Scope,
@@ -90,6 +88,28 @@ pub async fn list_for_endpoint(
     .bind(status.map(DeliveryStatus::as_str))
     .bind(limit)
     .bind(starting_after)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Deliveries of an event of this tenant and mode, one per endpoint, oldest first (at most
+/// `limit`; an event reaches a tenant's endpoints, so a page is enough).
+pub async fn list_for_event(
+    pool: &PgPool,
+    scope: Scope,
+    event_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Delivery>> {
+    Ok(sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(format!(
+        "{SELECT}
+          WHERE m.event_id = $2 AND m.tenant_id = $1 AND d.tenant_id = $1 AND e.tenant_id = $1
+            AND e.mode = $3
+          ORDER BY d.id LIMIT $4"
+    )))
+    .bind(scope.tenant_id)
+    .bind(event_id)
+    .bind(scope.mode.as_str())
+    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -186,7 +206,7 @@ pub struct TestSend {
 /// A test send that happened, not yet recorded.
 pub struct TestSent {
     target: delivery::Target,
-    event_type: String,
+    event: NewEvent,
     result: AttemptResult,
 }
 
@@ -207,16 +227,22 @@ pub async fn send_test(
         .event_type
         .map_or_else(|| "webhook.test".to_owned(), EventTypeName::into_string);
     let (message_id, delivery_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let payload = serde_json::json!({
-        "type": event_type,
-        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": {
-            "endpoint_id": endpoint_id,
-            "webhook_id": webhook_id(message_id),
-            "message": "A test message from Switchyard.",
-        },
-    })
-    .to_string();
+    let data = serde_json::json!({
+        "endpoint_id": endpoint_id,
+        "webhook_id": webhook_id(message_id),
+        "message": "A test message from Switchyard.",
+    });
+    let mut event = NewEvent::new(
+        scope.tenant_id,
+        scope.mode,
+        event_type,
+        data,
+        Source::Test,
+        Utc::now().trunc_subsecs(6),
+    );
+    event.audience = Audience::Endpoint;
+    event.endpoint_id = Some(endpoint_id);
+    let payload = events::payload(&event.event_type, event.occurred_at, &event.data);
     let target =
         delivery::load_test_target(pool, scope, endpoint_id, message_id, delivery_id, &payload)
             .await?
@@ -228,7 +254,7 @@ pub async fn send_test(
     let result = send::send(http, &target, &credentials, egress, timeout).await;
     Ok(TestSent {
         target,
-        event_type,
+        event,
         result,
     })
 }
@@ -239,6 +265,6 @@ pub async fn record_test(
     scope: Scope,
     sent: &TestSent,
 ) -> Result<Attempt> {
-    let id = record::record_test(&mut *conn, &sent.target, &sent.event_type, &sent.result).await?;
+    let id = record::record_test(&mut *conn, &sent.target, &sent.event, &sent.result).await?;
     super::attempts::get(conn, scope.tenant_id, id).await
 }

@@ -5,11 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    endpoints::{Endpoint, MANUAL_MAX_ATTEMPTS},
-    event_types,
-};
-use crate::{error::Result, tenants::Scope};
+use super::endpoints::{Endpoint, MANUAL_MAX_ATTEMPTS};
+use crate::{error::Result, events::types as event_types, tenants::Scope};
 
 /// Most messages one `replay_missed` schedules.
 const REPLAY_LIMIT: i64 = 10_000;
@@ -23,10 +20,10 @@ pub(super) async fn replay_since(
     endpoint: &Endpoint,
     since: DateTime<Utc>,
 ) -> Result<i64> {
-    let candidates: Vec<(Uuid, String, Option<Uuid>, Option<i32>)> = sqlx::query_as(
+    let candidates: Vec<(Uuid, String, Option<String>, Option<i64>)> = sqlx::query_as(
         "SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
-           FROM webhook_messages m JOIN order_events oe ON oe.id = m.event_id
-          WHERE m.tenant_id = $1 AND oe.mode = $2 AND m.id >= $3
+           FROM webhook_messages m JOIN events ev ON ev.id = m.event_id
+          WHERE m.tenant_id = $1 AND ev.mode = $2 AND ev.audience = 'endpoints' AND m.id >= $3
             AND m.created_at >= $4 AND m.payload IS NOT NULL
          UNION
          SELECT m.id, m.event_type, m.ordering_key, m.ordering_seq
@@ -59,7 +56,7 @@ pub(super) async fn replay_since(
             INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, ordering_key,
                                             ordering_seq)
             SELECT t.id, $1, t.m, $2, t.ok, t.os
-              FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::int[]) AS t(id, m, ok, os)
+              FROM UNNEST($3::uuid[], $4::uuid[], $5::text[], $6::bigint[]) AS t(id, m, ok, os)
             ON CONFLICT (message_id, endpoint_id) DO UPDATE
                SET status = 'pending', next_attempt_at = now(), updated_at = now()
              WHERE webhook_deliveries.status = 'cancelled'
@@ -71,7 +68,7 @@ pub(super) async fn replay_since(
     .bind(endpoint.id)
     .bind(wanted.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(wanted.iter().map(|w| w.0).collect::<Vec<_>>())
-    .bind(wanted.iter().map(|w| w.2).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|w| w.2.clone()).collect::<Vec<_>>())
     .bind(wanted.iter().map(|w| w.3).collect::<Vec<_>>())
     .bind(crate::queue::WEBHOOK_DELIVERIES)
     .bind(max_attempts)

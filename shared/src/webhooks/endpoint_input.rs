@@ -9,7 +9,8 @@ use poem_openapi::types::MaybeUndefined;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{credentials::AuthInput, event_types::EventTypePattern};
+use super::credentials::AuthInput;
+use crate::events::types::EventTypePattern;
 use crate::{
     error::{Error, Result},
     input::{DurationText, Int, PrintableText, Text},

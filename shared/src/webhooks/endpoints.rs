@@ -14,15 +14,15 @@ pub use super::endpoint_input::{
     CreateEndpoint, EndpointStatus, Rules, UpdateEndpoint, VettedUrl, format_duration, validate_url,
 };
 use super::{
-    catalog,
     credentials::{self, EndpointAuth, PreviousSecret, RotateSecret, RotatedSecret},
     endpoint_backlog,
     endpoint_input::{parse_schedule, parse_timeout, patch},
-    event_types, signing,
+    signing,
 };
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
+    events::{catalog, types as event_types},
     input::Text,
     tenants::Scope,
 };

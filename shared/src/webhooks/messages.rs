@@ -1,18 +1,19 @@
-//! Fan-out: an order event becomes one webhook message and one delivery (+ job) per endpoint
-//! subscribed to its type. Re-running it for the same event changes nothing (unique keys).
+//! Fan-out: an event of the outbox (`events`) becomes one webhook message and one delivery
+//! (+ job) per endpoint of its audience subscribed to its type. Re-running it for the same event
+//! changes nothing (unique keys). It reads only `events`: whoever produced the event.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use super::event_types;
 use crate::{
     error::Result,
+    events::{self, types as event_types},
     jobs::{self, ClaimedJob, NewJob, Outcome, finish_sql},
-    orders::OrderEvent,
     queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 
-/// An enabled endpoint of the event's tenant and its filter.
+/// An enabled endpoint of the event's audience and its filter.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct Subscription {
     pub id: Uuid,
@@ -21,42 +22,62 @@ pub struct Subscription {
     pub max_attempts: Option<i32>,
 }
 
+/// An event as the fan-out reads it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OutboxEvent {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub ordering_key: Option<String>,
+    pub seq: i64,
+    pub occurred_at: DateTime<Utc>,
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     #[sqlx(flatten)]
-    event: OrderEvent,
+    event: OutboxEvent,
     subscriptions: Json<Vec<Subscription>>,
     waiting: bool,
 }
 
 /// An event to fan out.
 pub struct Loaded {
-    pub event: OrderEvent,
-    /// Enabled endpoints of the event's tenant and mode.
+    pub event: OutboxEvent,
+    /// Enabled endpoints of the event's tenant, mode and audience.
     pub subscriptions: Vec<Subscription>,
-    /// An earlier event of the same order has not been fanned out yet (and has not given up):
-    /// this one waits, so each endpoint gets an order's events in order.
+    /// The event before this one with the same ordering key has not been fanned out yet (and
+    /// has not given up): this one waits, so each endpoint gets a key's events in order.
     pub waiting: bool,
 }
 
-/// The event, its tenant's enabled endpoints of the same mode, and whether an earlier event
-/// of the order is still to be fanned out, in one round trip.
+/// The event, the enabled endpoints of its audience, and whether the previous event of its
+/// ordering key is still to be fanned out, in one round trip. The previous one is enough: it
+/// waited for its own predecessor in turn.
 pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     let row = sqlx::query_as::<_, EventRow>(
-        "SELECT e.id, e.tenant_id, e.mode, e.order_id, e.seq, e.type, e.data, e.created_at,
+        "SELECT e.id, e.tenant_id, e.type, e.data, e.ordering_key, e.seq, e.occurred_at,
                 COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types,
                                                   'max_attempts', cardinality(w.retry_schedule_ms) + 1))
                             FROM webhook_endpoints w
                            WHERE w.tenant_id = e.tenant_id AND w.mode = e.mode
                              AND w.status = 'enabled' AND w.deleted_at IS NULL
-                             AND NOT w.operational), '[]'::json)
+                             AND CASE e.audience
+                                     WHEN 'endpoints' THEN NOT w.operational
+                                     WHEN 'operational' THEN w.operational
+                                                             AND w.id IS DISTINCT FROM e.endpoint_id
+                                     ELSE w.id = e.endpoint_id END), '[]'::json)
                     AS subscriptions,
-                EXISTS (SELECT 1 FROM order_events p
-                         WHERE p.order_id = e.order_id AND p.seq < e.seq
-                           AND p.fan_out_failed_at IS NULL
-                           AND NOT EXISTS (SELECT 1 FROM webhook_messages m
-                                            WHERE m.event_id = p.id)) AS waiting
-           FROM order_events e WHERE e.id = $1",
+                COALESCE((SELECT p.fan_out_failed_at IS NULL
+                                 AND NOT EXISTS (SELECT 1 FROM webhook_messages m
+                                                  WHERE m.event_id = p.id)
+                            FROM events p
+                           WHERE p.tenant_id = e.tenant_id AND p.mode = e.mode
+                             AND p.ordering_key = e.ordering_key AND p.seq < e.seq
+                           ORDER BY p.seq DESC LIMIT 1), false) AS waiting
+           FROM events e WHERE e.id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
@@ -68,31 +89,19 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     }))
 }
 
-/// Records that an event's fan-out gave up (its job is dead): later events of its order no
-/// longer wait for it. Runs in the transaction that buries the job.
+/// Records that an event's fan-out gave up (its job is dead): later events of its ordering key
+/// no longer wait for it. Runs in the transaction that buries the job.
 pub async fn mark_fan_out_failed(
     conn: &mut sqlx::PgConnection,
     event_id: Uuid,
     error: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE order_events SET fan_out_failed_at = now(), fan_out_error = $2 WHERE id = $1",
-    )
-    .bind(event_id)
-    .bind(error)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE events SET fan_out_failed_at = now(), fan_out_error = $2 WHERE id = $1")
+        .bind(event_id)
+        .bind(error)
+        .execute(conn)
+        .await?;
     Ok(())
-}
-
-/// The exact body sent for an event: `{"type", "timestamp", "data"}` (README, "Requests").
-pub fn payload(event: &OrderEvent) -> String {
-    serde_json::json!({
-        "type": event.r#type,
-        "timestamp": event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": event.data,
-    })
-    .to_string()
 }
 
 /// The settings a fan-out needs.
@@ -133,13 +142,13 @@ pub async fn fan_out(
     pool: &PgPool,
     job: &ClaimedJob,
     owner: &str,
-    event: &OrderEvent,
+    event: &OutboxEvent,
     subs: &[Subscription],
     limits: &FanOutLimits,
 ) -> Result<FanOut> {
     let subscribed: Vec<&Subscription> = subs
         .iter()
-        .filter(|s| event_types::matches_any(&s.event_types, &event.r#type))
+        .filter(|s| event_types::matches_any(&s.event_types, &event.event_type))
         .collect();
     let endpoints: Vec<Uuid> = subscribed.iter().map(|s| s.id).collect();
     let deliveries: Vec<NewJob> = subscribed
@@ -214,8 +223,12 @@ pub async fn fan_out(
     .bind(Uuid::now_v7())
     .bind(event.tenant_id)
     .bind(event.id)
-    .bind(&event.r#type)
-    .bind(payload(event))
+    .bind(&event.event_type)
+    .bind(events::payload(
+        &event.event_type,
+        event.occurred_at,
+        &event.data,
+    ))
     .bind(deliveries.iter().map(|d| d.subject_id).collect::<Vec<_>>())
     .bind(&endpoints)
     .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
@@ -226,8 +239,8 @@ pub async fn fan_out(
             .map(|d| d.max_attempts)
             .collect::<Vec<_>>(),
     )
-    .bind(event.order_id)
-    .bind(event.seq)
+    .bind(event.ordering_key.as_deref())
+    .bind(event.ordering_key.as_ref().map(|_| event.seq))
     .bind(limits.fast_in_flight)
     .bind(limits.group_concurrency)
     .fetch_one(pool)

@@ -3,14 +3,12 @@
 
 pub mod attempts;
 pub mod breaker;
-pub mod catalog;
 pub mod credentials;
 pub mod deliveries;
 pub mod delivery;
 pub mod endpoint_backlog;
 pub mod endpoint_input;
 pub mod endpoints;
-pub mod event_types;
 pub mod messages;
 pub mod operational;
 pub mod record;

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     error::Result,
+    events::{NewEvent, events_json, insert_events_sql},
     jobs::{self, ClaimedJob, Outcome, finish_sql},
 };
 
@@ -150,26 +151,28 @@ pub async fn record(
     Ok(<Recorded as sqlx::FromRow<_>>::from_row(&row)?)
 }
 
-/// Records a test send after it happened, in one statement: its message, a finished delivery
-/// and the attempt. Nothing of a test send exists before (no job, no retries, never pending).
+/// Records a test send after it happened, in one statement: its event (in the outbox, for
+/// this endpoint only), its message, a finished delivery and the attempt. Nothing of a test send exists before (no job, no retries, never pending).
 /// Returns the attempt id.
 pub async fn record_test(
     conn: &mut PgConnection,
     target: &Target,
-    event_type: &str,
+    event: &NewEvent,
     result: &AttemptResult,
 ) -> Result<Uuid> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH m AS (
+            "WITH ev AS ({}),
+             m AS (
                 INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload)
-                VALUES ($5, $2, $5, $19, $20)),
+                VALUES ($5, $2, $22, $19, $20)),
              d AS (
                 INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, status,
                                                 attempts, last_status_code)
                 VALUES ($3, $2, $5, $4, CASE WHEN $21 THEN 'succeeded' ELSE 'failed' END, 1, $8)),
              attempt AS ({} RETURNING id)
              SELECT id FROM attempt",
+            insert_events_sql!("$23"),
             insert_attempt_sql(1)
         )
     });
@@ -179,9 +182,11 @@ pub async fn record_test(
         1,
         result,
     )
-    .bind(event_type)
+    .bind(&event.event_type)
     .bind(target.payload.as_deref())
     .bind(result.succeeded())
+    .bind(event.id)
+    .bind(events_json(std::slice::from_ref(event)))
     .fetch_one(conn)
     .await?
     .try_get("id")?;

@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    event_types::{self, EventTypePattern},
-    uuid_v7_floor,
-};
+use super::uuid_v7_floor;
+use crate::events::types::{self as event_types, EventTypePattern};
 use crate::{
     error::{Error, Result},
     input::Int,
@@ -99,8 +97,8 @@ const COLUMNS: &str = "id, endpoint_id, since, until, event_types, statuses, inc
     rate_per_second, state, error, total, processed, scheduled, created_at, finished_at";
 
 /// Messages of the replay's tenant and mode in its range whose type matches its patterns.
-const MATCHING: &str = "FROM webhook_messages m JOIN order_events oe ON oe.id = m.event_id
-   WHERE m.tenant_id = $1 AND oe.mode = $2 AND m.id >= $3 AND m.created_at >= $4
+const MATCHING: &str = "FROM webhook_messages m JOIN events ev ON ev.id = m.event_id
+   WHERE m.tenant_id = $1 AND ev.mode = $2 AND ev.audience = 'endpoints' AND m.id >= $3 AND m.created_at >= $4
      AND m.created_at < $5 AND m.payload IS NOT NULL
      AND EXISTS (SELECT 1 FROM unnest($6::text[]) p
                   WHERE p = '*' OR p = m.event_type
@@ -233,8 +231,8 @@ struct Running {
 #[derive(sqlx::FromRow)]
 struct Candidate {
     id: Uuid,
-    ordering_key: Option<Uuid>,
-    ordering_seq: Option<i32>,
+    ordering_key: Option<String>,
+    ordering_seq: Option<i64>,
     delivered: Option<String>,
 }
 
@@ -303,7 +301,7 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
                 INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
                                                 ordering_key, ordering_seq)
                 SELECT t.id, $1, t.m, $2, t.ok, t.os
-                  FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::int[]) AS t(id, m, ok, os)
+                  FROM UNNEST($3::uuid[], $4::uuid[], $5::text[], $6::bigint[]) AS t(id, m, ok, os)
                 ON CONFLICT (message_id, endpoint_id) DO UPDATE
                    SET status = 'pending', next_attempt_at = now(), updated_at = now()
                  WHERE webhook_deliveries.status <> 'pending'
@@ -315,7 +313,12 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
         .bind(r.endpoint_id)
         .bind(wanted.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(wanted.iter().map(|w| w.id).collect::<Vec<_>>())
-        .bind(wanted.iter().map(|w| w.ordering_key).collect::<Vec<_>>())
+        .bind(
+            wanted
+                .iter()
+                .map(|w| w.ordering_key.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(wanted.iter().map(|w| w.ordering_seq).collect::<Vec<_>>())
         .bind(WEBHOOK_DELIVERIES)
         .bind(super::endpoints::MANUAL_MAX_ATTEMPTS)

@@ -9,7 +9,7 @@
 //! domain row in the same transaction ([`on_dead`]). If even that cannot be written, the lease
 //! expires and the reconciler hands the job out again; that run counts as an attempt too.
 
-mod order_events;
+mod event_fan_out;
 mod webhook_deliveries;
 mod webhook_replays;
 
@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::{JobTask, ORDER_EVENTS, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
+    queue::{EVENT_FAN_OUT, JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
 };
 
 use crate::context::Ctx;
@@ -43,7 +43,7 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         bury(&ctx, &job, error).await
     } else {
         match job.queue.as_str() {
-            ORDER_EVENTS => order_events::run(&ctx, &job).await,
+            EVENT_FAN_OUT => event_fan_out::run(&ctx, &job).await,
             WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
             WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
             other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
@@ -102,7 +102,7 @@ async fn on_dead(
     error: &str,
 ) -> switchyard_shared::Result<()> {
     match job.queue.as_str() {
-        ORDER_EVENTS => order_events::on_dead(conn, job, error).await,
+        EVENT_FAN_OUT => event_fan_out::on_dead(conn, job, error).await,
         WEBHOOK_DELIVERIES => webhook_deliveries::on_dead(conn, job).await,
         WEBHOOK_REPLAYS => webhook_replays::on_dead(conn, job, error).await,
         _ => Ok(()),

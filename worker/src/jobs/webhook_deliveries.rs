@@ -3,6 +3,7 @@
 use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
+    queue::EVENT_FAN_OUT,
     webhooks::{
         breaker::{self, Transition},
         delivery, operational, record, send,
@@ -124,16 +125,8 @@ async fn operational(
     event_type: &str,
     data: serde_json::Value,
 ) -> switchyard_shared::Result<()> {
-    let created = operational::emit(
-        &ctx.pool,
-        target.endpoint_id,
-        event_type,
-        data,
-        ctx.policy.schedule.max_attempts(),
-    )
-    .await?;
-    if created > 0 {
-        ctx.dispatcher.wake();
+    if let Some(task) = operational::emit(&ctx.pool, target.endpoint_id, event_type, data).await? {
+        ctx.fast_path.push(EVENT_FAN_OUT, vec![task]);
     }
     Ok(())
 }

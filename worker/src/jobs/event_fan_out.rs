@@ -1,8 +1,8 @@
-//! `order_events`: turn an order event into a webhook message and its deliveries.
+//! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::WEBHOOK_DELIVERIES,
+    queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::messages,
 };
 
@@ -12,16 +12,16 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     let Some(loaded) = messages::load(&ctx.pool, job.subject_id).await? else {
         let mut conn = ctx.pool.acquire().await?;
         let outcome = Outcome::Cancelled {
-            reason: "order event no longer exists".into(),
+            reason: "event no longer exists".into(),
         };
         jobs::finish(&mut conn, job, &ctx.owner, &outcome).await?;
         return Ok(());
     };
     if loaded.waiting {
-        // An earlier event of this order goes first; try again shortly.
+        // An earlier event of its ordering key goes first; try again shortly.
         let mut conn = ctx.pool.acquire().await?;
         jobs::defer(&mut conn, job, &ctx.owner, None, ORDERING_RETRY).await?;
-        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "order_events").increment(1);
+        metrics::counter!("switchyard_jobs_deferred_total", "queue" => EVENT_FAN_OUT).increment(1);
         return Ok(());
     }
     let fan_out = messages::fan_out(
@@ -45,8 +45,8 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     Ok(())
 }
 
-/// A fan-out that can never succeed (a poison event) is marked failed, so the order's later
-/// events stop waiting for it; the dead job keeps the reason.
+/// A fan-out that can never succeed (a poison event) is marked failed, so the later events of
+/// its ordering key stop waiting for it; the dead job keeps the reason.
 pub async fn on_dead(
     conn: &mut sqlx::PgConnection,
     job: &ClaimedJob,

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use super::event_types::EventTypeName;
+use super::{schema, types::EventTypeName};
 use crate::{
     error::{Error, Result},
-    orders,
+    input::Text,
+    tenants::Scope,
 };
-use crate::{input::Text, tenants::Scope};
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct EventType {
@@ -58,50 +58,45 @@ pub struct UpdateEventType {
     pub deprecated: Option<bool>,
 }
 
-/// The types Switchyard emits, with what they mean.
-pub fn built_in() -> Vec<(String, String)> {
-    let mut out = vec![
-        (
-            "order.created".to_owned(),
-            "An order was accepted.".to_owned(),
-        ),
-        (
-            "order.updated".to_owned(),
-            "An order's notes, delivery details or metadata changed.".to_owned(),
-        ),
-    ];
-    let moves = orders::OrderStatus::ALL
-        .into_iter()
-        .filter(|s| *s != orders::OrderStatus::Received)
-        .map(orders::OrderStatus::as_str);
-    for status in moves {
-        out.push((
-            format!("order.{status}"),
-            format!("An order moved to `{status}`."),
-        ));
-    }
-    out.extend([
-        (
-            "endpoint.disabled".to_owned(),
-            "Operational: one of your endpoints was disabled.".to_owned(),
-        ),
-        (
-            "endpoint.recovered".to_owned(),
-            "Operational: an endpoint's circuit breaker closed again.".to_owned(),
-        ),
-        (
-            "webhook.test".to_owned(),
-            "A test message sent with POST /v1/webhook-endpoints/{id}/test.".to_owned(),
-        ),
-    ]);
-    out
+/// The types Switchyard emits, with what they mean. Partners cannot post these
+/// (`POST /v1/events`); every order status has its `order.<status>` here (a test in `orders`
+/// keeps the two in step).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("order.created", "An order was accepted."),
+    (
+        "order.updated",
+        "An order's notes, delivery details or metadata changed.",
+    ),
+    ("order.confirmed", "An order moved to `confirmed`."),
+    ("order.preparing", "An order moved to `preparing`."),
+    ("order.ready", "An order moved to `ready`."),
+    (
+        "order.out_for_delivery",
+        "An order moved to `out_for_delivery`.",
+    ),
+    ("order.delivered", "An order moved to `delivered`."),
+    ("order.completed", "An order moved to `completed`."),
+    ("order.cancelled", "An order moved to `cancelled`."),
+    ("order.rejected", "An order moved to `rejected`."),
+    (
+        "endpoint.disabled",
+        "Operational: one of your endpoints was disabled.",
+    ),
+    (
+        "endpoint.recovered",
+        "Operational: an endpoint's circuit breaker closed again.",
+    ),
+    (
+        "webhook.test",
+        "A test message sent with POST /v1/webhook-endpoints/{id}/test.",
+    ),
+];
+
+pub fn is_built_in(name: &str) -> bool {
+    BUILT_IN.iter().any(|(n, _)| *n == name)
 }
 
-fn is_built_in(name: &str) -> bool {
-    built_in().iter().any(|(n, _)| n == name)
-}
-
-/// The one check the types cannot make: a schema's size. Returns the schema's JSON text, which
+/// The checks the types cannot make: a schema's size, and that it compiles. Returns the schema's JSON text, which
 /// is stored as it is (a `json` column), so every number reads back as it was sent.
 fn schema_text(
     schema: Option<std::collections::BTreeMap<String, serde_json::Value>>,
@@ -113,6 +108,9 @@ fn schema_text(
             "schema",
             "`schema` must be a JSON Schema object of at most 64 KiB.",
         ));
+    }
+    if let Some(text) = &schema {
+        schema::check(text)?;
     }
     Ok(schema)
 }
@@ -129,11 +127,11 @@ pub async fn list(pool: &PgPool, scope: Scope) -> Result<Vec<EventType>> {
     .bind(scope.mode.as_str())
     .fetch_all(pool)
     .await?;
-    Ok(built_in()
-        .into_iter()
+    Ok(BUILT_IN
+        .iter()
         .map(|(name, description)| EventType {
-            name,
-            description: Some(description),
+            name: (*name).to_owned(),
+            description: Some((*description).to_owned()),
             schema: None,
             deprecated: false,
             built_in: true,
@@ -246,4 +244,25 @@ pub async fn check_filter(
         ));
     }
     Ok(())
+}
+
+/// A catalogued type of the tenant's own, as `POST /v1/events` needs it.
+pub struct Entry {
+    pub schema: Option<serde_json::Value>,
+    /// The entry's version: a changed schema is compiled again.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tenant's own entry for `name`, if there is one.
+pub async fn schema_of(conn: &mut PgConnection, scope: Scope, name: &str) -> Result<Option<Entry>> {
+    let row: Option<(Option<serde_json::Value>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT schema, updated_at FROM event_types
+          WHERE tenant_id = $1 AND mode = $2 AND name = $3",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(schema, updated_at)| Entry { schema, updated_at }))
 }
