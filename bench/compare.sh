@@ -6,8 +6,9 @@
 #        bench/compare.sh /tmp/base/target/release/switchyard-api 2
 # Per build and round: 30 s idle on the fresh system, steady (4000 orders at 200/s), burst
 # (5000 orders, 50 in flight), noisy (2400 orders at 40/s to 10 endpoints plus one that never
-# answers), then 30 s idle with the dead endpoint's deliveries still waiting: Postgres CPU
-# while nothing happens.
+# answers), fan-out (2000 orders, 50 in flight, 10 endpoints), with EVENTS=1 the same through
+# POST /v1/events (this build only: the baseline may predate it), then 30 s idle with the dead
+# endpoint's deliveries still waiting: Postgres CPU while nothing happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?baseline switchyard-api binary}
@@ -66,6 +67,12 @@ for round in $(seq "$ROUNDS"); do
     measure burst 5000 --orders 5000 --concurrency 50
     sleep 5
     measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
+    sleep 5
+    measure fanout 20000 --orders 2000 --concurrency 50 --endpoints 10
+    if [ "${EVENTS:-0}" = 1 ] && [ $build = new ]; then
+      sleep 5
+      measure events 20000 --events --orders 2000 --concurrency 50 --endpoints 10
+    fi
     # Idle: no traffic, the dead endpoint's deliveries parked or waiting for their retries.
     idle after_load
     kill $API; wait $API 2>/dev/null || true

@@ -48,6 +48,10 @@ struct Args {
     /// the healthy endpoints only.
     #[arg(long, default_value_t = false)]
     dead_endpoint: bool,
+    /// Post partner events (`POST /v1/events`, type `bench.event`) instead of orders; the
+    /// endpoints subscribe to them.
+    #[arg(long, default_value_t = false)]
+    events: bool,
     /// Send an Idempotency-Key header with every order.
     #[arg(long, default_value_t = false)]
     idempotency_keys: bool,
@@ -115,13 +119,19 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let post = |i: usize| {
         let (http, key, accepted, run) = (http.clone(), key.clone(), accepted.clone(), run.clone());
-        let url = format!("{}/v1/orders", args.api);
+        let url = format!(
+            "{}/v1/{}",
+            args.api,
+            if args.events { "events" } else { "orders" }
+        );
         let idem = args.idempotency_keys;
+        let body = if args.events {
+            json!({"type": "bench.event", "data": {"id": format!("{run}-{i}"), "n": i}})
+        } else {
+            order(&run, i)
+        };
         async move {
-            let mut req = http
-                .post(url)
-                .header("x-api-key", &key)
-                .json(&order(&run, i));
+            let mut req = http.post(url).header("x-api-key", &key).json(&body);
             if idem {
                 req = req.header("idempotency-key", format!("{run}-{i}"));
             }
@@ -131,7 +141,13 @@ async fn main() -> anyhow::Result<()> {
             match resp {
                 Ok(r) if r.status() == 201 => {
                     let v: Value = r.json().await.unwrap_or_default();
-                    if let Some(id) = v["id"].as_str() {
+                    // What the webhook carries as `data.id`: the order's id, or the event's own.
+                    let id = if v["data"]["id"].is_string() {
+                        &v["data"]["id"]
+                    } else {
+                        &v["id"]
+                    };
+                    if let Some(id) = id.as_str() {
                         accepted
                             .lock()
                             .unwrap()
@@ -209,7 +225,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     println!(
-        "scenario  orders={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
+        "scenario  {}={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
+        if args.events { "events" } else { "orders" },
         args.orders,
         if args.rate.is_some() {
             0
@@ -308,12 +325,26 @@ async fn setup(
     .json()
     .await?;
     let key = key["key"].as_str().context("key")?.to_owned();
+    let event_type = if args.events {
+        http.post(format!("{}/v1/event-types", args.api))
+            .bearer_auth(&key)
+            .json(&json!({"name": "bench.event", "schema": {
+                "type": "object", "required": ["id"],
+                "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating the event type")?;
+        "bench.event"
+    } else {
+        "order.created"
+    };
     let mut secrets = Vec::new();
     for i in 0..args.endpoints {
         let ep: Value = http
             .post(format!("{}/v1/webhook-endpoints", args.api))
             .bearer_auth(&key)
-            .json(&json!({"url": format!("{receiver_url}/{i}"), "event_types": ["order.created"]}))
+            .json(&json!({"url": format!("{receiver_url}/{i}"), "event_types": [event_type]}))
             .send()
             .await?
             .error_for_status()
@@ -325,7 +356,7 @@ async fn setup(
     if args.dead_endpoint {
         http.post(format!("{}/v1/webhook-endpoints", args.api))
             .bearer_auth(&key)
-            .json(&json!({"url": format!("{receiver_url}/dead"), "event_types": ["order.created"]}))
+            .json(&json!({"url": format!("{receiver_url}/dead"), "event_types": [event_type]}))
             .send()
             .await?
             .error_for_status()

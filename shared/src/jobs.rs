@@ -55,6 +55,36 @@ pub(crate) fn bind_insert<'q>(query: PgQuery<'q>, jobs: &[NewJob]) -> PgQuery<'q
         .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
 }
 
+/// Inserts jobs that must exist at most once per key (a schedule's slots), born queued like
+/// every new job, on the caller's transaction. Returns the tasks of those inserted; a key that
+/// exists already (another replica was first) inserts nothing.
+pub async fn insert_unique(
+    conn: &mut PgConnection,
+    jobs: &[(NewJob, String)],
+) -> Result<Vec<JobTask>> {
+    let (new, keys): (Vec<NewJob>, Vec<String>) = jobs.iter().cloned().unzip();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, unique_key, state,
+                           dispatch_seq, queued_at)
+         SELECT t.*, 'queued', 1, now()
+           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[], $6::text[]) AS t
+         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(new.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(new.iter().map(|j| j.queue).collect::<Vec<_>>())
+    .bind(new.iter().map(|j| j.tenant_id).collect::<Vec<_>>())
+    .bind(new.iter().map(|j| j.subject_id).collect::<Vec<_>>())
+    .bind(new.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind(&keys)
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted
+        .into_iter()
+        .map(|job| JobTask { job, seq: 1 })
+        .collect())
+}
+
 /// A job this process holds the lease of.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ClaimedJob {

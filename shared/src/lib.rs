@@ -19,6 +19,7 @@ pub mod orders;
 pub mod queue;
 pub mod rate_limit;
 pub mod retention;
+pub mod schedule;
 pub mod secrets;
 pub mod services;
 pub mod telemetry;

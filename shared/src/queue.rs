@@ -20,8 +20,10 @@ pub const EVENT_FAN_OUT: &str = "event_fan_out";
 pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 /// Queue of bulk replays (one batch per run).
 pub const WEBHOOK_REPLAYS: &str = "webhook_replays";
+/// Queue of janitor runs (retention purges, Redis task data), one per scheduled slot.
+pub const JANITOR: &str = "janitor";
 /// Every queue, in the order the dispatcher serves them.
-pub const ALL_QUEUES: [&str; 3] = [EVENT_FAN_OUT, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS];
+pub const ALL_QUEUES: [&str; 4] = [EVENT_FAN_OUT, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS, JANITOR];
 
 /// apalis heartbeat: a SIGKILLed worker's prefetched tasks are re-enqueued by its peers after
 /// `HEARTBEAT * MISSED_HEARTBEATS` (apalis' default is 300 s).

@@ -157,12 +157,12 @@ async fn bad_order_input_is_rejected_precisely_and_writes_nothing() {
     big["notes"] = json!("n".repeat(2 * 1024 * 1024));
     problem(post(big).await.unwrap(), 413, "body_too_large", None).await;
 
-    // Nothing of any of that was written.
+    // Nothing of any of that was written (the janitor's periodic jobs are the worker's own).
     for table in [
         "orders",
         "order_events",
         "events",
-        "jobs",
+        "jobs WHERE queue <> 'janitor'",
         "webhook_messages",
     ] {
         let n: i64 =

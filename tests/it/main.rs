@@ -21,5 +21,6 @@ mod rate_limits;
 mod replays;
 mod retention;
 mod retries;
+mod scheduler;
 mod signing;
 mod ssrf;

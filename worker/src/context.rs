@@ -13,6 +13,7 @@ use switchyard_shared::{
     dispatch::{Dispatcher, FastPath},
     jobs::ClaimedJob,
     net::Egress,
+    retention::RetentionConfig,
     webhooks::{
         breaker::BreakerPolicy,
         delivery::{HealthPolicy, Policy},
@@ -39,6 +40,9 @@ pub struct Ctx {
     /// Backoff of runs that end in an error: doubles from `retry_delay` up to `retry_max_delay`.
     pub retry_delay: Duration,
     pub retry_max_delay: Duration,
+    /// What the janitor purges, and after how long.
+    pub retention: RetentionConfig,
+    pub idempotency_ttl: Duration,
     held: Mutex<HashSet<Uuid>>,
 }
 
@@ -53,6 +57,8 @@ impl Ctx {
         owner: String,
     ) -> Arc<Self> {
         Arc::new(Ctx {
+            retention: common.retention.clone(),
+            idempotency_ttl: common.idempotency_ttl,
             pool,
             dispatcher,
             fast_path,

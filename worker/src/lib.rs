@@ -15,6 +15,7 @@ use switchyard_shared::{
     dispatch::{Dispatcher, FastPath},
     jobs as ledger,
     queue::{self, JobTask},
+    schedule::{self, CatchUp, Every, Schedule},
     services::Services,
 };
 use tokio::task::JoinSet;
@@ -74,6 +75,7 @@ pub async fn run(
         (queue::EVENT_FAN_OUT, cfg.event_concurrency),
         (queue::WEBHOOK_DELIVERIES, cfg.delivery_concurrency),
         (queue::WEBHOOK_REPLAYS, 2),
+        (queue::JANITOR, 1),
     ] {
         let apalis_cfg = services
             .queues
@@ -174,32 +176,15 @@ fn spawn_background(
                 .map(|_| ())
         }
     });
-    let (queues, pool, retention, idempotency_ttl) = (
-        services.queues.clone(),
-        services.pool.clone(),
-        services.config.retention.clone(),
-        services.config.idempotency_ttl,
-    );
-    every(
-        loops,
-        "janitor",
-        cfg.janitor_interval,
-        shutdown,
-        move || {
-            let (queues, pool, retention) = (queues.clone(), pool.clone(), retention.clone());
-            async move {
-                for q in queue::ALL_QUEUES {
-                    queues.sweep_finished(q).await?;
-                }
-                let purged =
-                    switchyard_shared::retention::purge(&pool, &retention, idempotency_ttl).await?;
-                if purged.total() > 0 {
-                    tracing::debug!(rows = purged.total(), "retention purge");
-                }
-                Ok(())
-            }
-        },
-    );
+    // Periodic jobs: each slot enqueued once cluster-wide, whichever replicas run.
+    let schedules = vec![Schedule {
+        id: "janitor".into(),
+        queue: queue::JANITOR,
+        every: Every::Interval(cfg.janitor_interval),
+        catch_up: CatchUp::SkipOlderThan(cfg.janitor_interval * 3),
+        max_attempts: jobs::janitor::MAX_ATTEMPTS,
+    }];
+    loops.spawn(scheduler(ctx.clone(), schedules, shutdown.clone()));
     let queues = services.queues.clone();
     // SCANs the keyspace, so it runs far less often than the janitor.
     every(
@@ -246,6 +231,38 @@ fn spawn_background(
             }
         },
     );
+}
+
+/// Enqueues the schedules' due slots, then sleeps until the next one is due (at most 5 s, so
+/// a replica that lost a race or a transaction still looks again soon).
+async fn scheduler(ctx: Arc<Ctx>, schedules: Vec<Schedule>, token: CancellationToken) {
+    let mut last_log: Option<std::time::Instant> = None;
+    loop {
+        let mut sleep = Duration::from_secs(5);
+        for s in &schedules {
+            match schedule::enqueue_due(&ctx.pool, s).await {
+                Ok(e) => {
+                    if !e.tasks.is_empty() {
+                        ctx.fast_path.push(s.queue, e.tasks);
+                    }
+                    if let Some(next) = e.next_in {
+                        sleep = sleep.min(next);
+                    }
+                }
+                Err(e) if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+                    tracing::warn!(schedule = %s.id, error = %e, "scheduler failed; retrying");
+                    last_log = Some(std::time::Instant::now());
+                }
+                Err(_) => {}
+            }
+        }
+        // A few milliseconds past the slot, so the database clock has reached it.
+        let sleep = sleep + Duration::from_millis(5);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
 }
 
 /// Runs `f` every `period` until `token` fires; errors are logged at most every 10 s per loop.

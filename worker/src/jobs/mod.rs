@@ -10,6 +10,7 @@
 //! expires and the reconciler hands the job out again; that run counts as an attempt too.
 
 mod event_fan_out;
+pub mod janitor;
 mod webhook_deliveries;
 mod webhook_replays;
 
@@ -18,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::{EVENT_FAN_OUT, JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
+    queue::{EVENT_FAN_OUT, JANITOR, JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
 };
 
 use crate::context::Ctx;
@@ -46,6 +47,7 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
             EVENT_FAN_OUT => event_fan_out::run(&ctx, &job).await,
             WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
             WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
+            JANITOR => janitor::run(&ctx, &job).await,
             other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
         }
     };

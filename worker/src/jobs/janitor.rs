@@ -1,0 +1,25 @@
+//! `janitor`: one run per scheduled slot, cluster-wide (shared::schedule): finished task data
+//! out of Redis (apalis keeps it forever otherwise) and every table's retention purge.
+
+use switchyard_shared::{
+    jobs::{self, ClaimedJob, Outcome},
+    queue, retention,
+};
+
+use crate::context::Ctx;
+
+/// A failed run is retried like any job; the next slot runs anyway.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
+    for q in queue::ALL_QUEUES {
+        ctx.dispatcher.queues().sweep_finished(q).await?;
+    }
+    let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl).await?;
+    if purged.total() > 0 {
+        tracing::debug!(rows = purged.total(), "retention purge");
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    jobs::finish(&mut conn, job, &ctx.owner, &Outcome::Succeeded).await?;
+    Ok(())
+}
