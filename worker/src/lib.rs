@@ -71,12 +71,8 @@ pub async fn run(
     spawn_background(&mut loops, &services, &cfg, &ctx, &shutdown, &after);
 
     let mut monitor = Monitor::new();
-    for (queue, concurrency) in [
-        (queue::EVENT_FAN_OUT, cfg.event_concurrency),
-        (queue::WEBHOOK_DELIVERIES, cfg.delivery_concurrency),
-        (queue::WEBHOOK_REPLAYS, 2),
-        (queue::JANITOR, 1),
-    ] {
+    for kind in jobs::KINDS {
+        let (queue, concurrency) = (kind.queue, (kind.concurrency)(&cfg));
         let apalis_cfg = services
             .queues
             .apalis_config(queue, concurrency.clamp(1, 32));

@@ -6,6 +6,7 @@ use switchyard_shared::{
     webhooks::messages,
 };
 
+use super::Kind;
 use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
@@ -54,3 +55,11 @@ pub async fn on_dead(
 ) -> switchyard_shared::Result<()> {
     messages::mark_fan_out_failed(conn, job.subject_id, error).await
 }
+
+/// The queue's entry in the registry ([`super::KINDS`]).
+pub const KIND: Kind = Kind {
+    queue: EVENT_FAN_OUT,
+    concurrency: |cfg| cfg.event_concurrency,
+    run: |ctx, job| Box::pin(run(ctx, job)),
+    on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),
+};

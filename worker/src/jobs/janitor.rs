@@ -6,6 +6,7 @@ use switchyard_shared::{
     queue, retention,
 };
 
+use super::Kind;
 use crate::context::Ctx;
 
 /// A failed run is retried like any job; the next slot runs anyway.
@@ -23,3 +24,11 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     jobs::finish(&mut conn, job, &ctx.owner, &Outcome::Succeeded).await?;
     Ok(())
 }
+
+/// The queue's entry in the registry ([`super::KINDS`]): one run at a time per worker.
+pub const KIND: Kind = Kind {
+    queue: queue::JANITOR,
+    concurrency: |_| 1,
+    run: |ctx, job| Box::pin(run(ctx, job)),
+    on_dead: |_, _, _| Box::pin(async { Ok(()) }),
+};

@@ -14,15 +14,45 @@ pub mod janitor;
 mod webhook_deliveries;
 mod webhook_replays;
 
+use futures::future::BoxFuture;
+use switchyard_shared::config::WorkerConfig;
+
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::{EVENT_FAN_OUT, JANITOR, JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
+    queue::JobTask,
 };
 
 use crate::context::Ctx;
+
+/// A job kind: its queue, how many of its jobs one worker runs at once, what a run does, and
+/// what its death does to the row it owned. Declared next to its handler, one file per kind.
+pub struct Kind {
+    pub queue: &'static str,
+    pub concurrency: fn(&WorkerConfig) -> usize,
+    pub run: for<'a> fn(&'a Ctx, &'a ClaimedJob) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+    pub on_dead: for<'a> fn(
+        &'a mut sqlx::PgConnection,
+        &'a ClaimedJob,
+        &'a str,
+    ) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+}
+
+/// The registry: every job kind the worker runs. The consumers (`crate::run`), dispatching a
+/// task to its handler and a dead job's clean-up all come from here; adding a queue is its
+/// file, its name in `queue::ALL_QUEUES` and its line here.
+pub const KINDS: &[Kind] = &[
+    event_fan_out::KIND,
+    webhook_deliveries::KIND,
+    webhook_replays::KIND,
+    janitor::KIND,
+];
+
+fn kind(queue: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.queue == queue)
+}
 
 /// apalis entry point for every queue. Returns an error only when the claim itself could not
 /// be made (Postgres unreachable): apalis then retries the task shortly.
@@ -43,12 +73,9 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         );
         bury(&ctx, &job, error).await
     } else {
-        match job.queue.as_str() {
-            EVENT_FAN_OUT => event_fan_out::run(&ctx, &job).await,
-            WEBHOOK_DELIVERIES => webhook_deliveries::run(&ctx, &job).await,
-            WEBHOOK_REPLAYS => webhook_replays::run(&ctx, &job).await,
-            JANITOR => janitor::run(&ctx, &job).await,
-            other => Err(anyhow::anyhow!("no handler for queue `{other}`").into()),
+        match kind(&job.queue) {
+            Some(k) => (k.run)(&ctx, &job).await,
+            None => Err(anyhow::anyhow!("no handler for queue `{}`", job.queue).into()),
         }
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
@@ -103,11 +130,9 @@ async fn on_dead(
     job: &ClaimedJob,
     error: &str,
 ) -> switchyard_shared::Result<()> {
-    match job.queue.as_str() {
-        EVENT_FAN_OUT => event_fan_out::on_dead(conn, job, error).await,
-        WEBHOOK_DELIVERIES => webhook_deliveries::on_dead(conn, job).await,
-        WEBHOOK_REPLAYS => webhook_replays::on_dead(conn, job, error).await,
-        _ => Ok(()),
+    match kind(&job.queue) {
+        Some(k) => (k.on_dead)(conn, job, error).await,
+        None => Ok(()),
     }
 }
 
@@ -124,6 +149,16 @@ fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every queue the ledger knows has exactly one kind that runs it.
+    #[test]
+    fn the_registry_covers_every_queue_once() {
+        let mut registered: Vec<&str> = KINDS.iter().map(|k| k.queue).collect();
+        registered.sort();
+        let mut queues = switchyard_shared::queue::ALL_QUEUES.to_vec();
+        queues.sort();
+        assert_eq!(registered, queues);
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {

@@ -3,13 +3,14 @@
 use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Outcome},
-    queue::EVENT_FAN_OUT,
+    queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::{
         breaker::{self, Transition},
         delivery, operational, record, send,
     },
 };
 
+use super::Kind;
 use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
@@ -145,3 +146,11 @@ async fn end(
     record::end_without_attempt(&mut conn, job, &ctx.owner, &outcome, close).await?;
     Ok(())
 }
+
+/// The queue's entry in the registry ([`super::KINDS`]).
+pub const KIND: Kind = Kind {
+    queue: WEBHOOK_DELIVERIES,
+    concurrency: |cfg| cfg.delivery_concurrency,
+    run: |ctx, job| Box::pin(run(ctx, job)),
+    on_dead: |conn, job, _| Box::pin(on_dead(conn, job)),
+};

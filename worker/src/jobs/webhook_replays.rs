@@ -2,9 +2,11 @@
 
 use switchyard_shared::{
     jobs::ClaimedJob,
+    queue::WEBHOOK_REPLAYS,
     webhooks::replays::{self, Step},
 };
 
+use super::Kind;
 use crate::context::Ctx;
 
 pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
@@ -26,3 +28,12 @@ pub async fn on_dead(
 ) -> switchyard_shared::Result<()> {
     replays::mark_failed(conn, job.subject_id, error).await
 }
+
+/// The queue's entry in the registry ([`super::KINDS`]): replays are paced, two at a time
+/// per worker are plenty.
+pub const KIND: Kind = Kind {
+    queue: WEBHOOK_REPLAYS,
+    concurrency: |_| 2,
+    run: |ctx, job| Box::pin(run(ctx, job)),
+    on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),
+};
