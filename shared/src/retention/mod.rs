@@ -5,8 +5,8 @@
 //! instead of fighting over rows. Delivery attempts (the biggest rows: up to 64 KiB of partner
 //! response each) live in day partitions that are dropped whole ([`partitions`]).
 //!
-//! Configuration tables (tenants, API keys, endpoints until deleted, event types) are not
-//! purged: they grow with customers, not with traffic.
+//! Configuration tables (tenants, API keys, endpoints until deleted, event types, schedules) are
+//! not purged: they grow with customers, not with traffic.
 
 pub mod partitions;
 

@@ -48,14 +48,14 @@ pub struct Loaded {
     pub event: OutboxEvent,
     /// Enabled endpoints of the event's tenant, mode and audience.
     pub subscriptions: Vec<Subscription>,
-    /// The event before this one with the same ordering key has not been fanned out yet (and
-    /// has not given up): this one waits, so each endpoint gets a key's events in order.
+    /// The latest earlier event with the same ordering key whose fan-out has not given up is
+    /// not fanned out yet: this one waits, so each endpoint gets a key's events in order.
     pub waiting: bool,
 }
 
 /// The event, the enabled endpoints of its audience, and whether the previous event of its
-/// ordering key is still to be fanned out, in one round trip. The previous one is enough: it
-/// waited for its own predecessor in turn.
+/// ordering key (skipping those whose fan-out gave up) is still to be fanned out, in one round
+/// trip. The previous one is enough: it waited for its own predecessor in turn.
 pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     let row = sqlx::query_as::<_, EventRow>(
         "SELECT e.id, e.tenant_id, e.type, e.data, e.ordering_key, e.seq, e.occurred_at,
@@ -70,12 +70,12 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
                                                              AND w.id IS DISTINCT FROM e.endpoint_id
                                      ELSE w.id = e.endpoint_id END), '[]'::json)
                     AS subscriptions,
-                COALESCE((SELECT p.fan_out_failed_at IS NULL
-                                 AND NOT EXISTS (SELECT 1 FROM webhook_messages m
-                                                  WHERE m.event_id = p.id)
+                COALESCE((SELECT NOT EXISTS (SELECT 1 FROM webhook_messages m
+                                              WHERE m.event_id = p.id)
                             FROM events p
                            WHERE p.tenant_id = e.tenant_id AND p.mode = e.mode
                              AND p.ordering_key = e.ordering_key AND p.seq < e.seq
+                             AND p.fan_out_failed_at IS NULL
                            ORDER BY p.seq DESC LIMIT 1), false) AS waiting
            FROM events e WHERE e.id = $1",
     )
