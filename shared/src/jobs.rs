@@ -100,6 +100,23 @@ pub struct ClaimedJob {
     pub last_error: Option<String>,
 }
 
+/// A job this process holds: the job and the owner its lease is held under. Every statement
+/// that moves the job, or a row the job owns, is gated on both (docs/architecture.md §2.6), so
+/// this one value is what a run passes around.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub job: ClaimedJob,
+    pub owner: String,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = ClaimedJob;
+
+    fn deref(&self) -> &ClaimedJob {
+        &self.job
+    }
+}
+
 impl ClaimedJob {
     /// Runs that died without recording an outcome (SIGKILL, lost lease, a handler error) used
     /// up the attempts: the job must end now.
@@ -114,7 +131,7 @@ pub async fn claim(
     task: JobTask,
     owner: &str,
     lease: Duration,
-) -> Result<Option<ClaimedJob>> {
+) -> Result<Option<Lease>> {
     let job = sqlx::query_as::<_, ClaimedJob>(
         "UPDATE jobs
             SET state = 'running', attempt = attempt + 1, lease_owner = $3,
@@ -128,7 +145,10 @@ pub async fn claim(
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    Ok(job)
+    Ok(job.map(|job| Lease {
+        job,
+        owner: owner.to_owned(),
+    }))
 }
 
 /// What became of a run.
@@ -186,12 +206,7 @@ pub(crate) use insert_jobs_sql;
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds `$1..$6` of `finish_sql!()`.
-pub fn bind_finish<'q>(
-    query: PgQuery<'q>,
-    job: &'q ClaimedJob,
-    owner: &'q str,
-    outcome: &'q Outcome,
-) -> PgQuery<'q> {
+pub fn bind_finish<'q>(query: PgQuery<'q>, job: &'q Lease, outcome: &'q Outcome) -> PgQuery<'q> {
     let (state, after, error): (&str, Option<f64>, Option<&str>) = match outcome {
         Outcome::Succeeded => ("succeeded", None, None),
         Outcome::Retry { after, error } => ("pending", Some(after.as_secs_f64()), Some(error)),
@@ -201,20 +216,15 @@ pub fn bind_finish<'q>(
     query
         .bind(job.id)
         .bind(job.dispatch_seq)
-        .bind(owner)
+        .bind(job.owner.as_str())
         .bind(state)
         .bind(after)
         .bind(error)
 }
 
 /// Records the outcome if this process still holds the lease; returns whether it did.
-pub async fn finish(
-    conn: &mut PgConnection,
-    job: &ClaimedJob,
-    owner: &str,
-    outcome: &Outcome,
-) -> Result<bool> {
-    let done = bind_finish(sqlx::query(finish_sql!()), job, owner, outcome)
+pub async fn finish(conn: &mut PgConnection, job: &Lease, outcome: &Outcome) -> Result<bool> {
+    let done = bind_finish(sqlx::query(finish_sql!()), job, outcome)
         .execute(conn)
         .await?
         .rows_affected();
@@ -240,15 +250,14 @@ pub(crate) use defer_sql;
 /// Binds `$1..$5` of `defer_sql!()`.
 pub(crate) fn bind_defer<'q>(
     query: PgQuery<'q>,
-    job: &'q ClaimedJob,
-    owner: &'q str,
+    job: &'q Lease,
     not_before: Option<DateTime<Utc>>,
     after: Duration,
 ) -> PgQuery<'q> {
     query
         .bind(job.id)
         .bind(job.dispatch_seq)
-        .bind(owner)
+        .bind(job.owner.as_str())
         .bind(not_before)
         .bind(after.as_secs_f64())
 }
@@ -256,12 +265,11 @@ pub(crate) fn bind_defer<'q>(
 /// Runs `defer_sql!()` alone; returns whether this process still held the lease.
 pub async fn defer(
     conn: &mut PgConnection,
-    job: &ClaimedJob,
-    owner: &str,
+    job: &Lease,
     not_before: Option<DateTime<Utc>>,
     after: Duration,
 ) -> Result<bool> {
-    let done = bind_defer(sqlx::query(defer_sql!()), job, owner, not_before, after)
+    let done = bind_defer(sqlx::query(defer_sql!()), job, not_before, after)
         .execute(conn)
         .await?
         .rows_affected();

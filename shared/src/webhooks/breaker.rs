@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::delivery::Target;
 use crate::{
     error::Result,
-    jobs::{self, ClaimedJob, defer_sql},
+    jobs::{self, ClaimedJob, Lease, defer_sql},
 };
 
 /// When to trip and how long to stay open.
@@ -50,8 +50,7 @@ pub fn parked_until(target: &Target, job: &ClaimedJob) -> Option<DateTime<Utc>> 
 /// attempt time. Returns whether this process still held the lease.
 pub async fn park(
     pool: &PgPool,
-    job: &ClaimedJob,
-    owner: &str,
+    job: &Lease,
     target: &Target,
     until: DateTime<Utc>,
 ) -> Result<bool> {
@@ -71,7 +70,7 @@ pub async fn park(
              WHERE id = $8 AND EXISTS (SELECT 1 FROM parked))
          SELECT EXISTS (SELECT 1 FROM parked)"
     ));
-    let parked: bool = jobs::bind_defer(query, job, owner, Some(until), Duration::ZERO)
+    let parked: bool = jobs::bind_defer(query, job, Some(until), Duration::ZERO)
         .bind(Uuid::now_v7())
         .bind(target.tenant_id)
         .bind(target.delivery_id)

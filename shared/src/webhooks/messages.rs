@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     error::Result,
     events::{self, types as event_types},
-    jobs::{self, ClaimedJob, NewJob, Outcome, finish_sql},
+    jobs::{self, Lease, NewJob, Outcome, finish_sql},
     queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 
@@ -140,8 +140,7 @@ struct FanOutRow {
 /// message × endpoint).
 pub async fn fan_out(
     pool: &PgPool,
-    job: &ClaimedJob,
-    owner: &str,
+    job: &Lease,
     event: &OutboxEvent,
     subs: &[Subscription],
     limits: &FanOutLimits,
@@ -217,7 +216,6 @@ pub async fn fan_out(
                   WHERE j.state = 'pending' AND t.room) AS pending"
         )),
         job,
-        owner,
         &Outcome::Succeeded,
     )
     .bind(Uuid::now_v7())

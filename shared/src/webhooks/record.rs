@@ -13,7 +13,7 @@ use super::{
 use crate::{
     error::Result,
     events::{NewEvent, events_json, insert_events_sql},
-    jobs::{self, ClaimedJob, Outcome, finish_sql},
+    jobs::{self, Lease, Outcome, finish_sql},
 };
 
 fn headers_json(h: &[(String, String)]) -> serde_json::Value {
@@ -127,8 +127,7 @@ static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
 /// logged even if the lease was lost meanwhile (it happened).
 pub async fn record(
     pool: &PgPool,
-    job: &ClaimedJob,
-    owner: &str,
+    job: &Lease,
     decision: &Decision,
     target: &Target,
     result: &AttemptResult,
@@ -137,7 +136,6 @@ pub async fn record(
     let query = jobs::bind_finish(
         sqlx::query(sqlx::AssertSqlSafe(RECORD_SQL.as_str())),
         job,
-        owner,
         &decision.outcome,
     );
     let row = bind_attempt(query, target, job.attempt, result)
@@ -198,8 +196,7 @@ pub async fn record_test(
 /// ends its delivery with `close` (`cancelled`, `failed`). Returns whether it matched.
 pub async fn end_without_attempt(
     conn: &mut PgConnection,
-    job: &ClaimedJob,
-    owner: &str,
+    job: &Lease,
     outcome: &Outcome,
     close: Option<(Uuid, &str)>,
 ) -> Result<bool> {
@@ -215,7 +212,6 @@ pub async fn end_without_attempt(
              SELECT EXISTS (SELECT 1 FROM fin)"
         )),
         job,
-        owner,
         outcome,
     )
     .bind(close.map(|c| c.0))

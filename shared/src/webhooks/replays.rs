@@ -14,7 +14,7 @@ use crate::events::types::{self as event_types, EventTypePattern};
 use crate::{
     error::{Error, Result},
     input::Int,
-    jobs::{self, ClaimedJob, NewJob, Outcome, insert_jobs_sql},
+    jobs::{self, Lease, NewJob, Outcome, insert_jobs_sql},
     queue::{JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
     tenants::Scope,
 };
@@ -251,7 +251,7 @@ const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Schedules the replay's next batch and records its progress, in one transaction with the
 /// job's transition (finished after the last batch, deferred a second otherwise): a run that
 /// lost its lease rolls back and changes nothing.
-pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<Step> {
+pub async fn run_batch(pool: &PgPool, job: &Lease) -> Result<Step> {
     let mut tx = pool.begin().await?;
     let r: Option<Running> = sqlx::query_as(
         "SELECT tenant_id, mode, endpoint_id, since, until, event_types, statuses,
@@ -262,7 +262,7 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
     .fetch_optional(&mut *tx)
     .await?;
     let Some(r) = r.filter(|r| r.state == "running") else {
-        if jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await? {
+        if jobs::finish(&mut tx, job, &Outcome::Succeeded).await? {
             tx.commit().await?;
         }
         return Ok(Step::Done);
@@ -342,9 +342,9 @@ pub async fn run_batch(pool: &PgPool, job: &ClaimedJob, owner: &str) -> Result<S
     .execute(&mut *tx)
     .await?;
     let held = if done {
-        jobs::finish(&mut tx, job, owner, &Outcome::Succeeded).await?
+        jobs::finish(&mut tx, job, &Outcome::Succeeded).await?
     } else {
-        jobs::defer(&mut tx, job, owner, None, BATCH_PAUSE).await?
+        jobs::defer(&mut tx, job, None, BATCH_PAUSE).await?
     };
     if !held {
         // Another run holds the job: drop this batch (the transaction rolls back).

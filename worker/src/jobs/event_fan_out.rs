@@ -1,7 +1,7 @@
 //! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
 use switchyard_shared::{
-    jobs::{self, ClaimedJob, Outcome},
+    jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::messages,
 };
@@ -9,26 +9,25 @@ use switchyard_shared::{
 use super::Kind;
 use crate::{ORDERING_RETRY, context::Ctx};
 
-pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
+pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     let Some(loaded) = messages::load(&ctx.pool, job.subject_id).await? else {
         let mut conn = ctx.pool.acquire().await?;
         let outcome = Outcome::Cancelled {
             reason: "event no longer exists".into(),
         };
-        jobs::finish(&mut conn, job, &ctx.owner, &outcome).await?;
+        jobs::finish(&mut conn, job, &outcome).await?;
         return Ok(());
     };
     if loaded.waiting {
         // An earlier event of its ordering key goes first; try again shortly.
         let mut conn = ctx.pool.acquire().await?;
-        jobs::defer(&mut conn, job, &ctx.owner, None, ORDERING_RETRY).await?;
+        jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => EVENT_FAN_OUT).increment(1);
         return Ok(());
     }
     let fan_out = messages::fan_out(
         &ctx.pool,
         job,
-        &ctx.owner,
         &loaded.event,
         &loaded.subscriptions,
         &ctx.fan_out,

@@ -2,7 +2,7 @@
 //! out of Redis (apalis keeps it forever otherwise) and every table's retention purge.
 
 use switchyard_shared::{
-    jobs::{self, ClaimedJob, Outcome},
+    jobs::{self, Lease, Outcome},
     queue, retention,
 };
 
@@ -12,7 +12,7 @@ use crate::context::Ctx;
 /// A failed run is retried like any job; the next slot runs anyway.
 pub const MAX_ATTEMPTS: i32 = 3;
 
-pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
+pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     for q in queue::ALL_QUEUES {
         ctx.dispatcher.queues().sweep_finished(q).await?;
     }
@@ -21,7 +21,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         tracing::debug!(rows = purged.total(), "retention purge");
     }
     let mut conn = ctx.pool.acquire().await?;
-    jobs::finish(&mut conn, job, &ctx.owner, &Outcome::Succeeded).await?;
+    jobs::finish(&mut conn, job, &Outcome::Succeeded).await?;
     Ok(())
 }
 

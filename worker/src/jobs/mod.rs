@@ -21,7 +21,7 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
-    jobs::{self, ClaimedJob, Outcome},
+    jobs::{self, ClaimedJob, Lease, Outcome},
     queue::JobTask,
 };
 
@@ -32,7 +32,7 @@ use crate::context::Ctx;
 pub struct Kind {
     pub queue: &'static str,
     pub concurrency: fn(&WorkerConfig) -> usize,
-    pub run: for<'a> fn(&'a Ctx, &'a ClaimedJob) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+    pub run: for<'a> fn(&'a Ctx, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<()>>,
     pub on_dead: for<'a> fn(
         &'a mut sqlx::PgConnection,
         &'a ClaimedJob,
@@ -94,7 +94,7 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
 
 /// Records a run that ended in an error: a retry after a backoff, or, on the last attempt,
 /// the job's death.
-async fn fail(ctx: &Ctx, job: &ClaimedJob, error: String) -> switchyard_shared::Result<()> {
+async fn fail(ctx: &Ctx, job: &Lease, error: String) -> switchyard_shared::Result<()> {
     if job.attempt >= job.max_attempts {
         return bury(
             ctx,
@@ -105,17 +105,17 @@ async fn fail(ctx: &Ctx, job: &ClaimedJob, error: String) -> switchyard_shared::
     }
     let after = backoff(job.attempt, ctx.retry_delay, ctx.retry_max_delay);
     let mut conn = ctx.pool.acquire().await?;
-    jobs::finish(&mut conn, job, &ctx.owner, &Outcome::Retry { after, error }).await?;
+    jobs::finish(&mut conn, job, &Outcome::Retry { after, error }).await?;
     Ok(())
 }
 
 /// Ends a job for good and closes the domain row it works on, in one transaction.
-async fn bury(ctx: &Ctx, job: &ClaimedJob, error: String) -> switchyard_shared::Result<()> {
+async fn bury(ctx: &Ctx, job: &Lease, error: String) -> switchyard_shared::Result<()> {
     let mut tx = ctx.pool.begin().await?;
     let outcome = Outcome::Dead {
         error: error.clone(),
     };
-    if jobs::finish(&mut tx, job, &ctx.owner, &outcome).await? {
+    if jobs::finish(&mut tx, job, &outcome).await? {
         on_dead(&mut tx, job, &error).await?;
         metrics::counter!("switchyard_jobs_dead_total", "queue" => job.queue.clone()).increment(1);
         tracing::error!(job_id = %job.id, queue = %job.queue, %error, "job is dead");

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use switchyard_shared::{
-    jobs::{self, ClaimedJob, Outcome},
+    jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::{
         breaker::{self, Transition},
@@ -13,7 +13,7 @@ use switchyard_shared::{
 use super::Kind;
 use crate::{ORDERING_RETRY, context::Ctx};
 
-pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
+pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
     let Some(target) = target.filter(|t| t.delivery_status == "pending") else {
         // Already finished (a duplicate run) or gone: nothing to send.
@@ -30,7 +30,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
         return end(ctx, job, close, reason).await;
     }
     if let Some(until) = breaker::parked_until(&target, job) {
-        breaker::park(&ctx.pool, job, &ctx.owner, &target, until).await?;
+        breaker::park(&ctx.pool, job, &target, until).await?;
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
             .increment(1);
         return Ok(());
@@ -38,7 +38,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint is still pending: it goes first.
         let mut conn = ctx.pool.acquire().await?;
-        jobs::defer(&mut conn, job, &ctx.owner, Some(until), ORDERING_RETRY).await?;
+        jobs::defer(&mut conn, job, Some(until), ORDERING_RETRY).await?;
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_deliveries")
             .increment(1);
         return Ok(());
@@ -54,16 +54,7 @@ pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
     .await;
     let schedule = target.schedule(&ctx.policy);
     let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy);
-    let recorded = record::record(
-        &ctx.pool,
-        job,
-        &ctx.owner,
-        &decision,
-        &target,
-        &result,
-        &ctx.health,
-    )
-    .await?;
+    let recorded = record::record(&ctx.pool, job, &decision, &target, &result, &ctx.health).await?;
     let label = if result.succeeded() {
         "succeeded"
     } else {
@@ -135,7 +126,7 @@ async fn operational(
 /// Cancels the job without an attempt, closing its delivery only if the job's transition matched.
 async fn end(
     ctx: &Ctx,
-    job: &ClaimedJob,
+    job: &Lease,
     close: Option<(uuid::Uuid, &str)>,
     reason: &str,
 ) -> switchyard_shared::Result<()> {
@@ -143,7 +134,7 @@ async fn end(
     let outcome = Outcome::Cancelled {
         reason: reason.to_owned(),
     };
-    record::end_without_attempt(&mut conn, job, &ctx.owner, &outcome, close).await?;
+    record::end_without_attempt(&mut conn, job, &outcome, close).await?;
     Ok(())
 }
 

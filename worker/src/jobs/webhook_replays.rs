@@ -1,7 +1,7 @@
 //! `webhook_replays`: one batch of a bulk replay per run, then wait a second for the next.
 
 use switchyard_shared::{
-    jobs::ClaimedJob,
+    jobs::{ClaimedJob, Lease},
     queue::WEBHOOK_REPLAYS,
     webhooks::replays::{self, Step},
 };
@@ -9,8 +9,8 @@ use switchyard_shared::{
 use super::Kind;
 use crate::context::Ctx;
 
-pub async fn run(ctx: &Ctx, job: &ClaimedJob) -> switchyard_shared::Result<()> {
-    let step = replays::run_batch(&ctx.pool, job, &ctx.owner).await?;
+pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
+    let step = replays::run_batch(&ctx.pool, job).await?;
     // The batch's deliveries are pending in their endpoint's group.
     ctx.dispatcher.wake();
     if step == Step::Again {
