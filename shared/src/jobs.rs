@@ -63,14 +63,14 @@ pub async fn insert_unique(
     jobs: &[(NewJob, String)],
 ) -> Result<Vec<JobTask>> {
     let (new, keys): (Vec<NewJob>, Vec<String>) = jobs.iter().cloned().unzip();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, unique_key, state,
-                           dispatch_seq, queued_at)
-         SELECT t.*, 'queued', 1, now()
-           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[], $6::text[]) AS t
-         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-         RETURNING id",
-    )
+    let inserted: Vec<Uuid> = sqlx::query_scalar(concat!(
+        insert_jobs_from_sql!(
+            "SELECT t.id, t.q, t.tenant, t.subject, t.ma, NULL, now(), 'queued', 1, now(), t.k
+                   FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[],
+                               $6::text[]) AS t(id, q, tenant, subject, ma, k)"
+        ),
+        " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+    ))
     .bind(new.iter().map(|j| j.id).collect::<Vec<_>>())
     .bind(new.iter().map(|j| j.queue).collect::<Vec<_>>())
     .bind(new.iter().map(|j| j.tenant_id).collect::<Vec<_>>())
@@ -196,12 +196,29 @@ pub(crate) use finish_sql;
 /// together with its business rows.
 macro_rules! insert_jobs_sql {
     () => {
-        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, dispatch_seq, queued_at)
-         SELECT t.*, 'queued', 1, now()
-           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[]) AS t"
+        $crate::jobs::insert_jobs_from_sql!(
+            "SELECT t.*, NULL, now(), 'queued', 1, now(), NULL
+               FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[]) AS t"
+        )
     };
 }
 pub(crate) use insert_jobs_sql;
+
+/// The ledger's one `INSERT INTO jobs`: every job row is written by it, embedded in the
+/// statement that creates the job's work. `$select` yields per job, in this order: id, queue,
+/// tenant, subject, max attempts, dispatch group (or NULL), `run_at`, state (`queued`, pushed
+/// right after commit, with `dispatch_seq` 1 and `queued_at` now; or `pending`, for the
+/// dispatcher, with 0 and NULL), `dispatch_seq`, `queued_at`, unique key (or NULL).
+macro_rules! insert_jobs_from_sql {
+    ($select:literal) => {
+        concat!(
+            "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key, run_at,
+                               state, dispatch_seq, queued_at, unique_key) ",
+            $select
+        )
+    };
+}
+pub(crate) use insert_jobs_from_sql;
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 

@@ -11,6 +11,7 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     events::{self, Audience, NewEvent, Source, types::EventTypeName},
+    jobs::insert_jobs_from_sql,
     net::Egress,
     queue::WEBHOOK_DELIVERIES,
     tenants::Scope,
@@ -175,15 +176,17 @@ pub async fn retry(
         ));
     }
     // Pending in the endpoint's dispatch group: the dispatcher admits it under its caps.
-    sqlx::query(
-        "WITH j AS (
-            INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key)
-            SELECT $1, $2, d.tenant_id, d.id, $3, d.endpoint_id
-              FROM webhook_deliveries d WHERE d.id = $4)
-         UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
-                updated_at = now()
-          WHERE id = $4",
-    )
+    sqlx::query(concat!(
+        "WITH j AS (",
+        insert_jobs_from_sql!(
+            "SELECT $1, $2, d.tenant_id, d.id, $3, d.endpoint_id, now(), 'pending', 0, NULL,
+                        NULL
+                   FROM webhook_deliveries d WHERE d.id = $4"
+        ),
+        ") UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
+                      updated_at = now()
+                WHERE id = $4"
+    ))
     .bind(Uuid::now_v7())
     .bind(WEBHOOK_DELIVERIES)
     .bind(max_attempts.unwrap_or(default_max_attempts))

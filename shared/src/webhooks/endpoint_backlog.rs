@@ -6,7 +6,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::endpoints::{Endpoint, MANUAL_MAX_ATTEMPTS};
-use crate::{error::Result, events::types as event_types, tenants::Scope};
+use crate::{
+    error::Result, events::types as event_types, jobs::insert_jobs_from_sql, tenants::Scope,
+};
 
 /// Most messages one `replay_missed` schedules.
 const REPLAY_LIMIT: i64 = 10_000;
@@ -51,7 +53,7 @@ pub(super) async fn replay_since(
         .retry_schedule
         .as_ref()
         .map_or(MANUAL_MAX_ATTEMPTS, |s| s.len() as i32 + 1);
-    let n = sqlx::query(
+    let n = sqlx::query(concat!(
         "WITH d AS (
             INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, ordering_key,
                                             ordering_seq)
@@ -60,10 +62,12 @@ pub(super) async fn replay_since(
             ON CONFLICT (message_id, endpoint_id) DO UPDATE
                SET status = 'pending', next_attempt_at = now(), updated_at = now()
              WHERE webhook_deliveries.status = 'cancelled'
-            RETURNING id)
-         INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key)
-         SELECT gen_random_uuid(), $7, $1, d.id, $8, $2 FROM d",
-    )
+            RETURNING id)",
+        insert_jobs_from_sql!(
+            "SELECT gen_random_uuid(), $7, $1, d.id, $8, $2, now(), 'pending', 0, NULL, NULL
+                   FROM d"
+        )
+    ))
     .bind(scope.tenant_id)
     .bind(endpoint.id)
     .bind(wanted.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())

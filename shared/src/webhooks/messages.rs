@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     error::Result,
     events::{self, types as event_types},
-    jobs::{self, Lease, NewJob, Outcome, finish_sql},
+    jobs::{self, Lease, NewJob, Outcome, finish_sql, insert_jobs_from_sql},
     queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 
@@ -201,15 +201,15 @@ pub async fn fan_out(
                   CROSS JOIN LATERAL (
                       SELECT count(*) AS c FROM jobs x
                        WHERE x.group_key = u.e AND x.state IN ('queued', 'running')) n),
-             j AS (
-                INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key,
-                                  run_at, state, dispatch_seq, queued_at)
-                SELECT t.j, $15, $8, d.id, t.ma, t.e, t.run_at,
-                       CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
-                       CASE WHEN t.fast THEN 1 ELSE 0 END,
-                       CASE WHEN t.fast THEN now() END
-                  FROM d JOIN t ON t.d = d.id
-                RETURNING id, state)
+             j AS (",
+            insert_jobs_from_sql!(
+                "SELECT t.j, $15, $8, d.id, t.ma, t.e, t.run_at,
+                        CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
+                        CASE WHEN t.fast THEN 1 ELSE 0 END,
+                        CASE WHEN t.fast THEN now() END, NULL
+                   FROM d JOIN t ON t.d = d.id"
+            ),
+            " RETURNING id, state)
          SELECT EXISTS (SELECT 1 FROM fin) AS finished,
                 ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
                 (SELECT count(*) FROM j JOIN t ON t.j = j.id

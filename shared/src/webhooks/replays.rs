@@ -14,7 +14,7 @@ use crate::events::types::{self as event_types, EventTypePattern};
 use crate::{
     error::{Error, Result},
     input::Int,
-    jobs::{self, Lease, NewJob, Outcome, insert_jobs_sql},
+    jobs::{self, Lease, NewJob, Outcome, insert_jobs_from_sql, insert_jobs_sql},
     queue::{JobTask, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS},
     tenants::Scope,
 };
@@ -296,7 +296,7 @@ pub async fn run_batch(pool: &PgPool, job: &Lease) -> Result<Step> {
     let scheduled = if wanted.is_empty() {
         0
     } else {
-        sqlx::query(
+        sqlx::query(concat!(
             "WITH d AS (
                 INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
                                                 ordering_key, ordering_seq)
@@ -305,10 +305,12 @@ pub async fn run_batch(pool: &PgPool, job: &Lease) -> Result<Step> {
                 ON CONFLICT (message_id, endpoint_id) DO UPDATE
                    SET status = 'pending', next_attempt_at = now(), updated_at = now()
                  WHERE webhook_deliveries.status <> 'pending'
-                RETURNING id)
-             INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key)
-             SELECT gen_random_uuid(), $7, $1, d.id, $8, $2 FROM d",
-        )
+                RETURNING id)",
+            insert_jobs_from_sql!(
+                "SELECT gen_random_uuid(), $7, $1, d.id, $8, $2, now(), 'pending', 0, NULL, NULL
+                   FROM d"
+            )
+        ))
         .bind(r.tenant_id)
         .bind(r.endpoint_id)
         .bind(wanted.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
