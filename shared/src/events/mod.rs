@@ -28,9 +28,10 @@ use crate::{jobs::NewJob, mode::Mode, queue::EVENT_FAN_OUT};
 pub const FAN_OUT_MAX_ATTEMPTS: i32 = 25;
 
 /// Who produced an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Source {
     /// A partner, with `POST /v1/events`.
     Api,

@@ -13,12 +13,13 @@ use crate::{
 };
 
 /// An event as partners see it.
-#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
 pub struct Event {
     /// `evt_…`.
     pub id: String,
     #[serde(rename = "type")]
     #[oai(rename = "type")]
+    #[sqlx(rename = "type")]
     pub event_type: String,
     /// The payload webhooks carry as `data`.
     pub data: serde_json::Value,
@@ -47,38 +48,10 @@ impl Event {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: Uuid,
-    #[sqlx(rename = "type")]
-    event_type: String,
-    data: serde_json::Value,
-    ordering_key: Option<String>,
-    source: String,
-    occurred_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<EventRow> for Event {
-    fn from(r: EventRow) -> Self {
-        Event {
-            id: event_id(r.id),
-            event_type: r.event_type,
-            data: r.data,
-            ordering_key: r.ordering_key,
-            source: match r.source.as_str() {
-                "api" => Source::Api,
-                "order" => Source::Order,
-                "endpoint" => Source::Endpoint,
-                _ => Source::Test,
-            },
-            occurred_at: r.occurred_at,
-            created_at: r.created_at,
-        }
-    }
-}
-
-const COLUMNS: &str = "id, type, data, ordering_key, source, occurred_at, created_at";
+/// The columns of [`Event`]; the id as partners see it (`evt_…`, [`event_id`]).
+const COLUMNS: &str =
+    "'evt_' || replace(id::text, '-', '') AS id, type, data, ordering_key, source,
+     occurred_at, created_at";
 
 /// Filters of `GET /v1/events`.
 #[derive(Clone, Debug, Default)]
@@ -96,7 +69,7 @@ pub async fn list(
     limit: i64,
     starting_after: Option<Uuid>,
 ) -> Result<Vec<Event>> {
-    let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+    Ok(sqlx::query_as::<_, Event>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM events
           WHERE tenant_id = $1 AND mode = $2
             AND ($3::text IS NULL OR type = $3)
@@ -113,13 +86,12 @@ pub async fn list(
     .bind(starting_after)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Event::from).collect())
+    .await?)
 }
 
 /// One event of the tenant and mode.
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Event> {
-    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as::<_, Event>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2 AND mode = $3"
     )))
     .bind(id)
@@ -127,6 +99,5 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Event> {
     .bind(scope.mode.as_str())
     .fetch_optional(pool)
     .await?
-    .map(Event::from)
     .ok_or_else(|| Error::not_found("event"))
 }
