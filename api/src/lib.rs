@@ -21,10 +21,10 @@ use switchyard_shared::{
     api_keys::{cache::KeyCache, usage::UsageRecorder},
     config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
-    net::Egress,
     rate_limit::{Lockouts, RateLimiter},
     services::Services,
     telemetry,
+    webhooks::transport::HttpTransport,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +54,9 @@ pub struct AppState {
     /// Client addresses locked out after too many failed authentications.
     pub lockouts: Lockouts,
     pub usage: UsageRecorder,
-    /// SSRF-guarded client for test sends to partner endpoints.
-    pub outbound: reqwest::Client,
-    pub egress: Egress,
+    /// Test sends to partner endpoints go out through it (SSRF-guarded); its egress rules
+    /// also vet endpoint URLs when they are saved.
+    pub transport: HttpTransport,
 }
 
 type Apis = (
@@ -166,17 +166,15 @@ pub async fn serve(
         tokio::spawn(keys.clone().run_invalidation(background.clone())),
         tokio::spawn(usage.clone().run(services.pool.clone(), background.clone())),
     ];
-    let egress = services.config.egress();
-    let outbound = switchyard_shared::net::outbound_client(
-        egress.clone(),
+    let transport = HttpTransport::new(
+        services.config.egress(),
         Duration::from_secs(5),
         Duration::from_secs(30),
     );
     let state = Arc::new(AppState {
         limiter: RateLimiter::new(services.queues.connection(), services.queues.prefix()),
         lockouts: Lockouts::default(),
-        outbound,
-        egress,
+        transport,
         services,
         config,
         fast_path,
@@ -218,7 +216,7 @@ pub struct Cli {
 
 /// Runs the API (and the worker with `--with-worker`) until SIGTERM/Ctrl-C or `shutdown`.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let services = Services::connect(cli.common.clone()).await?;
+    let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES).await?;
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, with_worker = cli.with_worker, "switchyard-api listening");
     let worker = cli.with_worker.then(|| {

@@ -117,14 +117,6 @@ impl std::ops::Deref for Lease {
     }
 }
 
-impl ClaimedJob {
-    /// Runs that died without recording an outcome (SIGKILL, lost lease, a handler error) used
-    /// up the attempts: the job must end now.
-    pub fn exhausted(&self) -> bool {
-        self.attempt > self.max_attempts
-    }
-}
-
 /// Claims the job behind `task`, or returns `None` when the task is a stale duplicate.
 pub async fn claim(
     pool: &PgPool,
@@ -344,7 +336,7 @@ pub struct QueueStats {
 /// One pass over the unfinished work (each state from its partial index; pending jobs outside
 /// and inside dispatch groups apart), so its cost follows the unfinished work, never the
 /// ledger's size, and it reads each pending job once however many queues there are.
-pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>> {
+pub async fn queue_stats(pool: &PgPool, queues: &[&str]) -> Result<Vec<QueueStats>> {
     Ok(sqlx::query_as::<_, QueueStats>(
         "WITH pending AS (
             SELECT queue, count(*) AS pending, count(*) FILTER (WHERE run_at <= now()) AS due,
@@ -368,7 +360,7 @@ pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStats>> {
                     AS oldest_due_age_seconds
            FROM UNNEST($1::text[]) AS q(queue)",
     )
-    .bind(&crate::queue::ALL_QUEUES[..])
+    .bind(queues)
     .fetch_all(pool)
     .await?)
 }

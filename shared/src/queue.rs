@@ -22,8 +22,8 @@ pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 pub const WEBHOOK_REPLAYS: &str = "webhook_replays";
 /// Queue of janitor runs (retention purges, Redis task data), one per scheduled slot.
 pub const JANITOR: &str = "janitor";
-/// Every queue, in the order the dispatcher serves them.
-pub const ALL_QUEUES: [&str; 4] = [EVENT_FAN_OUT, WEBHOOK_DELIVERIES, WEBHOOK_REPLAYS, JANITOR];
+// The list of every queue is not kept here: it is derived from the worker's job-kind registry
+// (`switchyard_worker::QUEUES`) and handed to [`Queues::new`] (docs/architecture.md §3).
 
 /// apalis heartbeat: a SIGKILLed worker's prefetched tasks are re-enqueued by its peers after
 /// `HEARTBEAT * MISSED_HEARTBEATS` (apalis' default is 300 s).
@@ -123,6 +123,8 @@ return #ids
 pub struct Queues {
     conn: ConnectionManager,
     prefix: String,
+    /// Every queue, in the order the dispatcher serves them (the registry's order).
+    names: &'static [&'static str],
     high_water_mark: u32,
     push_script: std::sync::Arc<Script>,
     sweep_script: std::sync::Arc<Script>,
@@ -130,10 +132,16 @@ pub struct Queues {
 }
 
 impl Queues {
-    pub fn new(conn: ConnectionManager, prefix: &str, high_water_mark: u32) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        high_water_mark: u32,
+        names: &'static [&'static str],
+    ) -> Self {
         Queues {
             conn,
             prefix: prefix.trim_end_matches(':').to_owned(),
+            names,
             high_water_mark,
             push_script: std::sync::Arc::new(Script::new(PUSH_SCRIPT)),
             sweep_script: std::sync::Arc::new(Script::new(SWEEP_SCRIPT)),
@@ -147,6 +155,11 @@ impl Queues {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Every queue of the registry.
+    pub fn names(&self) -> &'static [&'static str] {
+        self.names
     }
 
     pub fn high_water_mark(&self) -> u32 {
@@ -295,7 +308,7 @@ impl Queues {
         // apalis registers every queue in one global key it does not namespace.
         let mut zrem = redis::cmd("ZREM");
         zrem.arg("core:apalis:queues:list");
-        for q in ALL_QUEUES {
+        for q in self.names {
             zrem.arg(format!("{}:{}:workers", self.prefix, q));
         }
         let _: i64 = zrem.query_async(&mut conn).await?;

@@ -22,8 +22,12 @@ pub struct Services {
 
 impl Services {
     /// Resolves secrets, connects to Postgres (creating and migrating the database) and sets up
-    /// the Redis connection (lazily: Redis may be down at start; Postgres may not).
-    pub async fn connect(config: CommonConfig) -> anyhow::Result<Self> {
+    /// the Redis connection (lazily: Redis may be down at start; Postgres may not). `queues` is
+    /// every queue of the worker's job-kind registry (`switchyard_worker::QUEUES`).
+    pub async fn connect(
+        config: CommonConfig,
+        queues: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         // Install the metrics recorder before anything records.
         crate::telemetry::prometheus();
@@ -34,7 +38,7 @@ impl Services {
             .await
             .context("creating attempt partitions")?;
         let conn = queue::connect(&config.redis_url).context("REDIS_URL")?;
-        let queues = Queues::new(conn, &config.redis_prefix, config.high_water_mark);
+        let queues = Queues::new(conn, &config.redis_prefix, config.high_water_mark, queues);
         let dispatcher = Dispatcher::new(pool.clone(), queues.clone(), config.endpoint_concurrency);
         Ok(Services {
             config,

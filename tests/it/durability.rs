@@ -10,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchyard_shared::queue::ALL_QUEUES;
 use switchyard_tests::{
     Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::WorkerProcess,
 };
+use switchyard_worker::QUEUES;
 
 async fn succeeded(app: &TestApp) -> i64 {
     app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
@@ -209,7 +209,7 @@ async fn webhooks_are_delivered_after_redis_loses_everything() {
 #[tokio::test]
 async fn a_task_left_with_only_its_status_in_redis_is_dispatched_again() {
     let (mut app, partner, key) = orders_pushed_without_a_worker("evicted", 3).await;
-    let cfg = app.queues.apalis_config(ALL_QUEUES[0], 1);
+    let cfg = app.queues.apalis_config(QUEUES[0], 1);
     let mut conn = app.queues.connection();
     let removed: i64 = redis::pipe()
         .del(cfg.active_jobs_list())
@@ -266,7 +266,7 @@ fn sample_redis_depth(app: &TestApp, stop: Arc<AtomicBool>) -> tokio::task::Join
     tokio::spawn(async move {
         let (mut max, mut errors) = (0, 0);
         while !stop.load(Ordering::Relaxed) {
-            for q in ALL_QUEUES {
+            for q in QUEUES {
                 match queues.depth(q).await {
                     Ok(d) => max = max.max(d),
                     Err(_) => errors += 1,
@@ -560,7 +560,7 @@ async fn finished_work_leaves_redis() {
         "the sweep to leave nothing",
         || async {
             // The last tasks may still be acknowledged while we look.
-            for q in ALL_QUEUES {
+            for q in QUEUES {
                 app.queues.sweep_finished(q).await.unwrap();
             }
             task_keys().await.is_empty().then_some(())

@@ -65,7 +65,9 @@ async fn readiness_reports_an_unreachable_store() {
     let at = args.iter().position(|a| a == "--redis-url").unwrap();
     args[at + 1] = "redis://127.0.0.1:1".into();
     let cli = switchyard_api::Cli::try_parse_from(args).unwrap();
-    let services = Services::connect(cli.common).await.unwrap();
+    let services = Services::connect(cli.common, &switchyard_worker::QUEUES)
+        .await
+        .unwrap();
     let (base, stop) = serve_api(services, cli.api.clone()).await;
     let r = app.http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);

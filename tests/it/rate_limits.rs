@@ -161,7 +161,9 @@ async fn when_redis_stops_limits_fail_open_to_per_process_limits() {
     let at = args.iter().position(|a| a == "--redis-url").unwrap();
     args[at + 1] = format!("redis://127.0.0.1:{}", redis.port);
     let cli = switchyard_api::Cli::try_parse_from(args).unwrap();
-    let services = Services::connect(cli.common.clone()).await.unwrap();
+    let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES)
+        .await
+        .unwrap();
     let (base, stop) = serve_api(services, cli.api.clone()).await;
 
     let tenant = app.create_tenant("Acme").await;

@@ -127,3 +127,31 @@ async fn the_janitor_purges_every_table_past_its_retention() {
     .await;
     assert!(ahead >= 8, "{ahead} partitions from today on");
 }
+
+/// The job-kind registry gives the janitor's own runs a day in the ledger, whatever the job
+/// retention: one per slot would otherwise pile up for a week.
+#[tokio::test]
+async fn the_janitors_own_runs_leave_the_ledger_after_a_day() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    sqlx::raw_sql(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, finished_at,
+                           unique_key)
+         SELECT gen_random_uuid(), q, gen_random_uuid(), gen_random_uuid(), 1, 'succeeded',
+                now() - interval '2 days', q || '@2026-01-01T00:00:00Z'
+           FROM UNNEST(ARRAY['janitor', 'event_fan_out']) AS q",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let old = "SELECT count(*) FROM jobs WHERE finished_at < now() - interval '1 day'";
+    eventually(Duration::from_secs(20), "the old janitor run", || async {
+        let janitor = count(&app, &format!("{old} AND queue = 'janitor'")).await;
+        (janitor == 0).then_some(())
+    })
+    .await;
+    // Other queues keep the default (7 days).
+    assert_eq!(
+        count(&app, &format!("{old} AND queue = 'event_fan_out'")).await,
+        1
+    );
+}

@@ -109,7 +109,7 @@ impl TestApp {
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         );
         let cli = Cli::try_parse_from(cli_args(&db.url, &prefix, &opts)).expect("test CLI parses");
-        let services = Services::connect(cli.common.clone())
+        let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES)
             .await
             .expect("services start");
         let (base, api) = serve_api(services.clone(), cli.api.clone()).await;
@@ -471,7 +471,7 @@ impl Drop for TestApp {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(conn) = switchyard_shared::queue::connect(&redis_url()) {
-                    let q = Queues::new(conn, &prefix, 0);
+                    let q = Queues::new(conn, &prefix, 0, &switchyard_worker::QUEUES);
                     let _ = tokio::time::timeout(Duration::from_secs(5), q.delete_all_keys()).await;
                 }
             });

@@ -12,12 +12,12 @@ use switchyard_shared::{
     crypto::Keyring,
     dispatch::{Dispatcher, FastPath},
     jobs::ClaimedJob,
-    net::Egress,
     retention::RetentionConfig,
     webhooks::{
         breaker::BreakerPolicy,
         delivery::{HealthPolicy, Policy},
         messages::FanOutLimits,
+        transport::{HttpTransport, Transport},
     },
 };
 use uuid::Uuid;
@@ -28,12 +28,12 @@ pub struct Ctx {
     pub dispatcher: Dispatcher,
     pub fast_path: FastPath,
     pub fan_out: FanOutLimits,
-    pub http: reqwest::Client,
+    /// Where attempts go out (docs/architecture.md §4).
+    pub transport: Arc<dyn Transport>,
     pub keyring: Keyring,
     pub policy: Policy,
     pub breaker: BreakerPolicy,
     pub health: HealthPolicy,
-    pub egress: Egress,
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
     pub lease: Duration,
@@ -68,11 +68,11 @@ impl Ctx {
                 group_concurrency: i64::from(common.endpoint_concurrency.max(1)),
             },
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
-            http: switchyard_shared::net::outbound_client(
+            transport: Arc::new(HttpTransport::new(
                 common.egress(),
                 cfg.webhook_connect_timeout,
                 Duration::from_secs(30).max(cfg.webhook_timeout),
-            ),
+            )),
             keyring,
             policy: Policy {
                 schedule: cfg.retry_schedule.clone(),
@@ -80,7 +80,6 @@ impl Ctx {
                 throttle_delay: cfg.webhook_throttle_delay,
                 retry_after_max: cfg.webhook_retry_after_max,
             },
-            egress: common.egress(),
             health: HealthPolicy {
                 disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
                 disable_after: cfg.endpoint_disable_after,

@@ -6,6 +6,9 @@ mod context;
 mod jobs;
 mod wake;
 
+/// Every queue, derived from the job-kind registry: what [`Services::connect`] takes.
+pub use jobs::QUEUES;
+
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
@@ -191,7 +194,7 @@ fn spawn_background(
         move || {
             let queues = queues.clone();
             async move {
-                for q in queue::ALL_QUEUES {
+                for q in jobs::QUEUES {
                     queues.sweep_worker_metadata(q).await?;
                 }
                 Ok(())
@@ -207,7 +210,7 @@ fn spawn_background(
         move || {
             let (queues, pool) = (queues.clone(), pool.clone());
             async move {
-                for s in ledger::queue_stats(&pool).await? {
+                for s in ledger::queue_stats(&pool, &jobs::QUEUES).await? {
                     let q = s.queue.clone();
                     metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "pending")
                         .set(s.pending as f64);

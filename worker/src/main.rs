@@ -22,7 +22,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging(&cli.common.log_format);
-    let services = Services::connect(cli.common.clone()).await?;
+    let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(switchyard_worker::shutdown_on_signal(shutdown.clone()));
     if let Some(addr) = cli.metrics_listen {

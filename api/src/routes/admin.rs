@@ -9,7 +9,7 @@ use serde::Serialize;
 use switchyard_shared::{
     api_keys::{self, Granter, usage},
     audit::{self, ActorKind},
-    jobs, queue, tenants,
+    jobs, tenants,
 };
 use uuid::Uuid;
 
@@ -321,7 +321,7 @@ impl AdminApi {
     ) -> Result<Json<QueueList>, ApiError> {
         let s = &state.services;
         let mut data = Vec::new();
-        for q in jobs::queue_stats(&s.pool).await? {
+        for q in jobs::queue_stats(&s.pool, s.queues.names()).await? {
             let redis_ready = s
                 .queues
                 .depth(&q.queue)
@@ -339,7 +339,7 @@ impl AdminApi {
                 high_water_mark: s.queues.high_water_mark(),
             });
         }
-        debug_assert_eq!(data.len(), queue::ALL_QUEUES.len());
+        debug_assert_eq!(data.len(), s.queues.names().len());
         Ok(Json(QueueList { data }))
     }
 }

@@ -45,7 +45,7 @@ impl WebhookEndpointsApi {
         let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
-        let url = endpoints::validate_url(&body.0.url, &state.egress).await?;
+        let url = endpoints::validate_url(&body.0.url, state.transport.egress()).await?;
         let mut tx = s.pool.begin().await?;
         let created = endpoints::create(
             &mut tx,
@@ -110,7 +110,7 @@ impl WebhookEndpointsApi {
         let op = idem.begin(p).await?;
         let s = &state.services;
         let url = match &body.0.url {
-            Some(u) => Some(endpoints::validate_url(u, &state.egress).await?),
+            Some(u) => Some(endpoints::validate_url(u, state.transport.egress()).await?),
             None => None,
         };
         let mut tx = s.pool.begin().await?;
@@ -172,9 +172,8 @@ impl WebhookEndpointsApi {
         let s = &state.services;
         let sent = deliveries::send_test(
             &s.pool,
-            &state.outbound,
+            &state.transport,
             &s.secrets.keyring,
-            &state.egress,
             p.scope(),
             id.0,
             body.0,

@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::{BATCH, Dispatcher, Picked};
 use crate::error::Result;
-use crate::queue::ALL_QUEUES;
 
 /// How long a half-open group waits for its probe before allowing another one: longer than
 /// the longest request (30 s) plus claiming and recording.
@@ -45,6 +44,26 @@ struct DueRow {
     now: DateTime<Utc>,
 }
 
+/// A dispatch group's circuit breaker (`webhooks::breaker` trips and closes it; a pass lets
+/// the one probe of a half-open group through).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// A group's limits and breaker, locked for one dispatch pass.
 #[derive(sqlx::FromRow)]
 struct Group {
@@ -52,7 +71,7 @@ struct Group {
     max_concurrency: Option<i32>,
     rate_per_second: Option<i32>,
     tat: Option<DateTime<Utc>>,
-    breaker: String,
+    breaker: BreakerState,
     paused_until: Option<DateTime<Utc>>,
     probe_job: Option<Uuid>,
     #[sqlx(default)]
@@ -96,7 +115,7 @@ impl Dispatcher {
                                AND run_at <= now())",
         )
         .bind(GROUPS_PER_PASS)
-        .bind(ALL_QUEUES.to_vec())
+        .bind(self.queues.names())
         .fetch_all(&self.pool)
         .await?;
         let mut due = DueWork::default();
@@ -204,9 +223,9 @@ impl Dispatcher {
             let Some(g) = groups.get_mut(&job.group_key) else {
                 continue;
             };
-            if g.breaker != "closed" {
+            if g.breaker != BreakerState::Closed {
                 // Cool-down over: this job is the one probe; the rest wait for its outcome.
-                g.breaker = "half_open".into();
+                g.breaker = BreakerState::HalfOpen;
                 g.paused_until = Some(now + PROBE_WINDOW);
                 g.probe_job = Some(job.id);
                 touched.insert(g.key);
@@ -245,7 +264,7 @@ impl Dispatcher {
             .bind(
                 changed
                     .iter()
-                    .map(|g| g.breaker.clone())
+                    .map(|g| g.breaker.as_str())
                     .collect::<Vec<_>>(),
             )
             .bind(changed.iter().map(|g| g.paused_until).collect::<Vec<_>>())
@@ -284,7 +303,7 @@ impl Dispatcher {
         if g.paused_until.is_some_and(|t| t > now) {
             return 0;
         }
-        if g.breaker != "closed" {
+        if g.breaker != BreakerState::Closed {
             return 1;
         }
         let cap = g.max_concurrency.map_or(self.group_concurrency, i64::from);

@@ -24,10 +24,10 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use self::{fast_path::FastPath, reconcile::Repairs};
+pub use self::{fast_path::FastPath, groups::BreakerState, reconcile::Repairs};
 use crate::{
     error::Result,
-    queue::{ALL_QUEUES, JobTask, Queues},
+    queue::{JobTask, Queues},
 };
 
 /// Largest number of jobs moved in one transaction.
@@ -82,7 +82,7 @@ impl Dispatcher {
         let mut total = 0;
         let mut room: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut due = self.due_work().await?;
-        for queue in ALL_QUEUES {
+        for &queue in self.queues.names() {
             let mut left = self.room(queue).await?;
             while left > 0 && due.queues.iter().any(|q| q == queue) {
                 let limit = left.min(BATCH);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use sqlx::PgPool;
 
-use crate::{config::parse_duration, error::Result};
+use crate::{duration::parse_duration, error::Result};
 
 /// How long each kind of record is kept.
 #[derive(Args, Clone, Debug)]
@@ -197,14 +197,45 @@ impl Purged {
     }
 }
 
+/// Finished slot jobs of one scheduled queue that keeps them shorter than the ledger's default
+/// (the job-kind registry declares which: `keep_finished`; index `jobs_slot_finished`).
+const SHORT_LIVED_JOBS: &str = "DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+     WHERE state IN ('succeeded', 'cancelled') AND queue = $3 AND unique_key IS NOT NULL
+       AND finished_at < now() - make_interval(secs => $1)
+     ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
 /// One janitor run: every purge, caught up (or out of its budget), and the attempt partitions
-/// kept ahead and dropped behind.
+/// kept ahead and dropped behind. `short_lived` lists the queues whose finished jobs go sooner
+/// than `cfg.jobs`, with how long they stay.
 pub async fn purge(
     pool: &PgPool,
     cfg: &RetentionConfig,
     idempotency_ttl: Duration,
+    short_lived: &[(&'static str, Duration)],
 ) -> Result<Purged> {
     let mut done = Purged::default();
+    for &(queue, keep) in short_lived {
+        let started = Instant::now();
+        let mut n = 0;
+        loop {
+            let batch = sqlx::query(SHORT_LIVED_JOBS)
+                .bind(keep.min(cfg.jobs).as_secs_f64())
+                .bind(BATCH)
+                .bind(queue)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            n += batch;
+            if batch < BATCH as u64 || started.elapsed() > TABLE_BUDGET {
+                break;
+            }
+        }
+        if n > 0 {
+            metrics::counter!("switchyard_purged_rows_total", "table" => "jobs").increment(n);
+        }
+        done.0.push(("jobs (short-lived queues)", n));
+    }
     for p in PURGES {
         let keep = match p.table {
             "jobs" => cfg.jobs,

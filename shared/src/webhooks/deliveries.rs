@@ -6,13 +6,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{attempts::Attempt, delivery, record, send, send::AttemptResult, webhook_id};
+use super::{
+    attempts::Attempt, delivery, record, send, send::AttemptResult, transport::Transport,
+    webhook_id,
+};
 use crate::{
     crypto::Keyring,
     error::{Error, Result},
     events::{self, Audience, NewEvent, Source, types::EventTypeName},
     jobs::insert_jobs_from_sql,
-    net::Egress,
     queue::WEBHOOK_DELIVERIES,
     tenants::Scope,
 };
@@ -27,8 +29,7 @@ pub struct Delivery {
     /// The `webhook-id` header (stable across attempts and retries).
     pub webhook_id: String,
     pub event_type: String,
-    /// `pending`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i32,
     #[oai(nullable)]
@@ -48,24 +49,15 @@ const SELECT: &str = "SELECT d.id, d.endpoint_id, d.message_id,
    JOIN webhook_endpoints e ON e.id = d.endpoint_id";
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
 #[oai(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
     Succeeded,
     Failed,
     Cancelled,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Failed => "failed",
-            DeliveryStatus::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// Deliveries to an endpoint of this tenant and mode, newest first.
@@ -86,7 +78,7 @@ pub async fn list_for_endpoint(
     .bind(scope.tenant_id)
     .bind(endpoint_id)
     .bind(scope.mode.as_str())
-    .bind(status.map(DeliveryStatus::as_str))
+    .bind(status)
     .bind(limit)
     .bind(starting_after)
     .fetch_all(pool)
@@ -136,7 +128,7 @@ pub async fn retry(
     id: Uuid,
     default_max_attempts: i32,
 ) -> Result<Delivery> {
-    let row: Option<(String, String, Option<i32>, bool, bool)> = sqlx::query_as(
+    let row: Option<(DeliveryStatus, String, Option<i32>, bool, bool)> = sqlx::query_as(
         "SELECT d.status, e.status, cardinality(e.retry_schedule_ms) + 1, e.deleted_at IS NULL,
                 m.payload IS NULL
            FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -154,7 +146,7 @@ pub async fn retry(
     if !endpoint_alive {
         return Err(Error::not_found("webhook delivery"));
     }
-    if status == "pending" {
+    if status == DeliveryStatus::Pending {
         return Err(Error::conflict(
             "delivery_pending",
             None,
@@ -219,9 +211,8 @@ pub struct TestSent {
 /// and a test message is never pending (it cannot hold up a FIFO endpoint).
 pub async fn send_test(
     pool: &PgPool,
-    http: &reqwest::Client,
+    transport: &dyn Transport,
     keyring: &Keyring,
-    egress: &Egress,
     scope: Scope,
     endpoint_id: Uuid,
     input: TestSend,
@@ -254,7 +245,7 @@ pub async fn send_test(
     let timeout = target.timeout_ms.map_or(send::DEFAULT_TIMEOUT, |ms| {
         std::time::Duration::from_millis(ms.max(1) as u64)
     });
-    let result = send::send(http, &target, &credentials, egress, timeout).await;
+    let result = transport.send(&target, &credentials, timeout).await;
     Ok(TestSent {
         target,
         event,

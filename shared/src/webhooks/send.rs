@@ -80,8 +80,8 @@ impl AttemptResult {
 }
 
 /// Signs and POSTs the message to the endpoint. Never fails: every failure is a classified
-/// outcome to log and retry.
-pub async fn send(
+/// outcome to log and retry. Called through [`super::transport::HttpTransport`].
+pub(super) async fn send(
     client: &reqwest::Client,
     target: &Target,
     credentials: &Credentials,

@@ -1,12 +1,13 @@
 //! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
 use switchyard_shared::{
+    events,
     jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::messages,
 };
 
-use super::Kind;
+use super::{Attempts, Kind};
 use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
@@ -58,6 +59,8 @@ pub async fn on_dead(
 /// The queue's entry in the registry ([`super::KINDS`]).
 pub const KIND: Kind = Kind {
     queue: EVENT_FAN_OUT,
+    attempts: Attempts::Fixed(events::FAN_OUT_MAX_ATTEMPTS),
+    keep_finished: None,
     concurrency: |cfg| cfg.event_concurrency,
     run: |ctx, job| Box::pin(run(ctx, job)),
     on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),

@@ -1,22 +1,29 @@
 //! `janitor`: one run per scheduled slot, cluster-wide (shared::schedule): finished task data
 //! out of Redis (apalis keeps it forever otherwise) and every table's retention purge.
 
+use std::time::Duration;
+
 use switchyard_shared::{
     jobs::{self, Lease, Outcome},
     queue, retention,
 };
 
-use super::Kind;
+use super::{Attempts, Kind};
 use crate::context::Ctx;
 
 /// A failed run is retried like any job; the next slot runs anyway.
 pub const MAX_ATTEMPTS: i32 = 3;
+/// One run per slot piles up fast (17,280 a day at 5 s) and each says only "purged": a day of
+/// them is enough to see that the janitor runs.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(86_400);
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
-    for q in queue::ALL_QUEUES {
-        ctx.dispatcher.queues().sweep_finished(q).await?;
+    // `KINDS`, not `QUEUES`: the registry's fn pointers must not depend on a list built from it.
+    for kind in super::KINDS {
+        ctx.dispatcher.queues().sweep_finished(kind.queue).await?;
     }
-    let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl).await?;
+    let short = super::short_retentions();
+    let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl, &short).await?;
     if purged.total() > 0 {
         tracing::debug!(rows = purged.total(), "retention purge");
     }
@@ -28,6 +35,8 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
 /// The queue's entry in the registry ([`super::KINDS`]): one run at a time per worker.
 pub const KIND: Kind = Kind {
     queue: queue::JANITOR,
+    attempts: Attempts::Fixed(MAX_ATTEMPTS),
+    keep_finished: Some(KEEP_FINISHED),
     concurrency: |_| 1,
     run: |ctx, job| Box::pin(run(ctx, job)),
     on_dead: |_, _, _| Box::pin(async { Ok(()) }),

@@ -27,10 +27,16 @@ use switchyard_shared::{
 
 use crate::context::Ctx;
 
-/// A job kind: its queue, how many of its jobs one worker runs at once, what a run does, and
-/// what its death does to the row it owned. Declared next to its handler, one file per kind.
+/// A job kind: its queue, how many runs it gets, how long its finished jobs stay in the ledger,
+/// how many of its jobs one worker runs at once, what a run does, and what its death does to
+/// the row it owned. Declared next to its handler, one file per kind.
 pub struct Kind {
     pub queue: &'static str,
+    pub attempts: Attempts,
+    /// Finished (succeeded, cancelled) slot jobs of this scheduled queue leave the ledger after
+    /// this long instead of `SWITCHYARD_JOB_RETENTION`: for kinds whose runs are frequent and
+    /// whose history says nothing the domain rows do not (one janitor run per slot).
+    pub keep_finished: Option<Duration>,
     pub concurrency: fn(&WorkerConfig) -> usize,
     pub run: for<'a> fn(&'a Ctx, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<()>>,
     pub on_dead: for<'a> fn(
@@ -40,15 +46,54 @@ pub struct Kind {
     ) -> BoxFuture<'a, switchyard_shared::Result<()>>,
 }
 
-/// The registry: every job kind the worker runs. The consumers (`crate::run`), dispatching a
-/// task to its handler and a dead job's clean-up all come from here; adding a queue is its
-/// file, its name in `queue::ALL_QUEUES` and its line here.
+/// How many runs a job of a kind gets before it is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempts {
+    /// The same cap for every job of the kind (its producers write it into the ledger).
+    Fixed(i32),
+    /// Each job carries its own cap (a delivery's comes from its endpoint's retry schedule).
+    PerJob,
+}
+
+impl Attempts {
+    fn cap(self, job: &ClaimedJob) -> i32 {
+        match self {
+            Attempts::Fixed(n) => n,
+            Attempts::PerJob => job.max_attempts,
+        }
+    }
+}
+
+/// The registry: every job kind the worker runs, in the order the dispatcher serves them. The
+/// consumers (`crate::run`), [`QUEUES`] (and from it the dispatcher's passes, the janitor's
+/// Redis sweep and the queue stats), dispatching a task to its handler, the attempt caps, the
+/// ledger's per-queue retention and a dead job's clean-up all come from here: adding a queue
+/// is its file and its line here (docs/architecture.md §3).
 pub const KINDS: &[Kind] = &[
     event_fan_out::KIND,
     webhook_deliveries::KIND,
     webhook_replays::KIND,
     janitor::KIND,
 ];
+
+/// Every queue's name, derived from [`KINDS`].
+pub const QUEUES: [&str; KINDS.len()] = {
+    let mut names = [""; KINDS.len()];
+    let mut i = 0;
+    while i < KINDS.len() {
+        names[i] = KINDS[i].queue;
+        i += 1;
+    }
+    names
+};
+
+/// The queues whose finished jobs leave the ledger sooner than the default, and when.
+pub fn short_retentions() -> Vec<(&'static str, Duration)> {
+    KINDS
+        .iter()
+        .filter_map(|k| k.keep_finished.map(|d| (k.queue, d)))
+        .collect()
+}
 
 fn kind(queue: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.queue == queue)
@@ -64,19 +109,22 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     };
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
-    let result = if job.exhausted() {
+    let Some(k) = kind(&job.queue) else {
+        let error = format!("no job kind runs queue `{}`", job.queue);
+        tracing::error!(job_id = %job.id, %error, "job is dead");
+        bury(&ctx, &job, error).await?;
+        return Ok(());
+    };
+    let cap = k.attempts.cap(&job);
+    let result = if job.attempt > cap {
         // Earlier runs died without an outcome (SIGKILLs, handler errors): stop here.
         let error = format!(
-            "gave up after {} attempts: {}",
-            job.max_attempts,
+            "gave up after {cap} attempts: {}",
             job.last_error.as_deref().unwrap_or("runs never finished")
         );
         bury(&ctx, &job, error).await
     } else {
-        match kind(&job.queue) {
-            Some(k) => (k.run)(&ctx, &job).await,
-            None => Err(anyhow::anyhow!("no handler for queue `{}`", job.queue).into()),
-        }
+        (k.run)(&ctx, &job).await
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());
@@ -84,7 +132,7 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         metrics::counter!("switchyard_job_errors_total", "queue" => job.queue.clone()).increment(1);
         tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt, error = %e,
             "job failed before recording an outcome");
-        if let Err(e2) = fail(&ctx, &job, e.to_string()).await {
+        if let Err(e2) = fail(&ctx, &job, cap, e.to_string()).await {
             tracing::warn!(job_id = %job.id, error = %e2,
                 "cannot record the failure; the job runs again when its lease expires");
         }
@@ -94,8 +142,8 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
 
 /// Records a run that ended in an error: a retry after a backoff, or, on the last attempt,
 /// the job's death.
-async fn fail(ctx: &Ctx, job: &Lease, error: String) -> switchyard_shared::Result<()> {
-    if job.attempt >= job.max_attempts {
+async fn fail(ctx: &Ctx, job: &Lease, cap: i32, error: String) -> switchyard_shared::Result<()> {
+    if job.attempt >= cap {
         return bury(
             ctx,
             job,
@@ -150,14 +198,18 @@ fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    /// Every queue the ledger knows has exactly one kind that runs it.
+    /// A queue name is registered once, and the derived list follows the registry.
     #[test]
-    fn the_registry_covers_every_queue_once() {
-        let mut registered: Vec<&str> = KINDS.iter().map(|k| k.queue).collect();
-        registered.sort();
-        let mut queues = switchyard_shared::queue::ALL_QUEUES.to_vec();
-        queues.sort();
-        assert_eq!(registered, queues);
+    fn every_queue_is_registered_once() {
+        let mut names = QUEUES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        assert!(QUEUES.iter().zip(KINDS).all(|(q, k)| *q == k.queue));
+        assert_eq!(
+            short_retentions(),
+            vec![(janitor::KIND.queue, janitor::KEEP_FINISHED)]
+        );
     }
 
     #[test]

@@ -6,26 +6,27 @@ use switchyard_shared::{
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
     webhooks::{
         breaker::{self, Transition},
-        delivery, operational, record, send,
+        deliveries::DeliveryStatus,
+        delivery, operational, record,
     },
 };
 
-use super::Kind;
+use super::{Attempts, Kind};
 use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
-    let Some(target) = target.filter(|t| t.delivery_status == "pending") else {
+    let Some(target) = target.filter(|t| t.delivery_status == DeliveryStatus::Pending) else {
         // Already finished (a duplicate run) or gone: nothing to send.
         let reason = "delivery is no longer pending";
         return end(ctx, job, None, reason).await;
     };
     if !target.endpoint_active {
-        let close = Some((target.delivery_id, "cancelled"));
+        let close = Some((target.delivery_id, DeliveryStatus::Cancelled));
         return end(ctx, job, close, "endpoint deleted or disabled").await;
     }
     if target.payload.is_none() {
-        let close = Some((target.delivery_id, "cancelled"));
+        let close = Some((target.delivery_id, DeliveryStatus::Cancelled));
         let reason = "the message payload has passed its retention period";
         return end(ctx, job, close, reason).await;
     }
@@ -44,14 +45,8 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     let credentials = target.sealed.open(&ctx.keyring, target.db_now)?;
-    let result = send::send(
-        &ctx.http,
-        &target,
-        &credentials,
-        &ctx.egress,
-        target.timeout(&ctx.policy),
-    )
-    .await;
+    let timeout = target.timeout(&ctx.policy);
+    let result = ctx.transport.send(&target, &credentials, timeout).await;
     let schedule = target.schedule(&ctx.policy);
     let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy);
     let recorded = record::record(&ctx.pool, job, &decision, &target, &result, &ctx.health).await?;
@@ -127,7 +122,7 @@ async fn operational(
 async fn end(
     ctx: &Ctx,
     job: &Lease,
-    close: Option<(uuid::Uuid, &str)>,
+    close: Option<(uuid::Uuid, DeliveryStatus)>,
     reason: &str,
 ) -> switchyard_shared::Result<()> {
     let mut conn = ctx.pool.acquire().await?;
@@ -141,6 +136,8 @@ async fn end(
 /// The queue's entry in the registry ([`super::KINDS`]).
 pub const KIND: Kind = Kind {
     queue: WEBHOOK_DELIVERIES,
+    attempts: Attempts::PerJob,
+    keep_finished: None,
     concurrency: |cfg| cfg.delivery_concurrency,
     run: |ctx, job| Box::pin(run(ctx, job)),
     on_dead: |conn, job, _| Box::pin(on_dead(conn, job)),

@@ -6,7 +6,7 @@ use switchyard_shared::{
     webhooks::replays::{self, Step},
 };
 
-use super::Kind;
+use super::{Attempts, Kind};
 use crate::context::Ctx;
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
@@ -33,6 +33,8 @@ pub async fn on_dead(
 /// per worker are plenty.
 pub const KIND: Kind = Kind {
     queue: WEBHOOK_REPLAYS,
+    attempts: Attempts::Fixed(replays::REPLAY_MAX_ATTEMPTS),
+    keep_finished: None,
     concurrency: |_| 2,
     run: |ctx, job| Box::pin(run(ctx, job)),
     on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),
