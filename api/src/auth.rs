@@ -202,10 +202,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
                 return Ok(ApiError::from(e).into_problem_response(&request_id));
             }
         };
-        let decision = state
-            .limiter
-            .check(&state.config.limits_of(&principal))
-            .await;
+        let decision = state.limiter.check(&principal.limits(&state.config)).await;
         let mut resp = if decision.allowed {
             req.extensions_mut().insert(principal.clone());
             match self.0.call(req).await {

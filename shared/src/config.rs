@@ -5,7 +5,12 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use crate::{api_keys::Principal, net::Cidr, rate_limit::Limit};
+use crate::{
+    duration::parse_duration,
+    net::Cidr,
+    rate_limit::Limit,
+    webhooks::retry_schedule::{self, RetrySchedule},
+};
 
 /// Settings every Switchyard process needs.
 #[derive(Args, Clone, Debug)]
@@ -152,39 +157,6 @@ impl ApiConfig {
             window_secs: 60,
         }
     }
-
-    /// The limits a request with `p` is charged against.
-    pub fn limits_of(&self, p: &Principal) -> Vec<Limit> {
-        vec![
-            Limit {
-                name: "key-minute",
-                subject: format!("key:{}", p.api_key_id),
-                quota: p
-                    .rate_limit_per_minute
-                    .unwrap_or(self.rate_limit_per_minute)
-                    .max(1),
-                window_secs: 60,
-            },
-            Limit {
-                name: "key-hour",
-                subject: format!("key:{}", p.api_key_id),
-                quota: p
-                    .rate_limit_per_hour
-                    .unwrap_or(self.rate_limit_per_hour)
-                    .max(1),
-                window_secs: 3600,
-            },
-            Limit {
-                name: "tenant-minute",
-                subject: format!("tenant:{}", p.tenant_id),
-                quota: p
-                    .tenant_rate_limit_per_minute
-                    .unwrap_or(self.tenant_rate_limit_per_minute)
-                    .max(1),
-                window_secs: 60,
-            },
-        ]
-    }
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -231,7 +203,7 @@ pub struct WorkerConfig {
         long,
         env = "SWITCHYARD_RETRY_SCHEDULE",
         default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h",
-        value_parser = parse_schedule
+        value_parser = retry_schedule::parse
     )]
     pub retry_schedule: RetrySchedule,
 
@@ -291,84 +263,4 @@ pub struct WorkerConfig {
     /// otherwise) and every table's retention purge.
     #[arg(long, env = "SWITCHYARD_JANITOR_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub janitor_interval: Duration,
-}
-
-/// The delays before attempts 2, 3, …; attempt 1 runs at once. Its length + 1 is the attempt cap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetrySchedule(pub Vec<Duration>);
-
-impl RetrySchedule {
-    pub fn max_attempts(&self) -> i32 {
-        self.0.len() as i32 + 1
-    }
-
-    /// Delay before attempt `attempt + 1`, or `None` when `attempt` was the last one.
-    pub fn delay_after(&self, attempt: i32) -> Option<Duration> {
-        let idx = usize::try_from(attempt).ok()?.checked_sub(1)?;
-        self.0.get(idx).copied()
-    }
-}
-
-/// Parses `250ms`, `5s`, `30m`, `2h`, `7d` (a bare number means seconds). Values too large to
-/// represent are an error, never a wrap-around (they come from partners as well as operators).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 250ms, 5s, 30m, 2h or 7d"))?;
-    let seconds_per_unit: u64 = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
-    };
-    n.checked_mul(seconds_per_unit)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{s}` is too long a duration"))
-}
-
-pub fn parse_schedule(s: &str) -> Result<RetrySchedule, String> {
-    if s.trim().is_empty() {
-        return Ok(RetrySchedule(Vec::new()));
-    }
-    s.split(',')
-        .map(parse_duration)
-        .collect::<Result<Vec<_>, _>>()
-        .map(RetrySchedule)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        // Overflow is an error, not a wrap-around or a panic.
-        assert!(parse_duration("213503982334602d").is_err());
-        assert!(parse_duration("99999999999999999999s").is_err());
-        assert_eq!(
-            parse_duration("18446744073709551615ms"),
-            Ok(Duration::from_millis(u64::MAX))
-        );
-    }
-
-    #[test]
-    fn schedule_counts_attempts() {
-        let s = parse_schedule("5s,5m").unwrap();
-        assert_eq!(s.max_attempts(), 3);
-        assert_eq!(s.delay_after(1), Some(Duration::from_secs(5)));
-        assert_eq!(s.delay_after(2), Some(Duration::from_secs(300)));
-        assert_eq!(s.delay_after(3), None);
-        assert_eq!(s.delay_after(0), None);
-        assert_eq!(parse_schedule("").unwrap().max_attempts(), 1);
-    }
 }

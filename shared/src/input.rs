@@ -317,7 +317,7 @@ pattern_string!(
 impl DurationText {
     /// The duration, or why it is too long to represent.
     pub fn duration(&self) -> Result<std::time::Duration, String> {
-        crate::config::parse_duration(&self.0)
+        crate::duration::parse_duration(&self.0)
     }
 }
 

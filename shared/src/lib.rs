@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod dispatch;
+pub mod duration;
 pub mod error;
 pub mod events;
 pub mod idempotency;

@@ -30,6 +30,7 @@ use crate::{
     audit::{self, Actor},
     error::{Error, Result},
     net::Cidr,
+    rate_limit::Limit,
 };
 
 /// Every scope a partner key can hold. A `…:write` scope includes the matching `…:read`.
@@ -183,6 +184,35 @@ impl Principal {
             tenant_id: self.tenant_id,
             mode: self.mode,
         }
+    }
+
+    /// The rate limits a request with this key is charged against: the key's own, else the
+    /// server's defaults.
+    pub fn limits(&self, defaults: &crate::config::ApiConfig) -> Vec<Limit> {
+        let quota = |own: Option<u32>, default: u32| own.unwrap_or(default).max(1);
+        vec![
+            Limit {
+                name: "key-minute",
+                subject: format!("key:{}", self.api_key_id),
+                quota: quota(self.rate_limit_per_minute, defaults.rate_limit_per_minute),
+                window_secs: 60,
+            },
+            Limit {
+                name: "key-hour",
+                subject: format!("key:{}", self.api_key_id),
+                quota: quota(self.rate_limit_per_hour, defaults.rate_limit_per_hour),
+                window_secs: 3600,
+            },
+            Limit {
+                name: "tenant-minute",
+                subject: format!("tenant:{}", self.tenant_id),
+                quota: quota(
+                    self.tenant_rate_limit_per_minute,
+                    defaults.tenant_rate_limit_per_minute,
+                ),
+                window_secs: 60,
+            },
+        ]
     }
 
     /// True when the key holds `scope`, or the `…:write` scope that includes a `…:read` one.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::delivery::Target;
 use crate::{
+    dispatch::BreakerState,
     error::Result,
     jobs::{self, ClaimedJob, Lease, defer_sql},
 };
@@ -37,9 +38,9 @@ pub struct BreakerPolicy {
 /// not the probe) with the pause still running on the database's clock. Returns until when.
 pub fn parked_until(target: &Target, job: &ClaimedJob) -> Option<DateTime<Utc>> {
     let until = target.paused_until.filter(|t| *t > target.db_now)?;
-    match target.breaker.as_deref() {
-        Some("open") => Some(until),
-        Some("half_open") if target.probe_job != Some(job.id) => Some(until),
+    match target.breaker {
+        Some(BreakerState::Open) => Some(until),
+        Some(BreakerState::HalfOpen) if target.probe_job != Some(job.id) => Some(until),
         _ => None,
     }
 }
@@ -97,7 +98,7 @@ pub enum Transition {
 
 /// A success closes a breaker that was not closed.
 pub async fn on_success(pool: &PgPool, target: &Target) -> Result<Transition> {
-    if target.breaker.as_deref().is_none_or(|b| b == "closed") {
+    if target.breaker.is_none_or(|b| b == BreakerState::Closed) {
         return Ok(Transition::None);
     }
     let n = sqlx::query(
@@ -125,7 +126,7 @@ pub async fn on_failure(
     job: &ClaimedJob,
 ) -> Result<Transition> {
     let probe_failed =
-        target.breaker.as_deref() == Some("half_open") && target.probe_job == Some(job.id);
+        target.breaker == Some(BreakerState::HalfOpen) && target.probe_job == Some(job.id);
     if !probe_failed {
         let (total, failed): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE error_class IS NOT NULL)

@@ -9,7 +9,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{credentials::Sealed, send::AttemptResult};
-use crate::{config::RetrySchedule, error::Result, jobs::Outcome};
+use super::{deliveries::DeliveryStatus, retry_schedule::RetrySchedule};
+use crate::{dispatch::BreakerState, error::Result, jobs::Outcome};
 
 /// How attempts turn into retries: the deployment's defaults and the throttling rules.
 #[derive(Clone, Debug)]
@@ -28,7 +29,7 @@ pub struct Policy {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Target {
     pub delivery_id: Uuid,
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
     pub tenant_id: Uuid,
     pub message_id: Uuid,
     /// `None` once the retention period removed it.
@@ -41,9 +42,9 @@ pub struct Target {
     pub sealed: Sealed,
     pub retry_schedule_ms: Option<Vec<i32>>,
     pub timeout_ms: Option<i32>,
-    /// The endpoint's circuit breaker (`closed`, `open`, `half_open`; `None` before its first
-    /// dispatch), how long it pauses, and its probe.
-    pub breaker: Option<String>,
+    /// The endpoint's circuit breaker (`None` before its first dispatch), how long it pauses,
+    /// and its probe.
+    pub breaker: Option<BreakerState>,
     pub paused_until: Option<DateTime<Utc>>,
     pub probe_job: Option<Uuid>,
     /// Set while an earlier event of the same order to the same endpoint is still pending, or
@@ -138,8 +139,8 @@ pub async fn load_test_target(
 #[derive(Clone, Debug)]
 pub struct Decision {
     pub outcome: Outcome,
-    /// The delivery's new status: `succeeded`, `pending` or `failed`.
-    pub status: &'static str,
+    /// The delivery's new status: succeeded, pending (a retry) or failed.
+    pub status: DeliveryStatus,
     /// Disable the endpoint, for this reason (`gone`).
     pub disable: Option<&'static str>,
 }
@@ -155,7 +156,7 @@ pub fn decide(
     if result.succeeded() {
         return Decision {
             outcome: Outcome::Succeeded,
-            status: "succeeded",
+            status: DeliveryStatus::Succeeded,
             disable: None,
         };
     }
@@ -169,14 +170,14 @@ pub fn decide(
             outcome: Outcome::Dead {
                 error: format!("{error}: the endpoint is gone and has been disabled"),
             },
-            status: "failed",
+            status: DeliveryStatus::Failed,
             disable: Some("gone"),
         };
     }
     let Some(base) = schedule.delay_after(attempt) else {
         return Decision {
             outcome: Outcome::Dead { error },
-            status: "failed",
+            status: DeliveryStatus::Failed,
             disable: None,
         };
     };
@@ -192,7 +193,7 @@ pub fn decide(
             after: delay,
             error,
         },
-        status: "pending",
+        status: DeliveryStatus::Pending,
         disable: None,
     }
 }
@@ -255,11 +256,11 @@ mod tests {
             let d = decide(&result(status), 1, &schedule, &p);
             let w = wait(&d);
             assert!((4000..=6000).contains(&w), "5 s ± 20 %, got {w} ms");
-            assert_eq!(d.status, "pending");
+            assert_eq!(d.status, DeliveryStatus::Pending);
         }
         let d = decide(&result(Some(500)), 3, &schedule, &p);
         assert!(matches!(d.outcome, Outcome::Dead { .. }));
-        assert_eq!(d.status, "failed");
+        assert_eq!(d.status, DeliveryStatus::Failed);
         assert_eq!(d.disable, None);
     }
 

@@ -13,9 +13,11 @@ pub mod messages;
 pub mod operational;
 pub mod record;
 pub mod replays;
+pub mod retry_schedule;
 pub mod send;
 pub mod signing;
 pub mod stats;
+pub mod transport;
 
 /// The `webhook-id` of a message: stable across retries, so receivers can deduplicate.
 pub fn webhook_id(message_id: uuid::Uuid) -> String {

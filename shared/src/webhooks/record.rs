@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
+    deliveries::DeliveryStatus,
     delivery::{Decision, HealthPolicy, Target},
     send::AttemptResult,
 };
@@ -198,7 +199,7 @@ pub async fn end_without_attempt(
     conn: &mut PgConnection,
     job: &Lease,
     outcome: &Outcome,
-    close: Option<(Uuid, &str)>,
+    close: Option<(Uuid, DeliveryStatus)>,
 ) -> Result<bool> {
     let matched: bool = jobs::bind_finish(
         sqlx::query(concat!(
