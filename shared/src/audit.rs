@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{api_keys::Mode, error::Result};
+use crate::{error::Result, mode::Mode};
 
 /// Who made a change, and from where.
 #[derive(Clone, Debug)]

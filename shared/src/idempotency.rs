@@ -19,9 +19,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    api_keys::Mode,
     crypto::Keyring,
     error::{Error, Result},
+    mode::Mode,
 };
 
 /// How long a claim blocks its key before another request may take it over.
