@@ -13,8 +13,8 @@ use crate::context::Ctx;
 
 /// A failed run is retried like any job; the next slot runs anyway.
 pub const MAX_ATTEMPTS: i32 = 3;
-/// One run per slot piles up fast (17,280 a day at 5 s) and each says only "purged": a day of
-/// them is enough to see that the janitor runs.
+/// One run per slot piles up fast (8,640 a day at the default 10 s) and each says only
+/// "purged": a day of them is enough to see that the janitor runs.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(86_400);
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
