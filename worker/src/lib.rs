@@ -194,7 +194,7 @@ fn spawn_background(
         move || {
             let queues = queues.clone();
             async move {
-                for q in jobs::QUEUES {
+                for q in queues.names() {
                     queues.sweep_worker_metadata(q).await?;
                 }
                 Ok(())
@@ -210,7 +210,7 @@ fn spawn_background(
         move || {
             let (queues, pool) = (queues.clone(), pool.clone());
             async move {
-                for s in ledger::queue_stats(&pool, &jobs::QUEUES).await? {
+                for s in ledger::queue_stats(&pool, queues.names()).await? {
                     let q = s.queue.clone();
                     metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "pending")
                         .set(s.pending as f64);

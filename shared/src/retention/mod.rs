@@ -198,12 +198,17 @@ impl Purged {
 }
 
 /// Finished slot jobs of one scheduled queue that keeps them shorter than the ledger's default
-/// (the job-kind registry declares which: `keep_finished`; index `jobs_slot_finished`).
-const SHORT_LIVED_JOBS: &str = "DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs
-     WHERE state IN ('succeeded', 'cancelled') AND queue = $3 AND unique_key IS NOT NULL
-       AND finished_at < now() - make_interval(secs => $1)
-     ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// (the job-kind registry declares which: `keep_finished`; index `jobs_slot_finished`). `$3`
+/// is the queue.
+const SHORT_LIVED_JOBS: Purge = Purge {
+    table: "jobs (short-lived queues)",
+    sql: "DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs
+             WHERE state IN ('succeeded', 'cancelled') AND queue = $3 AND unique_key IS NOT NULL
+               AND finished_at < now() - make_interval(secs => $1)
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    audit: false,
+};
 
 /// One janitor run: every purge, caught up (or out of its budget), and the attempt partitions
 /// kept ahead and dropped behind. `short_lived` lists the queues whose finished jobs go sooner
@@ -215,27 +220,11 @@ pub async fn purge(
     short_lived: &[(&'static str, Duration)],
 ) -> Result<Purged> {
     let mut done = Purged::default();
+    let mut n = 0;
     for &(queue, keep) in short_lived {
-        let started = Instant::now();
-        let mut n = 0;
-        loop {
-            let batch = sqlx::query(SHORT_LIVED_JOBS)
-                .bind(keep.min(cfg.jobs).as_secs_f64())
-                .bind(BATCH)
-                .bind(queue)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            n += batch;
-            if batch < BATCH as u64 || started.elapsed() > TABLE_BUDGET {
-                break;
-            }
-        }
-        if n > 0 {
-            metrics::counter!("switchyard_purged_rows_total", "table" => "jobs").increment(n);
-        }
-        done.0.push(("jobs (short-lived queues)", n));
+        n += purge_one(pool, &SHORT_LIVED_JOBS, keep.min(cfg.jobs), Some(queue)).await?;
     }
+    record(&mut done, SHORT_LIVED_JOBS.table, n);
     for p in PURGES {
         let keep = match p.table {
             "jobs" => cfg.jobs,
@@ -247,11 +236,8 @@ pub async fn purge(
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),
         };
-        let n = purge_one(pool, p, keep).await?;
-        if n > 0 {
-            metrics::counter!("switchyard_purged_rows_total", "table" => p.table).increment(n);
-        }
-        done.0.push((p.table, n));
+        let n = purge_one(pool, p, keep, None).await?;
+        record(&mut done, p.table, n);
     }
     partitions::ensure(pool).await?;
     let dropped = partitions::drop_expired(pool, cfg.webhook_history()).await?;
@@ -262,31 +248,36 @@ pub async fn purge(
     Ok(done)
 }
 
+fn record(done: &mut Purged, table: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("switchyard_purged_rows_total", "table" => table).increment(n);
+    }
+    done.0.push((table, n));
+}
+
 /// Batches of `p` until one comes back short (caught up) or the table's budget is spent.
-async fn purge_one(pool: &PgPool, p: &Purge, keep: Duration) -> Result<u64> {
+/// `queue`, when given, is the statement's `$3`.
+async fn purge_one(pool: &PgPool, p: &Purge, keep: Duration, queue: Option<&str>) -> Result<u64> {
     let started = Instant::now();
     let mut total = 0;
+    let batch = || {
+        let q = sqlx::query(p.sql).bind(keep.as_secs_f64()).bind(BATCH);
+        match queue {
+            Some(queue) => q.bind(queue),
+            None => q,
+        }
+    };
     loop {
         let n = if p.audit {
             let mut tx = pool.begin().await?;
             sqlx::query("SELECT set_config('switchyard.retention_purge', 'on', true)")
                 .execute(&mut *tx)
                 .await?;
-            let n = sqlx::query(p.sql)
-                .bind(keep.as_secs_f64())
-                .bind(BATCH)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = batch().execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             n
         } else {
-            sqlx::query(p.sql)
-                .bind(keep.as_secs_f64())
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            batch().execute(pool).await?.rows_affected()
         };
         total += n;
         if n < BATCH as u64 || started.elapsed() > TABLE_BUDGET {

@@ -18,9 +18,9 @@ pub const MAX_ATTEMPTS: i32 = 3;
 pub const KEEP_FINISHED: Duration = Duration::from_secs(86_400);
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
-    // `KINDS`, not `QUEUES`: the registry's fn pointers must not depend on a list built from it.
-    for kind in super::KINDS {
-        ctx.dispatcher.queues().sweep_finished(kind.queue).await?;
+    let queues = ctx.dispatcher.queues();
+    for q in queues.names() {
+        queues.sweep_finished(q).await?;
     }
     let short = super::short_retentions();
     let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl, &short).await?;
