@@ -242,9 +242,7 @@ pub async fn send_test(
             .await?
             .ok_or_else(|| Error::not_found("webhook endpoint"))?;
     let credentials = target.sealed.open(keyring, target.db_now)?;
-    let timeout = target.timeout_ms.map_or(send::DEFAULT_TIMEOUT, |ms| {
-        std::time::Duration::from_millis(ms.max(1) as u64)
-    });
+    let timeout = target.timeout_or(send::DEFAULT_TIMEOUT);
     let result = transport.send(&target, &credentials, timeout).await;
     Ok(TestSent {
         target,

@@ -69,9 +69,15 @@ impl Target {
         }
     }
 
+    /// The endpoint's own request timeout, or the deployment's.
     pub fn timeout(&self, policy: &Policy) -> Duration {
+        self.timeout_or(policy.timeout)
+    }
+
+    /// The endpoint's own request timeout, or `default` (test sends, which have no policy).
+    pub fn timeout_or(&self, default: Duration) -> Duration {
         self.timeout_ms
-            .map_or(policy.timeout, |ms| Duration::from_millis(ms.max(1) as u64))
+            .map_or(default, |ms| Duration::from_millis(ms.max(1) as u64))
     }
 }
 
