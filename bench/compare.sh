@@ -9,6 +9,9 @@
 # answers), fan-out (2000 orders, 50 in flight, 10 endpoints), with EVENTS=1 the same through
 # POST /v1/events (this build only: the baseline may predate it), then 30 s idle with the dead
 # endpoint's deliveries still waiting: Postgres CPU while nothing happens.
+# SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout events).
+# With pg_stat_statements preloaded, each scenario also reports statements per delivery, and
+# the top statements by total time go to /tmp/compare-<build>-<round>-statements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?baseline switchyard-api binary}
@@ -23,17 +26,32 @@ TOKEN=bench-admin-token-123456
 
 bench() { ./target/release/switchyard-bench --api http://127.0.0.1:$PORT --admin-token $TOKEN "$@"; }
 
-# measure <label> <deliveries> <bench args…>: the scenario's output, then CPU per delivery.
+# Database counters of $DB: commits, rows inserted + updated + deleted, and statements run (from
+# pg_stat_statements, when Postgres preloads it; else 0).
+db_counts() {
+  psql -At -F' ' -h 127.0.0.1 -U postgres -c "SELECT d.xact_commit, d.tup_inserted + d.tup_updated + d.tup_deleted,
+      COALESCE((SELECT sum(calls) FROM pg_stat_statements s WHERE s.dbid = d.datid), 0)
+      FROM pg_stat_database d WHERE d.datname = '$DB'" postgres 2>/dev/null || echo "0 0 0"
+}
+
+# measure <label> <deliveries> <bench args…>: the scenario's output, then CPU per delivery, and
+# commits, rows written and statements per delivery (counters read 2 s later: backends report
+# them at most once a second).
 measure() {
   local label=$1 n=$2; shift 2
-  local a0 p0 t0 a1 p1 t1
+  case " ${SCENARIOS:-steady burst noisy fanout events} " in *" $label "*) ;; *) return 0 ;; esac
+  local a0 p0 t0 a1 p1 t1 c0 c1
+  c0=$(db_counts)
   a0=$(ticks "$API"); p0=$(pg_ticks); t0=$(date +%s.%N)
   bench "$@" | sed "s/^/    /"
   a1=$(ticks "$API"); p1=$(pg_ticks); t1=$(date +%s.%N)
+  sleep 2
+  c1=$(db_counts)
   awk -v l="$label" -v b="$build" -v n="$n" -v a=$((a1 - a0)) -v p=$((p1 - p0)) -v k="$TICK" \
-      -v w="$(echo "$t1 - $t0" | bc)" 'BEGIN {
-    printf "RESULT build=%s scenario=%s deliveries=%d wall_s=%.1f switchyard_cpu_ms_per_delivery=%.3f postgres_cpu_ms_per_delivery=%.3f\n",
-      b, l, n, w, a * 1000 / k / n, p * 1000 / k / n }'
+      -v w="$(echo "$t1 - $t0" | bc)" -v c0="$c0" -v c1="$c1" 'BEGIN {
+    split(c0, x, " "); split(c1, y, " ")
+    printf "RESULT build=%s scenario=%s deliveries=%d wall_s=%.1f deliveries_per_s=%.0f switchyard_cpu_ms_per_delivery=%.3f postgres_cpu_ms_per_delivery=%.3f commits_per_delivery=%.2f rows_written_per_delivery=%.2f statements_per_delivery=%.2f\n",
+      b, l, n, w, n / w, a * 1000 / k / n, p * 1000 / k / n, (y[1] - x[1]) / n, (y[2] - x[2]) / n, (y[3] - x[3]) / n }'
 }
 
 # idle <label>: 10 s to settle, then Postgres and Switchyard CPU over 30 s with no traffic.
@@ -54,6 +72,8 @@ for round in $(seq "$ROUNDS"); do
     bin=$BASE; [ $build = new ] && bin=$NEW
     echo "## round $round, $build ($bin)"
     psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
+    psql -q -h 127.0.0.1 -U postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+      -c "SELECT pg_stat_statements_reset()" postgres >/dev/null 2>&1 || true
     redis-cli --scan --pattern 'sybench:*' | xargs -r redis-cli del >/dev/null
     DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
     SWITCHYARD_ALLOW_PRIVATE_TARGETS=true SWITCHYARD_REDIS_PREFIX=sybench \
@@ -61,7 +81,7 @@ for round in $(seq "$ROUNDS"); do
       "$bin" --with-worker --listen 127.0.0.1:$PORT >/tmp/compare-api.log 2>&1 &
     API=$!
     for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
-    idle fresh
+    case " ${SCENARIOS:-idle} " in *" idle "*) idle fresh ;; esac
     measure steady 4000 --orders 4000 --rate 200
     sleep 5
     measure burst 5000 --orders 5000 --concurrency 50
@@ -74,7 +94,11 @@ for round in $(seq "$ROUNDS"); do
       measure events 20000 --events --orders 2000 --concurrency 50 --endpoints 10
     fi
     # Idle: no traffic, the dead endpoint's deliveries parked or waiting for their retries.
-    idle after_load
+    case " ${SCENARIOS:-idle} " in *" idle "*) idle after_load ;; esac
+    psql -h 127.0.0.1 -U postgres -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+        round((total_exec_time / calls)::numeric, 3) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 160) AS query
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = '$DB'
+        ORDER BY total_exec_time DESC LIMIT 15" postgres >"/tmp/compare-$build-$round-statements.txt" 2>&1 || true
     kill $API; wait $API 2>/dev/null || true
     sleep 5
   done

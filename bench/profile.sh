@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Where the CPU of a delivery goes: perf samples every process on the machine during the fan-out
+# scenario (2,000 orders × 10 endpoints, 50 in flight) against a release build on a fresh
+# database, and writes one flame graph per process group (Postgres, Switchyard) plus the top
+# statements by total time (pg_stat_statements, when Postgres preloads it).
+# Usage: bench/profile.sh <out-dir> [switchyard-api binary]
+# Needs perf (linux-perf) and inferno (`cargo install inferno`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?output directory}
+BIN=${2:-./target/release/switchyard-api}
+mkdir -p "$OUT"
+cargo build --release -q -p switchyard-api -p switchyard-bench
+DB=switchyard_bench
+PORT=18081
+TOKEN=bench-admin-token-123456
+psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
+psql -q -h 127.0.0.1 -U postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+  -c "SELECT pg_stat_statements_reset()" postgres >/dev/null 2>&1 || true
+redis-cli --scan --pattern 'sybench:*' | xargs -r redis-cli del >/dev/null
+DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
+SWITCHYARD_ALLOW_PRIVATE_TARGETS=true SWITCHYARD_REDIS_PREFIX=sybench \
+SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LOG_FORMAT=json RUST_LOG=error \
+  "$BIN" --with-worker --listen 127.0.0.1:$PORT >/tmp/profile-api.log 2>&1 &
+API=$!
+trap 'kill $API 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
+./target/release/switchyard-bench --api http://127.0.0.1:$PORT --admin-token $TOKEN \
+  --orders 2000 --concurrency 50 --endpoints 10 | tee "$OUT/fanout.txt" &
+DRIVER=$!
+sleep 4
+perf record -a -F 199 --call-graph dwarf,16384 -o /tmp/profile.data -- sleep 8 2>/dev/null
+wait $DRIVER
+perf script -i /tmp/profile.data 2>/dev/null | inferno-collapse-perf > /tmp/profile.folded
+grep -E '^postgres' /tmp/profile.folded | inferno-flamegraph --title "Postgres, fan-out ×10" > "$OUT/postgres.svg"
+grep -E '^(switchyard-api|tokio-runtime-w)' /tmp/profile.folded \
+  | inferno-flamegraph --title "switchyard-api --with-worker, fan-out ×10" > "$OUT/switchyard.svg"
+# Share of samples per process name.
+awk '{n = $NF; sub(/;.*/, "", $1); s[$1] += n; t += n} END {for (k in s) printf "%6.1f%% %s\n", 100 * s[k] / t, k}' \
+  /tmp/profile.folded | sort -rn | head -12 > "$OUT/processes.txt"
+psql -h 127.0.0.1 -U postgres -c "SELECT calls, round(total_exec_time::numeric, 1) AS exec_ms,
+    round(total_plan_time::numeric, 1) AS plan_ms, rows,
+    left(regexp_replace(query, '\s+', ' ', 'g'), 120) AS query
+    FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = '$DB'
+    ORDER BY total_exec_time + total_plan_time DESC LIMIT 15" postgres > "$OUT/statements.txt" 2>&1 || true
+cat "$OUT/processes.txt"
