@@ -117,30 +117,49 @@ impl std::ops::Deref for Lease {
     }
 }
 
-/// Claims the job behind `task`, or returns `None` when the task is a stale duplicate.
+/// Claims the jobs behind `tasks` in one statement (the worker batches concurrent claims,
+/// `batch::Batcher`). Per task: its job, or `None` when the task is a stale duplicate (another
+/// dispatch of the job, the job already claimed, or the same task twice in `tasks`). The
+/// tasks are joined as a row set (`UNNEST`), whose size the planner knows, so each is one
+/// primary-key probe: an `id = ANY(…)` beside the state condition lets a planner without
+/// statistics (a young ledger) AND the primary key with the state's partial index instead,
+/// reading every entry of that index.
 pub async fn claim(
     pool: &PgPool,
-    task: JobTask,
+    tasks: &[JobTask],
     owner: &str,
     lease: Duration,
-) -> Result<Option<Lease>> {
-    let job = sqlx::query_as::<_, ClaimedJob>(
-        "UPDATE jobs
-            SET state = 'running', attempt = attempt + 1, lease_owner = $3,
+) -> Result<Vec<Option<Lease>>> {
+    let rows = sqlx::query_as::<_, ClaimedJob>(
+        "UPDATE jobs j
+            SET state = 'running', attempt = j.attempt + 1, lease_owner = $3,
                 lease_until = now() + make_interval(secs => $4), updated_at = now()
-          WHERE id = $1 AND dispatch_seq = $2 AND state = 'queued'
-      RETURNING id, queue, tenant_id, subject_id, attempt, max_attempts, dispatch_seq, last_error",
+           FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
+          WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = 'queued'
+      RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
+                j.dispatch_seq, j.last_error",
     )
-    .bind(task.job)
-    .bind(task.seq)
+    .bind(tasks.iter().map(|t| t.job).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.seq).collect::<Vec<_>>())
     .bind(owner)
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(job.map(|job| Lease {
-        job,
-        owner: owner.to_owned(),
-    }))
+    let mut claimed: std::collections::HashMap<Uuid, ClaimedJob> =
+        rows.into_iter().map(|j| (j.id, j)).collect();
+    Ok(tasks
+        .iter()
+        .map(|t| {
+            // Each claimed job goes to the first task of its dispatch, once.
+            if claimed.get(&t.job)?.dispatch_seq != t.seq {
+                return None;
+            }
+            claimed.remove(&t.job).map(|job| Lease {
+                job,
+                owner: owner.to_owned(),
+            })
+        })
+        .collect())
 }
 
 /// What became of a run.
@@ -183,6 +202,26 @@ macro_rules! finish_sql {
 }
 pub(crate) use finish_sql;
 
+/// [`finish_sql`] for many runs at once: the same transition for each row of a CTE `i` with
+/// columns `job_id`, `seq`, `owner`, `state`, `after` and `error` (the values of
+/// [`finish_values`]); the jobs table is `j`. Embedded the same way, by statements that record many runs'
+/// results in one round trip.
+macro_rules! finish_many_sql {
+    () => {
+        "UPDATE jobs j
+            SET state = i.state,
+                run_at = CASE WHEN i.after IS NULL THEN j.run_at
+                              ELSE now() + make_interval(secs => i.after) END,
+                last_error = i.error,
+                lease_owner = NULL, lease_until = NULL, queued_at = NULL, updated_at = now(),
+                finished_at = CASE WHEN i.state = 'pending' THEN NULL ELSE now() END
+           FROM i
+          WHERE j.id = i.job_id AND j.dispatch_seq = i.seq AND j.lease_owner = i.owner
+            AND j.state = 'running'"
+    };
+}
+pub(crate) use finish_many_sql;
+
 /// The ledger's insert of new jobs (born `queued`, see [`NewJob`]); `$1..$5` are arrays (id,
 /// queue, tenant, subject, max attempts). Embedded as a CTE by statements that create work
 /// together with its business rows.
@@ -216,12 +255,7 @@ type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgu
 
 /// Binds `$1..$6` of `finish_sql!()`.
 pub fn bind_finish<'q>(query: PgQuery<'q>, job: &'q Lease, outcome: &'q Outcome) -> PgQuery<'q> {
-    let (state, after, error): (&str, Option<f64>, Option<&str>) = match outcome {
-        Outcome::Succeeded => ("succeeded", None, None),
-        Outcome::Retry { after, error } => ("pending", Some(after.as_secs_f64()), Some(error)),
-        Outcome::Dead { error } => ("dead", None, Some(error)),
-        Outcome::Cancelled { reason } => ("cancelled", None, Some(reason)),
-    };
+    let (state, after, error) = finish_values(outcome);
     query
         .bind(job.id)
         .bind(job.dispatch_seq)
@@ -229,6 +263,17 @@ pub fn bind_finish<'q>(query: PgQuery<'q>, job: &'q Lease, outcome: &'q Outcome)
         .bind(state)
         .bind(after)
         .bind(error)
+}
+
+/// An outcome as the ledger stores it: the job's new state, the retry delay in seconds, and
+/// its error or reason.
+pub(crate) fn finish_values(outcome: &Outcome) -> (&'static str, Option<f64>, Option<&str>) {
+    match outcome {
+        Outcome::Succeeded => ("succeeded", None, None),
+        Outcome::Retry { after, error } => ("pending", Some(after.as_secs_f64()), Some(error)),
+        Outcome::Dead { error } => ("dead", None, Some(error)),
+        Outcome::Cancelled { reason } => ("cancelled", None, Some(reason)),
+    }
 }
 
 /// Records the outcome if this process still holds the lease; returns whether it did.

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod batch;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -553,3 +553,88 @@ async fn payloads_are_removed_after_the_retention_period_and_attempts_stay() {
         .await;
     switchyard_tests::problem(r, 409, "payload_expired", None).await;
 }
+
+/// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
+/// are claimed, read and recorded in far fewer statements than one per delivery, each webhook
+/// arrives once, and every job and delivery ends finished. Counted on a real
+/// `switchyard-api --with-worker` process's own `/metrics` (batches served and requests in them).
+#[tokio::test]
+async fn concurrent_deliveries_share_their_claims_reads_and_records() {
+    use switchyard_tests::process::Process;
+
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    for _ in 0..8 {
+        app.create_endpoint(&key, &partner.url, &["order.created"])
+            .await;
+    }
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    let (_api, base) = Process::spawn_api(&env).await;
+    let http = app.http.clone();
+    let posts: Vec<_> = (0..30)
+        .map(|i| {
+            let (http, key, url) = (http.clone(), key.clone(), format!("{base}/v1/orders"));
+            tokio::spawn(async move {
+                let body = TestApp::order_body(&format!("batched-{i}"));
+                let r = http.post(&url).header("x-api-key", &key).json(&body);
+                assert_eq!(r.send().await.unwrap().status(), 201);
+            })
+        })
+        .collect();
+    for p in posts {
+        p.await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "240 deliveries", || async {
+        (partner.count() >= 240).then_some(())
+    })
+    .await;
+    assert_eq!(partner.unique_ids().len(), 30, "one webhook id per order");
+    assert_eq!(partner.count(), 240, "each endpoint got each message once");
+    let unfinished = "SELECT count(*) FROM jobs WHERE state <> 'succeeded'
+                        AND queue IN ('event_fan_out', 'webhook_deliveries')";
+    eventually(Duration::from_secs(10), "every job finished", || async {
+        (app.count(unfinished).await == 0).then_some(())
+    })
+    .await;
+    let pending = "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'";
+    assert_eq!(app.count(pending).await, 0);
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str, batch: &str| -> f64 {
+        let prefix = format!("switchyard_batch_size_{name}{{batch=\"{batch}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // Claims: 240 deliveries and 30 fan-outs (and the janitor's runs); reads and records: the
+    // 240 deliveries.
+    let batches = [
+        ("claim", 270.0),
+        ("delivery_target", 240.0),
+        ("attempt_record", 240.0),
+    ];
+    for (batch, requests) in batches {
+        let (statements, served) = (value("count", batch), value("sum", batch));
+        if batch == "claim" {
+            assert!(served >= requests, "{batch}: {served} served");
+        } else {
+            assert_eq!(served, requests, "{batch}: every request served once");
+        }
+        assert!(
+            statements < requests * 0.5,
+            "{batch}: {statements} statements for {requests} requests"
+        );
+    }
+}

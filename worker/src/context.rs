@@ -22,6 +22,8 @@ use switchyard_shared::{
 };
 use uuid::Uuid;
 
+use crate::batches::Batchers;
+
 pub struct Ctx {
     pub pool: PgPool,
     /// Woken when work becomes due or a slot frees.
@@ -33,7 +35,6 @@ pub struct Ctx {
     pub keyring: Keyring,
     pub policy: Policy,
     pub breaker: BreakerPolicy,
-    pub health: HealthPolicy,
     /// Lease owner name of this process: unique per process start.
     pub owner: String,
     pub lease: Duration,
@@ -43,6 +44,8 @@ pub struct Ctx {
     /// What the janitor purges, and after how long.
     pub retention: RetentionConfig,
     pub idempotency_ttl: Duration,
+    /// Claims, delivery targets and attempt records of concurrent runs, batched.
+    pub batch: Batchers,
     held: Mutex<HashSet<Uuid>>,
 }
 
@@ -56,7 +59,13 @@ impl Ctx {
         keyring: Keyring,
         owner: String,
     ) -> Arc<Self> {
+        let health = HealthPolicy {
+            disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
+            disable_after: cfg.endpoint_disable_after,
+        };
+        let batch = Batchers::spawn(&pool, &owner, cfg.lease, &health);
         Arc::new(Ctx {
+            batch,
             retention: common.retention.clone(),
             idempotency_ttl: common.idempotency_ttl,
             pool,
@@ -79,10 +88,6 @@ impl Ctx {
                 timeout: cfg.webhook_timeout,
                 throttle_delay: cfg.webhook_throttle_delay,
                 retry_after_max: cfg.webhook_retry_after_max,
-            },
-            health: HealthPolicy {
-                disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
-                disable_after: cfg.endpoint_disable_after,
             },
             breaker: BreakerPolicy {
                 window: cfg.breaker_window,

@@ -2,6 +2,7 @@
 //! that keep Redis in step with the ledger, the lease renewer and the janitor.
 //! `switchyard-worker` runs it alone; `switchyard-api --with-worker` runs it beside the API.
 
+mod batches;
 mod context;
 mod jobs;
 mod wake;

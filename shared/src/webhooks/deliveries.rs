@@ -60,6 +60,17 @@ pub enum DeliveryStatus {
     Cancelled,
 }
 
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Deliveries to an endpoint of this tenant and mode, newest first.
 pub async fn list_for_endpoint(
     pool: &PgPool,

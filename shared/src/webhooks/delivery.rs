@@ -48,8 +48,11 @@ pub struct Target {
     pub paused_until: Option<DateTime<Utc>>,
     pub probe_job: Option<Uuid>,
     /// Set while an earlier event of the same order to the same endpoint is still pending, or
-    /// (FIFO endpoints) any earlier message to it: when that one is due next. This delivery
-    /// waits for it.
+    /// (FIFO endpoints) any earlier message to it: when the first of those is due next (it
+    /// goes before the others). This delivery waits for it. Each is one probe of the index
+    /// whose order the subquery names (`webhook_deliveries_ordering`, `_fifo`), so the plan
+    /// cannot fall back to walking an endpoint's whole pending backlog when the table's
+    /// statistics are missing or stale.
     pub waiting_for: Option<DateTime<Utc>>,
     /// The database's clock when the target was read: every time decision (breaker pause,
     /// secret expiry) compares against it, never against this host's clock.
@@ -89,28 +92,37 @@ const ENDPOINT_COLUMNS: &str = "e.id AS endpoint_id, e.url,
     e.auth_key_id, e.retry_schedule_ms, e.timeout_ms, g.breaker, g.paused_until, g.probe_job,
     now() AS db_now";
 
-/// The target of a delivery job, with what it must wait for.
-pub async fn load_target(pool: &PgPool, delivery_id: Uuid) -> Result<Option<Target>> {
-    Ok(sqlx::query_as::<_, Target>(sqlx::AssertSqlSafe(format!(
+/// The targets of delivery jobs, with what each must wait for, in one query (the worker
+/// batches concurrent reads, `batch::Batcher`): per id its target, or `None` if it is gone.
+pub async fn load_targets(pool: &PgPool, delivery_ids: &[Uuid]) -> Result<Vec<Option<Target>>> {
+    let rows = sqlx::query_as::<_, Target>(sqlx::AssertSqlSafe(format!(
         "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
                 m.payload, {ENDPOINT_COLUMNS},
                 LEAST(
-                  (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
+                  (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
                     WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
                       AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
-                      AND p.status = 'pending'),
-                  (SELECT min(COALESCE(p.next_attempt_at, now())) FROM webhook_deliveries p
+                      AND p.status = 'pending'
+                    ORDER BY p.endpoint_id, p.ordering_key, p.ordering_seq LIMIT 1),
+                  (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
                     WHERE e.fifo AND p.endpoint_id = d.endpoint_id
-                      AND p.message_id < d.message_id AND p.status = 'pending')) AS waiting_for
+                      AND p.message_id < d.message_id AND p.status = 'pending'
+                    ORDER BY p.endpoint_id, p.message_id LIMIT 1)) AS waiting_for
            FROM webhook_deliveries d
            JOIN webhook_messages m ON m.id = d.message_id
            JOIN webhook_endpoints e ON e.id = d.endpoint_id
            LEFT JOIN dispatch_groups g ON g.key = d.endpoint_id
-          WHERE d.id = $1"
+          WHERE d.id = ANY($1)"
     )))
-    .bind(delivery_id)
-    .fetch_optional(pool)
-    .await?)
+    .bind(delivery_ids)
+    .fetch_all(pool)
+    .await?;
+    let by_id: std::collections::HashMap<Uuid, Target> =
+        rows.into_iter().map(|t| (t.delivery_id, t)).collect();
+    Ok(delivery_ids
+        .iter()
+        .map(|id| by_id.get(id).cloned())
+        .collect())
 }
 
 /// The target of a test send: an endpoint of this tenant and mode, and a message and delivery

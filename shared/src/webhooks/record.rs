@@ -1,7 +1,11 @@
 //! Recording what a delivery job did, in the statement that moves its job: an attempt and its
 //! outcome, a test send, or an end without an attempt.
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -14,7 +18,7 @@ use super::{
 use crate::{
     error::Result,
     events::{NewEvent, events_json, insert_events_sql},
-    jobs::{self, Lease, Outcome, finish_sql},
+    jobs::{self, Lease, Outcome, finish_many_sql, finish_sql},
 };
 
 fn headers_json(h: &[(String, String)]) -> serde_json::Value {
@@ -77,77 +81,228 @@ fn bind_attempt<'q>(
         .bind(headers_json(&result.response_headers))
 }
 
-/// The statement of [`record`]: `$1..$6` finish the job, `$7..$24` are the attempt (`$9` the
-/// delivery, `$10` the endpoint, `$12` the attempt number, `$14` the status code), then the
-/// delivery's new status, disable reason, success flag and health thresholds. The delivery
-/// and the endpoint's health change only if the job's transition matched (`fin`): a run whose
-/// lease was taken over logs its attempt (it happened) and changes nothing else.
+/// One attempt to record, shared by the run that made it and the batch recording it.
+#[derive(Debug)]
+pub struct AttemptRecord {
+    pub job: Lease,
+    pub decision: Decision,
+    pub target: Target,
+    pub result: AttemptResult,
+}
+
+/// The statement of [`record`], over arrays with one element per attempt: `$1..$6` finish the
+/// jobs (`finish_many_sql!`), `$7..$24` are the attempts, then each delivery's new status
+/// (`$25`), disable reason (`$26`) and success flag (`$27`), and the health thresholds. A
+/// delivery and its endpoint's health change only if its job's transition matched (`fin`): a
+/// run whose lease was taken over logs its attempt (it happened) and changes nothing else.
+///
+/// An endpoint's health takes all of its attempts in the batch, in order (`ord`): the failures
+/// after its last success add to (or, after a success, restart) its run of failures.
 static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH fin AS ({finish} RETURNING id, state, run_at),
-         attempt AS ({attempt}),
+        "WITH i AS (
+            SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
+                                 $6::text[], $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[],
+                                 $11::uuid[], $12::int[], $13::bigint[], $14::int[], $15::text[],
+                                 $16::text[], $17::int[], $18::text[], $19::bigint[], $20::text[],
+                                 $21::int[], $22::int[], $23::jsonb[], $24::jsonb[], $25::text[],
+                                 $26::text[], $27::bool[])
+                   WITH ORDINALITY AS i(job_id, seq, owner, state, after, error, {ATTEMPT_COLUMNS},
+                                        status, disable, succeeded, ord)),
+         fin AS ({finish} RETURNING j.id, j.state, j.run_at),
+         attempt AS (INSERT INTO webhook_attempts ({ATTEMPT_COLUMNS})
+                     SELECT {ATTEMPT_COLUMNS} FROM i),
+         done AS (SELECT i.*, fin.state AS job_state, fin.run_at FROM i JOIN fin ON fin.id = i.job_id),
          delivery AS (
             UPDATE webhook_deliveries d
-               SET status = $25, attempts = GREATEST(attempts, $12), last_status_code = $14,
-                   next_attempt_at = CASE WHEN fin.state = 'pending' THEN fin.run_at END,
+               SET status = done.status, attempts = GREATEST(d.attempts, done.attempt),
+                   last_status_code = done.status_code,
+                   next_attempt_at = CASE WHEN done.job_state = 'pending' THEN done.run_at END,
                    updated_at = now()
-              FROM fin
-             WHERE d.id = $9),
+              FROM done
+             WHERE d.id = ANY($9) AND d.id = done.delivery_id),
+         per_endpoint AS (
+            SELECT endpoint_id, max(ord) FILTER (WHERE succeeded) AS last_success,
+                   (array_agg(disable ORDER BY ord) FILTER (WHERE disable IS NOT NULL))[1] AS disable
+              FROM done GROUP BY endpoint_id),
+         health AS (
+            SELECT w.id, w.status, p.last_success, p.disable, f.trailing,
+                   CASE WHEN p.last_success IS NULL THEN w.consecutive_failures + f.trailing
+                        ELSE f.trailing END AS failures,
+                   CASE WHEN f.trailing = 0 THEN NULL
+                        WHEN p.last_success IS NULL THEN COALESCE(w.failing_since, now())
+                        ELSE now() END AS since
+              FROM per_endpoint p
+              JOIN webhook_endpoints w ON w.id = p.endpoint_id
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS trailing FROM done
+                   WHERE done.endpoint_id = p.endpoint_id AND NOT done.succeeded
+                     AND done.ord > COALESCE(p.last_success, 0)) f),
          verdict AS (
-            SELECT CASE WHEN status <> 'enabled' OR $27 THEN NULL
-                        WHEN $26::text IS NOT NULL THEN $26::text
-                        WHEN consecutive_failures + 1 >= $28
-                          OR COALESCE(failing_since, now()) <= now() - make_interval(secs => $29)
-                        THEN 'failing'
-                   END AS reason
-              FROM webhook_endpoints WHERE id = $10 AND EXISTS (SELECT 1 FROM fin)),
+            SELECT h.*, CASE WHEN h.status <> 'enabled' THEN NULL
+                             WHEN h.disable IS NOT NULL THEN h.disable
+                             WHEN h.trailing = 0 THEN NULL
+                             WHEN h.failures >= $28
+                               OR h.since <= now() - make_interval(secs => $29) THEN 'failing'
+                        END AS reason
+              FROM health h),
          endpoint AS (
-            -- A success only writes the row when it ends a run of failures.
+            -- Successes only write the row when they end a run of failures.
             UPDATE webhook_endpoints w
-               SET consecutive_failures = CASE WHEN $27 THEN 0 ELSE w.consecutive_failures + 1 END,
-                   failing_since = CASE WHEN $27 THEN NULL ELSE COALESCE(w.failing_since, now()) END,
+               SET consecutive_failures = v.failures, failing_since = v.since,
                    status = CASE WHEN v.reason IS NULL THEN w.status ELSE 'disabled' END,
                    disabled_reason = COALESCE(v.reason, w.disabled_reason),
                    disabled_at = CASE WHEN v.reason IS NULL THEN w.disabled_at ELSE now() END,
                    updated_at = CASE WHEN v.reason IS NULL THEN w.updated_at ELSE now() END
               FROM verdict v
-             WHERE w.id = $10
-               AND (NOT $27 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
-         RETURNING v.reason)
-         SELECT EXISTS (SELECT 1 FROM fin) AS recorded, (SELECT reason FROM endpoint) AS disabled,
-                EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = $10 AND w.state = 'pending'
-                           AND w.run_at <= now()) AS group_waiting",
-        finish = finish_sql!(),
-        attempt = insert_attempt_sql(7),
+             WHERE w.id = ANY($10) AND w.id = v.id
+               AND (v.trailing > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
+         RETURNING w.id, v.reason)
+         SELECT ARRAY(SELECT id FROM fin) AS recorded,
+                ARRAY(SELECT id FROM endpoint WHERE reason IS NOT NULL) AS disabled,
+                ARRAY(SELECT reason FROM endpoint WHERE reason IS NOT NULL) AS reasons,
+                ARRAY(SELECT p.endpoint_id FROM per_endpoint p
+                       WHERE EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = p.endpoint_id
+                                        AND w.state = 'pending' AND w.run_at <= now())) AS waiting",
+        finish = finish_many_sql!(),
     )
 });
 
-/// In one statement: logs the attempt, records the job's outcome and, only if that matched,
-/// moves the delivery to its new status and keeps the endpoint's health (consecutive failures,
-/// failing since; disables it on 410 or when it has only failed for too long). The attempt is
-/// logged even if the lease was lost meanwhile (it happened).
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    recorded: Vec<Uuid>,
+    disabled: Vec<Uuid>,
+    reasons: Vec<String>,
+    waiting: Vec<Uuid>,
+}
+
+/// In one statement for many attempts (the worker batches concurrent ones, `batch::Batcher`):
+/// logs each attempt, records its job's outcome and, only if that matched, moves its delivery
+/// to its new status and keeps its endpoint's health (consecutive failures, failing since;
+/// disables it on 410 or when it has only failed for too long). Attempts are logged even if
+/// the lease was lost meanwhile (they happened). An endpoint disabled by the batch is reported
+/// once, on its last attempt in it.
 pub async fn record(
     pool: &PgPool,
-    job: &Lease,
-    decision: &Decision,
-    target: &Target,
-    result: &AttemptResult,
+    attempts: &[Arc<AttemptRecord>],
     health: &HealthPolicy,
-) -> Result<Recorded> {
-    let query = jobs::bind_finish(
-        sqlx::query(sqlx::AssertSqlSafe(RECORD_SQL.as_str())),
-        job,
-        &decision.outcome,
-    );
-    let row = bind_attempt(query, target, job.attempt, result)
-        .bind(decision.status)
-        .bind(decision.disable)
-        .bind(result.succeeded())
+) -> Result<Vec<Recorded>> {
+    let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
+    let finish: Vec<_> = attempts
+        .iter()
+        .map(|a| jobs::finish_values(&a.decision.outcome))
+        .collect();
+    let col = |f: &dyn Fn(&AttemptRecord) -> Option<i32>| -> Vec<Option<i32>> {
+        attempts.iter().map(|a| f(a)).collect()
+    };
+    let text = |f: &dyn Fn(&AttemptRecord) -> Option<String>| -> Vec<Option<String>> {
+        attempts.iter().map(|a| f(a)).collect()
+    };
+    let uuid = |f: &dyn Fn(&AttemptRecord) -> Uuid| -> Vec<Uuid> {
+        attempts.iter().map(|a| f(a)).collect()
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(RECORD_SQL.as_str()))
+        .bind(uuid(&|a| a.job.id))
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.job.dispatch_seq)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.job.owner.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(finish.iter().map(|f| f.0).collect::<Vec<_>>())
+        .bind(finish.iter().map(|f| f.1).collect::<Vec<_>>())
+        .bind(finish.iter().map(|f| f.2).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(uuid(&|a| a.target.tenant_id))
+        .bind(uuid(&|a| a.target.delivery_id))
+        .bind(uuid(&|a| a.target.endpoint_id))
+        .bind(uuid(&|a| a.target.message_id))
+        .bind(attempts.iter().map(|a| a.job.attempt).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.result.webhook_timestamp)
+                .collect::<Vec<_>>(),
+        )
+        .bind(col(&|a| a.result.status_code.map(i32::from)))
+        .bind(text(&|a| a.result.error_class.map(str::to_owned)))
+        .bind(text(&|a| a.result.error_message.clone()))
+        .bind(
+            attempts
+                .iter()
+                .map(|a| ms(a.result.duration))
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(&|a| a.result.response_body.clone()))
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.result.response_size)
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(&|a| a.result.remote_ip.clone()))
+        .bind(col(&|a| a.result.ttfb.map(ms)))
+        .bind(col(&|a| a.result.connect.map(ms)))
+        .bind(
+            attempts
+                .iter()
+                .map(|a| headers_json(&a.result.request_headers))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| headers_json(&a.result.response_headers))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.decision.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.decision.disable)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|a| a.result.succeeded())
+                .collect::<Vec<_>>(),
+        )
         .bind(health.disable_after_failures)
         .bind(health.disable_after.as_secs_f64())
         .fetch_one(pool)
         .await?;
-    Ok(<Recorded as sqlx::FromRow<_>>::from_row(&row)?)
+    let row = <RecordRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let recorded: HashSet<Uuid> = row.recorded.into_iter().collect();
+    let waiting: HashSet<Uuid> = row.waiting.into_iter().collect();
+    let mut disabled: HashMap<Uuid, String> = row.disabled.into_iter().zip(row.reasons).collect();
+    let mut out: Vec<Recorded> = attempts
+        .iter()
+        .map(|a| Recorded {
+            recorded: recorded.contains(&a.job.id),
+            disabled: None,
+            group_waiting: waiting.contains(&a.target.endpoint_id),
+        })
+        .collect();
+    for (i, a) in attempts.iter().enumerate().rev() {
+        if out[i].recorded
+            && let Some(reason) = disabled.remove(&a.target.endpoint_id)
+        {
+            out[i].disabled = Some(reason);
+        }
+    }
+    Ok(out)
 }
 
 /// Records a test send after it happened, in one statement: its event (in the outbox, for

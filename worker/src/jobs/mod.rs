@@ -103,7 +103,7 @@ fn kind(queue: &str) -> Option<&'static Kind> {
 /// be made (Postgres unreachable): apalis then retries the task shortly.
 pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
     let ctx: Arc<Ctx> = (*ctx).clone();
-    let Some(job) = jobs::claim(&ctx.pool, task, &ctx.owner, ctx.lease).await? else {
+    let Some(job) = ctx.batch.claims.call(task).await? else {
         metrics::counter!("switchyard_stale_tasks_total").increment(1);
         return Ok(());
     };

@@ -1,5 +1,7 @@
 //! `webhook_deliveries`: one attempt of one message to one endpoint.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Lease, Outcome},
@@ -15,7 +17,7 @@ use super::{Attempts, Kind};
 use crate::{ORDERING_RETRY, context::Ctx};
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
-    let target = delivery::load_target(&ctx.pool, job.subject_id).await?;
+    let target = ctx.batch.targets.call(job.subject_id).await?;
     let Some(target) = target.filter(|t| t.delivery_status == DeliveryStatus::Pending) else {
         // Already finished (a duplicate run) or gone: nothing to send.
         let reason = "delivery is no longer pending";
@@ -49,7 +51,14 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     let result = ctx.transport.send(&target, &credentials, timeout).await;
     let schedule = target.schedule(&ctx.policy);
     let decision = delivery::decide(&result, job.attempt, &schedule, &ctx.policy);
-    let recorded = record::record(&ctx.pool, job, &decision, &target, &result, &ctx.health).await?;
+    let attempt = Arc::new(record::AttemptRecord {
+        job: job.clone(),
+        decision,
+        target,
+        result,
+    });
+    let recorded = ctx.batch.records.call(attempt.clone()).await?;
+    let (target, result) = (&attempt.target, &attempt.result);
     let label = if result.succeeded() {
         "succeeded"
     } else {
@@ -64,9 +73,9 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     let transition = if result.succeeded() {
-        breaker::on_success(&ctx.pool, &target).await?
+        breaker::on_success(&ctx.pool, target).await?
     } else {
-        breaker::on_failure(&ctx.pool, &ctx.breaker, &target, job).await?
+        breaker::on_failure(&ctx.pool, &ctx.breaker, target, job).await?
     };
     match transition {
         Transition::Opened { until } => {
@@ -77,7 +86,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
             tracing::info!(endpoint_id = %target.endpoint_id, "circuit breaker closed");
             metrics::counter!("switchyard_breaker_transitions_total", "to" => "closed")
                 .increment(1);
-            operational(ctx, &target, "endpoint.recovered", json!({})).await?;
+            operational(ctx, target, "endpoint.recovered", json!({})).await?;
         }
         Transition::None => {}
     }
@@ -86,7 +95,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason.clone())
             .increment(1);
         let data = json!({ "reason": reason, "last_error": result.error_message });
-        operational(ctx, &target, "endpoint.disabled", data).await?;
+        operational(ctx, target, "endpoint.disabled", data).await?;
     }
     if recorded.group_waiting {
         // Deliveries to this endpoint wait for a slot: this one just freed.
