@@ -26,6 +26,33 @@ pub async fn connect_and_migrate(url: &str, pool_size: u32) -> anyhow::Result<Pg
     Ok(pool)
 }
 
+/// A pool for the worker's batched statements (`worker/src/batches.rs`: claims, delivery reads,
+/// attempt records over arrays of any length). Postgres re-plans such a statement on every
+/// execution (the array's length changes its estimates, so it never settles on a generic
+/// plan), which at low load, one request per batch, cost more than running it. This pool plans
+/// each once per connection (`force_generic_plan`). The statements are written so that their
+/// only sensible plans are index probes (states compared to parameters, not literals, so no
+/// state partial index can stand in for the primary key; index order named where one row is
+/// wanted), and sequential scans are ruled out, so a plan made while the ledger was young stays
+/// right as it grows (docs/architecture.md §8). Connections are recycled every half hour.
+pub async fn connect_for_batches(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
+    let opts: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid URL")?;
+    let opts = opts
+        .options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+        ])
+        .disable_statement_logging();
+    PgPoolOptions::new()
+        .max_connections(pool_size)
+        .min_connections(1)
+        .max_lifetime(Duration::from_secs(1800))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))
+}
+
 async fn create_database_if_missing(opts: &PgConnectOptions) -> anyhow::Result<()> {
     let Some(db) = opts.get_database().map(str::to_owned) else {
         return Ok(());

@@ -119,11 +119,11 @@ impl std::ops::Deref for Lease {
 
 /// Claims the jobs behind `tasks` in one statement (the worker batches concurrent claims,
 /// `batch::Batcher`). Per task: its job, or `None` when the task is a stale duplicate (another
-/// dispatch of the job, the job already claimed, or the same task twice in `tasks`). The
-/// tasks are joined as a row set (`UNNEST`), whose size the planner knows, so each is one
-/// primary-key probe: an `id = ANY(…)` beside the state condition lets a planner without
-/// statistics (a young ledger) AND the primary key with the state's partial index instead,
-/// reading every entry of that index.
+/// dispatch of the job, the job already claimed, or the same task twice in `tasks`). Each task
+/// is one primary-key probe: the tasks are joined as a row set (`UNNEST`), and the expected
+/// state is a parameter, not a literal, so the plan (made once per connection, see
+/// `db::connect_for_batches`) can never scan the `queued` partial index instead, which a
+/// planner without statistics (a young ledger) finds cheaper and which reads every entry.
 pub async fn claim(
     pool: &PgPool,
     tasks: &[JobTask],
@@ -135,7 +135,7 @@ pub async fn claim(
             SET state = 'running', attempt = j.attempt + 1, lease_owner = $3,
                 lease_until = now() + make_interval(secs => $4), updated_at = now()
            FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
-          WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = 'queued'
+          WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = $5
       RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
                 j.dispatch_seq, j.last_error",
     )
@@ -143,6 +143,7 @@ pub async fn claim(
     .bind(tasks.iter().map(|t| t.seq).collect::<Vec<_>>())
     .bind(owner)
     .bind(lease.as_secs_f64())
+    .bind("queued")
     .fetch_all(pool)
     .await?;
     let mut claimed: std::collections::HashMap<Uuid, ClaimedJob> =
@@ -204,7 +205,9 @@ pub(crate) use finish_sql;
 
 /// [`finish_sql`] for many runs at once: the same transition for each row of a CTE `i` with
 /// columns `job_id`, `seq`, `owner`, `state`, `after` and `error` (the values of
-/// [`finish_values`]); the jobs table is `j`. Embedded the same way, by statements that record many runs'
+/// [`finish_values`]) and `running` (the text `running`: a value, not a literal, so the plan
+/// probes the primary key and never the `running` partial index, as in [`claim`]); the jobs
+/// table is `j`. Embedded the same way, by statements that record many runs'
 /// results in one round trip.
 macro_rules! finish_many_sql {
     () => {
@@ -217,7 +220,7 @@ macro_rules! finish_many_sql {
                 finished_at = CASE WHEN i.state = 'pending' THEN NULL ELSE now() END
            FROM i
           WHERE j.id = i.job_id AND j.dispatch_seq = i.seq AND j.lease_owner = i.owner
-            AND j.state = 'running'"
+            AND j.state = i.running"
     };
 }
 pub(crate) use finish_many_sql;

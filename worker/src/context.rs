@@ -8,11 +8,12 @@ use std::{
 
 use sqlx::PgPool;
 use switchyard_shared::{
-    config::{CommonConfig, WorkerConfig},
+    config::WorkerConfig,
     crypto::Keyring,
     dispatch::{Dispatcher, FastPath},
     jobs::ClaimedJob,
     retention::RetentionConfig,
+    services::Services,
     webhooks::{
         breaker::BreakerPolicy,
         delivery::{HealthPolicy, Policy},
@@ -44,26 +45,29 @@ pub struct Ctx {
     /// What the janitor purges, and after how long.
     pub retention: RetentionConfig,
     pub idempotency_ttl: Duration,
-    /// Claims, delivery targets and attempt records of concurrent runs, batched.
+    /// Claims, delivery targets and attempt records of concurrent runs, batched (on a pool of
+    /// their own, `db::connect_for_batches`).
     pub batch: Batchers,
     held: Mutex<HashSet<Uuid>>,
 }
 
 impl Ctx {
+    /// `batch_pool` serves the batched statements (`db::connect_for_batches`).
     pub fn new(
-        common: &CommonConfig,
+        services: &Services,
         cfg: &WorkerConfig,
-        pool: PgPool,
-        dispatcher: Dispatcher,
+        batch_pool: PgPool,
         fast_path: FastPath,
-        keyring: Keyring,
         owner: String,
     ) -> Arc<Self> {
+        let common = &services.config;
+        let (pool, dispatcher) = (services.pool.clone(), services.dispatcher.clone());
+        let keyring = services.secrets.keyring.clone();
         let health = HealthPolicy {
             disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
             disable_after: cfg.endpoint_disable_after,
         };
-        let batch = Batchers::spawn(&pool, &owner, cfg.lease, &health);
+        let batch = Batchers::spawn(&batch_pool, &owner, cfg.lease, &health);
         Arc::new(Ctx {
             batch,
             retention: common.retention.clone(),

@@ -43,6 +43,10 @@ fn process_identity() -> String {
 /// How long a fan-out waits when an earlier event of the same ordering key must go first.
 pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
+/// Connections of the batched statements' pool (`db::connect_for_batches`): three batchers
+/// with two batches in flight each (`batches.rs`).
+const BATCH_POOL: u32 = 6;
+
 /// How long a woken dispatcher waits for more wake-ups before its pass.
 const WAKE_COALESCE: Duration = Duration::from_millis(5);
 
@@ -56,15 +60,10 @@ pub async fn run(
     // Loops that must outlive the drain (lease renewal, fast path, wake-ups) stop on `after`.
     let after = CancellationToken::new();
     let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
-    let ctx = Ctx::new(
-        &services.config,
-        &cfg,
-        services.pool.clone(),
-        services.dispatcher.clone(),
-        fast_path,
-        services.secrets.keyring.clone(),
-        owner.clone(),
-    );
+    let batch_pool =
+        switchyard_shared::db::connect_for_batches(&services.config.database_url, BATCH_POOL)
+            .await?;
+    let ctx = Ctx::new(&services, &cfg, batch_pool, fast_path, owner.clone());
     let hub = WakeHub::default();
     let mut loops = JoinSet::new();
     loops.spawn(hub.clone().listen(

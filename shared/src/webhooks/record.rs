@@ -92,7 +92,8 @@ pub struct AttemptRecord {
 
 /// The statement of [`record`], over arrays with one element per attempt: `$1..$6` finish the
 /// jobs (`finish_many_sql!`), `$7..$24` are the attempts, then each delivery's new status
-/// (`$25`), disable reason (`$26`) and success flag (`$27`), and the health thresholds. A
+/// (`$25`), disable reason (`$26`) and success flag (`$27`), the health thresholds, and `$30`
+/// the text `running` (see `jobs::finish_many_sql!`). A
 /// delivery and its endpoint's health change only if its job's transition matched (`fin`): a
 /// run whose lease was taken over logs its attempt (it happened) and changes nothing else.
 ///
@@ -101,7 +102,7 @@ pub struct AttemptRecord {
 static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH i AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
+            SELECT *, $30::text AS running FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
                                  $6::text[], $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[],
                                  $11::uuid[], $12::int[], $13::bigint[], $14::int[], $15::text[],
                                  $16::text[], $17::int[], $18::text[], $19::bigint[], $20::text[],
@@ -281,6 +282,7 @@ pub async fn record(
         )
         .bind(health.disable_after_failures)
         .bind(health.disable_after.as_secs_f64())
+        .bind("running")
         .fetch_one(pool)
         .await?;
     let row = <RecordRow as sqlx::FromRow<_>>::from_row(&row)?;
