@@ -31,13 +31,18 @@ DRIVER=$!
 sleep 4
 perf record -a -F 199 --call-graph dwarf,16384 -o /tmp/profile.data -- sleep 8 2>/dev/null
 wait $DRIVER
-perf script -i /tmp/profile.data 2>/dev/null | inferno-collapse-perf > /tmp/profile.folded
-grep -E '^postgres' /tmp/profile.folded | inferno-flamegraph --title "Postgres, fan-out ×10" > "$OUT/postgres.svg"
-grep -E '^(switchyard-api|tokio-runtime-w)' /tmp/profile.folded \
-  | inferno-flamegraph --title "switchyard-api --with-worker, fan-out ×10" > "$OUT/switchyard.svg"
-# Share of samples per process name.
-awk '{n = $NF; sub(/;.*/, "", $1); s[$1] += n; t += n} END {for (k in s) printf "%6.1f%% %s\n", 100 * s[k] / t, k}' \
-  /tmp/profile.folded | sort -rn | head -12 > "$OUT/processes.txt"
+perf script -F +pid -i /tmp/profile.data 2>/dev/null | inferno-collapse-perf --pid > /tmp/profile.folded
+# The first frame is `<thread name>-<pid>`: Postgres is every `postgres-*`, Switchyard is the
+# API process (its threads are `tokio-rt-worker`, like the driver's, so select by pid).
+sed -n 's/^postgres-[0-9]*;/postgres;/p' /tmp/profile.folded \
+  | inferno-flamegraph --minwidth 0.2 --title "Postgres, fan-out ×10" > "$OUT/postgres.svg"
+sed -n "s/^[^;]*-$API;/switchyard-api;/p" /tmp/profile.folded \
+  | inferno-flamegraph --minwidth 0.2 --title "switchyard-api --with-worker, fan-out ×10" > "$OUT/switchyard.svg"
+# Share of samples per process.
+awk -v api="$API" '{n = $NF; p = $1; sub(/;.*/, "", p); sub(/-[0-9?]+$/, "", p)
+    if ($1 ~ "^[^;]*-" api ";") p = "switchyard-api"; s[p] += n; t += n}
+    END {for (k in s) printf "%6.1f%% %s\n", 100 * s[k] / t, k}' /tmp/profile.folded \
+  | sort -rn | head -8 > "$OUT/processes.txt"
 psql -h 127.0.0.1 -U postgres -c "SELECT calls, round(total_exec_time::numeric, 1) AS exec_ms,
     round(total_plan_time::numeric, 1) AS plan_ms, rows,
     left(regexp_replace(query, '\s+', ' ', 'g'), 120) AS query
