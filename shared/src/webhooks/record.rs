@@ -177,6 +177,11 @@ struct RecordRow {
     waiting: Vec<Uuid>,
 }
 
+/// One array parameter of [`record`]: `f` of every attempt, in order.
+fn column<'a, T>(attempts: &'a [Arc<AttemptRecord>], f: impl Fn(&'a AttemptRecord) -> T) -> Vec<T> {
+    attempts.iter().map(|a| f(a)).collect()
+}
+
 /// In one statement for many attempts (the worker batches concurrent ones, `batch::Batcher`):
 /// logs each attempt, records its job's outcome and, only if that matched, moves its delivery
 /// to its new status and keeps its endpoint's health (consecutive failures, failing since;
@@ -189,97 +194,39 @@ pub async fn record(
     health: &HealthPolicy,
 ) -> Result<Vec<Recorded>> {
     let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
-    let finish: Vec<_> = attempts
-        .iter()
-        .map(|a| jobs::finish_values(&a.decision.outcome))
-        .collect();
-    let col = |f: &dyn Fn(&AttemptRecord) -> Option<i32>| -> Vec<Option<i32>> {
-        attempts.iter().map(|a| f(a)).collect()
-    };
-    let text = |f: &dyn Fn(&AttemptRecord) -> Option<String>| -> Vec<Option<String>> {
-        attempts.iter().map(|a| f(a)).collect()
-    };
-    let uuid = |f: &dyn Fn(&AttemptRecord) -> Uuid| -> Vec<Uuid> {
-        attempts.iter().map(|a| f(a)).collect()
-    };
+    let finish = column(attempts, |a| jobs::finish_values(&a.decision.outcome));
     let row = sqlx::query(sqlx::AssertSqlSafe(RECORD_SQL.as_str()))
-        .bind(uuid(&|a| a.job.id))
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.job.dispatch_seq)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.job.owner.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(attempts, |a| a.job.id))
+        .bind(column(attempts, |a| a.job.dispatch_seq))
+        .bind(column(attempts, |a| a.job.owner.as_str()))
         .bind(finish.iter().map(|f| f.0).collect::<Vec<_>>())
         .bind(finish.iter().map(|f| f.1).collect::<Vec<_>>())
         .bind(finish.iter().map(|f| f.2).collect::<Vec<_>>())
-        .bind(attempts.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(uuid(&|a| a.target.tenant_id))
-        .bind(uuid(&|a| a.target.delivery_id))
-        .bind(uuid(&|a| a.target.endpoint_id))
-        .bind(uuid(&|a| a.target.message_id))
-        .bind(attempts.iter().map(|a| a.job.attempt).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.result.webhook_timestamp)
-                .collect::<Vec<_>>(),
-        )
-        .bind(col(&|a| a.result.status_code.map(i32::from)))
-        .bind(text(&|a| a.result.error_class.map(str::to_owned)))
-        .bind(text(&|a| a.result.error_message.clone()))
-        .bind(
-            attempts
-                .iter()
-                .map(|a| ms(a.result.duration))
-                .collect::<Vec<_>>(),
-        )
-        .bind(text(&|a| a.result.response_body.clone()))
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.result.response_size)
-                .collect::<Vec<_>>(),
-        )
-        .bind(text(&|a| a.result.remote_ip.clone()))
-        .bind(col(&|a| a.result.ttfb.map(ms)))
-        .bind(col(&|a| a.result.connect.map(ms)))
-        .bind(
-            attempts
-                .iter()
-                .map(|a| headers_json(&a.result.request_headers))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|a| headers_json(&a.result.response_headers))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.decision.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.decision.disable)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|a| a.result.succeeded())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(attempts, |_| Uuid::now_v7()))
+        .bind(column(attempts, |a| a.target.tenant_id))
+        .bind(column(attempts, |a| a.target.delivery_id))
+        .bind(column(attempts, |a| a.target.endpoint_id))
+        .bind(column(attempts, |a| a.target.message_id))
+        .bind(column(attempts, |a| a.job.attempt))
+        .bind(column(attempts, |a| a.result.webhook_timestamp))
+        .bind(column(attempts, |a| a.result.status_code.map(i32::from)))
+        .bind(column(attempts, |a| a.result.error_class))
+        .bind(column(attempts, |a| a.result.error_message.as_deref()))
+        .bind(column(attempts, |a| ms(a.result.duration)))
+        .bind(column(attempts, |a| a.result.response_body.as_deref()))
+        .bind(column(attempts, |a| a.result.response_size))
+        .bind(column(attempts, |a| a.result.remote_ip.as_deref()))
+        .bind(column(attempts, |a| a.result.ttfb.map(ms)))
+        .bind(column(attempts, |a| a.result.connect.map(ms)))
+        .bind(column(attempts, |a| {
+            headers_json(&a.result.request_headers)
+        }))
+        .bind(column(attempts, |a| {
+            headers_json(&a.result.response_headers)
+        }))
+        .bind(column(attempts, |a| a.decision.status.as_str()))
+        .bind(column(attempts, |a| a.decision.disable))
+        .bind(column(attempts, |a| a.result.succeeded()))
         .bind(health.disable_after_failures)
         .bind(health.disable_after.as_secs_f64())
         .bind("running")
