@@ -71,16 +71,7 @@ for round in $(seq "$ROUNDS"); do
   for build in baseline new; do
     bin=$BASE; [ $build = new ] && bin=$NEW
     echo "## round $round, $build ($bin)"
-    psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
-    psql -q -h 127.0.0.1 -U postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
-      -c "SELECT pg_stat_statements_reset()" postgres >/dev/null 2>&1 || true
-    redis-cli --scan --pattern 'sybench:*' | xargs -r redis-cli del >/dev/null
-    DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
-    SWITCHYARD_ALLOW_PRIVATE_TARGETS=true SWITCHYARD_REDIS_PREFIX=sybench \
-    SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LOG_FORMAT=json RUST_LOG=error \
-      "$bin" --with-worker --listen 127.0.0.1:$PORT >/tmp/compare-api.log 2>&1 &
-    API=$!
-    for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
+    start_system "$bin" /tmp/compare-api.log
     case " ${SCENARIOS:-idle} " in *" idle "*) idle fresh ;; esac
     measure steady 4000 --orders 4000 --rate 200
     sleep 5

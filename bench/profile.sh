@@ -14,17 +14,9 @@ cargo build --release -q -p switchyard-api -p switchyard-bench
 DB=switchyard_bench
 PORT=18081
 TOKEN=bench-admin-token-123456
-psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
-psql -q -h 127.0.0.1 -U postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
-  -c "SELECT pg_stat_statements_reset()" postgres >/dev/null 2>&1 || true
-redis-cli --scan --pattern 'sybench:*' | xargs -r redis-cli del >/dev/null
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
-SWITCHYARD_ALLOW_PRIVATE_TARGETS=true SWITCHYARD_REDIS_PREFIX=sybench \
-SWITCHYARD_ADMIN_TOKEN=$TOKEN SWITCHYARD_LOG_FORMAT=json RUST_LOG=error \
-  "$BIN" --with-worker --listen 127.0.0.1:$PORT >/tmp/profile-api.log 2>&1 &
-API=$!
+. bench/cpu.sh
+start_system "$BIN" /tmp/profile-api.log
 trap 'kill $API 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
 ./target/release/switchyard-bench --api http://127.0.0.1:$PORT --admin-token $TOKEN \
   --orders 2000 --concurrency 50 --endpoints 10 | tee "$OUT/fanout.txt" &
 DRIVER=$!
