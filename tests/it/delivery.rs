@@ -601,14 +601,7 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
     let pending = "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'";
     assert_eq!(app.count(pending).await, 0);
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
     let value = |name: &str, batch: &str| -> f64 {
         let prefix = format!("switchyard_batch_size_{name}{{batch=\"{batch}\"}} ");
         metrics

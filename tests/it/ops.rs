@@ -40,15 +40,7 @@ async fn health_readiness_docs_and_metrics_are_served() {
     }
     let r = app.http.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text(&app.url("/metrics")).await;
     assert!(
         metrics.contains("switchyard_http_request_duration_seconds"),
         "{metrics}"

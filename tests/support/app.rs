@@ -225,6 +225,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The body of a GET to `url` (an absolute URL: this app or a process of it), as text.
+    pub async fn get_text(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn create_tenant(&self, name: &str) -> String {
         let r = self
             .admin_post("/admin/v1/tenants", json!({ "name": name }))
