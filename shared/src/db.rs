@@ -33,14 +33,24 @@ pub async fn connect_and_migrate(url: &str, pool_size: u32) -> anyhow::Result<Pg
 /// each once per connection (`force_generic_plan`). The statements are written so that their
 /// only sensible plans are index probes (states compared to parameters, not literals, so no
 /// state partial index can stand in for the primary key; index order named where one row is
-/// wanted), and sequential scans are ruled out, so a plan made while the ledger was young stays
-/// right as it grows (docs/architecture.md §8). Connections are recycled every half hour.
+/// wanted), and sequential scans and sorts are ruled out, so a plan made while the ledger was
+/// young stays right as it grows (docs/architecture.md §8): without sorts, a "first earlier
+/// pending row" probe can only walk the index in its `ORDER BY` order, never another index of
+/// pending rows on the same leading column (which, when small tables make their costs tie,
+/// the planner would pick and then filter an endpoint's whole backlog). Connections are
+/// recycled every half hour.
 pub async fn connect_for_batches(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {
     let opts: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid URL")?;
     let opts = opts
         .options([
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
+            ("enable_sort", "off"),
+            ("enable_incremental_sort", "off"),
+            // A ruled-out plan's cost is huge (~1e10); with JIT on, a statement that still
+            // needs one (an ordered aggregate's sort) would be compiled by LLVM on every
+            // execution, about a second each. These statements are small: JIT never pays.
+            ("jit", "off"),
         ])
         .disable_statement_logging();
     PgPoolOptions::new()

@@ -2,7 +2,7 @@
 //! decision after it (succeeded, retry when, give up, disable the endpoint). The wire is in
 //! [`super::send`], the recording in [`super::record`].
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -92,31 +92,36 @@ const ENDPOINT_COLUMNS: &str = "e.id AS endpoint_id, e.url,
     e.auth_key_id, e.retry_schedule_ms, e.timeout_ms, g.breaker, g.paused_until, g.probe_job,
     now() AS db_now";
 
+/// The statement of [`load_targets`] (public so a test can check its plan).
+pub static LOAD_TARGETS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
+            m.payload, {ENDPOINT_COLUMNS},
+            LEAST(
+              (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
+                WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
+                  AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
+                  AND p.status = 'pending'
+                ORDER BY p.endpoint_id, p.ordering_key, p.ordering_seq LIMIT 1),
+              (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
+                WHERE e.fifo AND p.endpoint_id = d.endpoint_id
+                  AND p.message_id < d.message_id AND p.status = 'pending'
+                ORDER BY p.endpoint_id, p.message_id LIMIT 1)) AS waiting_for
+       FROM webhook_deliveries d
+       JOIN webhook_messages m ON m.id = d.message_id
+       JOIN webhook_endpoints e ON e.id = d.endpoint_id
+       LEFT JOIN dispatch_groups g ON g.key = d.endpoint_id
+      WHERE d.id = ANY($1)"
+    )
+});
+
 /// The targets of delivery jobs, with what each must wait for, in one query (the worker
 /// batches concurrent reads, `batch::Batcher`): per id its target, or `None` if it is gone.
 pub async fn load_targets(pool: &PgPool, delivery_ids: &[Uuid]) -> Result<Vec<Option<Target>>> {
-    let rows = sqlx::query_as::<_, Target>(sqlx::AssertSqlSafe(format!(
-        "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
-                m.payload, {ENDPOINT_COLUMNS},
-                LEAST(
-                  (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
-                    WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
-                      AND p.ordering_key = d.ordering_key AND p.ordering_seq < d.ordering_seq
-                      AND p.status = 'pending'
-                    ORDER BY p.endpoint_id, p.ordering_key, p.ordering_seq LIMIT 1),
-                  (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
-                    WHERE e.fifo AND p.endpoint_id = d.endpoint_id
-                      AND p.message_id < d.message_id AND p.status = 'pending'
-                    ORDER BY p.endpoint_id, p.message_id LIMIT 1)) AS waiting_for
-           FROM webhook_deliveries d
-           JOIN webhook_messages m ON m.id = d.message_id
-           JOIN webhook_endpoints e ON e.id = d.endpoint_id
-           LEFT JOIN dispatch_groups g ON g.key = d.endpoint_id
-          WHERE d.id = ANY($1)"
-    )))
-    .bind(delivery_ids)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query_as::<_, Target>(sqlx::AssertSqlSafe(LOAD_TARGETS_SQL.as_str()))
+        .bind(delivery_ids)
+        .fetch_all(pool)
+        .await?;
     let by_id: std::collections::HashMap<Uuid, Target> =
         rows.into_iter().map(|t| (t.delivery_id, t)).collect();
     Ok(delivery_ids

@@ -99,7 +99,10 @@ pub struct AttemptRecord {
 ///
 /// An endpoint's health takes all of its attempts in the batch, in order (`ord`): the failures
 /// after its last success add to (or, after a success, restart) its run of failures.
-static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
+///
+/// `waiting` probes each endpoint's due pending jobs in `jobs_group_due` order, one index
+/// probe per endpoint: an `EXISTS` here was planned as one scan of every group's due jobs.
+pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH i AS (
             SELECT *, $30::text AS running FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
@@ -163,8 +166,11 @@ static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                 ARRAY(SELECT id FROM endpoint WHERE reason IS NOT NULL) AS disabled,
                 ARRAY(SELECT reason FROM endpoint WHERE reason IS NOT NULL) AS reasons,
                 ARRAY(SELECT p.endpoint_id FROM per_endpoint p
-                       WHERE EXISTS (SELECT 1 FROM jobs w WHERE w.group_key = p.endpoint_id
-                                        AND w.state = 'pending' AND w.run_at <= now())) AS waiting",
+                       CROSS JOIN LATERAL (
+                           SELECT 1 FROM jobs w
+                            WHERE w.group_key = p.endpoint_id AND w.state = 'pending'
+                              AND w.run_at <= now()
+                            ORDER BY w.group_key, w.run_at LIMIT 1) w) AS waiting",
         finish = finish_many_sql!(),
     )
 });

@@ -1,0 +1,165 @@
+//! The worker's batched statements: shared by concurrent runs (group commit), and planned so
+//! that a plan made once per connection on a young ledger stays an index probe
+//! (docs/architecture.md §8).
+
+use std::time::Duration;
+
+use sqlx::{Executor, Row};
+use switchyard_shared::{db, webhooks};
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+
+/// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
+/// are claimed, read and recorded in far fewer statements than one per delivery, each webhook
+/// arrives once, and every job and delivery ends finished. Counted on a real
+/// `switchyard-api --with-worker` process's own `/metrics` (batches served and requests in them).
+#[tokio::test]
+async fn concurrent_deliveries_share_their_claims_reads_and_records() {
+    use switchyard_tests::process::Process;
+
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    for _ in 0..8 {
+        app.create_endpoint(&key, &partner.url, &["order.created"])
+            .await;
+    }
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    let (_api, base) = Process::spawn_api(&env).await;
+    let http = app.http.clone();
+    let posts: Vec<_> = (0..30)
+        .map(|i| {
+            let (http, key, url) = (http.clone(), key.clone(), format!("{base}/v1/orders"));
+            tokio::spawn(async move {
+                let body = TestApp::order_body(&format!("batched-{i}"));
+                let r = http.post(&url).header("x-api-key", &key).json(&body);
+                assert_eq!(r.send().await.unwrap().status(), 201);
+            })
+        })
+        .collect();
+    for p in posts {
+        p.await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "240 deliveries", || async {
+        (partner.count() >= 240).then_some(())
+    })
+    .await;
+    assert_eq!(partner.unique_ids().len(), 30, "one webhook id per order");
+    assert_eq!(partner.count(), 240, "each endpoint got each message once");
+    let unfinished = "SELECT count(*) FROM jobs WHERE state <> 'succeeded'
+                        AND queue IN ('event_fan_out', 'webhook_deliveries')";
+    eventually(Duration::from_secs(10), "every job finished", || async {
+        (app.count(unfinished).await == 0).then_some(())
+    })
+    .await;
+    let pending = "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'";
+    assert_eq!(app.count(pending).await, 0);
+
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    let value = |name: &str, batch: &str| -> f64 {
+        let prefix = format!("switchyard_batch_size_{name}{{batch=\"{batch}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // Claims: 240 deliveries and 30 fan-outs (and the janitor's runs); reads and records: the
+    // 240 deliveries.
+    let batches = [
+        ("claim", 270.0),
+        ("delivery_target", 240.0),
+        ("attempt_record", 240.0),
+    ];
+    for (batch, requests) in batches {
+        let (statements, served) = (value("count", batch), value("sum", batch));
+        if batch == "claim" {
+            assert!(served >= requests, "{batch}: {served} served");
+        } else {
+            assert_eq!(served, requests, "{batch}: every request served once");
+        }
+        assert!(
+            statements < requests * 0.5,
+            "{batch}: {statements} statements for {requests} requests"
+        );
+    }
+}
+
+/// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read
+/// and record, made on a young ledger: 5 orders to 10 endpoints, every delivery pending and its
+/// job queued (the fast path), analysed. With so few rows the costs of the pending-delivery
+/// indexes tie, and a planner free to sort picks the FIFO index for the per-order ordering
+/// probe, then filters an endpoint's whole backlog by order (1,100 rows per delivery in a
+/// fan-out benchmark). With no pending job, an `EXISTS` "due jobs waiting" probe was planned as
+/// one scan of every group's due jobs, filtered afterwards (500 buffers per recorded attempt
+/// once a backlog formed); it must be one `jobs_group_due` probe per endpoint.
+#[tokio::test]
+async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let seed = "
+        INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload,
+                                      ordering_key, ordering_seq)
+        SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', gen_random_uuid(),
+               'order.created', '{}', 'ord_' || md5(i::text), i
+          FROM generate_series(1, 5) i;
+        INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, ordering_key,
+                                        ordering_seq)
+        SELECT gen_random_uuid(), m.tenant_id, m.id,
+               ('00000000-0000-0000-0000-' || lpad(e::text, 12, '0'))::uuid,
+               m.ordering_key, m.ordering_seq
+          FROM webhook_messages m, generate_series(1, 10) e;
+        INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, group_key, state)
+        SELECT gen_random_uuid(), 'webhook_deliveries', tenant_id, id, 5, endpoint_id, 'queued'
+          FROM webhook_deliveries;
+        ANALYZE webhook_messages, webhook_deliveries, jobs;";
+    app.pool.execute(seed).await.unwrap();
+
+    let pool = db::connect_for_batches(&app.db.url, 1).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    // A ruled-out plan (an ordered aggregate's sort) costs ~1e10: with JIT on, every execution
+    // would be compiled first (about a second each).
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+    let plan = |name: &str, sql: &str, args: usize| {
+        let nulls = vec!["NULL"; args].join(", ");
+        format!("PREPARE {name} AS {sql}; EXPLAIN EXECUTE {name}({nulls})")
+    };
+    let explain = |rows: Vec<sqlx::postgres::PgRow>| -> String {
+        rows.iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    let targets = plan("targets", &webhooks::delivery::LOAD_TARGETS_SQL, 1);
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(targets))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let targets = explain(rows);
+    assert!(!targets.contains("Sort"), "no probe sorts:\n{targets}");
+    assert!(
+        targets.contains("Index Scan using webhook_deliveries_ordering"),
+        "the ordering probe walks the ordering index:\n{targets}"
+    );
+
+    let record = plan("record", &webhooks::record::RECORD_SQL, 30);
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(record))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let record = explain(rows);
+    let probe = record
+        .lines()
+        .skip_while(|l| !l.contains("using jobs_group_due"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no jobs_group_due probe:\n{record}"));
+    assert!(
+        probe.contains("Index Cond: ((group_key = p_1.endpoint_id)"),
+        "one probe per endpoint, by its group key:\n{record}"
+    );
+}
