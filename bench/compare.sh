@@ -29,8 +29,11 @@ bench() { ./target/release/switchyard-bench --api http://127.0.0.1:$PORT --admin
 # Database counters of $DB: commits, rows inserted + updated + deleted, and statements run (from
 # pg_stat_statements, when Postgres preloads it; else 0).
 db_counts() {
-  psql -At -F' ' -h 127.0.0.1 -U postgres -c "SELECT d.xact_commit, d.tup_inserted + d.tup_updated + d.tup_deleted,
+  local counters="d.xact_commit, d.tup_inserted + d.tup_updated + d.tup_deleted"
+  psql -At -F' ' -h 127.0.0.1 -U postgres -c "SELECT $counters,
       COALESCE((SELECT sum(calls) FROM pg_stat_statements s WHERE s.dbid = d.datid), 0)
+      FROM pg_stat_database d WHERE d.datname = '$DB'" postgres 2>/dev/null ||
+  psql -At -F' ' -h 127.0.0.1 -U postgres -c "SELECT $counters, 0
       FROM pg_stat_database d WHERE d.datname = '$DB'" postgres 2>/dev/null || echo "0 0 0"
 }
 

@@ -108,10 +108,19 @@ async fn disabling_an_endpoint_cancels_what_waits_and_stops_new_deliveries() {
     let (_, key) = app.partner_account().await;
     let (endpoint, _) = app.create_endpoint(&key, &partner.url, &["*"]).await;
     assert_eq!(app.post_order(&key, "disable-1").await.status(), 201);
-    eventually(Duration::from_secs(5), "a first attempt", || async {
-        (pending_of(&app, &endpoint).await == (1, 1) && partner.count() == 1).then_some(())
-    })
+    // Recorded, not only sent: a run still recording is left to finish (it retries later and
+    // then finds the endpoint disabled), so it would not be cancelled at once.
+    let recorded = "SELECT count(*) FROM webhook_attempts";
+    eventually(
+        Duration::from_secs(5),
+        "a first attempt, recorded",
+        || async {
+            (pending_of(&app, &endpoint).await == (1, 1) && app.count(recorded).await == 1)
+                .then_some(())
+        },
+    )
     .await;
+    assert_eq!(partner.count(), 1);
     let r = app
         .partner_patch(
             &key,

@@ -50,9 +50,10 @@ pub struct Target {
     /// Set while an earlier event of the same order to the same endpoint is still pending, or
     /// (FIFO endpoints) any earlier message to it: when the first of those is due next (it
     /// goes before the others). This delivery waits for it. Each is one probe of the index
-    /// whose order the subquery names (`webhook_deliveries_ordering`, `_fifo`), so the plan
-    /// cannot fall back to walking an endpoint's whole pending backlog when the table's
-    /// statistics are missing or stale.
+    /// whose order the subquery names (`webhook_deliveries_ordering`, `_fifo`); the batch pool
+    /// rules out sorts (`db::connect_for_batches`), so when a young table's costs tie, the
+    /// ordering probe still cannot take the FIFO index, sort, and walk an endpoint's whole
+    /// pending backlog.
     pub waiting_for: Option<DateTime<Utc>>,
     /// The database's clock when the target was read: every time decision (breaker pause,
     /// secret expiry) compares against it, never against this host's clock.
