@@ -184,9 +184,11 @@ pub enum Outcome {
 }
 
 /// The ledger's "record the outcome" statement: the one definition of how a run finishes.
-/// It only applies while the caller still holds the lease. Parameters `$1..$6` are bound by
-/// [`bind_finish`]; statements that record business results in the same round trip embed it
-/// with `concat!` as a CTE (`WITH fin AS (…)`), number their own parameters from `$7`, and
+/// It only applies while the caller still holds the lease. Parameters `$1..$7` are bound by
+/// [`bind_finish`] (`$7` is the text `running`: a value, not a literal, so a plan made once per
+/// connection probes the primary key, never the `running` partial index, as in [`claim`]);
+/// statements that record business results in the same round trip embed it with `concat!` as
+/// a CTE (`WITH fin AS (…)`), number their own parameters from `$8`, and
 /// gate every change of a row the job owns on `EXISTS (SELECT 1 FROM fin)`: a run that lost
 /// its lease changes nothing (docs/architecture.md §2, rule 6). `$5` is the retry delay in seconds.
 macro_rules! finish_sql {
@@ -198,7 +200,7 @@ macro_rules! finish_sql {
                 last_error = $6,
                 lease_owner = NULL, lease_until = NULL, queued_at = NULL, updated_at = now(),
                 finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
-          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'"
+          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = $7"
     };
 }
 pub(crate) use finish_sql;
@@ -256,7 +258,7 @@ pub(crate) use insert_jobs_from_sql;
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds `$1..$6` of `finish_sql!()`.
+/// Binds `$1..$7` of `finish_sql!()`.
 pub fn bind_finish<'q>(query: PgQuery<'q>, job: &'q Lease, outcome: &'q Outcome) -> PgQuery<'q> {
     let (state, after, error) = finish_values(outcome);
     query
@@ -266,6 +268,7 @@ pub fn bind_finish<'q>(query: PgQuery<'q>, job: &'q Lease, outcome: &'q Outcome)
         .bind(state)
         .bind(after)
         .bind(error)
+        .bind("running")
 }
 
 /// An outcome as the ledger stores it: the job's new state, the retry delay in seconds, and

@@ -87,7 +87,7 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
 }
 
 /// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read
-/// and record, made on a young ledger: 5 orders to 10 endpoints, every delivery pending and its
+/// and record, and of the fan-out, made on a young ledger: 5 orders to 10 endpoints, every delivery pending and its
 /// job queued (the fast path), analysed. With so few rows the costs of the pending-delivery
 /// indexes tie, and a planner free to sort picks the FIFO index for the per-order ordering
 /// probe, then filters an endpoint's whole backlog by order (1,100 rows per delivery in a
@@ -145,6 +145,24 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
     assert!(
         targets.contains("Index Scan using webhook_deliveries_ordering"),
         "the ordering probe walks the ordering index:\n{targets}"
+    );
+
+    // The fan-out (on the same pool): its job by primary key, no sort anywhere.
+    let fan_out = plan("fan_out", webhooks::messages::FAN_OUT_SQL, 21);
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(fan_out))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let fan_out = explain(rows);
+    assert!(!fan_out.contains("Sort"), "no sort:\n{fan_out}");
+    let finish = fan_out
+        .lines()
+        .skip_while(|l| !l.contains("Update on jobs"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no job update:\n{fan_out}"));
+    assert!(
+        finish.contains("Index Scan using jobs_pkey"),
+        "the fan-out's job by its key:\n{fan_out}"
     );
 
     let record = plan("record", &webhooks::record::RECORD_SQL, 30);

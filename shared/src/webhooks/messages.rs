@@ -134,6 +134,61 @@ struct FanOutRow {
     pending: i64,
 }
 
+/// The statement of [`fan_out`] (public so a test can check its plan).
+pub const FAN_OUT_SQL: &str = concat!(
+    "WITH fin AS (",
+    finish_sql!(),
+    " RETURNING id),
+         m_new AS (
+            INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload,
+                                          ordering_key, ordering_seq)
+            SELECT $8, $9, $10, $11, $12, $18, $19 WHERE EXISTS (SELECT 1 FROM fin)
+            ON CONFLICT (event_id) DO NOTHING RETURNING id),
+         m AS (
+            SELECT id FROM m_new
+            UNION ALL SELECT id FROM webhook_messages WHERE event_id = $10
+            LIMIT 1),
+         d AS (
+            INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
+                                            ordering_key, ordering_seq)
+            SELECT t.d, $9, m.id, t.e, $18, $19
+              FROM UNNEST($13::uuid[], $14::uuid[]) AS t(d, e), m
+             WHERE EXISTS (SELECT 1 FROM fin)
+            ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
+         t AS (
+            -- Per new delivery: born queued (pushed right after commit) when its endpoint
+            -- has no limits of its own, a closed breaker and less than `$20` deliveries in
+            -- flight, the common case that costs no dispatcher pass; otherwise born pending
+            -- in the endpoint's dispatch group, where the dispatcher admits it under the
+            -- caps and breaker (an open breaker parks it until its cool-down ends).
+            -- `room`: the group could take it now, so waking the dispatcher helps.
+            SELECT u.d, u.j, u.ma, u.e,
+                   CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
+                        ELSE now() END AS run_at,
+                   COALESCE(g.breaker = 'closed' AND g.max_concurrency IS NULL
+                            AND g.rate_per_second IS NULL AND n.c < $20, false) AS fast,
+                   COALESCE(g.breaker, 'closed') = 'closed'
+                       AND n.c < COALESCE(g.max_concurrency, $21) AS room
+              FROM UNNEST($13::uuid[], $15::uuid[], $17::int[], $14::uuid[]) AS u(d, j, ma, e)
+              LEFT JOIN dispatch_groups g ON g.key = u.e
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS c FROM jobs x
+                   WHERE x.group_key = u.e AND x.state IN ('queued', 'running')) n),
+         j AS (",
+    insert_jobs_from_sql!(
+        "SELECT t.j, $16, $9, d.id, t.ma, t.e, t.run_at,
+                    CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
+                    CASE WHEN t.fast THEN 1 ELSE 0 END,
+                    CASE WHEN t.fast THEN now() END, NULL
+               FROM d JOIN t ON t.d = d.id"
+    ),
+    " RETURNING id, state)
+     SELECT EXISTS (SELECT 1 FROM fin) AS finished,
+            ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
+            (SELECT count(*) FROM j JOIN t ON t.j = j.id
+              WHERE j.state = 'pending' AND t.room) AS pending"
+);
+
 /// In one statement: finishes the fan-out job and, if it still held the lease, writes the
 /// message, a delivery per endpoint among `subs` that wants this event, and their jobs.
 /// Re-running it for the same event adds nothing (unique message per event, delivery per
@@ -161,88 +216,32 @@ pub async fn fan_out(
             )
         })
         .collect();
-    let row = jobs::bind_finish(
-        sqlx::query(concat!(
-            "WITH fin AS (",
-            finish_sql!(),
-            " RETURNING id),
-             m_new AS (
-                INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload,
-                                              ordering_key, ordering_seq)
-                SELECT $7, $8, $9, $10, $11, $17, $18 WHERE EXISTS (SELECT 1 FROM fin)
-                ON CONFLICT (event_id) DO NOTHING RETURNING id),
-             m AS (
-                SELECT id FROM m_new
-                UNION ALL SELECT id FROM webhook_messages WHERE event_id = $9
-                LIMIT 1),
-             d AS (
-                INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
-                                                ordering_key, ordering_seq)
-                SELECT t.d, $8, m.id, t.e, $17, $18
-                  FROM UNNEST($12::uuid[], $13::uuid[]) AS t(d, e), m
-                 WHERE EXISTS (SELECT 1 FROM fin)
-                ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
-             t AS (
-                -- Per new delivery: born queued (pushed right after commit) when its endpoint
-                -- has no limits of its own, a closed breaker and less than `$19` deliveries in
-                -- flight, the common case that costs no dispatcher pass; otherwise born pending
-                -- in the endpoint's dispatch group, where the dispatcher admits it under the
-                -- caps and breaker (an open breaker parks it until its cool-down ends).
-                -- `room`: the group could take it now, so waking the dispatcher helps.
-                SELECT u.d, u.j, u.ma, u.e,
-                       CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
-                            ELSE now() END AS run_at,
-                       COALESCE(g.breaker = 'closed' AND g.max_concurrency IS NULL
-                                AND g.rate_per_second IS NULL AND n.c < $19, false) AS fast,
-                       COALESCE(g.breaker, 'closed') = 'closed'
-                           AND n.c < COALESCE(g.max_concurrency, $20) AS room
-                  FROM UNNEST($12::uuid[], $14::uuid[], $16::int[], $13::uuid[]) AS u(d, j, ma, e)
-                  LEFT JOIN dispatch_groups g ON g.key = u.e
-                  CROSS JOIN LATERAL (
-                      SELECT count(*) AS c FROM jobs x
-                       WHERE x.group_key = u.e AND x.state IN ('queued', 'running')) n),
-             j AS (",
-            insert_jobs_from_sql!(
-                "SELECT t.j, $15, $8, d.id, t.ma, t.e, t.run_at,
-                        CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
-                        CASE WHEN t.fast THEN 1 ELSE 0 END,
-                        CASE WHEN t.fast THEN now() END, NULL
-                   FROM d JOIN t ON t.d = d.id"
-            ),
-            " RETURNING id, state)
-         SELECT EXISTS (SELECT 1 FROM fin) AS finished,
-                ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
-                (SELECT count(*) FROM j JOIN t ON t.j = j.id
-                  WHERE j.state = 'pending' AND t.room) AS pending"
-        )),
-        job,
-        &Outcome::Succeeded,
-    )
-    .bind(Uuid::now_v7())
-    .bind(event.tenant_id)
-    .bind(event.id)
-    .bind(&event.event_type)
-    .bind(events::payload(
-        &event.event_type,
-        event.occurred_at,
-        &event.data,
-    ))
-    .bind(deliveries.iter().map(|d| d.subject_id).collect::<Vec<_>>())
-    .bind(&endpoints)
-    .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(WEBHOOK_DELIVERIES)
-    .bind(
-        deliveries
-            .iter()
-            .map(|d| d.max_attempts)
-            .collect::<Vec<_>>(),
-    )
-    .bind(event.ordering_key.as_deref())
-    .bind(event.ordering_key.as_ref().map(|_| event.seq))
-    .bind(limits.fast_in_flight)
-    .bind(limits.group_concurrency)
-    .fetch_one(pool)
-    .await?;
+    let row = jobs::bind_finish(sqlx::query(FAN_OUT_SQL), job, &Outcome::Succeeded)
+        .bind(Uuid::now_v7())
+        .bind(event.tenant_id)
+        .bind(event.id)
+        .bind(&event.event_type)
+        .bind(events::payload(
+            &event.event_type,
+            event.occurred_at,
+            &event.data,
+        ))
+        .bind(deliveries.iter().map(|d| d.subject_id).collect::<Vec<_>>())
+        .bind(&endpoints)
+        .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(WEBHOOK_DELIVERIES)
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.max_attempts)
+                .collect::<Vec<_>>(),
+        )
+        .bind(event.ordering_key.as_deref())
+        .bind(event.ordering_key.as_ref().map(|_| event.seq))
+        .bind(limits.fast_in_flight)
+        .bind(limits.group_concurrency)
+        .fetch_one(pool)
+        .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
     Ok(FanOut {
         finished: row.finished,

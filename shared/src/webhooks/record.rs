@@ -318,8 +318,8 @@ pub async fn end_without_attempt(
             " RETURNING id),
              d AS (
                 UPDATE webhook_deliveries
-                   SET status = $8, next_attempt_at = NULL, updated_at = now()
-                 WHERE id = $7 AND EXISTS (SELECT 1 FROM fin))
+                   SET status = $9, next_attempt_at = NULL, updated_at = now()
+                 WHERE id = $8 AND EXISTS (SELECT 1 FROM fin))
              SELECT EXISTS (SELECT 1 FROM fin)"
         )),
         job,

@@ -27,7 +27,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     let fan_out = messages::fan_out(
-        &ctx.pool,
+        &ctx.planned_once,
         job,
         &loaded.event,
         &loaded.subscriptions,
