@@ -58,7 +58,9 @@ pub async fn park(
     let query = sqlx::query(concat!(
         "WITH parked AS (",
         defer_sql!(),
-        " RETURNING id),
+        // Only while its group still exists: the endpoint's deletion removes it.
+        " AND EXISTS (SELECT 1 FROM dispatch_groups g WHERE g.key = $9)
+         RETURNING id),
          attempt AS (
             INSERT INTO webhook_attempts
                 (id, tenant_id, delivery_id, endpoint_id, message_id, attempt, webhook_timestamp,
@@ -143,10 +145,17 @@ pub async fn on_failure(
             return Ok(Transition::None);
         }
     }
-    sqlx::query("INSERT INTO dispatch_groups (key) VALUES ($1) ON CONFLICT (key) DO NOTHING")
-        .bind(target.endpoint_id)
-        .execute(pool)
-        .await?;
+    // Not for an endpoint deleted meanwhile (its group went with it): a probe in flight at
+    // the deletion would bring the group back and park its own retry behind a new cool-down,
+    // where the retry would otherwise find the endpoint gone and end at once.
+    sqlx::query(
+        "INSERT INTO dispatch_groups (key)
+         SELECT id FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(target.endpoint_id)
+    .execute(pool)
+    .await?;
     // Open (again) unless another worker already did, then park what waits. The cool-down
     // doubles with each consecutive trip.
     let until: Option<DateTime<Utc>> = sqlx::query_scalar(

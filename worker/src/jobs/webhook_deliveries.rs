@@ -33,7 +33,14 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         return end(ctx, job, close, reason).await;
     }
     if let Some(until) = breaker::parked_until(&target, job) {
-        breaker::park(&ctx.pool, job, &target, until).await?;
+        if !breaker::park(&ctx.pool, job, &target, until).await? {
+            // Its group is gone (the endpoint was deleted after the target was read): look
+            // again shortly, when the run finds the endpoint gone, instead of after the
+            // cool-down. (No match at all means the lease was lost: this changes nothing.)
+            let mut conn = ctx.pool.acquire().await?;
+            jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
+            return Ok(());
+        }
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
             .increment(1);
         return Ok(());
