@@ -475,14 +475,15 @@ async fn usage_is_counted_per_key_and_operation_without_a_write_per_request() {
             403
         );
     }
-    // Nothing is written per request: the aggregate arrives with the next flush (≤ 5 s).
-    let usage = eventually(Duration::from_secs(8), "usage flush", || async {
+    // Nothing is written per request: the aggregate and `last_used_at` arrive with the next
+    // flushes (≤ 5 s each; under load they may land in different ones).
+    let usage = eventually(Duration::from_secs(15), "usage flush", || async {
         let v: Value = get(&app, &app.base, &format!("/v1/api-keys/{id}/usage"), &key)
             .await
             .json()
             .await
             .unwrap();
-        (v["requests"].as_i64() >= Some(9)).then_some(v)
+        (v["requests"].as_i64() >= Some(9) && v["last_used_at"].is_string()).then_some(v)
     })
     .await;
     let by_op: Vec<(String, i64, i64)> = usage["by_operation"]
