@@ -124,23 +124,13 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
         .await
         .unwrap();
     assert_eq!(jit, "off");
-    let plan = |name: &str, sql: &str, args: usize| {
-        let nulls = vec!["NULL"; args].join(", ");
-        format!("PREPARE {name} AS {sql}; EXPLAIN EXECUTE {name}({nulls})")
-    };
-    let explain = |rows: Vec<sqlx::postgres::PgRow>| -> String {
-        rows.iter()
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-
-    let targets = plan("targets", &webhooks::delivery::LOAD_TARGETS_SQL, 1);
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(targets))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let targets = explain(rows);
+    let targets = generic_plan(
+        &mut conn,
+        "targets",
+        &webhooks::delivery::LOAD_TARGETS_SQL,
+        1,
+    )
+    .await;
     assert!(!targets.contains("Sort"), "no probe sorts:\n{targets}");
     assert!(
         targets.contains("Index Scan using webhook_deliveries_ordering"),
@@ -148,36 +138,40 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
     );
 
     // The fan-out (on the same pool): its job by primary key, no sort anywhere.
-    let fan_out = plan("fan_out", webhooks::messages::FAN_OUT_SQL, 21);
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(fan_out))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let fan_out = explain(rows);
+    let fan_out = generic_plan(&mut conn, "fan_out", webhooks::messages::FAN_OUT_SQL, 21).await;
     assert!(!fan_out.contains("Sort"), "no sort:\n{fan_out}");
-    let finish = fan_out
-        .lines()
-        .skip_while(|l| !l.contains("Update on jobs"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no job update:\n{fan_out}"));
+    let finish = line_after(&fan_out, "Update on jobs");
     assert!(
         finish.contains("Index Scan using jobs_pkey"),
         "the fan-out's job by its key:\n{fan_out}"
     );
 
-    let record = plan("record", &webhooks::record::RECORD_SQL, 30);
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(record))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let record = explain(rows);
-    let probe = record
-        .lines()
-        .skip_while(|l| !l.contains("using jobs_group_due"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no jobs_group_due probe:\n{record}"));
+    let record = generic_plan(&mut conn, "record", &webhooks::record::RECORD_SQL, 30).await;
+    let probe = line_after(&record, "using jobs_group_due");
     assert!(
         probe.contains("Index Cond: ((group_key = p_1.endpoint_id)"),
         "one probe per endpoint, by its group key:\n{record}"
     );
+}
+
+/// The generic plan of `sql` (with `args` parameters) on this connection, as EXPLAIN text.
+async fn generic_plan(conn: &mut sqlx::PgConnection, name: &str, sql: &str, args: usize) -> String {
+    let nulls = vec!["NULL"; args].join(", ");
+    let sql = format!("PREPARE {name} AS {sql}; EXPLAIN EXECUTE {name}({nulls})");
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The plan line right after the first one containing `marker` (its scan's condition).
+fn line_after<'a>(plan: &'a str, marker: &str) -> &'a str {
+    plan.lines()
+        .skip_while(|l| !l.contains(marker))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {marker}:\n{plan}"))
 }
