@@ -37,9 +37,12 @@ db_counts() {
       FROM pg_stat_database d WHERE d.datname = '$DB'" postgres 2>/dev/null || echo "0 0 0"
 }
 
-# measure <label> <deliveries> <bench args…>: the scenario's output, then CPU per delivery, and
+# Peak resident memory of a process so far (VmHWM), in MB.
+peak_rss_mb() { awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# measure <label> <deliveries> <bench args…>: the scenario's output, then CPU per delivery,
 # commits, rows written and statements per delivery (counters read 2 s later: backends report
-# them at most once a second).
+# them at most once a second), and the Switchyard process's peak RSS since it started.
 measure() {
   local label=$1 n=$2; shift 2
   case " ${SCENARIOS:-steady burst noisy fanout events} " in *" $label "*) ;; *) return 0 ;; esac
@@ -51,10 +54,10 @@ measure() {
   sleep 2
   c1=$(db_counts)
   awk -v l="$label" -v b="$build" -v n="$n" -v a=$((a1 - a0)) -v p=$((p1 - p0)) -v k="$TICK" \
-      -v w="$(echo "$t1 - $t0" | bc)" -v c0="$c0" -v c1="$c1" 'BEGIN {
+      -v w="$(echo "$t1 - $t0" | bc)" -v c0="$c0" -v c1="$c1" -v rss="$(peak_rss_mb "$API")" 'BEGIN {
     split(c0, x, " "); split(c1, y, " ")
-    printf "RESULT build=%s scenario=%s deliveries=%d wall_s=%.1f deliveries_per_s=%.0f switchyard_cpu_ms_per_delivery=%.3f postgres_cpu_ms_per_delivery=%.3f commits_per_delivery=%.2f rows_written_per_delivery=%.2f statements_per_delivery=%.2f\n",
-      b, l, n, w, n / w, a * 1000 / k / n, p * 1000 / k / n, (y[1] - x[1]) / n, (y[2] - x[2]) / n, (y[3] - x[3]) / n }'
+    printf "RESULT build=%s scenario=%s deliveries=%d wall_s=%.1f deliveries_per_s=%.0f switchyard_cpu_ms_per_delivery=%.3f postgres_cpu_ms_per_delivery=%.3f commits_per_delivery=%.2f rows_written_per_delivery=%.2f statements_per_delivery=%.2f switchyard_peak_rss_mb=%s\n",
+      b, l, n, w, n / w, a * 1000 / k / n, p * 1000 / k / n, (y[1] - x[1]) / n, (y[2] - x[2]) / n, (y[3] - x[3]) / n, rss }'
 }
 
 # idle <label>: 10 s to settle, then Postgres and Switchyard CPU over 30 s with no traffic.

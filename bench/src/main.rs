@@ -7,6 +7,7 @@
 //! Postgres single-row inserts, raw apalis-redis no-op consumption) put the figures in context
 //! on a shared, noisy machine.
 
+mod backlog;
 mod baseline;
 mod receiver;
 
@@ -52,6 +53,11 @@ struct Args {
     /// endpoints subscribe to them.
     #[arg(long, default_value_t = false)]
     events: bool,
+    /// Burn-down: endpoints start rate-limited to 1 request/s, so the deliveries pile up
+    /// pending; once every event is fanned out the limits are lifted and the backlog drains.
+    /// Reports the backlog, the drain rate and the largest Redis window seen while draining.
+    #[arg(long, default_value_t = false)]
+    backlog: bool,
     /// Send an Idempotency-Key header with every order.
     #[arg(long, default_value_t = false)]
     idempotency_keys: bool,
@@ -109,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let receiver = Receiver::start(&args.receiver_listen).await?;
-    let (key, secrets) = setup(&http, &args, &receiver.url).await?;
+    let (key, endpoints, secrets) = setup(&http, &args, &receiver.url).await?;
     receiver.set_secrets(secrets);
 
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -201,10 +207,20 @@ async fn main() -> anyhow::Result<()> {
     let accepted = Arc::try_unwrap(accepted).unwrap().into_inner().unwrap();
     let expected = accepted.len() * args.endpoints;
 
+    let backlog = if args.backlog {
+        Some(backlog::build_and_lift(&http, &args, &key, &endpoints, &receiver).await?)
+    } else {
+        None
+    };
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
+    let mut window = backlog::Window::default();
     while receiver.unique_count() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if backlog.is_some() {
+            window.sample(&http, &args).await;
+        }
     }
+    let drained = Instant::now();
     let report = receiver.report();
     let mut e2e: Vec<Duration> = Vec::new();
     let mut lost = 0;
@@ -269,6 +285,9 @@ async fn main() -> anyhow::Result<()> {
         report.total - report.unique,
         report.bad_signatures
     );
+    if let Some(b) = backlog {
+        b.report(expected, report.unique, drained, &window);
+    }
     if lost > 0 || report.bad_signatures > 0 || failures > 0 {
         bail!("the run lost work, failed requests or saw bad signatures");
     }
@@ -288,13 +307,13 @@ fn order(run: &str, i: usize) -> Value {
     })
 }
 
-/// Creates a tenant, a key and `endpoints` endpoints to the receiver; returns the key and the
-/// endpoint secrets.
+/// Creates a tenant, a key and `endpoints` endpoints to the receiver; returns the key, the
+/// endpoint ids and their secrets.
 async fn setup(
     http: &reqwest::Client,
     args: &Args,
     receiver_url: &str,
-) -> anyhow::Result<(String, Vec<String>)> {
+) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
     let admin = |path: &str, body: Value| {
         http.post(format!("{}{path}", args.api))
             .bearer_auth(&args.admin_token)
@@ -339,18 +358,23 @@ async fn setup(
     } else {
         "order.created"
     };
-    let mut secrets = Vec::new();
+    let (mut ids, mut secrets) = (Vec::new(), Vec::new());
     for i in 0..args.endpoints {
+        let mut body = json!({"url": format!("{receiver_url}/{i}"), "event_types": [event_type]});
+        if args.backlog {
+            body["rate_limit"] = json!(1);
+        }
         let ep: Value = http
             .post(format!("{}/v1/webhook-endpoints", args.api))
             .bearer_auth(&key)
-            .json(&json!({"url": format!("{receiver_url}/{i}"), "event_types": [event_type]}))
+            .json(&body)
             .send()
             .await?
             .error_for_status()
             .context("creating the endpoint (is SWITCHYARD_ALLOW_PRIVATE_TARGETS on?)")?
             .json()
             .await?;
+        ids.push(ep["id"].as_str().context("endpoint id")?.to_owned());
         secrets.push(ep["secret"].as_str().context("secret")?.to_owned());
     }
     if args.dead_endpoint {
@@ -362,5 +386,5 @@ async fn setup(
             .error_for_status()
             .context("creating the dead endpoint")?;
     }
-    Ok((key, secrets))
+    Ok((key, ids, secrets))
 }

@@ -3,6 +3,7 @@
 mod api_errors;
 mod api_key_guards;
 mod api_keys;
+mod backlog;
 mod batching;
 mod breaker;
 mod cancellation;

@@ -44,7 +44,8 @@ fn process_identity() -> String {
 pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
 /// Connections of the pool of statements planned once (`db::connect_for_batches`): three
-/// batchers with two batches in flight each (`batches.rs`), and fan-outs.
+/// batchers with two batches in flight each (`batches.rs`), fan-outs, and the dispatcher's
+/// "what is due" probe.
 const BATCH_POOL: u32 = 10;
 
 /// How long a woken dispatcher waits for more wake-ups before its pass.
@@ -59,10 +60,14 @@ pub async fn run(
     tracing::info!(%owner, "worker starting");
     // Loops that must outlive the drain (lease renewal, fast path, wake-ups) stop on `after`.
     let after = CancellationToken::new();
-    let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
     let batch_pool =
         switchyard_shared::db::connect_for_batches(&services.config.database_url, BATCH_POOL)
             .await?;
+    let services = Services {
+        dispatcher: services.dispatcher.planned_on(batch_pool.clone()),
+        ..services
+    };
+    let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
     let ctx = Ctx::new(&services, &cfg, batch_pool, fast_path, owner.clone());
     let hub = WakeHub::default();
     let mut loops = JoinSet::new();

@@ -24,7 +24,11 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use self::{fast_path::FastPath, groups::BreakerState, reconcile::Repairs};
+pub use self::{
+    fast_path::FastPath,
+    groups::{BreakerState, DUE_WORK_SQL},
+    reconcile::Repairs,
+};
 use crate::{
     error::Result,
     queue::{JobTask, Queues},
@@ -38,6 +42,11 @@ const QUEUED_HARD_LIMIT: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct Dispatcher {
     pool: PgPool,
+    /// Where a pass's "what is due" statement runs: a pool that plans it once, with sequential
+    /// scans, sorts and JIT ruled out (`db::connect_for_batches`, set by the worker with
+    /// [`planned_on`](Self::planned_on)), so statistics that lag a fast-growing backlog cannot
+    /// turn its probes into scans (docs/architecture.md §8).
+    planned: PgPool,
     queues: Queues,
     /// Concurrency cap of groups without their own.
     group_concurrency: i64,
@@ -54,10 +63,19 @@ struct Picked {
 impl Dispatcher {
     pub fn new(pool: PgPool, queues: Queues, group_concurrency: u32) -> Self {
         Dispatcher {
+            planned: pool.clone(),
             pool,
             queues,
             group_concurrency: i64::from(group_concurrency.max(1)),
             wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The same dispatcher, its "what is due" statement on `pool` (see the field `planned`).
+    pub fn planned_on(self, pool: PgPool) -> Self {
+        Dispatcher {
+            planned: pool,
+            ..self
         }
     }
 

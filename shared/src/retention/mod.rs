@@ -288,15 +288,23 @@ async fn purge_one(pool: &PgPool, p: &Purge, keep: Duration, queue: Option<&str>
 
 /// Dispatch groups whose endpoint is gone and that hold no live work (a group row can come
 /// back after an endpoint's deletion when a delivery that was running then records a retry).
+/// Each condition is a scalar probe per group (`LIMIT 1` on its partial index): written as
+/// `NOT EXISTS`, the planner made the live-work check one hash of every unfinished job, half
+/// a second a run behind a backlog of 750,000 deliveries.
+pub const ORPHAN_GROUPS_SQL: &str = "DELETE FROM dispatch_groups g
+      WHERE (SELECT e.id FROM webhook_endpoints e
+              WHERE e.id = g.key AND e.deleted_at IS NULL) IS NULL
+        AND (SELECT j.id FROM jobs j
+              WHERE j.group_key = g.key AND j.state = 'pending' AND j.group_key IS NOT NULL
+              LIMIT 1) IS NULL
+        AND (SELECT j.id FROM jobs j
+              WHERE j.group_key = g.key AND j.state IN ('queued', 'running')
+                AND j.group_key IS NOT NULL
+              LIMIT 1) IS NULL";
+
 async fn purge_orphan_groups(pool: &PgPool) -> Result<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM dispatch_groups g
-          WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints e
-                             WHERE e.id = g.key AND e.deleted_at IS NULL)
-            AND NOT EXISTS (SELECT 1 FROM jobs j
-                             WHERE j.group_key = g.key AND j.state IN ('pending', 'queued', 'running'))",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(ORPHAN_GROUPS_SQL)
+        .execute(pool)
+        .await?
+        .rows_affected())
 }
