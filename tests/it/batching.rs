@@ -10,7 +10,8 @@ use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventuall
 
 /// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
 /// are claimed, read and recorded in far fewer statements than one per delivery, each webhook
-/// arrives once, and every job and delivery ends finished. Counted on a real
+/// arrives once, and every job and delivery ends finished. Deliveries run in the fan-out's
+/// process where it has room. Counted on a real
 /// `switchyard-api --with-worker` process's own `/metrics` (batches served and requests in them).
 #[tokio::test]
 async fn concurrent_deliveries_share_their_claims_reads_and_records() {
@@ -84,6 +85,15 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
             "{batch}: {statements} statements for {requests} requests"
         );
     }
+    // Deliveries born queued ran in the fan-out's own process while it had room (no trip
+    // through Redis), the others went through Redis; either way each arrived once (above).
+    let here: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_tasks_run_here_total "))
+        .unwrap_or_else(|| panic!("no switchyard_tasks_run_here_total in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((1.0..=240.0).contains(&here), "{here} run here");
 }
 
 /// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read

@@ -23,7 +23,21 @@ use switchyard_shared::{
 };
 use uuid::Uuid;
 
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
 use crate::batches::Batchers;
+
+/// Deliveries a fan-out committed `queued` that this process runs at once itself, skipping the
+/// trip through Redis (push, wake-up, fetch, acknowledgement), as far as it has room: at most
+/// `SWITCHYARD_DELIVERY_CONCURRENCY` at a time beside the queue's consumer. The job is claimed by
+/// condition as any other (docs/architecture.md §2.3): if this process dies first, the
+/// reconciler finds a queued job Redis does not have and hands it out again. Shutdown waits for
+/// these runs as it does for the consumers'.
+pub struct RunHere {
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) runs: TaskTracker,
+}
 
 pub struct Ctx {
     pub pool: PgPool,
@@ -51,6 +65,7 @@ pub struct Ctx {
     /// That pool, whose statements are planned once per connection: also the fan-out's, which
     /// Postgres otherwise re-plans on every event (~0.8 ms, more than running it).
     pub planned_once: PgPool,
+    pub run_here: RunHere,
     held: Mutex<HashSet<Uuid>>,
 }
 
@@ -108,6 +123,10 @@ impl Ctx {
             lease: cfg.lease,
             retry_delay: cfg.job_retry_delay,
             retry_max_delay: cfg.job_retry_max_delay.max(cfg.job_retry_delay),
+            run_here: RunHere {
+                permits: Arc::new(Semaphore::new(cfg.delivery_concurrency.max(1))),
+                runs: TaskTracker::new(),
+            },
             held: Mutex::new(HashSet::new()),
         })
     }

@@ -107,6 +107,8 @@ pub async fn run(
         });
     }
     let stop = shutdown.clone();
+    let deadline = Arc::new(std::sync::OnceLock::new());
+    let (set_deadline, grace) = (deadline.clone(), cfg.shutdown_timeout);
     monitor
         .should_restart(|worker, error| {
             tracing::warn!(worker = worker.name(), %error, "queue consumer stopped; restarting it");
@@ -116,10 +118,23 @@ pub async fn run(
         .shutdown_timeout(cfg.shutdown_timeout)
         .run_with_signal(async move {
             stop.cancelled().await;
+            let _ = set_deadline.set(tokio::time::Instant::now() + grace);
             Ok(())
         })
         .await?;
 
+    // Deliveries a fan-out handed to this process directly share the consumers' deadline.
+    ctx.run_here.runs.close();
+    let deadline = deadline
+        .get()
+        .copied()
+        .unwrap_or_else(|| tokio::time::Instant::now() + cfg.shutdown_timeout);
+    if tokio::time::timeout_at(deadline, ctx.run_here.runs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("runs started here did not finish before the shutdown deadline");
+    }
     // Whatever did not finish within the deadline runs again elsewhere, now.
     match ledger::release_leases(&services.pool, &owner).await {
         Ok(0) => {}
@@ -207,15 +222,24 @@ fn spawn_background(
         },
     );
     let (queues, pool) = (services.queues.clone(), services.pool.clone());
+    // Counting follows the unfinished work (half a second per count behind a million pending
+    // deliveries), so a costly count waits longer for its next turn: at most ~2 % of the time.
+    let next_count = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     every(
         loops,
         "queue metrics",
         Duration::from_secs(5),
         shutdown,
         move || {
-            let (queues, pool) = (queues.clone(), pool.clone());
+            let (queues, pool, next_count) = (queues.clone(), pool.clone(), next_count.clone());
             async move {
-                for s in ledger::queue_stats(&pool, queues.names()).await? {
+                let started = std::time::Instant::now();
+                if started < *next_count.lock().expect("next count lock") {
+                    return Ok(());
+                }
+                let stats = ledger::queue_stats(&pool, queues.names()).await?;
+                *next_count.lock().expect("next count lock") = started + started.elapsed() * 50;
+                for s in stats {
                     let q = s.queue.clone();
                     metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "pending")
                         .set(s.pending as f64);

@@ -9,6 +9,7 @@
 //! not purged: they grow with customers, not with traffic.
 
 pub mod partitions;
+pub mod vacuum;
 
 use std::time::{Duration, Instant};
 

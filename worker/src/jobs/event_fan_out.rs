@@ -1,5 +1,7 @@
 //! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
+use std::sync::Arc;
+
 use switchyard_shared::{
     events,
     jobs::{self, ClaimedJob, Lease, Outcome},
@@ -10,7 +12,7 @@ use switchyard_shared::{
 use super::{Attempts, Kind};
 use crate::{ORDERING_RETRY, context::Ctx};
 
-pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
+pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
     let Some(loaded) = messages::load(&ctx.pool, job.subject_id).await? else {
         let mut conn = ctx.pool.acquire().await?;
         let outcome = Outcome::Cancelled {
@@ -39,7 +41,9 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     metrics::counter!("switchyard_events_fanned_out_total").increment(1);
-    ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
+    // Deliveries born queued run here while this process has room, the others go through Redis.
+    let rest = super::run_here(ctx, fan_out.tasks);
+    ctx.fast_path.push(WEBHOOK_DELIVERIES, rest);
     if fan_out.pending > 0 {
         ctx.dispatcher.wake();
     }

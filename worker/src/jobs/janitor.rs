@@ -1,5 +1,6 @@
 //! `janitor`: one run per scheduled slot, cluster-wide (shared::schedule): finished task data
-//! out of Redis (apalis keeps it forever otherwise) and every table's retention purge.
+//! out of Redis (apalis keeps it forever otherwise), every table's retention purge, and a
+//! vacuum of the tables autovacuum left behind.
 
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl, &short).await?;
     if purged.total() > 0 {
         tracing::debug!(rows = purged.total(), "retention purge");
+    }
+    let vacuumed = retention::vacuum::run(&ctx.pool).await?;
+    if !vacuumed.is_empty() {
+        tracing::info!(tables = ?vacuumed, "vacuumed tables autovacuum left behind");
     }
     let mut conn = ctx.pool.acquire().await?;
     jobs::finish(&mut conn, job, &Outcome::Succeeded).await?;

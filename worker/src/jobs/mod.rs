@@ -38,7 +38,7 @@ pub struct Kind {
     /// whose history says nothing the domain rows do not (one janitor run per slot).
     pub keep_finished: Option<Duration>,
     pub concurrency: fn(&WorkerConfig) -> usize,
-    pub run: for<'a> fn(&'a Ctx, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+    pub run: for<'a> fn(&'a Arc<Ctx>, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<()>>,
     pub on_dead: for<'a> fn(
         &'a mut sqlx::PgConnection,
         &'a ClaimedJob,
@@ -102,7 +102,34 @@ fn kind(queue: &str) -> Option<&'static Kind> {
 /// apalis entry point for every queue. Returns an error only when the claim itself could not
 /// be made (Postgres unreachable): apalis then retries the task shortly.
 pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
-    let ctx: Arc<Ctx> = (*ctx).clone();
+    run_task((*ctx).clone(), task).await
+}
+
+/// Runs `tasks` (jobs just committed `queued`) in this process, as far as it has room
+/// ([`RunHere`](crate::context::RunHere)); returns the others, to push to Redis.
+pub fn run_here(ctx: &Arc<Ctx>, tasks: Vec<JobTask>) -> Vec<JobTask> {
+    let mut rest = Vec::new();
+    for task in tasks {
+        let Ok(permit) = ctx.run_here.permits.clone().try_acquire_owned() else {
+            rest.push(task);
+            continue;
+        };
+        metrics::counter!("switchyard_tasks_run_here_total").increment(1);
+        let (run_ctx, job_id) = (ctx.clone(), task.job);
+        ctx.run_here.runs.spawn(async move {
+            let _permit = permit;
+            if let Err(error) = run_task(run_ctx, task).await {
+                // Not claimed: the job stays queued without a task in Redis, which the
+                // reconciler hands out again.
+                tracing::warn!(%job_id, %error, "could not claim a job to run here");
+            }
+        });
+    }
+    rest
+}
+
+/// Claims the job of `task`, runs its kind's handler and records what came of it.
+async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
     let Some(job) = ctx.batch.claims.call(task).await? else {
         metrics::counter!("switchyard_stale_tasks_total").increment(1);
         return Ok(());
