@@ -51,15 +51,18 @@ q -c "SELECT status, count(*) FROM webhook_deliveries GROUP BY 1 ORDER BY 1" | s
 echo "jobs by queue and state:"
 q -c "SELECT queue, state, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2" | sed "s/^/    /"
 echo "errors in the API/worker log: $(grep -c '"level":"ERROR"' /tmp/burndown-api.log || true)"
-# Autovacuum visits each database once a minute: give it up to three to reach the ledger.
+# Autovacuum visits each database once a minute: give it (or, with autovacuum off, the janitor's
+# vacuum) up to three minutes to reach the ledger after the drain.
+v0=$(q -c "SELECT autovacuum_count + vacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'")
 for _ in $(seq 36); do
-  [ "$(q -c "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'")" -gt 0 ] && break
+  [ "$(q -c "SELECT autovacuum_count + vacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'")" -gt "$v0" ] && break
   sleep 5
 done
-echo "hot tables after the drain and autovacuum (size incl. indexes, live and dead rows, autovacuum runs):"
+echo "autovacuum: $(psql -At -h 127.0.0.1 -U postgres -c 'SHOW autovacuum' postgres)"
+echo "hot tables after the drain (size incl. indexes, live and dead rows, autovacuum and janitor vacuum runs):"
 q -F' | ' -c "SELECT relname, pg_size_pretty(pg_total_relation_size(relid)) AS total,
       pg_size_pretty(pg_indexes_size(relid)) AS indexes, n_live_tup, n_dead_tup,
-      autovacuum_count, autoanalyze_count
+      autovacuum_count, vacuum_count
     FROM pg_stat_user_tables
    WHERE relname IN ('jobs', 'webhook_deliveries', 'webhook_messages', 'events', 'orders',
                      'dispatch_groups') OR (relname LIKE 'webhook_attempts_%' AND n_live_tup > 0)
