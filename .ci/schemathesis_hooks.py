@@ -46,7 +46,10 @@ def before_call(ctx, case, **kwargs):
 #   1 s to 30 s, header names HTTP tokens Switchyard does not set itself (tests/it/ssrf.rs,
 #   delivery.rs, retries.rs, signing.rs);
 # - secrets: the grace period at most 7 days, a secret that decodes to 24 to 64 bytes;
-# - replays: `until` after `since`.
+# - replays: `until` after `since`;
+# - integrations: `base_url` must not point at a non-public address, credential names are
+#   `[a-z][a-z0-9_]*`, and the config keys Switchyard reads (`health_path`, `api_key_header`,
+#   `health_interval`) have their own rules (tests/it/integrations.rs).
 
 import base64
 import datetime
@@ -91,6 +94,16 @@ def _repair_endpoint(body, ctx_now):
         body["headers"] = {f"x-h{i}": v for i, v in enumerate(body["headers"].values())}
 
 
+def _repair_integration(body):
+    if isinstance(body.get("base_url"), str):
+        body["base_url"] = "https://erp.example/api"
+    if isinstance(body.get("config"), dict):
+        for k in ("health_path", "api_key_header", "health_interval"):
+            body["config"].pop(k, None)
+    if isinstance(body.get("credentials"), dict):
+        body["credentials"] = {f"c{i}": v for i, v in enumerate(body["credentials"].values())}
+
+
 def _repair_order(body):
     for item in body.get("items") or []:
         if isinstance(item, dict):
@@ -117,6 +130,8 @@ def keep_semantic_rules(ctx, case, **kwargs):
         _repair_order(body)
     if path.startswith("/v1/webhook-endpoints") and path.count("/") <= 3:
         _repair_endpoint(body, now)
+    if path.startswith("/v1/integrations") and path.count("/") <= 3:
+        _repair_integration(body)
     if path.endswith("/secret/rotate"):
         if isinstance(body.get("grace_period"), str):
             body["grace_period"] = _short(body["grace_period"])

@@ -21,6 +21,7 @@ use switchyard_shared::{
     api_keys::{cache::KeyCache, usage::UsageRecorder},
     config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
+    integrations::connection::Checker,
     rate_limit::{Lockouts, RateLimiter},
     services::Services,
     telemetry,
@@ -30,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
     admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
-    event_types::EventTypesApi, events::EventsApi, ops::OpsApi, orders::OrdersApi,
-    webhook_deliveries::WebhookDeliveriesApi, webhook_endpoints::WebhookEndpointsApi,
-    webhook_replays::WebhookReplaysApi,
+    event_types::EventTypesApi, events::EventsApi, integrations::IntegrationsApi, ops::OpsApi,
+    orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
+    webhook_endpoints::WebhookEndpointsApi, webhook_replays::WebhookReplaysApi,
 };
 
 impl AppState {
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Test sends to partner endpoints go out through it (SSRF-guarded); its egress rules
     /// also vet endpoint URLs when they are saved.
     pub transport: HttpTransport,
+    /// Connection checks of integrations go out through it (SSRF-guarded).
+    pub checker: Checker,
 }
 
 type Apis = (
@@ -70,6 +73,7 @@ type Apis = (
     EventsApi,
     EventTypesApi,
     OrdersApi,
+    IntegrationsApi,
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -85,6 +89,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             EventsApi,
             EventTypesApi,
             OrdersApi,
+            IntegrationsApi,
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),
@@ -171,7 +176,9 @@ pub async fn serve(
         Duration::from_secs(5),
         Duration::from_secs(30),
     );
+    let checker = Checker::new(services.config.egress());
     let state = Arc::new(AppState {
+        checker,
         limiter: RateLimiter::new(services.queues.connection(), services.queues.prefix()),
         lockouts: Lockouts::default(),
         transport,

@@ -23,6 +23,8 @@ pub enum ActorKind {
     Admin,
     /// A partner API key (its row id).
     ApiKey(Uuid),
+    /// A background job of Switchyard itself (its job id).
+    Job(Uuid),
 }
 
 impl Actor {
@@ -30,6 +32,7 @@ impl Actor {
         match self.kind {
             ActorKind::Admin => ("admin", None),
             ActorKind::ApiKey(id) => ("api_key", Some(id)),
+            ActorKind::Job(id) => ("system", Some(id)),
         }
     }
 }
@@ -75,13 +78,14 @@ pub struct AuditEvent {
     pub id: Uuid,
     #[oai(nullable)]
     pub tenant_id: Option<Uuid>,
-    /// `admin` (operator token) or `api_key`.
+    /// `admin` (operator token), `api_key`, or `system` (a background job of Switchyard).
     pub actor_type: String,
-    /// The API key that acted, for `api_key`.
+    /// The API key that acted, for `api_key`; the job, for `system`.
     #[oai(nullable)]
     pub actor_id: Option<Uuid>,
     /// What happened: `api_key.created`, `api_key.rolled`, `api_key.revoked`,
-    /// `api_key.updated`, `tenant.created`, …
+    /// `api_key.updated`, `tenant.created`, `integration.created`,
+    /// `integration.credentials_opened`, …
     pub action: String,
     pub target_type: String,
     pub target_id: Uuid,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod input;
+pub mod integrations;
 pub mod jobs;
 pub mod mode;
 pub mod net;

@@ -175,6 +175,40 @@ pub fn check_url(url: &Url, egress: &Egress) -> Result<(), BlockedTarget> {
     }
 }
 
+/// How long vetting a URL waits for DNS.
+const DNS_BUDGET: Duration = Duration::from_secs(2);
+
+/// Parses and vets an outbound URL given as `param`: scheme, credentials, length, IP literals
+/// in every notation, and what the host name resolves to now (any non-permitted address
+/// refuses it; every request checks again). A name that does not resolve yet is accepted.
+/// Done before the caller's transaction begins: it may wait on DNS.
+pub async fn vet_url(raw: &str, egress: &Egress, param: &str) -> crate::error::Result<Url> {
+    use crate::error::Error;
+    let invalid = |detail: String| Error::invalid("parameter_invalid", param, detail);
+    let not_allowed = |detail: String| Error::invalid("url_not_allowed", param, detail);
+    if raw.len() > 2048 {
+        return Err(invalid(format!(
+            "`{param}` must be at most 2048 characters."
+        )));
+    }
+    let url = Url::parse(raw.trim())
+        .map_err(|e| invalid(format!("`{param}` is not a valid URL: {e}.")))?;
+    check_url(&url, egress).map_err(|e| match e {
+        BlockedTarget::NonPublic(_) => not_allowed(format!("`{param}` is not allowed: {e}.")),
+        _ => invalid(format!("`{param}` is not allowed: {e}.")),
+    })?;
+    if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
+        let port = url.port_or_known_default().unwrap_or(443);
+        // A resolver that does not answer must not hold the request: the name is then treated
+        // like one that does not resolve yet (every request checks it again).
+        let lookup = tokio::time::timeout(DNS_BUDGET, egress.resolve(host, port)).await;
+        if let Ok(Err(e @ ResolveError::Blocked { .. })) = lookup {
+            return Err(not_allowed(format!("`{param}` is not allowed: {e}.")));
+        }
+    }
+    Ok(url)
+}
+
 /// Resolver that refuses a host if any of its addresses is not permitted.
 #[derive(Clone, Debug)]
 pub struct GuardedResolver {

@@ -15,6 +15,8 @@ mod event_types;
 mod events;
 mod idempotency;
 mod idempotency_routes;
+mod integration_checks;
+mod integrations;
 mod isolation;
 mod leases;
 mod ops;

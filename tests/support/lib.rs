@@ -4,10 +4,12 @@
 
 pub mod app;
 pub mod db;
+pub mod erp;
 pub mod partner;
 pub mod process;
 
 pub use app::{TestApp, TestOptions};
+pub use erp::ErpServer;
 pub use partner::{Behaviour, PartnerServer, Received, Reply};
 
 use std::time::{Duration, Instant};

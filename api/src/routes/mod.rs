@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit_events;
 pub mod event_types;
 pub mod events;
+pub mod integrations;
 pub mod ops;
 pub mod orders;
 pub mod webhook_deliveries;
@@ -26,6 +27,9 @@ pub enum ApiTags {
     Events,
     /// The event types endpoints can subscribe to: built in, and your own.
     EventTypes,
+    /// External systems your tenant connects (ERP, MES, payment, …): settings, encrypted
+    /// credentials, connection checks (needs `integrations:write` / `integrations:read`).
+    Integrations,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).

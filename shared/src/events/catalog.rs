@@ -87,6 +87,14 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "Operational: an endpoint's circuit breaker closed again.",
     ),
     (
+        "integration.unhealthy",
+        "Operational: an integration's connection check failed.",
+    ),
+    (
+        "integration.recovered",
+        "Operational: an integration's connection works again.",
+    ),
+    (
         "webhook.test",
         "A test message sent with POST /v1/webhook-endpoints/{id}/test.",
     ),

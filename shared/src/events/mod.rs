@@ -20,7 +20,11 @@ pub use self::{
     publish::{CreateEvent, publish},
     query::{Event, EventFilter, get, list},
 };
-use crate::{jobs::NewJob, mode::Mode, queue::EVENT_FAN_OUT};
+use crate::{
+    jobs::NewJob,
+    mode::Mode,
+    queue::{EVENT_FAN_OUT, JobTask},
+};
 
 /// Attempts of a fan-out: it only touches Postgres, so it fails only while Postgres is
 /// unreachable (with the backoff, 25 attempts last over an hour); the cap stops a poison event
@@ -41,6 +45,8 @@ pub enum Source {
     Endpoint,
     /// A test send (`POST /v1/webhook-endpoints/{id}/test`).
     Test,
+    /// An integration's connection health (`integration.unhealthy`, `integration.recovered`).
+    Integration,
 }
 
 /// Who receives an event.
@@ -124,6 +130,24 @@ macro_rules! insert_events_sql {
 pub use insert_events_sql;
 
 /// The value to bind for [`insert_events_sql!`].
+/// Writes one event with its fan-out job (one statement). Returns the task to push after it.
+pub async fn insert_one(pool: &sqlx::PgPool, event: &NewEvent) -> crate::Result<JobTask> {
+    let job = event.job();
+    crate::jobs::bind_insert(
+        sqlx::query(concat!(
+            "WITH j AS (",
+            crate::jobs::insert_jobs_sql!(),
+            ") ",
+            insert_events_sql!("$6")
+        )),
+        std::slice::from_ref(&job),
+    )
+    .bind(events_json(std::slice::from_ref(event)))
+    .execute(pool)
+    .await?;
+    Ok(job.task())
+}
+
 pub fn events_json(events: &[NewEvent]) -> sqlx::types::Json<&[NewEvent]> {
     sqlx::types::Json(events)
 }

@@ -51,6 +51,10 @@ pub struct RetentionConfig {
     /// Audit events are kept this long (the log is append-only otherwise).
     #[arg(long = "audit-retention", env = "SWITCHYARD_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
     pub audit: Duration,
+
+    /// Integration call logs are kept this long; deleted integrations' rows go with them.
+    #[arg(long = "integration-log-retention", env = "SWITCHYARD_INTEGRATION_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub integration_logs: Duration,
 }
 
 impl RetentionConfig {
@@ -179,6 +183,22 @@ const PURGES: &[Purge] = &[
         audit: true,
     },
     Purge {
+        table: "integration_logs",
+        sql: "DELETE FROM integration_logs WHERE id IN (
+                SELECT id FROM integration_logs
+                 WHERE id < uuid_v7_floor(now() - make_interval(secs => $1))
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "integrations (deleted)",
+        sql: "DELETE FROM integrations WHERE id IN (
+                SELECT id FROM integrations
+                 WHERE deleted_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "idempotency_keys",
         sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
                 SELECT api_key_id, key FROM idempotency_keys
@@ -234,6 +254,7 @@ pub async fn purge(
             "orders" => cfg.orders,
             "api_key_usage" => cfg.usage,
             "audit_events" => cfg.audit,
+            "integration_logs" | "integrations (deleted)" => cfg.integration_logs,
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),
         };

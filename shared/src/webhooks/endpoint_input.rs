@@ -232,39 +232,13 @@ pub(super) fn patch<T, U>(
     })
 }
 
-/// How long vetting a URL waits for DNS.
-const DNS_BUDGET: Duration = Duration::from_secs(2);
-
 /// An endpoint URL that passed [`validate_url`]: the only kind an endpoint can be given.
 #[derive(Clone, Debug)]
 pub struct VettedUrl(pub(super) Url);
 
-/// Parses and vets an endpoint URL: scheme, credentials, length, IP literals in every
-/// notation, and what the host name resolves to now (any non-permitted address refuses it;
-/// every attempt checks again). A name that does not resolve yet is accepted. Done before the
-/// caller's transaction begins: it may wait on DNS.
+/// Parses and vets an endpoint URL (see [`net::vet_url`]).
 pub async fn validate_url(raw: &str, egress: &Egress) -> Result<VettedUrl> {
-    let invalid = |detail: String| Error::invalid("parameter_invalid", "url", detail);
-    let not_allowed = |detail: String| Error::invalid("url_not_allowed", "url", detail);
-    if raw.len() > 2048 {
-        return Err(invalid("`url` must be at most 2048 characters.".into()));
-    }
-    let url =
-        Url::parse(raw.trim()).map_err(|e| invalid(format!("`url` is not a valid URL: {e}.")))?;
-    net::check_url(&url, egress).map_err(|e| match e {
-        net::BlockedTarget::NonPublic(_) => not_allowed(format!("`url` is not allowed: {e}.")),
-        _ => invalid(format!("`url` is not allowed: {e}.")),
-    })?;
-    if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
-        let port = url.port_or_known_default().unwrap_or(443);
-        // A resolver that does not answer must not hold the request: the name is then treated
-        // like one that does not resolve yet (every attempt checks it again).
-        let lookup = tokio::time::timeout(DNS_BUDGET, egress.resolve(host, port)).await;
-        if let Ok(Err(e @ net::ResolveError::Blocked { .. })) = lookup {
-            return Err(not_allowed(format!("`url` is not allowed: {e}.")));
-        }
-    }
-    Ok(VettedUrl(url))
+    net::vet_url(raw, egress, "url").await.map(VettedUrl)
 }
 
 /// What bounds an endpoint's settings beyond their own ranges.

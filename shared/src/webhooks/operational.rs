@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Result,
-    events::{Audience, NewEvent, Source, events_json, insert_events_sql},
-    jobs::{self, insert_jobs_sql},
+    events::{Audience, NewEvent, Source},
     mode::Mode,
     queue::JobTask,
 };
@@ -45,18 +44,5 @@ pub async fn emit(
     );
     event.audience = Audience::Operational;
     event.endpoint_id = Some(endpoint_id);
-    let job = event.job();
-    jobs::bind_insert(
-        sqlx::query(concat!(
-            "WITH j AS (",
-            insert_jobs_sql!(),
-            ") ",
-            insert_events_sql!("$6")
-        )),
-        std::slice::from_ref(&job),
-    )
-    .bind(events_json(std::slice::from_ref(&event)))
-    .execute(pool)
-    .await?;
-    Ok(Some(job.task()))
+    Ok(Some(crate::events::insert_one(pool, &event).await?))
 }

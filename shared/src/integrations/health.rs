@@ -1,0 +1,81 @@
+//! One connection check of an integration, as `POST /v1/integrations/{id}/test` and the
+//! scheduled health checks run it: open the credentials (audited), check, record the outcome,
+//! and tell the tenant's operational endpoints when the connection breaks or comes back.
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    ConnectionStatus,
+    connection::{self, Call, CheckResult, Checker, Transition},
+    get,
+    vault::{self, Purpose},
+};
+use crate::{
+    audit::Actor,
+    crypto::Keyring,
+    error::Result,
+    events::{Audience, NewEvent, Source, insert_one},
+    queue::JobTask,
+    tenants::Scope,
+};
+
+/// Checks the integration now. Returns the result, and the fan-out task of the
+/// `integration.unhealthy` / `integration.recovered` event it emitted, if any (push it).
+pub async fn check_now(
+    pool: &PgPool,
+    keyring: &Keyring,
+    checker: &Checker,
+    scope: Scope,
+    id: Uuid,
+    actor: &Actor,
+    purpose: Purpose,
+) -> Result<(CheckResult, Option<JobTask>)> {
+    let integration = get(pool, scope, id).await?;
+    let (result, call) = match vault::open_for_use(pool, keyring, scope, id, actor, purpose).await?
+    {
+        Ok(credentials) => checker.check(&integration, &credentials).await,
+        Err(unreadable) => (
+            CheckResult {
+                ok: false,
+                latency_ms: 0,
+                status_code: None,
+                error: Some(unreadable.to_string()),
+                checked_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+            },
+            Call {
+                method: None,
+                target: None,
+                response_body: None,
+            },
+        ),
+    };
+    let transition = connection::record(pool, id, purpose.as_str(), &result, &call).await?;
+    let event_type = match transition {
+        Some(Transition {
+            from,
+            to: ConnectionStatus::Error,
+        }) if from != ConnectionStatus::Error => "integration.unhealthy",
+        Some(Transition {
+            from: ConnectionStatus::Error,
+            to: ConnectionStatus::Connected,
+        }) => "integration.recovered",
+        _ => return Ok((result, None)),
+    };
+    let mut event = NewEvent::new(
+        scope.tenant_id,
+        scope.mode,
+        event_type,
+        json!({
+            "integration_id": id, "code": integration.code, "name": integration.name,
+            "provider": integration.provider, "error": result.error,
+            "checked_at": result.checked_at,
+        }),
+        Source::Integration,
+        result.checked_at,
+    );
+    event.audience = Audience::Operational;
+    let task = insert_one(pool, &event).await?;
+    Ok((result, Some(task)))
+}
