@@ -20,6 +20,10 @@ CREATE TABLE integrations (
     connection_status     text NOT NULL DEFAULT 'unknown'
                           CHECK (connection_status IN ('connected', 'error', 'unknown')),
     last_health_check_at  timestamptz,
+    -- From `config.health_interval` (default 5 min); NULL = scheduled checks off.
+    health_interval_ms    integer DEFAULT 300000,
+    -- When the scheduled check is due; claimed by moving it one interval on.
+    next_health_check_at  timestamptz,
     last_error            text,
     calls_total           bigint NOT NULL DEFAULT 0,
     failures_total        bigint NOT NULL DEFAULT 0,
@@ -32,6 +36,8 @@ CREATE TABLE integrations (
 CREATE UNIQUE INDEX integrations_code_unique ON integrations (tenant_id, mode, code)
     WHERE deleted_at IS NULL;
 CREATE INDEX integrations_list ON integrations (tenant_id, mode, id) WHERE deleted_at IS NULL;
+CREATE INDEX integrations_health_due ON integrations (next_health_check_at)
+    WHERE deleted_at IS NULL AND health_interval_ms IS NOT NULL AND status <> 'inactive';
 
 -- One sealed value per named credential (`bearer_token`, `password`, `url`, …). The AAD binds
 -- each ciphertext to its tenant, integration and name: a value copied to another row or name

@@ -263,4 +263,9 @@ pub struct WorkerConfig {
     /// otherwise) and every table's retention purge.
     #[arg(long, env = "SWITCHYARD_JANITOR_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub janitor_interval: Duration,
+
+    /// How often the scheduler looks for integrations whose health check is due (each
+    /// integration's own `config.health_interval` says when it is).
+    #[arg(long, env = "SWITCHYARD_INTEGRATION_HEALTH_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub integration_health_interval: Duration,
 }

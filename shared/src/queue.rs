@@ -22,6 +22,8 @@ pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 pub const WEBHOOK_REPLAYS: &str = "webhook_replays";
 /// Queue of janitor runs (retention purges, Redis task data), one per scheduled slot.
 pub const JANITOR: &str = "janitor";
+/// Queue of scheduled integration health checks, one run per slot.
+pub const INTEGRATION_HEALTH: &str = "integration_health";
 // The list of every queue is not kept here: it is derived from the worker's job-kind registry
 // (`switchyard_worker::QUEUES`) and handed to [`Queues::new`] (docs/architecture.md §3).
 

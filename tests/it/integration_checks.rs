@@ -429,3 +429,97 @@ async fn tampered_or_moved_credentials_fail_closed() {
     // Nothing was sent with a value that did not open.
     assert!(erp.seen().is_empty());
 }
+
+#[tokio::test]
+async fn scheduled_health_checks_keep_the_status_and_announce_both_changes() {
+    let app = TestApp::spawn(TestOptions {
+        args: vec!["--integration-health-interval=1s".into()],
+        ..Default::default()
+    })
+    .await;
+    let tenant = app.create_tenant("Integrator").await;
+    let key = app
+        .create_key(
+            &tenant,
+            Some(&["integrations:write", "webhooks:write", "audit:read"]),
+        )
+        .await
+        .1;
+    let ops = PartnerServer::start(Behaviour::Status(200)).await;
+    app.create_endpoint_with(&key, json!({"url": ops.url, "operational": true}))
+        .await;
+    let erp = ErpServer::start(500).await;
+    let id = create(
+        &app,
+        &key,
+        json!({
+            "name": "ERP", "code": "erp", "type": "erp", "provider": "http",
+            "base_url": erp.url, "config": {"health_interval": "30s"},
+            "credentials": {"bearer_token": "tok-1234567890"},
+        }),
+    )
+    .await;
+    let off = create(
+        &app,
+        &key,
+        json!({
+            "name": "Quiet", "code": "quiet", "type": "erp", "provider": "http",
+            "base_url": erp.url, "config": {"health_interval": "0"},
+        }),
+    )
+    .await;
+    // Make both due now, as if 30 s had passed.
+    let due = "UPDATE integrations SET next_health_check_at = now()";
+    sqlx::query(due).execute(&app.pool).await.unwrap();
+    let status = |want: &'static str| {
+        let (app, key, id) = (&app, &key, &id);
+        async move {
+            eventually(Duration::from_secs(20), want, || async {
+                let got = app
+                    .partner_get(key, &format!("/v1/integrations/{id}"))
+                    .await;
+                (got["connection_status"] == want).then_some(got)
+            })
+            .await
+        }
+    };
+    let got = status("error").await;
+    assert!(got["last_error"].as_str().unwrap().contains("500"));
+    erp.set_status(200);
+    sqlx::query(due).execute(&app.pool).await.unwrap();
+    status("connected").await;
+    let received = eventually(Duration::from_secs(20), "both notices", || async {
+        let r = ops.received();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    let types: Vec<Value> = received.iter().map(|r| r.json()["type"].clone()).collect();
+    assert_eq!(
+        types,
+        [
+            json!("integration.unhealthy"),
+            json!("integration.recovered")
+        ]
+    );
+    // Checks are the system's: the audit names the job, the log the kind.
+    let audit = app.partner_get(&key, "/v1/audit-events?limit=100").await;
+    let opened = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "integration.credentials_opened")
+        .expect("an audited open")
+        .clone();
+    assert_eq!(opened["actor_type"], "system");
+    assert_eq!(opened["changes"]["purpose"], "health_check");
+    let logs = app
+        .partner_get(&key, &format!("/v1/integrations/{id}/logs"))
+        .await;
+    assert_eq!(logs["data"][0]["kind"], "health_check");
+    // `health_interval: "0"` turns scheduled checks off.
+    let quiet = app
+        .partner_get(&key, &format!("/v1/integrations/{off}"))
+        .await;
+    assert_eq!(quiet["calls_total"], 0);
+    assert_eq!(quiet["connection_status"], "unknown");
+}

@@ -11,6 +11,7 @@ use switchyard_shared::{
     config::WorkerConfig,
     crypto::Keyring,
     dispatch::{Dispatcher, FastPath},
+    integrations::connection::Checker,
     jobs::ClaimedJob,
     retention::RetentionConfig,
     services::Services,
@@ -48,6 +49,8 @@ pub struct Ctx {
     /// Where attempts go out (docs/architecture.md §4).
     pub transport: Arc<dyn Transport>,
     pub keyring: Keyring,
+    /// Integration connection checks go out through it (SSRF-guarded).
+    pub checker: Checker,
     pub policy: Policy,
     pub breaker: BreakerPolicy,
     /// Lease owner name of this process: unique per process start.
@@ -106,6 +109,7 @@ impl Ctx {
                 Duration::from_secs(30).max(cfg.webhook_timeout),
             )),
             keyring,
+            checker: Checker::new(common.egress()),
             policy: Policy {
                 schedule: cfg.retry_schedule.clone(),
                 timeout: cfg.webhook_timeout,

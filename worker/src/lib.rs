@@ -196,13 +196,22 @@ fn spawn_background(
         }
     });
     // Periodic jobs: each slot enqueued once cluster-wide, whichever replicas run.
-    let schedules = vec![Schedule {
-        id: "janitor".into(),
-        queue: queue::JANITOR,
-        every: Every::Interval(cfg.janitor_interval),
-        catch_up: CatchUp::SkipOlderThan(cfg.janitor_interval * 3),
-        max_attempts: jobs::janitor::MAX_ATTEMPTS,
-    }];
+    let schedules = vec![
+        Schedule {
+            id: "janitor".into(),
+            queue: queue::JANITOR,
+            every: Every::Interval(cfg.janitor_interval),
+            catch_up: CatchUp::SkipOlderThan(cfg.janitor_interval * 3),
+            max_attempts: jobs::janitor::MAX_ATTEMPTS,
+        },
+        Schedule {
+            id: "integration_health".into(),
+            queue: queue::INTEGRATION_HEALTH,
+            every: Every::Interval(cfg.integration_health_interval),
+            catch_up: CatchUp::SkipOlderThan(cfg.integration_health_interval * 3),
+            max_attempts: jobs::integration_health::MAX_ATTEMPTS,
+        },
+    ];
     loops.spawn(scheduler(ctx.clone(), schedules, shutdown.clone()));
     let queues = services.queues.clone();
     // SCANs the keyspace, so it runs far less often than the janitor.

@@ -79,3 +79,32 @@ pub async fn check_now(
     let task = insert_one(pool, &event).await?;
     Ok((result, Some(task)))
 }
+
+/// Claims up to `limit` integrations whose scheduled check is due, moving each one interval on
+/// (so a concurrent run does not take them too). Returns their ids and scopes.
+pub async fn claim_due(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Scope)>> {
+    let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+        "UPDATE integrations i
+            SET next_health_check_at = now() + make_interval(secs => i.health_interval_ms / 1000.0)
+           FROM (SELECT id FROM integrations
+                  WHERE deleted_at IS NULL AND health_interval_ms IS NOT NULL
+                    AND status <> 'inactive' AND next_health_check_at <= now()
+                  ORDER BY next_health_check_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+          WHERE i.id = due.id
+         RETURNING i.id, i.tenant_id, i.mode",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, tenant_id, mode)| {
+            Ok((
+                id,
+                Scope {
+                    tenant_id,
+                    mode: crate::mode::Mode::parse(&mode)?,
+                },
+            ))
+        })
+        .collect()
+}

@@ -47,6 +47,15 @@ pub fn health_interval(raw: Option<&str>) -> std::result::Result<Option<Duration
     }
 }
 
+/// The scheduled-check interval of a (checked) config, in milliseconds; `None` = off.
+fn interval_ms(config: &serde_json::Value) -> Option<i32> {
+    let raw = config.get("health_interval").and_then(|v| v.as_str());
+    health_interval(raw)
+        .ok()
+        .flatten()
+        .map(|d| d.as_millis() as i32)
+}
+
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct Integration {
     pub id: Uuid,
@@ -174,10 +183,13 @@ pub async fn create(
     }
     let id = Uuid::now_v7();
     let status = input.status.unwrap_or(IntegrationStatus::Active);
+    let interval_ms = interval_ms(&config);
+    // The first scheduled check comes one interval after creation; `test` checks at once.
     let inserted = sqlx::query(
         "INSERT INTO integrations (id, tenant_id, mode, name, code, type, provider, status,
-                                   base_url, config)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                   base_url, config, health_interval_ms, next_health_check_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 now() + make_interval(secs => $11 / 1000.0))",
     )
     .bind(id)
     .bind(scope.tenant_id)
@@ -189,6 +201,7 @@ pub async fn create(
     .bind(status)
     .bind(base_url.as_ref().map(Url::as_str))
     .bind(&config)
+    .bind(interval_ms)
     .execute(&mut *conn)
     .await;
     if let Err(e) = inserted {
@@ -321,7 +334,11 @@ pub async fn update(
             SET name = COALESCE($4, name), code = COALESCE($5, code), type = COALESCE($6, type),
                 provider = COALESCE($7, provider), status = COALESCE($8, status),
                 base_url = CASE WHEN $9 THEN $10 ELSE base_url END,
-                config = COALESCE($11, config), updated_at = now()
+                config = COALESCE($11, config),
+                health_interval_ms = CASE WHEN $11 IS NULL THEN health_interval_ms ELSE $12 END,
+                next_health_check_at = CASE WHEN $11 IS NULL THEN next_health_check_at
+                                            ELSE now() + make_interval(secs => $12 / 1000.0) END,
+                updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
          RETURNING id",
     )
@@ -336,6 +353,7 @@ pub async fn update(
     .bind(base_url.is_some())
     .bind(base_url.as_ref().and_then(|u| u.as_ref().map(Url::as_str)))
     .bind(&config)
+    .bind(config.as_ref().and_then(interval_ms))
     .fetch_optional(&mut *conn)
     .await;
     match updated {

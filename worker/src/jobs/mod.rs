@@ -10,6 +10,7 @@
 //! expires and the reconciler hands the job out again; that run counts as an attempt too.
 
 mod event_fan_out;
+pub mod integration_health;
 pub mod janitor;
 mod webhook_deliveries;
 mod webhook_replays;
@@ -74,6 +75,7 @@ pub const KINDS: &[Kind] = &[
     webhook_deliveries::KIND,
     webhook_replays::KIND,
     janitor::KIND,
+    integration_health::KIND,
 ];
 
 /// Every queue's name, derived from [`KINDS`].
