@@ -84,3 +84,18 @@ CREATE INDEX integration_logs_list ON integration_logs (integration_id, id);
 ALTER TABLE events DROP CONSTRAINT events_source_check;
 ALTER TABLE events ADD CONSTRAINT events_source_check
     CHECK (source IN ('api', 'order', 'endpoint', 'test', 'integration'));
+
+-- Keyring rotations: re-encryption of every sealed value with the active master key, one at a
+-- time (a job each). Kept like audit events.
+CREATE TABLE keyring_rotations (
+    id           uuid PRIMARY KEY,
+    key_id       text NOT NULL,
+    state        text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'finished', 'failed')),
+    rotated      jsonb NOT NULL DEFAULT '{}',
+    unreadable   jsonb NOT NULL DEFAULT '{}',
+    error        text,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+CREATE UNIQUE INDEX keyring_rotations_one_running ON keyring_rotations ((true))
+    WHERE state = 'running';

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
     admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
-    event_types::EventTypesApi, events::EventsApi, integrations::IntegrationsApi, ops::OpsApi,
-    orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
+    event_types::EventTypesApi, events::EventsApi, integrations::IntegrationsApi,
+    keyring::KeyringApi, ops::OpsApi, orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
     webhook_endpoints::WebhookEndpointsApi, webhook_replays::WebhookReplaysApi,
 };
 
@@ -74,6 +74,7 @@ type Apis = (
     EventTypesApi,
     OrdersApi,
     IntegrationsApi,
+    KeyringApi,
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -90,6 +91,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             EventTypesApi,
             OrdersApi,
             IntegrationsApi,
+            KeyringApi,
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

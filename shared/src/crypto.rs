@@ -115,6 +115,16 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
+    /// The key new values are sealed with.
+    pub fn active_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    /// Every key id, the active one first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
     /// A fresh single-key keyring spec, for development.
     pub fn generate_spec() -> String {
         format!("dev1:{}", STANDARD.encode(random_bytes::<32>()))

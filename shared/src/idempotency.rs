@@ -287,3 +287,69 @@ pub async fn release(pool: &PgPool, claim: &Claim) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Stored answers, for keyring rotation (`crate::keyring`).
+pub const SEALED_RESPONSES: crate::keyring::SealedKind = crate::keyring::SealedKind {
+    name: "idempotency.response",
+    count_sql: "SELECT response_key_id, count(*) FROM idempotency_keys
+                 WHERE response_key_id IS NOT NULL GROUP BY 1",
+    rekey: |pool, keyring, after, limit| Box::pin(rekey(pool, keyring, after, limit)),
+};
+
+/// Moves up to `limit` stored answers after `after` (api key id, key) to the active key.
+async fn rekey(
+    pool: &sqlx::PgPool,
+    keyring: &Keyring,
+    after: crate::keyring::Cursor,
+    limit: i64,
+) -> Result<crate::keyring::Batch> {
+    type Row = (Uuid, String, Uuid, String, Uuid, String, Vec<u8>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT api_key_id, key, tenant_id, mode, claim_id, response_key_id, response_body
+           FROM idempotency_keys
+          WHERE response_key_id IS NOT NULL AND response_key_id <> $1
+            AND (api_key_id, key) > ($2, $3)
+          ORDER BY api_key_id, key LIMIT $4",
+    )
+    .bind(keyring.active_key_id())
+    .bind(after.0)
+    .bind(&after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut batch = crate::keyring::Batch {
+        next: (rows.len() as i64 == limit).then(|| {
+            let last = &rows[rows.len() - 1];
+            (last.0, last.1.clone())
+        }),
+        ..Default::default()
+    };
+    for (api_key_id, key, tenant_id, mode, claim_id, key_id, sealed) in rows {
+        let claim = Claim {
+            tenant_id,
+            mode: Mode::parse(&mode)?,
+            api_key_id,
+            key,
+            claim_id,
+        };
+        let Some((kid, ct)) = crate::keyring::reseal(keyring, &key_id, &sealed, &claim.aad())
+        else {
+            batch.unreadable += 1;
+            continue;
+        };
+        batch.rotated += sqlx::query(
+            "UPDATE idempotency_keys SET response_key_id = $3, response_body = $4
+              WHERE api_key_id = $1 AND key = $2 AND claim_id = $5 AND response_key_id = $6",
+        )
+        .bind(claim.api_key_id)
+        .bind(&claim.key)
+        .bind(kid)
+        .bind(ct)
+        .bind(claim.claim_id)
+        .bind(&key_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(batch)
+}

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod input;
 pub mod integrations;
 pub mod jobs;
+pub mod keyring;
 pub mod mode;
 pub mod net;
 pub mod orders;

@@ -18,6 +18,7 @@ mod idempotency_routes;
 mod integration_checks;
 mod integrations;
 mod isolation;
+mod keyring;
 mod leases;
 mod ops;
 mod orders;

@@ -6,6 +6,7 @@ pub mod audit_events;
 pub mod event_types;
 pub mod events;
 pub mod integrations;
+pub mod keyring;
 pub mod ops;
 pub mod orders;
 pub mod webhook_deliveries;
@@ -34,7 +35,7 @@ pub enum ApiTags {
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).
     AuditEvents,
-    /// Operator API (admin token): tenants, API keys, queues.
+    /// Operator API (admin token): tenants, API keys, queues, the keyring.
     Admin,
     /// Liveness, readiness and metrics.
     Operations,

@@ -183,6 +183,72 @@ pub async fn open_for_use(
     Ok(Ok(Opened(opened)))
 }
 
+/// Integration credentials, for keyring rotation (`crate::keyring`).
+pub const SEALED_CREDENTIALS: crate::keyring::SealedKind = crate::keyring::SealedKind {
+    name: "integration.credential",
+    count_sql: "SELECT key_id, count(*) FROM integration_credentials GROUP BY 1",
+    rekey: |pool, keyring, after, limit| Box::pin(rekey(pool, keyring, after, limit)),
+};
+
+/// Moves up to `limit` credentials after `after` (integration id, name) to the active key;
+/// each changes only if it still holds what was read.
+async fn rekey(
+    pool: &PgPool,
+    keyring: &Keyring,
+    after: crate::keyring::Cursor,
+    limit: i64,
+) -> Result<crate::keyring::Batch> {
+    let rows: Vec<(Uuid, String, Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT integration_id, name, tenant_id, key_id, sealed FROM integration_credentials
+          WHERE key_id <> $1 AND (integration_id, name) > ($2, $3)
+          ORDER BY integration_id, name LIMIT $4",
+    )
+    .bind(keyring.active_key_id())
+    .bind(after.0)
+    .bind(&after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut batch = crate::keyring::Batch {
+        next: (rows.len() as i64 == limit).then(|| {
+            let last = &rows[rows.len() - 1];
+            (last.0, last.1.clone())
+        }),
+        ..Default::default()
+    };
+    let (mut ids, mut names, mut kids, mut cts, mut old) = (vec![], vec![], vec![], vec![], vec![]);
+    for (integration_id, name, tenant_id, key_id, sealed) in rows {
+        let aad = aad(tenant_id, integration_id, &name);
+        match crate::keyring::reseal(keyring, &key_id, &sealed, &aad) {
+            Some((kid, ct)) => {
+                ids.push(integration_id);
+                names.push(name);
+                kids.push(kid);
+                cts.push(ct);
+                old.push(sealed);
+            }
+            None => batch.unreadable += 1,
+        }
+    }
+    if !ids.is_empty() {
+        batch.rotated = sqlx::query(
+            "UPDATE integration_credentials c SET key_id = u.kid, sealed = u.ct
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[])
+                    AS u(id, name, kid, ct, old)
+              WHERE c.integration_id = u.id AND c.name = u.name AND c.sealed = u.old",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&kids)
+        .bind(&cts)
+        .bind(&old)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,14 @@ const PURGES: &[Purge] = &[
         audit: true,
     },
     Purge {
+        table: "keyring_rotations",
+        sql: "DELETE FROM keyring_rotations WHERE id IN (
+                SELECT id FROM keyring_rotations
+                 WHERE state <> 'running' AND started_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "integration_logs",
         sql: "DELETE FROM integration_logs WHERE id IN (
                 SELECT id FROM integration_logs
@@ -253,7 +261,7 @@ pub async fn purge(
             "webhook_messages (payloads)" => cfg.payload,
             "orders" => cfg.orders,
             "api_key_usage" => cfg.usage,
-            "audit_events" => cfg.audit,
+            "audit_events" | "keyring_rotations" => cfg.audit,
             "integration_logs" | "integrations (deleted)" => cfg.integration_logs,
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),

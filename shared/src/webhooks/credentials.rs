@@ -44,7 +44,7 @@ fn reserved_header(name: &str) -> bool {
 }
 
 /// What identifies the row a sealed value belongs to (AAD).
-fn aad(purpose: &str, tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
+pub(super) fn aad(purpose: &str, tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
     format!("webhook_endpoint|{purpose}|{endpoint_id}|{tenant_id}|v1").into_bytes()
 }
 

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod messages;
 pub mod operational;
 pub mod record;
+pub mod rekey;
 pub mod replays;
 pub mod retry_schedule;
 pub mod send;

@@ -12,6 +12,7 @@
 mod event_fan_out;
 pub mod integration_health;
 pub mod janitor;
+mod keyring_rotation;
 mod webhook_deliveries;
 mod webhook_replays;
 
@@ -76,6 +77,7 @@ pub const KINDS: &[Kind] = &[
     webhook_replays::KIND,
     janitor::KIND,
     integration_health::KIND,
+    keyring_rotation::KIND,
 ];
 
 /// Every queue's name, derived from [`KINDS`].
