@@ -65,7 +65,36 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         .unwrap();
     let other_key = other_key["id"].as_str().unwrap().to_owned();
 
+    let erp = switchyard_tests::ErpServer::start(200).await;
+    let integration: Value = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "ERP", "code": "erp-setup", "type": "erp", "provider": "http",
+                   "base_url": erp.url}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let integration = integration["id"].as_str().unwrap().to_owned();
     let cases: Vec<(&str, String, Value)> = vec![
+        (
+            "createIntegration",
+            "/v1/integrations".into(),
+            json!({"name": "MES", "code": "mes", "type": "mes", "provider": "http",
+                   "credentials": {"bearer_token": "tok-0123456789"}}),
+        ),
+        (
+            "updateIntegration",
+            format!("/v1/integrations/{integration}"),
+            json!({"credentials": {"api_key": "key-0123456789"}}),
+        ),
+        (
+            "testIntegration",
+            format!("/v1/integrations/{integration}/test"),
+            json!({}),
+        ),
         (
             "createOwnApiKey",
             "/v1/api-keys".into(),
@@ -222,8 +251,9 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         assert_eq!(state, "finished", "{op}");
     }
     // Each ran once: one test send per call above (two, with the one made for the setup), one
-    // order.updated, one rotation.
+    // order.updated, one rotation, one connection check.
     assert_eq!(partner.count(), 2);
+    assert_eq!(erp.seen().len(), 1);
     let history = app
         .partner_get(&key, &format!("/v1/orders/{order}/events"))
         .await;

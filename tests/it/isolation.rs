@@ -12,6 +12,7 @@ const ALL: &[&str] = &[
     "keys:write",
     "audit:read",
     "events:write",
+    "integrations:write",
 ];
 
 struct Account {
@@ -24,6 +25,7 @@ struct Account {
     delivery: String,
     replay: String,
     event: String,
+    integration: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -74,7 +76,19 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .json()
         .await
         .unwrap();
+    let integration: Value = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "ERP", "code": "erp", "type": "erp", "provider": "http",
+                   "base_url": "https://erp.example", "credentials": {"api_key": "k-0123456789"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     Account {
+        integration: integration["id"].as_str().unwrap().to_owned(),
         replay: replay["id"].as_str().unwrap().to_owned(),
         event: event["id"].as_str().unwrap().to_owned(),
         tenant,
@@ -236,6 +250,8 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
             &foreign.event_type
         } else if path.starts_with("/v1/events/") {
             &foreign.event
+        } else if path.starts_with("/v1/integrations/") {
+            &foreign.integration
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
@@ -283,6 +299,9 @@ async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
         "event_types",
         "api_keys",
         "jobs",
+        "integrations",
+        "integration_credentials",
+        "integration_logs",
     ] {
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1::uuid ORDER BY 1::text"

@@ -153,10 +153,12 @@ impl IntegrationsApi {
         &self,
         req: &Request,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
     ) -> Result<Json<CheckResult>, ApiError> {
         let p = auth.require(Scope::IntegrationsWrite)?;
+        let op = idem.begin(p).await?;
         let s = &state.services;
         let actor = actor(req, ActorKind::ApiKey(p.api_key_id));
         let (result, task) = health::check_now(
@@ -172,7 +174,8 @@ impl IntegrationsApi {
         if let Some(task) = task {
             state.fast_path.push(EVENT_FAN_OUT, vec![task]);
         }
-        Ok(Json(result))
+        // The check is recorded already; a retry with the key gets this answer, not a new check.
+        op.commit(s.pool.begin().await?, Json(result)).await
     }
 
     /// Calls made on the integration's behalf (connection tests, health checks, sync requests)
