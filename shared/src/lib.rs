@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod inbound;
 pub mod input;
 pub mod integrations;
 pub mod jobs;
