@@ -49,7 +49,8 @@ def before_call(ctx, case, **kwargs):
 # - replays: `until` after `since`;
 # - integrations: `base_url` must not point at a non-public address, credential names are
 #   `[a-z][a-z0-9_]*`, and the config keys Switchyard reads (`health_path`, `api_key_header`,
-#   `health_interval`) have their own rules (tests/it/integrations.rs).
+#   `health_interval`) have their own rules, and inbound secrets must fit their scheme
+#   (tests/it/integrations.rs, inbound.rs).
 
 import base64
 import datetime
@@ -102,6 +103,9 @@ def _repair_integration(body):
             body["config"].pop(k, None)
     if isinstance(body.get("credentials"), dict):
         body["credentials"] = {f"c{i}": v for i, v in enumerate(body["credentials"].values())}
+    if isinstance(body.get("inbound"), dict):
+        # Secrets must fit their scheme and an emitted type be catalogued (tests/it/inbound.rs).
+        body["inbound"] = {"scheme": "none", "action": {"type": "store"}}
 
 
 def _repair_order(body):

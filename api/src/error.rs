@@ -164,6 +164,11 @@ impl From<switchyard_shared::Error> for ApiError {
                 ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
             }
             E::Forbidden { code, detail } => ApiError::new(StatusCode::FORBIDDEN, code, detail),
+            E::UnsupportedMediaType { detail } => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                detail,
+            ),
             ref infra if infra.is_unavailable() => {
                 tracing::warn!(error = %infra, "store unavailable");
                 ApiError::unavailable()

@@ -30,10 +30,19 @@ use switchyard_shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::{
-    admin::AdminApi, api_keys::ApiKeysApi, audit_events::AuditEventsApi,
-    event_types::EventTypesApi, events::EventsApi, integrations::IntegrationsApi,
-    keyring::KeyringApi, ops::OpsApi, orders::OrdersApi, webhook_deliveries::WebhookDeliveriesApi,
-    webhook_endpoints::WebhookEndpointsApi, webhook_replays::WebhookReplaysApi,
+    admin::AdminApi,
+    api_keys::ApiKeysApi,
+    audit_events::AuditEventsApi,
+    event_types::EventTypesApi,
+    events::EventsApi,
+    inbound::{InboundApi, InboundEventsApi},
+    integrations::IntegrationsApi,
+    keyring::KeyringApi,
+    ops::OpsApi,
+    orders::OrdersApi,
+    webhook_deliveries::WebhookDeliveriesApi,
+    webhook_endpoints::WebhookEndpointsApi,
+    webhook_replays::WebhookReplaysApi,
 };
 
 impl AppState {
@@ -75,6 +84,8 @@ type Apis = (
     OrdersApi,
     IntegrationsApi,
     KeyringApi,
+    InboundApi,
+    InboundEventsApi,
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -92,6 +103,8 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             OrdersApi,
             IntegrationsApi,
             KeyringApi,
+            InboundApi,
+            InboundEventsApi,
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

@@ -36,6 +36,9 @@ pub enum Error {
     /// Valid credentials without the right to do this.
     #[error("{detail}")]
     Forbidden { code: &'static str, detail: String },
+    /// A body of a type the operation does not take.
+    #[error("{detail}")]
+    UnsupportedMediaType { detail: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]

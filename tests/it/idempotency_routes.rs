@@ -71,13 +71,30 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             &key,
             "/v1/integrations",
             json!({"name": "ERP", "code": "erp-setup", "type": "erp", "provider": "http",
-                   "base_url": erp.url}),
+                   "base_url": erp.url,
+                   "inbound": {"scheme": "none", "action": {"type": "store"}}}),
         )
         .await
         .json()
         .await
         .unwrap();
+    // A verified request whose body is not JSON: a failed inbound event, which can be retried.
+    let inbound_url = integration["inbound_url"].as_str().unwrap();
+    let r = app
+        .http
+        .post(app.url(inbound_url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let integration = integration["id"].as_str().unwrap().to_owned();
+    let inbound_event: String =
+        sqlx::query_scalar("SELECT id::text FROM inbound_events WHERE status = 'failed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     let cases: Vec<(&str, String, Value)> = vec![
         (
             "createIntegration",
@@ -93,6 +110,16 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         (
             "testIntegration",
             format!("/v1/integrations/{integration}/test"),
+            json!({}),
+        ),
+        (
+            "rotateIntegrationInboundUrl",
+            format!("/v1/integrations/{integration}/inbound/rotate-url"),
+            json!({}),
+        ),
+        (
+            "retryInboundEvent",
+            format!("/v1/inbound-events/{inbound_event}/retry"),
             json!({}),
         ),
         (

@@ -26,6 +26,7 @@ struct Account {
     replay: String,
     event: String,
     integration: String,
+    inbound_event: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -81,13 +82,25 @@ async fn account(app: &TestApp, name: &str) -> Account {
             &key,
             "/v1/integrations",
             json!({"name": "ERP", "code": "erp", "type": "erp", "provider": "http",
-                   "base_url": "https://erp.example", "credentials": {"api_key": "k-0123456789"}}),
+                   "base_url": "https://erp.example", "credentials": {"api_key": "k-0123456789"},
+                   "inbound": {"scheme": "none", "action": {"type": "store"}}}),
         )
         .await
         .json()
         .await
         .unwrap();
+    let inbound_event: Value = app
+        .http
+        .post(app.url(integration["inbound_url"].as_str().unwrap()))
+        .json(&json!({"hello": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     Account {
+        inbound_event: inbound_event["id"].as_str().unwrap().to_owned(),
         integration: integration["id"].as_str().unwrap().to_owned(),
         replay: replay["id"].as_str().unwrap().to_owned(),
         event: event["id"].as_str().unwrap().to_owned(),
@@ -252,6 +265,8 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
             &foreign.event
         } else if path.starts_with("/v1/integrations/") {
             &foreign.integration
+        } else if path.starts_with("/v1/inbound-events/") {
+            &foreign.inbound_event
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
@@ -302,6 +317,7 @@ async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
         "integrations",
         "integration_credentials",
         "integration_logs",
+        "inbound_events",
     ] {
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1::uuid ORDER BY 1::text"

@@ -15,6 +15,7 @@ mod event_types;
 mod events;
 mod idempotency;
 mod idempotency_routes;
+mod inbound;
 mod integration_checks;
 mod integrations;
 mod isolation;

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit_events;
 pub mod event_types;
 pub mod events;
+pub mod inbound;
 pub mod integrations;
 pub mod keyring;
 pub mod ops;
@@ -31,6 +32,9 @@ pub enum ApiTags {
     /// External systems your tenant connects (ERP, MES, payment, …): settings, encrypted
     /// credentials, connection checks (needs `integrations:write` / `integrations:read`).
     Integrations,
+    /// Webhooks your partners' systems send to an integration's `inbound_url`, as received,
+    /// verified and processed.
+    Inbound,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).

@@ -47,6 +47,8 @@ pub enum Source {
     Test,
     /// An integration's connection health (`integration.unhealthy`, `integration.recovered`).
     Integration,
+    /// An inbound webhook re-emitted as an event (`emit_event` action).
+    Inbound,
 }
 
 /// Who receives an event.

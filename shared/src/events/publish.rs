@@ -53,6 +53,16 @@ pub async fn publish(
     scope: Scope,
     input: CreateEvent,
 ) -> Result<(super::Event, JobTask)> {
+    publish_from(conn, scope, input, Source::Api).await
+}
+
+/// [`publish`] for another producer of partner-typed events (an inbound webhook).
+pub async fn publish_from(
+    conn: &mut PgConnection,
+    scope: Scope,
+    input: CreateEvent,
+    source: Source,
+) -> Result<(super::Event, JobTask)> {
     let event_type = input.event_type.into_string();
     if catalog::is_built_in(&event_type) {
         return Err(Error::invalid(
@@ -98,7 +108,7 @@ pub async fn publish(
         scope.mode,
         event_type,
         data,
-        Source::Api,
+        source,
         input.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
     );
     event.ordering_key = input.ordering_key.map(Text::into_string);

@@ -127,6 +127,10 @@ pub struct CreateIntegration {
     /// `api_key`, `url`). Stored encrypted; never shown again.
     #[oai(nullable, validator(max_properties = 20))]
     pub credentials: Option<Credentials>,
+    /// Receive webhooks from this system at the integration's `inbound_url`: how they are
+    /// verified and what becomes of them.
+    #[oai(nullable)]
+    pub inbound: Option<crate::inbound::InboundInput>,
 }
 
 /// A partial update: absent fields stay as they are.
@@ -156,6 +160,10 @@ pub struct UpdateIntegration {
     /// Credentials not named stay as they are.
     #[oai(nullable, validator(max_properties = 20))]
     pub credentials: Option<BTreeMap<String, CredentialChange>>,
+    /// Replaces the inbound settings (and all inbound secrets); `null` turns inbound off.
+    #[serde(default)]
+    #[oai(nullable)]
+    pub inbound: MaybeUndefined<crate::inbound::InboundInput>,
 }
 
 /// A credential's new value, or `null` to delete it.

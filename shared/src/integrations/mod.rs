@@ -12,6 +12,7 @@ pub mod vault;
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
+use poem_openapi::types::MaybeUndefined;
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool, types::Json};
 use url::Url;
@@ -74,6 +75,12 @@ pub struct Integration {
     /// The stored credentials by name: a fingerprint and the last four characters, never the
     /// value.
     pub credentials: BTreeMap<String, CredentialInfo>,
+    /// Inbound webhook settings, if the integration receives webhooks.
+    #[oai(nullable)]
+    pub inbound: Option<crate::inbound::InboundView>,
+    /// Where the system posts its webhooks (a path on this server): `/inbound/in_…`.
+    #[oai(nullable)]
+    pub inbound_url: Option<String>,
     /// What the last connection check found.
     pub connection_status: ConnectionStatus,
     #[oai(nullable)]
@@ -100,6 +107,9 @@ struct IntegrationRow {
     base_url: Option<String>,
     config: Json<BTreeMap<String, serde_json::Value>>,
     credentials: Json<BTreeMap<String, StoredInfo>>,
+    inbound: Option<Json<crate::inbound::Stored>>,
+    inbound_token: Option<String>,
+    inbound_secrets: Json<Vec<StoredInfo>>,
     connection_status: ConnectionStatus,
     last_health_check_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
@@ -116,9 +126,29 @@ struct StoredInfo {
     updated_at: DateTime<Utc>,
 }
 
+impl From<StoredInfo> for CredentialInfo {
+    fn from(c: StoredInfo) -> Self {
+        CredentialInfo {
+            fingerprint: c.fingerprint,
+            last4: c.last4,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
 impl From<IntegrationRow> for Integration {
     fn from(r: IntegrationRow) -> Self {
+        let secrets = r
+            .inbound_secrets
+            .0
+            .into_iter()
+            .map(CredentialInfo::from)
+            .collect();
         Integration {
+            inbound: r
+                .inbound
+                .map(|i| crate::inbound::InboundView::new(i.0, secrets)),
+            inbound_url: r.inbound_token.as_deref().map(crate::inbound::path),
             id: r.id,
             mode: r.mode,
             name: r.name,
@@ -132,14 +162,7 @@ impl From<IntegrationRow> for Integration {
                 .credentials
                 .0
                 .into_iter()
-                .map(|(name, c)| {
-                    let info = CredentialInfo {
-                        fingerprint: c.fingerprint,
-                        last4: c.last4,
-                        updated_at: c.updated_at,
-                    };
-                    (name, info)
-                })
+                .map(|(name, c)| (name, CredentialInfo::from(c)))
                 .collect(),
             connection_status: r.connection_status,
             last_health_check_at: r.last_health_check_at,
@@ -154,10 +177,15 @@ impl From<IntegrationRow> for Integration {
 
 const COLUMNS: &str = "i.id, i.mode, i.name, i.code, i.type, i.provider, i.status, i.base_url, \
     i.config, i.connection_status, i.last_health_check_at, i.last_error, i.calls_total, \
-    i.failures_total, i.created_at, i.updated_at, \
+    i.failures_total, i.created_at, i.updated_at, i.inbound, i.inbound_token, \
     COALESCE((SELECT jsonb_object_agg(c.name, jsonb_build_object('fingerprint', c.fingerprint, \
                       'last4', c.last4, 'updated_at', c.updated_at)) \
-                FROM integration_credentials c WHERE c.integration_id = i.id), '{}') AS credentials";
+                FROM integration_credentials c \
+               WHERE c.integration_id = i.id AND c.name NOT LIKE 'inbound/%'), '{}') AS credentials, \
+    COALESCE((SELECT jsonb_agg(jsonb_build_object('fingerprint', c.fingerprint, \
+                      'last4', c.last4, 'updated_at', c.updated_at) ORDER BY c.name) \
+                FROM integration_credentials c \
+               WHERE c.integration_id = i.id AND c.name LIKE 'inbound/%'), '[]') AS inbound_secrets";
 
 /// What a create or update may touch beyond the request: the keyring and pepper that seal
 /// and fingerprint credentials, and who is acting (for the audit log).
@@ -184,12 +212,17 @@ pub async fn create(
     let id = Uuid::now_v7();
     let status = input.status.unwrap_or(IntegrationStatus::Active);
     let interval_ms = interval_ms(&config);
+    let inbound = match input.inbound {
+        Some(i) => Some(crate::inbound::check(conn, scope, i).await?),
+        None => None,
+    };
     // The first scheduled check comes one interval after creation; `test` checks at once.
     let inserted = sqlx::query(
         "INSERT INTO integrations (id, tenant_id, mode, name, code, type, provider, status,
-                                   base_url, config, health_interval_ms, next_health_check_at)
+                                   base_url, config, health_interval_ms, next_health_check_at,
+                                   inbound, inbound_token)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 now() + make_interval(secs => $11 / 1000.0))",
+                 now() + make_interval(secs => $11 / 1000.0), $12, $13)",
     )
     .bind(id)
     .bind(scope.tenant_id)
@@ -202,10 +235,15 @@ pub async fn create(
     .bind(base_url.as_ref().map(Url::as_str))
     .bind(&config)
     .bind(interval_ms)
+    .bind(inbound.as_ref().map(|(stored, _)| Json(stored)))
+    .bind(inbound.as_ref().map(|_| crate::inbound::new_token()))
     .execute(&mut *conn)
     .await;
     if let Err(e) = inserted {
         return Err(code_taken(e, input.code.as_str()));
+    }
+    if let Some((_, secrets)) = &inbound {
+        store_inbound_secrets(conn, w, scope, id, secrets).await?;
     }
     let names: Vec<&str> = credentials.keys().map(String::as_str).collect();
     let changes: Vec<(&str, Option<&str>)> = credentials
@@ -226,6 +264,7 @@ pub async fn create(
                 "name": input.name.as_str(), "code": input.code.as_str(), "type": input.kind,
                 "provider": input.provider.as_str(), "status": status,
                 "base_url": base_url.as_ref().map(Url::as_str), "credentials_set": names,
+                "inbound": inbound.as_ref().map(|(s, _)| s.rules.scheme),
             }),
         },
     )
@@ -243,6 +282,31 @@ fn code_taken(e: sqlx::Error, code: &str) -> Error {
     } else {
         e.into()
     }
+}
+
+/// Replaces the inbound secrets (`inbound/0` = the newest); none = all removed.
+async fn store_inbound_secrets(
+    conn: &mut PgConnection,
+    w: &Writer<'_>,
+    scope: Scope,
+    id: Uuid,
+    secrets: &[String],
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM integration_credentials WHERE integration_id = $1 AND name LIKE 'inbound/%'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    let names: Vec<String> = (0..secrets.len())
+        .map(|i| format!("{}{i}", crate::inbound::SECRET_PREFIX))
+        .collect();
+    let changes: Vec<(&str, Option<&str>)> = names
+        .iter()
+        .zip(secrets)
+        .map(|(n, s)| (n.as_str(), Some(s.as_str())))
+        .collect();
+    store_credentials(conn, w, scope, id, &changes).await
 }
 
 /// Seals and stores (`Some`) or deletes (`None`) named credentials.
@@ -328,6 +392,11 @@ pub async fn update(
     for name in credentials.keys() {
         input::credential_name(name)?;
     }
+    let inbound = match input.inbound {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(i) => Some(Some(crate::inbound::check(conn, scope, i).await?)),
+    };
     let code = input.code.as_ref().map(|c| c.as_str());
     let updated = sqlx::query_scalar::<_, Uuid>(
         "UPDATE integrations
@@ -338,6 +407,10 @@ pub async fn update(
                 health_interval_ms = CASE WHEN $11 IS NULL THEN health_interval_ms ELSE $12 END,
                 next_health_check_at = CASE WHEN $11 IS NULL THEN next_health_check_at
                                             ELSE now() + make_interval(secs => $12 / 1000.0) END,
+                inbound = CASE WHEN $13 THEN $14 ELSE inbound END,
+                inbound_token = CASE WHEN NOT $13 THEN inbound_token
+                                     WHEN $14 IS NULL THEN NULL
+                                     ELSE COALESCE(inbound_token, $15) END,
                 updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
          RETURNING id",
@@ -354,6 +427,13 @@ pub async fn update(
     .bind(base_url.as_ref().and_then(|u| u.as_ref().map(Url::as_str)))
     .bind(&config)
     .bind(config.as_ref().and_then(interval_ms))
+    .bind(inbound.is_some())
+    .bind(
+        inbound
+            .as_ref()
+            .and_then(|i| i.as_ref().map(|(stored, _)| Json(stored))),
+    )
+    .bind(crate::inbound::new_token())
     .fetch_optional(&mut *conn)
     .await;
     match updated {
@@ -365,7 +445,20 @@ pub async fn update(
         .iter()
         .map(|(n, v)| (n.as_str(), v.0.as_ref().map(|s| s.as_str())))
         .collect();
+    for name in changes.iter().map(|c| c.0) {
+        if name.starts_with(crate::inbound::SECRET_PREFIX) {
+            return Err(Error::invalid(
+                "parameter_invalid",
+                format!("credentials.{name}"),
+                "Inbound secrets are set with `inbound.secret`.",
+            ));
+        }
+    }
     store_credentials(conn, w, scope, id, &changes).await?;
+    if let Some(i) = &inbound {
+        let secrets = i.as_ref().map(|(_, s)| s.as_slice()).unwrap_or_default();
+        store_inbound_secrets(conn, w, scope, id, secrets).await?;
+    }
     let set: Vec<&str> = changes
         .iter()
         .filter(|c| c.1.is_some())
@@ -391,6 +484,7 @@ pub async fn update(
                 "status": input.status,
                 "base_url": base_url.as_ref().map(|u| u.as_ref().map(Url::as_str)),
                 "config_replaced": config.is_some(),
+                "inbound": inbound.as_ref().map(|i| i.as_ref().map(|(s, _)| s.rules.scheme)),
                 "credentials_set": set, "credentials_deleted": deleted,
             }),
         },

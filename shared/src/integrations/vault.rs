@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// What identifies where a credential is stored (AAD).
-fn aad(tenant_id: Uuid, integration_id: Uuid, name: &str) -> Vec<u8> {
+pub(crate) fn aad(tenant_id: Uuid, integration_id: Uuid, name: &str) -> Vec<u8> {
     format!("integration_credential|{integration_id}|{name}|{tenant_id}|v1").into_bytes()
 }
 

@@ -52,7 +52,8 @@ pub struct RetentionConfig {
     #[arg(long = "audit-retention", env = "SWITCHYARD_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
     pub audit: Duration,
 
-    /// Integration call logs are kept this long; deleted integrations' rows go with them.
+    /// Integration call logs and finished inbound events are kept this long; deleted
+    /// integrations' rows go with them.
     #[arg(long = "integration-log-retention", env = "SWITCHYARD_INTEGRATION_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub integration_logs: Duration,
 }
@@ -199,6 +200,15 @@ const PURGES: &[Purge] = &[
         audit: false,
     },
     Purge {
+        table: "inbound_events",
+        sql: "DELETE FROM inbound_events WHERE id IN (
+                SELECT id FROM inbound_events
+                 WHERE id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   AND status NOT IN ('pending', 'processing')
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "integrations (deleted)",
         sql: "DELETE FROM integrations WHERE id IN (
                 SELECT id FROM integrations
@@ -262,7 +272,9 @@ pub async fn purge(
             "orders" => cfg.orders,
             "api_key_usage" => cfg.usage,
             "audit_events" | "keyring_rotations" => cfg.audit,
-            "integration_logs" | "integrations (deleted)" => cfg.integration_logs,
+            "integration_logs" | "inbound_events" | "integrations (deleted)" => {
+                cfg.integration_logs
+            }
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),
         };

@@ -10,6 +10,7 @@
 //! expires and the reconciler hands the job out again; that run counts as an attempt too.
 
 mod event_fan_out;
+mod inbound_events;
 pub mod integration_health;
 pub mod janitor;
 mod keyring_rotation;
@@ -75,6 +76,7 @@ pub const KINDS: &[Kind] = &[
     event_fan_out::KIND,
     webhook_deliveries::KIND,
     webhook_replays::KIND,
+    inbound_events::KIND,
     janitor::KIND,
     integration_health::KIND,
     keyring_rotation::KIND,

@@ -1,0 +1,35 @@
+//! `inbound_events`: processes one stored inbound webhook with its integration's action, the
+//! outcome recorded in the job's transaction (shared::inbound::events). An action that cannot
+//! succeed with its input is `failed` at once; an error (Postgres) is retried with backoff.
+
+use std::sync::Arc;
+
+use switchyard_shared::{
+    inbound::{events, receive::PROCESS_MAX_ATTEMPTS},
+    jobs::{self, Lease, Outcome},
+    queue,
+};
+
+use super::{Attempts, Kind};
+use crate::context::Ctx;
+
+pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
+    let mut tx = ctx.pool.begin().await?;
+    let processed = events::process(&mut tx, job.subject_id).await?;
+    jobs::finish(&mut tx, job, &Outcome::Succeeded).await?;
+    tx.commit().await?;
+    if let events::Processed::Done(Some(task)) = processed {
+        ctx.fast_path.push(queue::EVENT_FAN_OUT, vec![task]);
+    }
+    Ok(())
+}
+
+/// The queue's entry in the registry ([`super::KINDS`]).
+pub const KIND: Kind = Kind {
+    queue: queue::INBOUND_EVENTS,
+    attempts: Attempts::Fixed(PROCESS_MAX_ATTEMPTS),
+    keep_finished: None,
+    concurrency: |cfg| cfg.event_concurrency,
+    run: |ctx, job| Box::pin(run(ctx, job)),
+    on_dead: |conn, job, error| Box::pin(events::record_attempt(conn, job.subject_id, error, true)),
+};
