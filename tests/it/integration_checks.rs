@@ -8,7 +8,12 @@ use std::time::Duration;
 use switchyard_tests::{Behaviour, ErpServer, PartnerServer, TestApp, TestOptions, eventually};
 
 async fn setup() -> (TestApp, String) {
-    let app = TestApp::spawn(TestOptions::default()).await;
+    setup_with(TestOptions::default()).await
+}
+
+/// An app and a key that may manage integrations and endpoints and read the audit log.
+async fn setup_with(opts: TestOptions) -> (TestApp, String) {
+    let app = TestApp::spawn(opts).await;
     let tenant = app.create_tenant("Integrator").await;
     let key = app
         .create_key(
@@ -356,17 +361,12 @@ async fn sql_checks_connect_to_postgres_mariadb_and_report_mssql_cleanly() {
 
 #[tokio::test]
 async fn private_sql_hosts_are_refused_without_the_egress_opening() {
-    let app = TestApp::spawn(TestOptions {
+    let (app, key) = setup_with(TestOptions {
         allow_private: false,
         with_worker: false,
         ..Default::default()
     })
     .await;
-    let tenant = app.create_tenant("T").await;
-    let key = app
-        .create_key(&tenant, Some(&["integrations:write"]))
-        .await
-        .1;
     let id = create(
         &app,
         &key,
@@ -432,19 +432,11 @@ async fn tampered_or_moved_credentials_fail_closed() {
 
 #[tokio::test]
 async fn scheduled_health_checks_keep_the_status_and_announce_both_changes() {
-    let app = TestApp::spawn(TestOptions {
+    let (app, key) = setup_with(TestOptions {
         args: vec!["--integration-health-interval=1s".into()],
         ..Default::default()
     })
     .await;
-    let tenant = app.create_tenant("Integrator").await;
-    let key = app
-        .create_key(
-            &tenant,
-            Some(&["integrations:write", "webhooks:write", "audit:read"]),
-        )
-        .await
-        .1;
     let ops = PartnerServer::start(Behaviour::Status(200)).await;
     app.create_endpoint_with(&key, json!({"url": ops.url, "operational": true}))
         .await;

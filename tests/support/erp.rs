@@ -7,12 +7,9 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU16, Ordering},
     },
-    time::Duration,
 };
 
-use poem::{
-    EndpointExt, Request, Route, get, handler, http::StatusCode, listener::TcpAcceptor, web::Data,
-};
+use poem::{EndpointExt, Request, Route, get, handler, http::StatusCode, web::Data};
 use tokio_util::sync::CancellationToken;
 
 /// One request as the system saw it.
@@ -57,19 +54,10 @@ impl ErpServer {
             status: AtomicU16::new(status),
             seen: Mutex::new(Vec::new()),
         });
-        let stop = CancellationToken::new();
-        let app = Route::new().at("/*path", get(answer)).data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    token.cancelled_owned(),
-                    Some(Duration::from_secs(1)),
-                )
-                .await;
-        });
+        let stop = crate::partner::serve(
+            listener,
+            Route::new().at("/*path", get(answer)).data(state.clone()),
+        );
         ErpServer {
             url: format!("http://{addr}"),
             state,

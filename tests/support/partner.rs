@@ -160,19 +160,10 @@ impl PartnerServer {
             received: Mutex::new(Vec::new()),
             per_message: Mutex::new(HashMap::new()),
         });
-        let stop = CancellationToken::new();
-        let app = Route::new().at("/hook", post(receive)).data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    token.cancelled_owned(),
-                    Some(Duration::from_secs(1)),
-                )
-                .await;
-        });
+        let stop = serve(
+            listener,
+            Route::new().at("/hook", post(receive)).data(state.clone()),
+        );
         PartnerServer {
             url: format!("http://{addr}/hook"),
             state,
@@ -208,6 +199,23 @@ impl PartnerServer {
             .map(|r| r.header("webhook-id").to_owned())
             .collect()
     }
+}
+
+/// Serves `app` on `listener` until the returned token is cancelled: how every test server
+/// playing the outside world runs.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: impl poem::Endpoint + 'static,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, token.cancelled_owned(), Some(Duration::from_secs(1)))
+            .await;
+    });
+    stop
 }
 
 impl Drop for PartnerServer {

@@ -4,6 +4,7 @@
 //! A request whose sender event id was seen before is answered as a duplicate and not stored
 //! again.
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::Utc;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
@@ -49,6 +50,8 @@ struct Target {
     id: Uuid,
     scope: Scope,
     stored: Stored,
+    /// The sealed inbound secrets `(name, key id, ciphertext)`, newest first.
+    sealed: Vec<(String, String, Vec<u8>)>,
 }
 
 /// Receives one request (see the module documentation).
@@ -71,7 +74,7 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
             detail: format!("Rejected: {reason}."),
         });
     }
-    let secrets = open_secrets(pool, keyring, &target).await?;
+    let secrets = open_secrets(keyring, &target);
     let verified = match verify::verify(
         &target.stored.rules,
         &secrets,
@@ -155,16 +158,42 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
     Ok(Receipt::Duplicate { id: first })
 }
 
+/// The integration of `token` with its sealed inbound secrets, in one round trip.
 async fn find(pool: &PgPool, token: &str) -> Result<Target> {
-    let row: Option<(Uuid, Uuid, String, Json<Stored>)> = sqlx::query_as(
-        "SELECT id, tenant_id, mode, inbound FROM integrations
-          WHERE inbound_token = $1 AND deleted_at IS NULL AND inbound IS NOT NULL
-            AND status <> 'inactive'",
+    type Row = (
+        Uuid,
+        Uuid,
+        String,
+        Json<Stored>,
+        Json<Vec<(String, String, String)>>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT i.id, i.tenant_id, i.mode, i.inbound,
+                COALESCE((SELECT json_agg(json_build_array(c.name, c.key_id, encode(c.sealed, 'base64'))
+                                          ORDER BY c.name)
+                            FROM integration_credentials c
+                           WHERE c.integration_id = i.id AND c.name LIKE 'inbound/%'), '[]')
+           FROM integrations i
+          WHERE i.inbound_token = $1 AND i.deleted_at IS NULL AND i.inbound IS NOT NULL
+            AND i.status <> 'inactive'",
     )
     .bind(token)
     .fetch_optional(pool)
     .await?;
-    let (id, tenant_id, mode, stored) = row.ok_or_else(|| Error::not_found("inbound URL"))?;
+    let (id, tenant_id, mode, stored, sealed) =
+        row.ok_or_else(|| Error::not_found("inbound URL"))?;
+    let sealed = sealed
+        .0
+        .into_iter()
+        .map(|(name, key_id, b64)| {
+            // Postgres' base64 wraps lines at 76 characters.
+            let b64: String = b64.split_whitespace().collect();
+            let ct = STANDARD
+                .decode(b64)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("inbound secret encoding: {e}")))?;
+            Ok((name, key_id, ct))
+        })
+        .collect::<Result<_>>()?;
     Ok(Target {
         id,
         scope: Scope {
@@ -172,27 +201,22 @@ async fn find(pool: &PgPool, token: &str) -> Result<Target> {
             mode: Mode::parse(&mode)?,
         },
         stored: stored.0,
+        sealed,
     })
 }
 
-/// The inbound secrets, newest first. They are opened for every request without an audit
-/// entry of their own (one per webhook would double the write load); every change to them is
-/// audited with the integration. A secret that does not open is left out: the request then
-/// fails verification (fail closed).
-async fn open_secrets(pool: &PgPool, keyring: &Keyring, target: &Target) -> Result<Vec<String>> {
-    let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT name, key_id, sealed FROM integration_credentials
-          WHERE integration_id = $1 AND name LIKE 'inbound/%' ORDER BY name",
-    )
-    .bind(target.id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
+/// The inbound secrets, opened. They are opened for every request without an audit entry of
+/// their own (one per webhook would double the write load); every change to them is audited
+/// with the integration. A secret that does not open is left out: the request then fails
+/// verification (fail closed).
+fn open_secrets(keyring: &Keyring, target: &Target) -> Vec<String> {
+    target
+        .sealed
+        .iter()
         .filter(|(name, _, _)| name.starts_with(SECRET_PREFIX))
         .filter_map(|(name, key_id, sealed)| {
-            let aad = crate::integrations::vault::aad(target.scope.tenant_id, target.id, &name);
-            match keyring.open(&key_id, &sealed, &aad) {
+            let aad = crate::integrations::vault::aad(target.scope.tenant_id, target.id, name);
+            match keyring.open(key_id, sealed, &aad) {
                 Ok(plain) => String::from_utf8(plain).ok(),
                 Err(e) => {
                     tracing::error!(integration_id = %target.id, credential = %name, error = %e, "inbound secret cannot be opened");
@@ -200,7 +224,7 @@ async fn open_secrets(pool: &PgPool, keyring: &Keyring, target: &Target) -> Resu
                 }
             }
         })
-        .collect())
+        .collect()
 }
 
 fn stored_headers(headers: &verify::Headers) -> verify::Headers {
