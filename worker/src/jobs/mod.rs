@@ -241,7 +241,13 @@ mod tests {
         assert!(QUEUES.iter().zip(KINDS).all(|(q, k)| *q == k.queue));
         assert_eq!(
             short_retentions(),
-            vec![(janitor::KIND.queue, janitor::KEEP_FINISHED)]
+            vec![
+                (janitor::KIND.queue, janitor::KEEP_FINISHED),
+                (
+                    integration_health::KIND.queue,
+                    integration_health::KEEP_FINISHED
+                ),
+            ]
         );
     }
 
