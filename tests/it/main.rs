@@ -22,6 +22,7 @@ mod isolation;
 mod keyring;
 mod leases;
 mod ops;
+mod order_feed;
 mod orders;
 mod rate_limits;
 mod replays;

@@ -42,10 +42,9 @@ impl OrdersApi {
         // One statement writes the order, its event, the event's job and the idempotent answer.
         let (order, task) = orders::create(
             &state.services.pool,
-            &state.services.secrets.keyring,
             p.scope(),
             body.0,
-            op.claim(),
+            op.claim().map(|c| (c, &state.services.secrets.keyring)),
         )
         .await?;
         op.recorded();

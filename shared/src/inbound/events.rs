@@ -12,6 +12,7 @@ use super::{ActionType, Stored};
 use crate::{
     error::{Error, Result},
     events::{CreateEvent, Source, publish::publish_from, types::EventTypeName},
+    orders::feed,
     queue::JobTask,
     tenants::Scope,
 };
@@ -142,8 +143,8 @@ pub async fn list(
 
 /// What one processing run did.
 pub enum Processed {
-    /// Done (or nothing to do); any event's fan-out task to push.
-    Done(Option<JobTask>),
+    /// Done (or nothing to do); the fan-out tasks of the events it wrote, to push.
+    Done(Vec<JobTask>),
     /// The action cannot succeed with this input (not retried): recorded as `failed`.
     Failed,
 }
@@ -168,13 +169,13 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
     .fetch_optional(&mut *conn)
     .await?;
     let Some((tenant_id, _, mode, status, body, stored)) = row else {
-        return Ok(Processed::Done(None));
+        return Ok(Processed::Done(vec![]));
     };
     if !matches!(
         status,
         InboundStatus::Pending | InboundStatus::Processing | InboundStatus::Failed
     ) {
-        return Ok(Processed::Done(None));
+        return Ok(Processed::Done(vec![]));
     }
     let scope = Scope {
         tenant_id,
@@ -190,12 +191,12 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
             Some("inbound is off for the integration"),
         )
         .await?;
-        return Ok(Processed::Done(None));
+        return Ok(Processed::Done(vec![]));
     };
     match stored.0.action.kind {
         ActionType::Store => {
             finish(conn, id, InboundStatus::Completed, None, None).await?;
-            Ok(Processed::Done(None))
+            Ok(Processed::Done(vec![]))
         }
         ActionType::EmitEvent => {
             let data = match serde_json::from_slice::<Value>(&body) {
@@ -226,10 +227,48 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
                 Ok((event, task)) => {
                     let result = json!({ "event_id": event.id });
                     finish(conn, id, InboundStatus::Completed, Some(result), None).await?;
-                    Ok(Processed::Done(Some(task)))
+                    Ok(Processed::Done(vec![task]))
                 }
                 // The type left the catalog, or the body breaks its schema: not retried.
                 Err(Error::Invalid { detail, .. }) => {
+                    finish(conn, id, InboundStatus::Failed, None, Some(&detail)).await?;
+                    Ok(Processed::Failed)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        ActionType::OrderFeed => {
+            let action = &stored.0.action;
+            let (Some(provider), Some(mapping)) = (&action.provider, &action.mapping) else {
+                finish(
+                    conn,
+                    id,
+                    InboundStatus::Failed,
+                    None,
+                    Some("no order mapping"),
+                )
+                .await?;
+                return Ok(Processed::Failed);
+            };
+            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+                let reason = "`order_feed` needs a JSON body";
+                finish(conn, id, InboundStatus::Failed, None, Some(reason)).await?;
+                return Ok(Processed::Failed);
+            };
+            // The order's writes and this event's outcome commit together: a retried or
+            // replayed webhook finds the order and changes only what differs.
+            match feed::apply(conn, scope, provider, mapping, &body).await {
+                Ok(a) => {
+                    let result = json!({
+                        "order_id": a.order.id,
+                        "created": a.created,
+                        "events": a.events,
+                        "note": a.note,
+                    });
+                    finish(conn, id, InboundStatus::Completed, Some(result), None).await?;
+                    Ok(Processed::Done(a.tasks))
+                }
+                Err(Error::Invalid { detail, .. } | Error::Conflict { detail, .. }) => {
                     finish(conn, id, InboundStatus::Failed, None, Some(&detail)).await?;
                     Ok(Processed::Failed)
                 }

@@ -17,6 +17,7 @@ use crate::{
     events::{catalog, types::EventTypeName},
     input::{Int, Text, pattern_string},
     integrations::{input::SecretValue, vault::CredentialInfo},
+    orders::{feed::OrderMapping, input::ProviderSlug},
     tenants::Scope,
 };
 pub use verify::{Algorithm, Encoding, Rules, Scheme};
@@ -43,6 +44,9 @@ pub enum ActionType {
     Store,
     /// Re-emitted as a Switchyard event of `event_type` (its data: the JSON body).
     EmitEvent,
+    /// A delivery platform's order webhook: creates or updates the order of `provider` with
+    /// the body's external id, through `mapping`.
+    OrderFeed,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, poem_openapi::Object)]
@@ -55,6 +59,14 @@ pub struct Action {
     /// `emit_event`: a type of your catalog.
     #[oai(nullable)]
     pub event_type: Option<EventTypeName>,
+    /// `order_feed`: the orders' provider (`uber_eats`).
+    #[oai(nullable)]
+    #[serde(default)]
+    pub provider: Option<ProviderSlug>,
+    /// `order_feed`: how the body becomes an order.
+    #[oai(nullable)]
+    #[serde(default)]
+    pub mapping: Option<Box<OrderMapping>>,
 }
 
 /// Inbound settings as requests give them.
@@ -209,7 +221,36 @@ pub async fn check(
                 ));
             }
         }
-        (ActionType::Store, _) => {}
+        (ActionType::Store | ActionType::OrderFeed, _) => {}
+    }
+    let a = &input.action;
+    if a.kind != ActionType::EmitEvent && a.event_type.is_some() {
+        return Err(invalid(
+            "inbound.action.event_type",
+            "`event_type` is for `emit_event` only.",
+        ));
+    }
+    match (a.kind, &a.provider, &a.mapping) {
+        (ActionType::OrderFeed, None, _) => {
+            return Err(invalid(
+                "inbound.action.provider",
+                "`order_feed` needs `provider`.",
+            ));
+        }
+        (ActionType::OrderFeed, _, None) => {
+            return Err(invalid(
+                "inbound.action.mapping",
+                "`order_feed` needs `mapping`.",
+            ));
+        }
+        (ActionType::OrderFeed, _, Some(m)) => m.check("inbound.action.mapping")?,
+        (_, Some(_), _) | (_, _, Some(_)) => {
+            return Err(invalid(
+                "inbound.action",
+                "`provider` and `mapping` are for `order_feed` only.",
+            ));
+        }
+        _ => {}
     }
     let lower = |h: Option<HeaderName>| h.map(|h| h.as_str().to_ascii_lowercase());
     let rules = Rules {

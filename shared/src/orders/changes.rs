@@ -2,7 +2,7 @@
 //! idempotent answer), status moves and detail changes (on the caller's transaction).
 
 use chrono::{SubsecRound, Utc};
-use sqlx::{PgConnection, PgPool, Row, types::Json};
+use sqlx::{PgConnection, Row, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -24,12 +24,11 @@ use crate::{
 /// statement (atomic: a duplicate `external_id` writes nothing). Returns the order and the
 /// event's task to push after commit. With an idempotency `claim`, the `201` body is recorded
 /// (encrypted) in the same statement.
-pub async fn create(
-    pool: &PgPool,
-    keyring: &Keyring,
+pub async fn create<'c>(
+    exec: impl sqlx::PgExecutor<'c>,
     scope: Scope,
     input: CreateOrder,
-    claim: Option<&Claim>,
+    claim: Option<(&Claim, &Keyring)>,
 ) -> Result<(Order, JobTask)> {
     let v = validate(input)?;
     // Postgres keeps microseconds: the response and the event must match what GET returns.
@@ -58,13 +57,14 @@ pub async fn create(
     let event = order_event(scope, &order, "order.created");
     let job = event.job();
     let sealed = match claim {
-        Some(c) => {
+        Some((c, keyring)) => {
             let body = serde_json::to_vec(&order).map_err(|e| Error::Internal(e.into()))?;
             let (key_id, sealed) = c.seal(keyring, &body);
             Some((sealed, key_id))
         }
         None => None,
     };
+    let claim = claim.map(|(c, _)| c);
     // With a claim, everything is written only if the claim is still this request's (it may
     // have lapsed and been taken over): the order and its idempotent answer commit together.
     let query = sqlx::query(concat!(
@@ -120,7 +120,7 @@ pub async fn create(
         .bind(claim.map(|c| c.claim_id))
         .bind(claim.map(|c| c.api_key_id))
         .bind(events_json(std::slice::from_ref(&event)))
-        .fetch_one(pool)
+        .fetch_one(exec)
         .await
         .map_err(|e| {
             if is_unique_violation(&e, "orders_external") {

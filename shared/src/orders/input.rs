@@ -39,6 +39,18 @@ pattern_string!(
     254
 );
 
+impl CurrencyCode {
+    /// Digits of the minor unit (ISO 4217): 2 for most currencies, 0 for `JPY`, 3 for `KWD`.
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
+}
+
 /// Up to 50 string pairs for the partner's own use (values at most 500 characters).
 pub type Metadata = BTreeMap<String, Text<0, 500>>;
 

@@ -4,6 +4,7 @@
 //! one statement; the worker fans events out to webhooks, in order per order and endpoint.
 
 pub mod changes;
+pub mod feed;
 pub mod input;
 
 use std::collections::BTreeMap;
@@ -118,7 +119,7 @@ pub struct Customer {
     pub phone: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, poem_openapi::Object)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 pub struct Delivery {
     /// Delivery address as one text block.
     pub address: String,
@@ -224,6 +225,28 @@ pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<Order> {
     .await?
     .map(Order::from)
     .ok_or_else(|| Error::not_found("order"))
+}
+
+/// The order of `provider` with the partner's `external_id`, locked for the caller's
+/// transaction.
+pub async fn find_external_for_update(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope,
+    provider: &str,
+    external_id: &str,
+) -> Result<Option<Order>> {
+    Ok(sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders
+          WHERE tenant_id = $1 AND mode = $2 AND provider = $3 AND external_id = $4
+          FOR UPDATE"
+    )))
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(provider)
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await?
+    .map(Order::from))
 }
 
 /// Filters of `GET /v1/orders`.

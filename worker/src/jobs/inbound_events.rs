@@ -18,8 +18,10 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
     let processed = events::process(&mut tx, job.subject_id).await?;
     jobs::finish(&mut tx, job, &Outcome::Succeeded).await?;
     tx.commit().await?;
-    if let events::Processed::Done(Some(task)) = processed {
-        ctx.fast_path.push(queue::EVENT_FAN_OUT, vec![task]);
+    if let events::Processed::Done(tasks) = processed
+        && !tasks.is_empty()
+    {
+        ctx.fast_path.push(queue::EVENT_FAN_OUT, tasks);
     }
     Ok(())
 }
