@@ -289,7 +289,9 @@ mod end_to_end {
         let mut app = TestApp::spawn(TestOptions::default()).await;
         app.stop_workers().await;
         let partner = PartnerServer::start(Behaviour::Status(500)).await;
-        let (_, key) = app.partner_account().await;
+        let tenant = app.create_tenant("Partner").await;
+        let scopes = ["webhooks:write", "orders:write", "integrations:write"];
+        let (_, key) = app.create_key(&tenant, Some(&scopes)).await;
         let env: Vec<(String, String)> = app
             .process_env()
             .into_iter()
@@ -346,6 +348,46 @@ mod end_to_end {
             (partner.count() == 3).then_some(())
         })
         .await;
+        // Integration credentials, used for connection checks and replaced; an inbound
+        // secret, verified against (and refusing a bad signature).
+        let integration = call(
+            reqwest::Method::POST,
+            "/v1/integrations".into(),
+            json!({
+                "name": "ERP", "code": "erp", "type": "erp", "provider": "http",
+                "base_url": partner.url,
+                "credentials": { "bearer_token": "erp-token-SECRET-4" },
+                "inbound": { "scheme": "github", "secret": "inbound-SECRET-5",
+                             "action": { "type": "store" } }
+            }),
+        )
+        .await;
+        let iid = integration["id"].as_str().unwrap().to_owned();
+        let test = format!("/v1/integrations/{iid}/test");
+        let checked = call(reqwest::Method::POST, test.clone(), json!({})).await;
+        assert_eq!(checked["ok"], false, "the partner answers 500: {checked}");
+        call(
+            reqwest::Method::PATCH,
+            format!("/v1/integrations/{iid}"),
+            json!({ "credentials": { "bearer_token": "erp-token-SECRET-6" } }),
+        )
+        .await;
+        call(reqwest::Method::POST, test, json!({})).await;
+        let inbound = integration["inbound_url"].as_str().unwrap();
+        let r = app
+            .http
+            .post(format!("{base}{inbound}"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", "sha256=00")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            api.log_text().contains("/v1/integrations"),
+            "the API logged the integration calls"
+        );
         let basic = STANDARD.encode("erp:pw-SECRET-3");
         for (name, log) in [("api", api.log_text()), ("worker", worker.log_text())] {
             assert!(log.lines().count() > 5, "the {name} logged: {log}");
