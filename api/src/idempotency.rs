@@ -27,10 +27,7 @@ use switchyard_shared::{
     idempotency::{self, Claim, Fingerprint, Outcome, Owner, StoredResponse},
 };
 
-use crate::{
-    AppState, error::ApiError, json::Json, json::MAX_BODY_BYTES, request_id::RequestId,
-    responses::Created,
-};
+use crate::{AppState, error::ApiError, json::Json, json::MAX_BODY_BYTES, request_id::RequestId};
 
 /// What the middleware learnt of a request carrying `Idempotency-Key`, and what the handler
 /// did with it.
@@ -75,16 +72,6 @@ pub trait Recordable {
 impl<T: Serialize> Recordable for Json<T> {
     fn status(&self) -> u16 {
         200
-    }
-
-    fn body(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&self.0)
-    }
-}
-
-impl<T: Serialize> Recordable for Created<T> {
-    fn status(&self) -> u16 {
-        201
     }
 
     fn body(&self) -> serde_json::Result<Vec<u8>> {

@@ -11,37 +11,67 @@ use serde::Serialize;
 
 use crate::json::Json;
 
-/// `201 Created` with the new resource.
-pub struct Created<T>(pub T);
+/// A JSON response with a status other than 200: its type, its status and what it means.
+macro_rules! status_json {
+    ($(#[$meta:meta])* $name:ident, $status:literal, $code:ident, $description:literal) => {
+        $(#[$meta])*
+        pub struct $name<T>(pub T);
 
-impl<T: Serialize + Send> IntoResponse for Created<T> {
-    fn into_response(self) -> Response {
-        let mut resp = Json(self.0).into_response();
-        resp.set_status(StatusCode::CREATED);
-        resp
-    }
-}
-
-impl<T: Serialize + Type + Send> ApiResponse for Created<T> {
-    fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![MetaResponse {
-                description: "Created.",
-                status: Some(201),
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: <Json<T> as Payload>::CONTENT_TYPE,
-                    schema: <Json<T> as Payload>::schema_ref(),
-                }],
-                headers: vec![],
-            }],
+        impl<T: Serialize + Send> IntoResponse for $name<T> {
+            fn into_response(self) -> Response {
+                let mut resp = Json(self.0).into_response();
+                resp.set_status(StatusCode::$code);
+                resp
+            }
         }
-    }
 
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
+        impl<T: Serialize + Type + Send> ApiResponse for $name<T> {
+            fn meta() -> MetaResponses {
+                MetaResponses {
+                    responses: vec![MetaResponse {
+                        description: $description,
+                        status: Some($status),
+                        status_range: None,
+                        content: vec![MetaMediaType {
+                            content_type: <Json<T> as Payload>::CONTENT_TYPE,
+                            schema: <Json<T> as Payload>::schema_ref(),
+                        }],
+                        headers: vec![],
+                    }],
+                }
+            }
+
+            fn register(registry: &mut Registry) {
+                T::register(registry);
+            }
+        }
+
+        impl<T: Serialize> crate::idempotency::Recordable for $name<T> {
+            fn status(&self) -> u16 {
+                $status
+            }
+
+            fn body(&self) -> serde_json::Result<Vec<u8>> {
+                serde_json::to_vec(&self.0)
+            }
+        }
+    };
 }
+
+status_json!(
+    /// `201 Created` with the new resource.
+    Created,
+    201,
+    CREATED,
+    "Created."
+);
+status_json!(
+    /// `202 Accepted`: the work was accepted and runs in the background.
+    Accepted,
+    202,
+    ACCEPTED,
+    "Accepted; it runs in the background."
+);
 
 /// `204 No Content`.
 pub struct NoContent;

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod schedule;
 pub mod secrets;
 pub mod services;
+pub mod sync;
 pub mod telemetry;
 pub mod tenants;
 pub mod webhooks;

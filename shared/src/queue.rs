@@ -26,6 +26,8 @@ pub const JANITOR: &str = "janitor";
 pub const INTEGRATION_HEALTH: &str = "integration_health";
 /// Queue of inbound webhook processing, one job per stored request.
 pub const INBOUND_EVENTS: &str = "inbound_events";
+/// Queue of sync runs, one job per run (shared::sync).
+pub const SYNC_RUNS: &str = "sync_runs";
 /// Queue of keyring rotations (re-encryption of every sealed value with the active key).
 pub const KEYRING_ROTATION: &str = "keyring_rotation";
 // The list of every queue is not kept here: it is derived from the worker's job-kind registry

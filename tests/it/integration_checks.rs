@@ -3,9 +3,10 @@
 //! open, the call log, the audit of every credential use, and the health events.
 
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor};
 use std::time::Duration;
-use switchyard_tests::{Behaviour, ErpServer, PartnerServer, TestApp, TestOptions, eventually};
+use switchyard_tests::{
+    Behaviour, ErpServer, PartnerServer, TestApp, TestOptions, eventually, mariadb::MariaDb,
+};
 
 async fn setup() -> (TestApp, String) {
     setup_with(TestOptions::default()).await
@@ -193,65 +194,6 @@ async fn health_flips_emit_unhealthy_and_recovered_to_operational_endpoints() {
     assert!(data["error"].as_str().unwrap().contains("500"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ops.count(), 2);
-}
-
-/// A MariaDB database and a user with a password of their own, dropped at the end.
-struct MariaDb {
-    url: String,
-    name: String,
-}
-
-impl MariaDb {
-    async fn create() -> MariaDb {
-        let name = format!("sy_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut root = sqlx::MySqlConnection::connect("mysql://root@127.0.0.1:3306/")
-            .await
-            .unwrap();
-        root.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        root.execute(sqlx::AssertSqlSafe(format!(
-            "CREATE USER '{name}'@'%' IDENTIFIED BY 'right-password'"
-        )))
-        .await
-        .unwrap();
-        root.execute(sqlx::AssertSqlSafe(format!(
-            "GRANT ALL ON {name}.* TO '{name}'@'%'"
-        )))
-        .await
-        .unwrap();
-        MariaDb {
-            url: "mysql://root@127.0.0.1:3306/".into(),
-            name,
-        }
-    }
-}
-
-impl Drop for MariaDb {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut root) = sqlx::MySqlConnection::connect(&url).await {
-                    let _ = root
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name}"
-                        )))
-                        .await;
-                    let _ = root
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP USER IF EXISTS '{name}'@'%'"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 #[tokio::test]

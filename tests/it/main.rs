@@ -31,3 +31,5 @@ mod retries;
 mod scheduler;
 mod signing;
 mod ssrf;
+mod sync;
+mod sync_runs;

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod db;
 pub mod erp;
+pub mod mariadb;
 pub mod partner;
 pub mod process;
 

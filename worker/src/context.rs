@@ -13,6 +13,7 @@ use switchyard_shared::{
     dispatch::{Dispatcher, FastPath},
     integrations::connection::Checker,
     jobs::ClaimedJob,
+    net::Egress,
     retention::RetentionConfig,
     services::Services,
     webhooks::{
@@ -51,6 +52,8 @@ pub struct Ctx {
     pub keyring: Keyring,
     /// Integration connection checks go out through it (SSRF-guarded).
     pub checker: Checker,
+    /// Where sync sources may be (the SSRF rules every outbound address passes).
+    pub egress: Egress,
     pub policy: Policy,
     pub breaker: BreakerPolicy,
     /// Lease owner name of this process: unique per process start.
@@ -110,6 +113,7 @@ impl Ctx {
             )),
             keyring,
             checker: Checker::new(common.egress()),
+            egress: common.egress(),
             policy: Policy {
                 schedule: cfg.retry_schedule.clone(),
                 timeout: cfg.webhook_timeout,

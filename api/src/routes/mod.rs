@@ -10,6 +10,7 @@ pub mod integrations;
 pub mod keyring;
 pub mod ops;
 pub mod orders;
+pub mod sync;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod webhook_replays;
@@ -35,6 +36,9 @@ pub enum ApiTags {
     /// Webhooks your partners' systems send to an integration's `inbound_url`, as received,
     /// verified and processed.
     Inbound,
+    /// Data syncs with ERP/MES databases: configurations, runs (with logs and per-record
+    /// errors), and the record store of synced data (needs `sync:write` / `sync:read`).
+    Sync,
     /// Your tenant's API keys: create, roll, revoke, usage (needs `keys:write` / `keys:read`).
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).

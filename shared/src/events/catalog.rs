@@ -95,6 +95,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "Operational: an integration's connection works again.",
     ),
     (
+        "sync.run.succeeded",
+        "A sync run finished (`partial` runs too: see `rows_failed`).",
+    ),
+    ("sync.run.failed", "A sync run failed."),
+    (
         "webhook.test",
         "A test message sent with POST /v1/webhook-endpoints/{id}/test.",
     ),

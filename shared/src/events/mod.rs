@@ -49,6 +49,8 @@ pub enum Source {
     Integration,
     /// An inbound webhook re-emitted as an event (`emit_event` action).
     Inbound,
+    /// The end of a sync run (`sync.run.succeeded`, `sync.run.failed`).
+    Sync,
 }
 
 /// Who receives an event.
@@ -133,7 +135,10 @@ pub use insert_events_sql;
 
 /// The value to bind for [`insert_events_sql!`].
 /// Writes one event with its fan-out job (one statement). Returns the task to push after it.
-pub async fn insert_one(pool: &sqlx::PgPool, event: &NewEvent) -> crate::Result<JobTask> {
+pub async fn insert_one<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    event: &NewEvent,
+) -> crate::Result<JobTask> {
     let job = event.job();
     crate::jobs::bind_insert(
         sqlx::query(concat!(
@@ -145,7 +150,7 @@ pub async fn insert_one(pool: &sqlx::PgPool, event: &NewEvent) -> crate::Result<
         std::slice::from_ref(&job),
     )
     .bind(events_json(std::slice::from_ref(event)))
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(job.task())
 }

@@ -83,6 +83,8 @@ pub struct CredentialInfo {
 pub enum Purpose {
     ConnectionTest,
     HealthCheck,
+    /// A sync run reading the integration's data.
+    SyncRun,
 }
 
 impl Purpose {
@@ -90,6 +92,7 @@ impl Purpose {
         match self {
             Purpose::ConnectionTest => "connection_test",
             Purpose::HealthCheck => "health_check",
+            Purpose::SyncRun => "sync_run",
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct RetentionConfig {
     /// integrations' rows go with them.
     #[arg(long = "integration-log-retention", env = "SWITCHYARD_INTEGRATION_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub integration_logs: Duration,
+
+    /// Finished sync runs (with their logs and per-record errors) and records deleted at the
+    /// source (`deleted_at`, soft deletes) are kept this long.
+    #[arg(long = "sync-retention", env = "SWITCHYARD_SYNC_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub sync: Duration,
 }
 
 impl RetentionConfig {
@@ -217,6 +222,23 @@ const PURGES: &[Purge] = &[
         audit: false,
     },
     Purge {
+        table: "sync_runs",
+        sql: "DELETE FROM sync_runs WHERE id IN (
+                SELECT id FROM sync_runs
+                 WHERE status NOT IN ('pending', 'running')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "sync_records (deleted)",
+        sql: "DELETE FROM sync_records WHERE (tenant_id, mode, entity, key) IN (
+                SELECT tenant_id, mode, entity, key FROM sync_records
+                 WHERE deleted_at < now() - make_interval(secs => $1)
+                 ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "idempotency_keys",
         sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
                 SELECT api_key_id, key FROM idempotency_keys
@@ -275,6 +297,7 @@ pub async fn purge(
             "integration_logs" | "inbound_events" | "integrations (deleted)" => {
                 cfg.integration_logs
             }
+            "sync_runs" | "sync_records (deleted)" => cfg.sync,
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),
         };

@@ -14,6 +14,7 @@ mod inbound_events;
 pub mod integration_health;
 pub mod janitor;
 mod keyring_rotation;
+mod sync_runs;
 mod webhook_deliveries;
 mod webhook_replays;
 
@@ -80,6 +81,7 @@ pub const KINDS: &[Kind] = &[
     janitor::KIND,
     integration_health::KIND,
     keyring_rotation::KIND,
+    sync_runs::KIND,
 ];
 
 /// Every queue's name, derived from [`KINDS`].

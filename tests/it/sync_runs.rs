@@ -1,0 +1,174 @@
+//! Sync runs as jobs: one active run per configuration, cancellation within a batch, and a
+//! worker SIGKILLed mid-run whose run another worker resumes from the last checkpoint, with
+//! no row skipped and none written twice.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::{Executor, PgConnection};
+use switchyard_tests::{TestApp, TestOptions, db::TestDb, eventually, process::WorkerProcess};
+
+use crate::sync::{all_records, configure, erp, finished, integration, setup, start};
+
+/// An ERP table of `n` rows and a view over it whose every query waits `delay_ms` once (an
+/// uncorrelated subquery runs once per query): a slow source, so a run is still going when
+/// the test acts.
+async fn slow_source(erp: &mut PgConnection, n: i32, delay_ms: i32) {
+    erp.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE erp.products (sku text PRIMARY KEY, price numeric(12, 2) NOT NULL,
+                                    updated_at timestamptz NOT NULL);
+         INSERT INTO erp.products
+         SELECT 'SKU-' || lpad(i::text, 6, '0'), i * 1.25, now() - interval '1 hour'
+           FROM generate_series(1, {n}) i;
+         CREATE VIEW erp.slow_products AS
+         SELECT p.* FROM erp.products p
+          WHERE (SELECT pg_sleep({delay_ms} / 1000.0)::text) IS NOT NULL;"
+    )))
+    .await
+    .unwrap();
+}
+
+async fn products_config(app: &TestApp, key: &str, db: &TestDb, batch: i64) -> String {
+    let source = integration(app, key, "postgres", &db.url).await;
+    configure(
+        app,
+        key,
+        json!({
+            "name": "Products", "entity": "products", "mode": "incremental",
+            "source": {"integration_id": source, "table": "erp.slow_products", "key": ["sku"]},
+            "target": {"store": "switchyard"},
+            "cursor": {"strategy": "timestamp", "column": "updated_at"},
+            "batch_size": batch,
+        }),
+    )
+    .await
+}
+
+async fn run_now(app: &TestApp, key: &str, id: &str) -> Value {
+    app.partner_get(key, &format!("/v1/sync/runs/{id}")).await
+}
+
+async fn batches_at_least(app: &TestApp, key: &str, id: &str, n: i64) {
+    eventually(
+        Duration::from_secs(30),
+        "the run to commit batches",
+        || async { (run_now(app, key, id).await["batches"].as_i64().unwrap() >= n).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn one_run_at_a_time_and_cancel_stops_within_a_batch() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let (db, mut erp) = erp().await;
+    // A second per page of 50: the run lasts about 40 s unless cancelled.
+    slow_source(&mut erp, 2000, 1000).await;
+    let config = products_config(&app, &key, &db, 50).await;
+    let id = start(&app, &key, &config).await;
+    batches_at_least(&app, &key, &id, 1).await;
+    assert_eq!(run_now(&app, &key, &id).await["status"], "running");
+
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/configurations/{config}/runs"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "sync_run_active");
+    assert!(body["detail"].as_str().unwrap().contains(&id), "{body}");
+
+    let r = app
+        .partner_post(&key, &format!("/v1/sync/runs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let done = finished(&app, &key, &id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let batches = done["batches"].as_i64().unwrap();
+    assert!(batches < 5, "stopped within a batch of the request: {done}");
+    // What it committed stays; the cursor does not move.
+    assert_eq!(
+        all_records(&app, &key, "products").await.len() as i64,
+        batches * 50
+    );
+    let cfg = app
+        .partner_get(&key, &format!("/v1/sync/configurations/{config}"))
+        .await;
+    assert!(cfg["state"].is_null());
+    // A finished run cannot be cancelled again; a new run may start.
+    let r = app
+        .partner_post(&key, &format!("/v1/sync/runs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(r.status(), 409);
+    let next = start(&app, &key, &config).await;
+    let r = app
+        .partner_post(&key, &format!("/v1/sync/runs/{next}/cancel"), json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(finished(&app, &key, &next).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_run_killed_mid_way_resumes_from_its_checkpoint_elsewhere() {
+    let opts = TestOptions {
+        lease: "3s".into(),
+        ..TestOptions::no_worker()
+    };
+    let (app, key) = setup(opts).await;
+    let (db, mut erp) = erp().await;
+    const N: i64 = 3000;
+    slow_source(&mut erp, N as i32, 150).await;
+    let config = products_config(&app, &key, &db, 100).await;
+    let env = app.process_env();
+    let mut first = WorkerProcess::spawn(&env);
+    let id = start(&app, &key, &config).await;
+    batches_at_least(&app, &key, &id, 5).await;
+    first.kill9();
+    let at_kill = run_now(&app, &key, &id).await;
+    assert_eq!(at_kill["status"], "running");
+    assert!(at_kill["batches"].as_i64().unwrap() < N / 100, "{at_kill}");
+
+    let _second = WorkerProcess::spawn(&env);
+    let done = eventually(
+        Duration::from_secs(90),
+        "the resumed run to finish",
+        || async {
+            let run = run_now(&app, &key, &id).await;
+            (run["status"] != "running").then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Every row read and written exactly once: the batch in flight at the kill was not
+    // committed, and the resumed run started after the last one that was.
+    assert_eq!(done["rows_read"], N, "{done}");
+    assert_eq!(done["rows_inserted"], N, "{done}");
+    assert_eq!(done["batches"], N / 100);
+    let logs = app
+        .partner_get(&key, &format!("/v1/sync/runs/{id}/logs"))
+        .await;
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "resumed from its checkpoint"),
+        "{logs}"
+    );
+    // The store holds exactly the source: same keys, same values.
+    let source: Vec<(String, String)> =
+        sqlx::query_as("SELECT sku, price::text FROM erp.products ORDER BY sku COLLATE \"C\"")
+            .fetch_all(&mut erp)
+            .await
+            .unwrap();
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, (data ->> 'price')::numeric(12, 2)::text FROM sync_records
+          WHERE entity = 'products' ORDER BY key COLLATE \"C\"",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, source);
+}
