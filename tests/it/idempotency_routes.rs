@@ -95,7 +95,81 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
+    // Sync: configurations over a Postgres integration; a run cancelled (retryable), a run
+    // pending (cancellable), and a configuration with no run yet (startable).
+    let database: Value = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "MES", "code": "mes-db", "type": "mes", "provider": "postgres",
+                   "credentials": {"url": "postgres://127.0.0.1:5432/none"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sync_spec = json!({"name": "Equipment", "entity": "equipment", "mode": "full",
+        "source": {"integration_id": database["id"], "table": "equipment", "key": ["id"]},
+        "target": {"store": "switchyard"}});
+    let mut sync_configs = Vec::new();
+    let mut sync_runs = Vec::new();
+    for start in [true, true, false] {
+        let config: Value = app
+            .partner_post(&key, "/v1/sync/configurations", sync_spec.clone())
+            .await
+            .json()
+            .await
+            .unwrap();
+        let config = config["id"].as_str().unwrap().to_owned();
+        if start {
+            let run: Value = app
+                .partner_post(
+                    &key,
+                    &format!("/v1/sync/configurations/{config}/runs"),
+                    json!({}),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            sync_runs.push(run["id"].as_str().unwrap().to_owned());
+        }
+        sync_configs.push(config);
+    }
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/runs/{}/cancel", sync_runs[0]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     let cases: Vec<(&str, String, Value)> = vec![
+        (
+            "createSyncConfiguration",
+            "/v1/sync/configurations".into(),
+            sync_spec.clone(),
+        ),
+        (
+            "updateSyncConfiguration",
+            format!("/v1/sync/configurations/{}", sync_configs[0]),
+            json!({ "batch_size": 100 }),
+        ),
+        (
+            "startSyncRun",
+            format!("/v1/sync/configurations/{}/runs", sync_configs[2]),
+            json!({}),
+        ),
+        (
+            "cancelSyncRun",
+            format!("/v1/sync/runs/{}/cancel", sync_runs[1]),
+            json!({}),
+        ),
+        (
+            "retrySyncRun",
+            format!("/v1/sync/runs/{}/retry", sync_runs[0]),
+            json!({}),
+        ),
         (
             "createIntegration",
             "/v1/integrations".into(),
@@ -296,6 +370,13 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             .await,
         1
     );
+    // Four configurations (three set up, one created), four runs (two set up, one started,
+    // one retry).
+    assert_eq!(
+        app.count("SELECT count(*) FROM sync_configurations").await,
+        4
+    );
+    assert_eq!(app.count("SELECT count(*) FROM sync_runs").await, 4);
 }
 
 /// The record of a mutation commits in the mutation's own transaction: an API killed between

@@ -13,6 +13,7 @@ const ALL: &[&str] = &[
     "audit:read",
     "events:write",
     "integrations:write",
+    "sync:write",
 ];
 
 struct Account {
@@ -27,6 +28,8 @@ struct Account {
     event: String,
     integration: String,
     inbound_event: String,
+    sync_configuration: String,
+    sync_run: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -99,7 +102,44 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .json()
         .await
         .unwrap();
+    // A sync configuration reading a Postgres integration, and a run left pending (no worker).
+    let database: Value = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "MES", "code": "mes", "type": "mes", "provider": "postgres",
+                   "credentials": {"url": "postgres://127.0.0.1:5432/none"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sync: Value = app
+        .partner_post(
+            &key,
+            "/v1/sync/configurations",
+            json!({"name": "Equipment", "entity": "equipment", "mode": "full",
+                   "source": {"integration_id": database["id"], "table": "equipment", "key": ["id"]},
+                   "target": {"store": "switchyard"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sync_configuration = sync["id"].as_str().unwrap().to_owned();
+    let run: Value = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/configurations/{sync_configuration}/runs"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     Account {
+        sync_configuration,
+        sync_run: run["id"].as_str().unwrap().to_owned(),
         inbound_event: inbound_event["id"].as_str().unwrap().to_owned(),
         integration: integration["id"].as_str().unwrap().to_owned(),
         replay: replay["id"].as_str().unwrap().to_owned(),
@@ -267,6 +307,10 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
             &foreign.integration
         } else if path.starts_with("/v1/inbound-events/") {
             &foreign.inbound_event
+        } else if path.starts_with("/v1/sync/configurations/") {
+            &foreign.sync_configuration
+        } else if path.starts_with("/v1/sync/runs/") {
+            &foreign.sync_run
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
@@ -279,6 +323,7 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
                 ("patch", "/v1/orders/{id}") => Some(json!({ "notes": "hijacked" })),
                 ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
                 ("patch", "/v1/event-types/{name}") => Some(json!({ "description": "hijacked" })),
+                ("patch", "/v1/sync/configurations/{id}") => Some(json!({ "enabled": false })),
                 ("post", _) | ("patch", _) => Some(json!({})),
                 _ => None,
             };
@@ -318,6 +363,9 @@ async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
         "integration_credentials",
         "integration_logs",
         "inbound_events",
+        "sync_configurations",
+        "sync_runs",
+        "sync_records",
     ] {
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1::uuid ORDER BY 1::text"

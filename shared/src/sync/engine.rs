@@ -1,4 +1,4 @@
-//! The run loop (docs/architecture.md §11): read a page after the checkpoint, map it, write it
+//! The run loop (docs/architecture.md §10): read a page after the checkpoint, map it, write it
 //! to the record store with the run's counters and the new checkpoint in one transaction, and
 //! do it again until the source has no more rows below the run's watermark. The engine knows
 //! no adapter: it asks a [`Source`] for pages.

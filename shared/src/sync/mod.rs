@@ -1,4 +1,4 @@
-//! The sync engine (docs/architecture.md §11): configurations that pull an integration's table
+//! The sync engine (docs/architecture.md §10): configurations that pull an integration's table
 //! into Switchyard's record store, run by jobs on the `sync_runs` queue, batch by batch, each
 //! batch committed with its checkpoint.
 //!
