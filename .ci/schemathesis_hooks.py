@@ -50,9 +50,14 @@ def before_call(ctx, case, **kwargs):
 # - integrations: `base_url` must not point at a non-public address, credential names are
 #   `[a-z][a-z0-9_]*`, and the config keys Switchyard reads (`health_path`, `api_key_header`,
 #   `health_interval`) have their own rules, and inbound secrets must fit their scheme
-#   (tests/it/integrations.rs, inbound.rs).
+#   (tests/it/integrations.rs, inbound.rs);
+# - sync configurations: the source integration must exist and speak SQL (the script creates
+#   one), an `incremental` sync needs a cursor and a `full` one takes none, lag and lookback are
+#   for timestamp cursors, key columns and mapping targets are unique, each transform has the
+#   field its type needs, and a schedule is an interval or a valid cron in a known time zone (tests/it/sync.rs, sync_api.rs).
 
 import base64
+import os
 import datetime
 import re
 
@@ -108,6 +113,41 @@ def _repair_integration(body):
         body["inbound"] = {"scheme": "none", "action": {"type": "store"}}
 
 
+def _repair_cursor(cursor):
+    if isinstance(cursor, dict) and cursor.get("strategy") != "timestamp":
+        cursor.pop("lag_seconds", None)
+        cursor.pop("lookback_seconds", None)
+    return cursor
+
+
+def _repair_sync(body, create):
+    source = body.get("source")
+    if create and isinstance(source, dict):
+        source["integration_id"] = os.environ["SCHEMATHESIS_SQL_INTEGRATION"]
+        if isinstance(source.get("key"), list):
+            source["key"] = list(dict.fromkeys(source["key"]))
+    if create and body.get("mode") == "full":
+        body["cursor"] = None
+    elif create and body.get("mode") == "incremental" and not isinstance(body.get("cursor"), dict):
+        body["cursor"] = {"strategy": "id", "column": "id"}
+    elif not create:
+        # Whether a cursor is allowed depends on the stored configuration's mode.
+        body.pop("cursor", None)
+    _repair_cursor(body.get("cursor"))
+    if isinstance(body.get("schedule"), dict):
+        # Exactly one of an interval and a cron, a time zone only with a cron.
+        body["schedule"] = {"interval_seconds": 3600}
+    if isinstance(body.get("mappings"), list):
+        seen, kept = set(), []
+        for m in body["mappings"]:
+            if not isinstance(m, dict) or m.get("target") in seen:
+                continue
+            seen.add(m.get("target"))
+            m["transform"] = None
+            kept.append(m)
+        body["mappings"] = kept
+
+
 def _repair_order(body):
     for item in body.get("items") or []:
         if isinstance(item, dict):
@@ -136,6 +176,10 @@ def keep_semantic_rules(ctx, case, **kwargs):
         _repair_endpoint(body, now)
     if path.startswith("/v1/integrations") and path.count("/") <= 3:
         _repair_integration(body)
+    if path == "/v1/sync/configurations" and method == "POST":
+        _repair_sync(body, create=True)
+    if path == "/v1/sync/configurations/{id}" and method == "PATCH":
+        _repair_sync(body, create=False)
     if path.endswith("/secret/rotate"):
         if isinstance(body.get("grace_period"), str):
             body["grace_period"] = _short(body["grace_period"])

@@ -48,7 +48,7 @@ impl Every {
     }
 
     /// The latest slot at or before `t`.
-    fn slot_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn slot_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Every::Interval(d) => {
                 let step = d.as_millis().max(1) as i64;

@@ -32,4 +32,5 @@ mod scheduler;
 mod signing;
 mod ssrf;
 mod sync;
+mod sync_api;
 mod sync_runs;

@@ -213,6 +213,24 @@ fn spawn_background(
         },
     ];
     loops.spawn(scheduler(ctx.clone(), schedules, shutdown.clone()));
+    // Configurations' own schedules: due rows taken with SKIP LOCKED, one run per slot.
+    let sync_ctx = ctx.clone();
+    every(
+        loops,
+        "sync scheduler",
+        Duration::from_millis(500),
+        shutdown,
+        move || {
+            let ctx = sync_ctx.clone();
+            async move {
+                let tasks = switchyard_shared::sync::schedule::start_due(&ctx.pool).await?;
+                if !tasks.is_empty() {
+                    ctx.fast_path.push(queue::SYNC_RUNS, tasks);
+                }
+                Ok(())
+            }
+        },
+    );
     let queues = services.queues.clone();
     // SCANs the keyspace, so it runs far less often than the janitor.
     every(

@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use poem_openapi::types::MaybeUndefined;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
+use super::schedule::{self, ScheduleSpec};
 use crate::{
     error::{Error, Result},
     input::{Int, Text, pattern_string},
@@ -204,7 +206,11 @@ pub struct SyncSpec {
     #[oai(nullable)]
     #[serde(default)]
     pub error_threshold: Option<Int<0, 1_000_000>>,
-    /// Default true.
+    /// Runs on its own on these slots (besides manual runs); none by default.
+    #[oai(nullable)]
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+    /// Default true; a disabled configuration runs only when asked.
     #[oai(nullable)]
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -237,6 +243,9 @@ pub struct SyncSpecChange {
     #[oai(nullable)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_threshold: Option<Int<0, 1_000_000>>,
+    /// A new schedule; `null` removes it.
+    #[serde(default, skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub schedule: MaybeUndefined<ScheduleSpec>,
     #[oai(nullable)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -324,6 +333,9 @@ impl SyncSpec {
         self.error_threshold
             .get_or_insert(Int::new(100).expect("in range"));
         self.enabled.get_or_insert(true);
+        if let Some(s) = &self.schedule {
+            s.every()?;
+        }
         if let Some(c) = &mut self.cursor {
             if c.strategy == CursorStrategy::Timestamp {
                 c.lag_seconds.get_or_insert(Int::new(30).expect("in range"));
@@ -349,6 +361,9 @@ pub struct SyncConfiguration {
     /// The stream's committed position after the last finished run.
     #[oai(nullable)]
     pub state: Option<Value>,
+    /// When the schedule next starts a run (null: no schedule, or disabled).
+    #[oai(nullable)]
+    pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -357,21 +372,23 @@ type Row = (
     Uuid,
     Json<SyncSpec>,
     Option<Value>,
+    Option<DateTime<Utc>>,
     DateTime<Utc>,
     DateTime<Utc>,
 );
 
-fn view((id, spec, state, created_at, updated_at): Row) -> SyncConfiguration {
+fn view((id, spec, state, next_run_at, created_at, updated_at): Row) -> SyncConfiguration {
     SyncConfiguration {
         id,
         spec: spec.0,
         state,
+        next_run_at,
         created_at,
         updated_at,
     }
 }
 
-const COLUMNS: &str = "id, spec, cursor, created_at, updated_at";
+const COLUMNS: &str = "id, spec, cursor, next_run_at, created_at, updated_at";
 
 /// The source integration must be the tenant's, in this mode, and speak SQL.
 async fn check_source(conn: &mut PgConnection, scope: Scope, spec: &SyncSpec) -> Result<()> {
@@ -410,8 +427,8 @@ pub async fn create(
     check_source(conn, scope, &spec).await?;
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sync_configurations (id, tenant_id, mode, name, entity, integration_id, spec,
-                                          enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+                                          enabled, next_run_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
     .bind(scope.tenant_id)
@@ -421,6 +438,7 @@ pub async fn create(
     .bind(spec.source.integration_id)
     .bind(Json(&spec))
     .bind(spec.enabled.unwrap_or(true))
+    .bind(schedule::next_run_at(&spec, Utc::now())?)
     .fetch_one(conn)
     .await?;
     Ok(view(row))
@@ -485,13 +503,15 @@ pub async fn update(
     let spec: SyncSpec = serde_json::from_value(spec).map_err(|e| Error::Internal(e.into()))?;
     let spec = spec.checked()?;
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sync_configurations SET spec = $2, name = $3, enabled = $4, updated_at = now()
+        "UPDATE sync_configurations
+            SET spec = $2, name = $3, enabled = $4, next_run_at = $5, updated_at = now()
           WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(Json(&spec))
     .bind(spec.name.as_str())
     .bind(spec.enabled.unwrap_or(true))
+    .bind(schedule::next_run_at(&spec, Utc::now())?)
     .fetch_one(conn)
     .await?;
     Ok(view(row))

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: what a configuration is (the API's schema and the checks it cannot state).
 //! - [`runs`]: starting, cancelling, retrying and reading runs, their logs and errors.
+//! - [`schedule`]: scheduled runs, one per slot across replicas.
 //! - [`engine`]: the run loop (cursor, watermark, lookback, checkpoints, thresholds).
 //! - [`source`]: the adapter boundary; [`sql_source`]: the `postgres` and `mysql` adapters.
 //! - [`mapping`]: source row → record (key, mapped fields, hash, tombstone).
@@ -13,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod mapping;
 pub mod runs;
+pub mod schedule;
 pub mod source;
 pub mod sql_source;
 pub mod store;

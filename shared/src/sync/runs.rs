@@ -80,6 +80,9 @@ pub struct SyncRun {
     pub watermark: Option<String>,
     #[oai(nullable)]
     pub error: Option<String>,
+    /// The schedule's slot a `scheduled` run was started for.
+    #[oai(nullable)]
+    pub scheduled_for: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
@@ -89,7 +92,8 @@ pub struct SyncRun {
 
 pub(crate) const RUN_COLUMNS: &str = "id, configuration_id, status, trigger, rows_read,
     rows_inserted, rows_updated, rows_unchanged, rows_deleted, conflicts, rows_failed, batches,
-    cursor_before, cursor_after, watermark, error, created_at, started_at, finished_at";
+    cursor_before, cursor_after, watermark, error, scheduled_for, created_at, started_at,
+    finished_at";
 
 /// Starts a run of configuration `id` on `conn` (the caller's transaction). Returns the run and
 /// the task of its job, to push after commit.
@@ -98,6 +102,17 @@ pub async fn start(
     scope: Scope,
     configuration_id: Uuid,
     trigger: Trigger,
+) -> Result<(SyncRun, JobTask)> {
+    start_for_slot(conn, scope, configuration_id, trigger, None).await
+}
+
+/// [`start`], for a scheduled slot: a slot has at most one run.
+pub(crate) async fn start_for_slot(
+    conn: &mut PgConnection,
+    scope: Scope,
+    configuration_id: Uuid,
+    trigger: Trigger,
+    slot: Option<DateTime<Utc>>,
 ) -> Result<(SyncRun, JobTask)> {
     // The configuration's row lock orders concurrent starts: the second sees the first's run.
     let found: Option<(bool, Option<Value>)> = sqlx::query_as(
@@ -140,8 +155,8 @@ pub async fn start(
         .await?;
     let run = sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sync_runs (id, tenant_id, mode, configuration_id, status, trigger, job_id,
-                                cursor_before)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) RETURNING {RUN_COLUMNS}"
+                                cursor_before, scheduled_for)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8) RETURNING {RUN_COLUMNS}"
     )))
     .bind(id)
     .bind(scope.tenant_id)
@@ -150,6 +165,7 @@ pub async fn start(
     .bind(trigger)
     .bind(job.id)
     .bind(cursor)
+    .bind(slot)
     .fetch_one(&mut *conn)
     .await?;
     Ok((run, job.task()))
