@@ -34,3 +34,4 @@ mod ssrf;
 mod sync;
 mod sync_api;
 mod sync_runs;
+mod sync_triggers;

@@ -69,6 +69,25 @@ async fn bad_configurations_are_refused_with_the_offending_parameter() {
             "source.key",
         ),
         (
+            "no key column",
+            with("/source/key", json!([])),
+            "source.key",
+        ),
+        (
+            "five key columns",
+            with("/source/key", json!(["a", "b", "c", "d", "e"])),
+            "source.key",
+        ),
+        (
+            "201 mappings",
+            mapped(json!(
+                (0..201)
+                    .map(|i| json!({"source": "a", "target": format!("f{i}")}))
+                    .collect::<Vec<_>>()
+            )),
+            "mappings",
+        ),
+        (
             "a missing integration",
             with(
                 "/source/integration_id",

@@ -13,7 +13,7 @@ use crate::sync::{all_records, configure, erp, finished, integration, setup, sta
 /// An ERP table of `n` rows and a view over it whose every query waits `delay_ms` once (an
 /// uncorrelated subquery runs once per query): a slow source, so a run is still going when
 /// the test acts.
-async fn slow_source(erp: &mut PgConnection, n: i32, delay_ms: i32) {
+pub async fn slow_source(erp: &mut PgConnection, n: i32, delay_ms: i32) {
     erp.execute(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE erp.products (sku text PRIMARY KEY, price numeric(12, 2) NOT NULL,
                                     updated_at timestamptz NOT NULL);
@@ -44,7 +44,7 @@ async fn products_config(app: &TestApp, key: &str, db: &TestDb, batch: i64) -> S
     .await
 }
 
-async fn run_now(app: &TestApp, key: &str, id: &str) -> Value {
+pub async fn run_now(app: &TestApp, key: &str, id: &str) -> Value {
     app.partner_get(key, &format!("/v1/sync/runs/{id}")).await
 }
 
@@ -171,110 +171,4 @@ async fn a_run_killed_mid_way_resumes_from_its_checkpoint_elsewhere() {
     .await
     .unwrap();
     assert_eq!(stored, source);
-}
-
-/// Two worker replicas run a configuration with a 1-second schedule: every slot from the first
-/// to the last has exactly one run, or is counted in a run's log as skipped (the previous run
-/// was still going) or folded (the scheduler was late); no slot has two runs. Disabling it stops the schedule.
-#[tokio::test]
-async fn two_workers_start_one_run_per_slot_of_a_one_second_schedule() {
-    let (app, key) = setup(TestOptions::no_worker()).await;
-    let (db, mut erp) = erp().await;
-    erp.execute(
-        "CREATE TABLE erp.shifts (id int PRIMARY KEY, name text NOT NULL);
-         INSERT INTO erp.shifts SELECT i, 'Shift ' || i FROM generate_series(1, 50) i;",
-    )
-    .await
-    .unwrap();
-    let source = integration(&app, &key, "postgres", &db.url).await;
-    let env = app.process_env();
-    let mut workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::spawn(&env)).collect();
-    let config = configure(
-        &app,
-        &key,
-        json!({
-            "name": "Shifts", "entity": "shifts", "mode": "full",
-            "source": {"integration_id": source, "table": "erp.shifts", "key": ["id"]},
-            "target": {"store": "switchyard"},
-            "schedule": {"interval_seconds": 1},
-        }),
-    )
-    .await;
-    let shown = app
-        .partner_get(&key, &format!("/v1/sync/configurations/{config}"))
-        .await;
-    assert_eq!(shown["schedule"]["interval_seconds"], 1, "{shown}");
-    let at = |v: &Value| {
-        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    };
-    let first_slot = at(&shown["next_run_at"]);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    for w in &mut workers {
-        assert!(w.is_running(), "{}", w.log_text());
-        w.terminate(Duration::from_secs(20)).await;
-    }
-    // Every slot from the first to the one the schedule waits for now is accounted for.
-    let next: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT next_run_at FROM sync_configurations")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    let slots = (next - first_slot).num_seconds();
-    let runs: Vec<(chrono::DateTime<chrono::Utc>, String)> =
-        sqlx::query_as("SELECT scheduled_for, trigger FROM sync_runs ORDER BY scheduled_for")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let skipped = app
-        .count(
-            "SELECT coalesce(sum((details ->> 'skipped_slots')::bigint), 0)::bigint
-               FROM sync_run_logs WHERE details ? 'skipped_slots'",
-        )
-        .await;
-    assert!(runs.len() >= 5, "{} scheduled runs in 10 s", runs.len());
-    assert_eq!(
-        runs.len() as i64 + skipped,
-        slots,
-        "each slot ran once or is counted as skipped or folded"
-    );
-    for pair in runs.windows(2) {
-        assert!(pair[1].0 > pair[0].0, "two runs for one slot: {pair:?}");
-    }
-    assert!(runs.iter().all(|(_, t)| t == "scheduled"));
-
-    // Without its schedule, the configuration runs no more; the runs started finish.
-    let r = app
-        .partner_patch(
-            &key,
-            &format!("/v1/sync/configurations/{config}"),
-            json!({ "schedule": null }),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let stopped: Value = r.json().await.unwrap();
-    assert!(stopped["next_run_at"].is_null(), "{stopped}");
-    assert!(stopped["schedule"].is_null(), "{stopped}");
-    let _worker = WorkerProcess::spawn(&env);
-    eventually(
-        Duration::from_secs(30),
-        "the started runs to finish",
-        || async {
-            let unfinished = sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM sync_runs WHERE status <> 'succeeded'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-            (unfinished == 0).then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM sync_runs").await,
-        runs.len() as i64
-    );
-    assert_eq!(all_records(&app, &key, "shifts").await.len(), 50);
 }

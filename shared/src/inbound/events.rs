@@ -14,6 +14,7 @@ use crate::{
     events::{CreateEvent, Source, publish::publish_from, types::EventTypeName},
     orders::feed,
     queue::JobTask,
+    sync::runs::{self, Triggered},
     tenants::Scope,
 };
 
@@ -145,6 +146,8 @@ pub async fn list(
 pub enum Processed {
     /// Done (or nothing to do); the fan-out tasks of the events it wrote, to push.
     Done(Vec<JobTask>),
+    /// A sync run started: its task, to push.
+    StartedSyncRun(JobTask),
     /// The action cannot succeed with this input (not retried): recorded as `failed`.
     Failed,
 }
@@ -231,6 +234,36 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
                 }
                 // The type left the catalog, or the body breaks its schema: not retried.
                 Err(Error::Invalid { detail, .. }) => {
+                    finish(conn, id, InboundStatus::Failed, None, Some(&detail)).await?;
+                    Ok(Processed::Failed)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        ActionType::SyncRun => {
+            let Some(configuration) = stored.0.action.configuration_id else {
+                let reason = "no sync configuration";
+                finish(conn, id, InboundStatus::Failed, None, Some(reason)).await?;
+                return Ok(Processed::Failed);
+            };
+            match runs::trigger_inbound(conn, scope, configuration).await {
+                Ok(Triggered::Started(run, task)) => {
+                    let result = json!({ "run_id": run, "follow_up": false });
+                    finish(conn, id, InboundStatus::Completed, Some(result), None).await?;
+                    Ok(Processed::StartedSyncRun(task))
+                }
+                Ok(Triggered::FollowUp(active)) => {
+                    let result = json!({ "run_id": active, "follow_up": true });
+                    finish(conn, id, InboundStatus::Completed, Some(result), None).await?;
+                    Ok(Processed::Done(vec![]))
+                }
+                // The configuration is gone or disabled: not retried.
+                Err(Error::NotFound { .. }) => {
+                    let reason = "the sync configuration no longer exists";
+                    finish(conn, id, InboundStatus::Failed, None, Some(reason)).await?;
+                    Ok(Processed::Failed)
+                }
+                Err(Error::Conflict { detail, .. }) => {
                     finish(conn, id, InboundStatus::Failed, None, Some(&detail)).await?;
                     Ok(Processed::Failed)
                 }

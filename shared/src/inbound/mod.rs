@@ -47,6 +47,9 @@ pub enum ActionType {
     /// A delivery platform's order webhook: creates or updates the order of `provider` with
     /// the body's external id, through `mapping`.
     OrderFeed,
+    /// An ERP's "data changed" webhook: starts a run of the sync configuration
+    /// `configuration_id` (or, if one is going, one more run after it).
+    SyncRun,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, poem_openapi::Object)]
@@ -67,6 +70,10 @@ pub struct Action {
     #[oai(nullable)]
     #[serde(default)]
     pub mapping: Option<Box<OrderMapping>>,
+    /// `sync_run`: the sync configuration to run.
+    #[oai(nullable)]
+    #[serde(default)]
+    pub configuration_id: Option<Uuid>,
 }
 
 /// Inbound settings as requests give them.
@@ -221,7 +228,39 @@ pub async fn check(
                 ));
             }
         }
-        (ActionType::Store | ActionType::OrderFeed, _) => {}
+        (ActionType::Store | ActionType::OrderFeed | ActionType::SyncRun, _) => {}
+    }
+    match (input.action.kind, input.action.configuration_id) {
+        (ActionType::SyncRun, None) => {
+            return Err(invalid(
+                "inbound.action.configuration_id",
+                "`sync_run` needs `configuration_id`.",
+            ));
+        }
+        (ActionType::SyncRun, Some(id)) => {
+            let found: Option<bool> = sqlx::query_scalar(
+                "SELECT true FROM sync_configurations
+                  WHERE tenant_id = $1 AND mode = $2 AND id = $3",
+            )
+            .bind(scope.tenant_id)
+            .bind(scope.mode.as_str())
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if found.is_none() {
+                return Err(invalid(
+                    "inbound.action.configuration_id",
+                    "No such sync configuration.",
+                ));
+            }
+        }
+        (_, Some(_)) => {
+            return Err(invalid(
+                "inbound.action.configuration_id",
+                "`configuration_id` is for `sync_run` only.",
+            ));
+        }
+        _ => {}
     }
     let a = &input.action;
     if a.kind != ActionType::EmitEvent && a.event_type.is_some() {

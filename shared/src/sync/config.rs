@@ -244,6 +244,7 @@ pub struct SyncSpecChange {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_threshold: Option<Int<0, 1_000_000>>,
     /// A new schedule; `null` removes it.
+    #[oai(nullable)]
     #[serde(default, skip_serializing_if = "MaybeUndefined::is_undefined")]
     pub schedule: MaybeUndefined<ScheduleSpec>,
     #[oai(nullable)]
@@ -294,6 +295,13 @@ impl SyncSpec {
             }
             _ => {}
         }
+        // The schema's item counts (the API parses with serde, which does not read them).
+        if !(1..=4).contains(&self.source.key.len()) {
+            return Err(invalid("source.key", "A key has 1 to 4 columns."));
+        }
+        if self.mappings.as_ref().is_some_and(|m| m.len() > 200) {
+            return Err(invalid("mappings", "At most 200 mappings."));
+        }
         let keys: BTreeSet<&str> = self.source.key.iter().map(|k| k.as_str()).collect();
         if keys.len() != self.source.key.len() {
             return Err(invalid("source.key", "A key column is named twice."));
@@ -308,6 +316,13 @@ impl SyncSpec {
                 ));
             }
             let Some(t) = &m.transform else { continue };
+            if t.table.as_ref().is_some_and(|t| t.len() > 1000) {
+                return Err(Error::invalid(
+                    "parameter_invalid",
+                    format!("mappings[{i}].transform"),
+                    "A lookup table has at most 1000 entries.",
+                ));
+            }
             let missing = match t.kind {
                 TransformType::Cast => t.to.is_none().then_some("`cast` needs `to`."),
                 TransformType::Constant | TransformType::Default => {

@@ -66,9 +66,14 @@ struct RunRow {
     integration_live: bool,
 }
 
-/// How a run ended here; the tasks are the end events' fan-outs, to push after commit.
+/// How a run ended here, with the tasks to push after commit.
 pub enum Ended {
-    Finished(Vec<JobTask>),
+    Finished {
+        /// The end event's fan-out.
+        events: Vec<JobTask>,
+        /// The follow-up run an inbound webhook asked for while this one was going.
+        follow_up: Option<JobTask>,
+    },
     /// This process lost the job's lease: whoever holds it now goes on.
     LostLease,
 }
@@ -392,7 +397,10 @@ impl Engine<'_> {
     async fn close_job(&self, job: &Lease) -> Result<Ended> {
         let mut conn = self.pool.acquire().await?;
         jobs::finish(&mut conn, job, &Outcome::Succeeded).await?;
-        Ok(Ended::Finished(Vec::new()))
+        Ok(Ended::Finished {
+            events: Vec::new(),
+            follow_up: None,
+        })
     }
 
     /// Ends the run and its job in one transaction: the sweep of a full run's unseen records,
@@ -477,8 +485,23 @@ impl Engine<'_> {
             event.ordering_key = Some(f.configuration_id.to_string());
             tasks.push(insert_one(&mut *tx, &event).await?);
         }
+        let follow_up = if status == RunStatus::Cancelled {
+            None
+        } else {
+            runs::follow_up(&mut tx, f.scope, f.configuration_id).await?
+        };
+        if let Some((next, _)) = &follow_up {
+            let m = format!(
+                "run {} follows: a webhook asked for it during this run",
+                next.id
+            );
+            runs::log(&mut *tx, f.run_id, LogLevel::Info, &m, None).await?;
+        }
         tx.commit().await?;
-        Ok(Ended::Finished(tasks))
+        Ok(Ended::Finished {
+            events: tasks,
+            follow_up: follow_up.map(|(_, task)| task),
+        })
     }
 }
 

@@ -148,6 +148,13 @@ pub(crate) async fn start_for_slot(
             format!("Run {run} of this configuration is still active; cancel it or wait for it."),
         ));
     }
+    // This run reads everything a pending follow-up request asked for.
+    sqlx::query(
+        "UPDATE sync_configurations SET rerun_requested = false WHERE id = $1 AND rerun_requested",
+    )
+    .bind(configuration_id)
+    .execute(&mut *conn)
+    .await?;
     let id = Uuid::now_v7();
     let job = NewJob::new(SYNC_RUNS, scope.tenant_id, id, MAX_ATTEMPTS);
     jobs::bind_insert(sqlx::query(insert_jobs_sql!()), std::slice::from_ref(&job))
@@ -169,6 +176,63 @@ pub(crate) async fn start_for_slot(
     .fetch_one(&mut *conn)
     .await?;
     Ok((run, job.task()))
+}
+
+/// What an inbound "data changed" webhook did to a configuration.
+pub enum Triggered {
+    /// A run started: its id and its job's task.
+    Started(Uuid, JobTask),
+    /// A run was going: one more starts when it ends, since it may have read past the change.
+    FollowUp(Uuid),
+}
+
+/// Starts a run for an inbound webhook, or asks the active run for a follow-up run.
+pub async fn trigger_inbound(
+    conn: &mut PgConnection,
+    scope: Scope,
+    configuration_id: Uuid,
+) -> Result<Triggered> {
+    match start(conn, scope, configuration_id, Trigger::Inbound).await {
+        Ok((run, task)) => Ok(Triggered::Started(run.id, task)),
+        Err(Error::Conflict {
+            code: "sync_run_active",
+            ..
+        }) => {
+            let active: Uuid = sqlx::query_scalar(
+                "WITH asked AS (
+                     UPDATE sync_configurations SET rerun_requested = true WHERE id = $1)
+                 SELECT id FROM sync_runs
+                  WHERE configuration_id = $1 AND status IN ('pending', 'running')",
+            )
+            .bind(configuration_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(Triggered::FollowUp(active))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The follow-up run an inbound webhook asked for while the run that just ended was going
+/// (`None` when none was asked for, or the configuration is disabled now).
+pub(crate) async fn follow_up(
+    conn: &mut PgConnection,
+    scope: Scope,
+    configuration_id: Uuid,
+) -> Result<Option<(SyncRun, JobTask)>> {
+    let asked: bool =
+        sqlx::query_scalar("SELECT rerun_requested FROM sync_configurations WHERE id = $1")
+            .bind(configuration_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !asked {
+        return Ok(None);
+    }
+    match start(conn, scope, configuration_id, Trigger::Inbound).await {
+        Ok(started) => Ok(Some(started)),
+        Err(Error::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<SyncRun> {

@@ -18,10 +18,12 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
     let processed = events::process(&mut tx, job.subject_id).await?;
     jobs::finish(&mut tx, job, &Outcome::Succeeded).await?;
     tx.commit().await?;
-    if let events::Processed::Done(tasks) = processed
-        && !tasks.is_empty()
-    {
-        ctx.fast_path.push(queue::EVENT_FAN_OUT, tasks);
+    match processed {
+        events::Processed::Done(tasks) if !tasks.is_empty() => {
+            ctx.fast_path.push(queue::EVENT_FAN_OUT, tasks)
+        }
+        events::Processed::StartedSyncRun(task) => ctx.fast_path.push(queue::SYNC_RUNS, vec![task]),
+        _ => {}
     }
     Ok(())
 }

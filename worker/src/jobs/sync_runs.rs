@@ -23,10 +23,14 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         egress: &ctx.egress,
     };
     match engine.run(job).await? {
-        Ended::Finished(tasks) if !tasks.is_empty() => {
-            ctx.fast_path.push(queue::EVENT_FAN_OUT, tasks)
+        Ended::Finished { events, follow_up } => {
+            if !events.is_empty() {
+                ctx.fast_path.push(queue::EVENT_FAN_OUT, events);
+            }
+            if let Some(task) = follow_up {
+                ctx.fast_path.push(queue::SYNC_RUNS, vec![task]);
+            }
         }
-        Ended::Finished(_) => {}
         Ended::LostLease => {
             tracing::warn!(job_id = %job.id, "sync run lost its lease; another worker goes on")
         }
