@@ -161,6 +161,20 @@ def _repair_order(body):
 
 
 @schemathesis.hook("before_call")
+def keep_the_sql_integration(ctx, case, **kwargs):
+    """Sync configurations read the script's SQL integration: stateful runs that would delete
+    or change it act on an unknown id instead (a 404)."""
+    params = case.path_parameters or {}
+    if (
+        case.operation.path.startswith("/v1/integrations/{id}")
+        and case.operation.method.upper() != "GET"
+        and params.get("id") == os.environ.get("SCHEMATHESIS_SQL_INTEGRATION")
+    ):
+        params["id"] = str(uuid.uuid4())
+        case.path_parameters = params
+
+
+@schemathesis.hook("before_call")
 def keep_semantic_rules(ctx, case, **kwargs):
     if not _positive(case) or not isinstance(case.body, dict):
         return

@@ -1,10 +1,11 @@
-//! The sync API's refusals: every rule of a configuration that no schema states answers `400`
-//! with the offending parameter, and writes nothing.
+//! The sync API: every rule of a configuration that no schema states answers `400` with the
+//! offending parameter and writes nothing; `delta` previews a run, `stats` sums runs up.
 
 use serde_json::{Value, json};
+use sqlx::Executor;
 use switchyard_tests::{TestOptions, problem};
 
-use crate::sync::{integration, setup};
+use crate::sync::{configure, erp, integration, setup};
 
 #[tokio::test]
 async fn bad_configurations_are_refused_with_the_offending_parameter() {
@@ -209,4 +210,163 @@ fn with_field(body: &Value, field: &str, value: Value) -> Value {
     let mut body = body.clone();
     body[field] = value;
     body
+}
+
+/// `delta` shows what the next run would read — a count and a mapped sample, each row with
+/// what it would do to the store — and writes nothing; `stats` sums the runs up.
+#[tokio::test]
+async fn delta_previews_the_next_run_and_stats_sum_up_the_runs() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let (db, mut erp) = erp().await;
+    erp.execute(
+        "CREATE TABLE erp.equipment (id int PRIMARY KEY, name text NOT NULL, status text NOT NULL,
+                                     updated_at timestamptz NOT NULL);
+         INSERT INTO erp.equipment
+         SELECT i, 'Press ' || i, CASE WHEN i = 5 THEN 'X' ELSE 'A' END, now() - interval '1 hour'
+           FROM generate_series(1, 5) i;",
+    )
+    .await
+    .unwrap();
+    let source = integration(&app, &key, "postgres", &db.url).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "Equipment", "entity": "equipment", "mode": "incremental",
+            "source": {"integration_id": source, "table": "erp.equipment", "key": ["id"]},
+            "target": {"store": "switchyard"},
+            "cursor": {"strategy": "timestamp", "column": "updated_at", "lag_seconds": 0},
+            "mappings": [
+                {"source": "name", "target": "name"},
+                {"source": "status", "target": "status",
+                 "transform": {"type": "lookup", "table": {"A": "active"}}},
+            ],
+            "unmapped": "drop",
+        }),
+    )
+    .await;
+    let delta_path = format!("/v1/sync/configurations/{config}/delta");
+    let changes = |d: &Value| -> Vec<(String, String)> {
+        d["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let key = r["key"].as_str().unwrap_or("?").to_owned();
+                (key, r["change"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let first = app.partner_get(&key, &delta_path).await;
+    assert!(first["error"].is_null(), "{first}");
+    assert_eq!(first["rows"], 5);
+    assert!(first["cursor"].is_null());
+    assert!(first["watermark"].is_string());
+    let expected: Vec<(String, String)> = (1..=5)
+        .map(|i| {
+            (
+                i.to_string(),
+                if i == 5 { "invalid" } else { "insert" }.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(changes(&first), expected);
+    assert_eq!(
+        first["sample"][0]["data"],
+        json!({"name": "Press 1", "status": "active"})
+    );
+    assert!(
+        first["sample"][4]["error"].as_str().unwrap().contains("X"),
+        "{first}"
+    );
+    let sampled = app
+        .partner_get(&key, &format!("{delta_path}?limit=2"))
+        .await;
+    assert_eq!(sampled["rows"], 5);
+    assert_eq!(sampled["sample"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM sync_runs").await,
+        0,
+        "a preview runs nothing"
+    );
+
+    let run = crate::sync::run(&app, &key, &config).await;
+    assert_eq!(run["status"], "partial", "{run}");
+    // One row changes, one is touched with equal content.
+    erp.execute(
+        "UPDATE erp.equipment SET name = 'Press 2b', updated_at = now() - interval '1 second'
+          WHERE id = 2;
+         UPDATE erp.equipment SET updated_at = now() - interval '1 second' WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    let next = app.partner_get(&key, &delta_path).await;
+    assert_eq!(next["cursor"], run["cursor_after"], "{next}");
+    assert_eq!(next["rows"], 2, "{next}");
+    assert_eq!(
+        changes(&next),
+        [
+            ("2".into(), "update".into()),
+            ("3".into(), "unchanged".into())
+        ]
+    );
+    let stored = app
+        .count("SELECT count(*) FROM sync_records WHERE data ->> 'name' = 'Press 2b'")
+        .await;
+    assert_eq!(stored, 0, "a preview writes nothing");
+
+    // An unreachable source is an answer, not a failure.
+    let down = integration(&app, &key, "mysql", "mysql://root@127.0.0.1:1/erp").await;
+    let down_config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "Down", "entity": "down", "mode": "full",
+            "source": {"integration_id": down, "table": "t", "key": ["id"]},
+            "target": {"store": "switchyard"},
+        }),
+    )
+    .await;
+    let d = app
+        .partner_get(
+            &key,
+            &format!("/v1/sync/configurations/{down_config}/delta"),
+        )
+        .await;
+    assert!(d["rows"].is_null() && d["error"].is_string(), "{d}");
+
+    let stats = app
+        .partner_get(&key, &format!("/v1/sync/configurations/{config}/stats"))
+        .await;
+    let windows: Vec<&str> = stats["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["window"].as_str().unwrap())
+        .collect();
+    assert_eq!(windows, ["1h", "24h", "7d", "30d"]);
+    for w in stats["windows"].as_array().unwrap() {
+        assert_eq!(
+            (
+                &w["runs"],
+                &w["partial"],
+                &w["failed"],
+                &w["rows_read"],
+                &w["rows_inserted"],
+                &w["rows_failed"]
+            ),
+            (
+                &json!(1),
+                &json!(1),
+                &json!(0),
+                &json!(5),
+                &json!(4),
+                &json!(1)
+            ),
+            "{w}"
+        );
+        assert!(w["duration_ms_avg"].as_f64().unwrap() >= 0.0, "{w}");
+    }
+    assert_eq!(stats["last_succeeded_at"], run["finished_at"]);
+    assert!(stats["last_failed_at"].is_null());
 }

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
     api_keys::Scope,
+    audit::ActorKind,
     queue::SYNC_RUNS,
     sync::{
         config::{self, EntityName, SyncConfiguration, SyncSpec, SyncSpecChange},
+        open::Opener,
+        preview::{self, Delta},
         runs::{self, SyncRecordError, SyncRun, SyncRunLog, Trigger},
+        stats::{self, SyncStats},
         store::{self, RecordFilter, SyncRecord},
     },
 };
@@ -20,7 +24,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::Partner,
+    auth::{Partner, actor},
     error::ApiError,
     idempotency::Idempotency,
     json::Json,
@@ -146,6 +150,59 @@ impl SyncApi {
         config::delete(&mut tx, p.scope(), id.0).await?;
         tx.commit().await?;
         Ok(NoContent)
+    }
+
+    /// What the next run would read if it started now, without running it: the row count
+    /// from the configuration's cursor up to the watermark a run would take, and the first
+    /// rows mapped, each with what it would do to the store. An unreachable source is an
+    /// answer with `error`, not a failure.
+    #[oai(
+        path = "/configurations/:id/delta",
+        method = "get",
+        operation_id = "previewSyncDelta"
+    )]
+    async fn delta(
+        &self,
+        req: &Request,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        /// Sample size, 0 to 50 (default 10).
+        #[oai(validator(minimum(value = "0"), maximum(value = "50")))]
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<Delta>, ApiError> {
+        let p = auth.require(Scope::SyncRead)?;
+        let s = &state.services;
+        let opener = Opener {
+            pool: &s.pool,
+            keyring: &s.secrets.keyring,
+            egress: state.transport.egress(),
+            timeout: preview::TIMEOUT,
+        };
+        let actor = actor(req, ActorKind::ApiKey(p.api_key_id));
+        let limit = limit.0.unwrap_or(10).clamp(0, 50);
+        Ok(Json(
+            preview::delta(&opener, p.scope(), id.0, &actor, limit).await?,
+        ))
+    }
+
+    /// Runs, rows and durations of the configuration over the last hour, day, week and 30
+    /// days, with its last success and failure.
+    #[oai(
+        path = "/configurations/:id/stats",
+        method = "get",
+        operation_id = "getSyncStats"
+    )]
+    async fn stats(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+    ) -> Result<Json<SyncStats>, ApiError> {
+        let p = auth.require(Scope::SyncRead)?;
+        Ok(Json(
+            stats::stats(&state.services.pool, p.scope(), id.0).await?,
+        ))
     }
 
     /// Start a run now. One run of a configuration is active at a time: another is a

@@ -85,6 +85,8 @@ pub enum Purpose {
     HealthCheck,
     /// A sync run reading the integration's data.
     SyncRun,
+    /// A preview of a sync configuration's next run (`delta`).
+    SyncPreview,
 }
 
 impl Purpose {
@@ -93,6 +95,7 @@ impl Purpose {
             Purpose::ConnectionTest => "connection_test",
             Purpose::HealthCheck => "health_check",
             Purpose::SyncRun => "sync_run",
+            Purpose::SyncPreview => "sync_preview",
         }
     }
 }

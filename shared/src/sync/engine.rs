@@ -17,9 +17,9 @@ use uuid::Uuid;
 use super::{
     config::{CursorStrategy, SyncMode, SyncSpec},
     mapping::{self, Record, Rejected},
+    open::{Connection, Opener},
     runs::{self, LogLevel, RunStatus},
-    source::{Page, Position, Source, as_text},
-    sql_source,
+    source::{Page, Position, as_text},
     store::{self, Applied, Target},
 };
 use crate::{
@@ -27,10 +27,7 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     events::{NewEvent, Source as EventSource, insert_one},
-    integrations::{
-        connection::redact,
-        vault::{self, Purpose},
-    },
+    integrations::{connection::redact, vault::Purpose},
     jobs::{self, Lease, Outcome},
     mode::Mode,
     net::Egress,
@@ -38,7 +35,8 @@ use crate::{
     tenants::Scope,
 };
 
-/// Longest wait for one page from the source before the run counts as failed (and retries).
+/// Longest wait for a connection or one page from the source before the run counts as failed
+/// (and retries).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the engine needs from the worker.
@@ -125,46 +123,23 @@ impl Engine<'_> {
             request_id: None,
             ip: None,
         };
-        let integration_id = spec.source.integration_id;
-        let opened = vault::open_for_use(
-            self.pool,
-            self.keyring,
-            scope,
-            integration_id,
-            &actor,
-            Purpose::SyncRun,
-        )
-        .await?;
-        let credentials = match opened {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .finish(job, &fin, End::Failed(e.to_string()), None)
-                    .await;
-            }
+        let opener = Opener {
+            pool: self.pool,
+            keyring: self.keyring,
+            egress: self.egress,
+            timeout: READ_TIMEOUT,
         };
-        let Some(url) = credentials.get("url") else {
-            let e = "the integration has no `url` credential".to_owned();
-            return self.finish(job, &fin, End::Failed(e), None).await;
+        let (mut source, credentials) = match opener
+            .open(scope, &spec, &run.provider, &actor, Purpose::SyncRun)
+            .await?
+        {
+            Connection::Ready {
+                source,
+                credentials,
+            } => (source, credentials),
+            Connection::Refused(e) => return self.finish(job, &fin, End::Failed(e), None).await,
+            Connection::Unreachable(e) => return Err(unavailable(e)),
         };
-        let connected = tokio::time::timeout(
-            READ_TIMEOUT,
-            sql_source::connect(&run.provider, url, self.egress, spec.source.table.as_str()),
-        )
-        .await
-        .unwrap_or_else(|_| Err("the connection timed out".into()));
-        let mut source: Box<dyn Source> = match connected {
-            Ok(s) => Box::new(s),
-            Err(e) => return Err(unavailable(redact(&e, &credentials))),
-        };
-        let missing: Vec<&str> = mapping::required_columns(&spec)
-            .into_iter()
-            .filter(|c| !source.columns().iter().any(|s| s == c))
-            .collect();
-        if let Some(c) = missing.first() {
-            let e = format!("the source table has no column `{c}`");
-            return self.finish(job, &fin, End::Failed(e), None).await;
-        }
 
         let cursor = spec.cursor.as_ref();
         let is_time = cursor.is_some_and(|c| c.strategy == CursorStrategy::Timestamp);

@@ -53,6 +53,9 @@ pub trait Source: Send {
         lag_seconds: i64,
     ) -> BoxFuture<'a, Result<Option<String>, SourceError>>;
 
+    /// How many rows all pages from `page.position` up to the watermark hold.
+    fn count<'a>(&'a mut self, page: &'a Page<'a>) -> BoxFuture<'a, Result<i64, SourceError>>;
+
     /// Up to `page.limit` rows in `(cursor, key)` order after `page.position`, each a JSON
     /// object of every column.
     fn read<'a>(

@@ -146,8 +146,12 @@ impl SqlSource {
         })
     }
 
-    /// The page's statement and its parameters, in order.
-    fn page_sql(&self, page: &Page) -> Result<(String, Vec<String>), SourceError> {
+    /// The page's `WHERE` clause (empty for none), its parameters in order, and the order
+    /// columns.
+    fn filter_sql<'p>(
+        &self,
+        page: &'p Page,
+    ) -> Result<(String, Vec<String>, Vec<&'p str>), SourceError> {
         let mut params: Vec<String> = Vec::new();
         let mut conds: Vec<String> = Vec::new();
         let mut order: Vec<&str> = page.cursor.into_iter().collect();
@@ -202,13 +206,26 @@ impl SqlSource {
             let op = if page.cursor_is_time { "<" } else { "<=" };
             conds.push(format!("{} {op} {p}", self.quote(c)));
         }
-        let cols: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
-        let order: Vec<String> = order.iter().map(|c| self.quote(c)).collect();
         let filter = if conds.is_empty() {
             String::new()
         } else {
             format!(" WHERE {}", conds.join(" AND "))
         };
+        Ok((filter, params, order))
+    }
+
+    /// The statement counting the rows every page from `page` on would read.
+    fn count_sql(&self, page: &Page) -> Result<(String, Vec<String>), SourceError> {
+        let (filter, params, _) = self.filter_sql(page)?;
+        let sql = format!("SELECT count(*) FROM {}{filter}", self.table);
+        Ok((sql, params))
+    }
+
+    /// The page's statement and its parameters, in order.
+    fn page_sql(&self, page: &Page) -> Result<(String, Vec<String>), SourceError> {
+        let (filter, params, order) = self.filter_sql(page)?;
+        let cols: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
+        let order: Vec<String> = order.iter().map(|c| self.quote(c)).collect();
         let inner = format!(
             "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {}",
             cols.join(", "),
@@ -277,6 +294,29 @@ impl Source for SqlSource {
                         .fetch_one(c)
                         .await
                         .map_err(fail)
+                }
+            }
+        })
+    }
+
+    fn count<'a>(&'a mut self, page: &'a Page<'a>) -> BoxFuture<'a, Result<i64, SourceError>> {
+        Box::pin(async move {
+            let (sql, params) = self.count_sql(page)?;
+            let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
+            match &mut self.conn {
+                Conn::Pg(c) => {
+                    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                    for p in &params {
+                        q = q.bind(p);
+                    }
+                    q.fetch_one(c).await.map_err(fail)
+                }
+                Conn::My(c) => {
+                    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                    for p in &params {
+                        q = q.bind(p);
+                    }
+                    q.fetch_one(c).await.map_err(fail)
                 }
             }
         })
