@@ -335,6 +335,65 @@ async fn delta_previews_the_next_run_and_stats_sum_up_the_runs() {
         .await;
     assert!(d["rows"].is_null() && d["error"].is_string(), "{d}");
 
+    // Every session with a source is in its integration's log, credentials redacted.
+    let calls = |id: String| {
+        let (app, key) = (&app, &key);
+        async move {
+            let log = app
+                .partner_get(key, &format!("/v1/integrations/{id}/logs"))
+                .await;
+            log["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        l["kind"].clone(),
+                        l["method"].clone(),
+                        l["ok"].clone(),
+                        l["response_body"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let erp_calls = calls(source.clone()).await;
+    assert_eq!(
+        erp_calls,
+        [
+            (
+                json!("sync"),
+                json!("PREVIEW"),
+                json!(true),
+                json!("2 rows to read; a sample of 2")
+            ),
+            (
+                json!("sync"),
+                json!("READ"),
+                json!(true),
+                json!("5 rows in 1 batch")
+            ),
+            (
+                json!("sync"),
+                json!("PREVIEW"),
+                json!(true),
+                json!("5 rows to read; a sample of 2")
+            ),
+            (
+                json!("sync"),
+                json!("PREVIEW"),
+                json!(true),
+                json!("5 rows to read; a sample of 5")
+            ),
+        ]
+    );
+    let down_calls = calls(down.clone()).await;
+    assert_eq!(down_calls.len(), 1);
+    assert_eq!(
+        (&down_calls[0].1, &down_calls[0].2),
+        (&json!("PREVIEW"), &json!(false))
+    );
+
     let stats = app
         .partner_get(&key, &format!("/v1/sync/configurations/{config}/stats"))
         .await;

@@ -177,7 +177,7 @@ impl SyncApi {
             pool: &s.pool,
             keyring: &s.secrets.keyring,
             egress: state.transport.egress(),
-            timeout: preview::TIMEOUT,
+            timeout: preview::CONNECT_TIMEOUT,
         };
         let actor = actor(req, ActorKind::ApiKey(p.api_key_id));
         let limit = limit.0.unwrap_or(10).clamp(0, 50);

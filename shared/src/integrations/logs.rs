@@ -69,3 +69,43 @@ pub async fn list(
     .await?;
     Ok(Some(rows))
 }
+
+/// A call made on an integration's behalf by something other than a connection check (a sync
+/// run's reads, a preview), for its log. Messages are redacted by the caller.
+pub struct SourceCall<'a> {
+    pub integration_id: Uuid,
+    pub tenant_id: Uuid,
+    /// `sync`.
+    pub kind: &'a str,
+    /// `READ` (a run), `PREVIEW` (`delta`).
+    pub method: &'a str,
+    /// `host:port/database table`.
+    pub target: Option<&'a str>,
+    pub ok: bool,
+    pub duration_ms: i64,
+    pub error: Option<&'a str>,
+    /// What came back, in a line (`1200 rows in 3 batches`).
+    pub summary: Option<&'a str>,
+}
+
+/// Writes `call` to the integration's log (on the caller's transaction, or the pool).
+pub async fn write<'e>(db: impl sqlx::PgExecutor<'e>, call: &SourceCall<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO integration_logs (id, integration_id, tenant_id, direction, kind, method,
+                                       target, ok, duration_ms, error, response_body)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(call.integration_id)
+    .bind(call.tenant_id)
+    .bind(call.kind)
+    .bind(call.method)
+    .bind(call.target)
+    .bind(call.ok)
+    .bind(call.duration_ms.clamp(0, i32::MAX as i64) as i32)
+    .bind(call.error)
+    .bind(call.summary)
+    .execute(db)
+    .await?;
+    Ok(())
+}

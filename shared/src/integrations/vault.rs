@@ -79,7 +79,7 @@ pub struct CredentialInfo {
 }
 
 /// Why credentials are opened, for the audit log.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
     ConnectionTest,
     HealthCheck,

@@ -27,7 +27,11 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     events::{NewEvent, Source as EventSource, insert_one},
-    integrations::{connection::redact, vault::Purpose},
+    integrations::{
+        connection::redact,
+        logs::{self as integration_logs, SourceCall},
+        vault::Purpose,
+    },
     jobs::{self, Lease, Outcome},
     mode::Mode,
     net::Egress,
@@ -110,6 +114,8 @@ impl Engine<'_> {
             scope,
             configuration_id: run.configuration_id,
             spec: &spec,
+            opened: false,
+            target: None,
         };
         if run.cancel_requested {
             return self.finish(job, &fin, End::Cancelled, None).await;
@@ -129,16 +135,24 @@ impl Engine<'_> {
             egress: self.egress,
             timeout: READ_TIMEOUT,
         };
-        let (mut source, credentials) = match opener
+        let (mut source, credentials, target) = match opener
             .open(scope, &spec, &run.provider, &actor, Purpose::SyncRun)
             .await?
         {
             Connection::Ready {
                 source,
                 credentials,
-            } => (source, credentials),
+                target,
+            } => (source, credentials, target),
             Connection::Refused(e) => return self.finish(job, &fin, End::Failed(e), None).await,
             Connection::Unreachable(e) => return Err(unavailable(e)),
+        };
+        // From here on the run has a session with the source, which its end writes to the
+        // integration's log.
+        let fin = Finish {
+            opened: true,
+            target,
+            ..fin
         };
 
         let cursor = spec.cursor.as_ref();
@@ -436,6 +450,26 @@ impl Engine<'_> {
                 .execute(&mut *tx)
                 .await?;
         }
+        if f.opened {
+            let ms = match (run.started_at, run.finished_at) {
+                (Some(s), Some(e)) => (e - s).num_milliseconds(),
+                _ => 0,
+            };
+            let plural = if run.batches == 1 { "" } else { "es" };
+            let summary = format!("{} rows in {} batch{plural}", run.rows_read, run.batches);
+            let call = SourceCall {
+                integration_id: f.spec.source.integration_id,
+                tenant_id: f.scope.tenant_id,
+                kind: "sync",
+                method: "READ",
+                target: f.target.as_deref(),
+                ok: done,
+                duration_ms: ms,
+                error: error.as_deref(),
+                summary: Some(&summary),
+            };
+            integration_logs::write(&mut *tx, &call).await?;
+        }
         let level = if done { LogLevel::Info } else { LogLevel::Warn };
         let message = format!("{}: {}", as_str(status), error.as_deref().unwrap_or("done"));
         let stats = serde_json::to_value(&run).map_err(|e| Error::Internal(e.into()))?;
@@ -485,6 +519,10 @@ struct Finish<'a> {
     scope: Scope,
     configuration_id: Uuid,
     spec: &'a SyncSpec,
+    /// Whether the source was opened: the run's reads are then logged on the integration.
+    opened: bool,
+    /// `host:port/database table`.
+    target: Option<String>,
 }
 
 enum End {

@@ -82,9 +82,12 @@ impl Delta {
     }
 }
 
-/// How long a preview waits for the source, to connect and to count and read: an API request
-/// is not a run.
-pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const PREVIEW: Purpose = Purpose::SyncPreview;
+
+/// How long a preview waits to connect to the source (an API request is not a run).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long it waits for the count and the sample.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Previews configuration `id`'s next run with a sample of `limit` rows.
 pub async fn delta(
@@ -107,18 +110,18 @@ pub async fn delta(
     let Some((Json(spec), cursor, provider)) = row else {
         return Err(Error::not_found("sync configuration"));
     };
-    let (mut source, credentials) = match opener
-        .open(scope, &spec, &provider, actor, Purpose::SyncPreview)
-        .await?
-    {
-        Connection::Ready {
-            source,
-            credentials,
-        } => (source, credentials),
-        Connection::Refused(e) | Connection::Unreachable(e) => {
-            return Ok(Delta::failed(cursor, e));
-        }
-    };
+    let started = std::time::Instant::now();
+    let (mut source, credentials, target) =
+        match opener.open(scope, &spec, &provider, actor, PREVIEW).await? {
+            Connection::Ready {
+                source,
+                credentials,
+                target,
+            } => (source, credentials, target),
+            Connection::Refused(e) | Connection::Unreachable(e) => {
+                return Ok(Delta::failed(cursor, e));
+            }
+        };
     let column = spec.cursor.as_ref().map(|c| c.column.as_str());
     let is_time = spec
         .cursor
@@ -127,7 +130,15 @@ pub async fn delta(
     let watermark = match column {
         Some(c) => match source.watermark(c, is_time, spec.lag_seconds()).await {
             Ok(w) => w,
-            Err(e) => return Ok(Delta::failed(cursor, redact(&e, &credentials))),
+            Err(e) => {
+                let e = redact(&e, &credentials);
+                let ms = started.elapsed().as_millis() as i64;
+                let target = target.as_deref();
+                opener
+                    .log(scope, &spec, PREVIEW, target, Err(&e), ms, None)
+                    .await?;
+                return Ok(Delta::failed(cursor, e));
+            }
         },
         None => None,
     };
@@ -152,10 +163,28 @@ pub async fn delta(
         let sample = source.read(&page).await?;
         Ok::<_, String>((rows, sample))
     };
-    let (rows, sample) = match tokio::time::timeout(opener.timeout, read).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(e)) => return Ok(Delta::failed(cursor, redact(&e, &credentials))),
-        Err(_) => return Ok(Delta::failed(cursor, "reading timed out".into())),
+    let read = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(e)) => Err(redact(&e, &credentials)),
+        Err(_) => Err("reading timed out".to_owned()),
+    };
+    let ms = started.elapsed().as_millis() as i64;
+    let (rows, sample) = match read {
+        Ok((rows, sample)) => {
+            let summary = format!("{rows} rows to read; a sample of {}", sample.len());
+            let target = target.as_deref();
+            opener
+                .log(scope, &spec, PREVIEW, target, Ok(()), ms, Some(&summary))
+                .await?;
+            (rows, sample)
+        }
+        Err(e) => {
+            let target = target.as_deref();
+            opener
+                .log(scope, &spec, PREVIEW, target, Err(&e), ms, None)
+                .await?;
+            return Ok(Delta::failed(cursor, e));
+        }
     };
     let mapped: Vec<_> = sample
         .into_iter()
