@@ -10,19 +10,24 @@ use switchyard_tests::{TestApp, TestOptions, db::TestDb, eventually, process::Wo
 
 use crate::sync::{all_records, configure, erp, finished, integration, setup, start};
 
-/// An ERP table of `n` rows and a view over it whose every query waits `delay_ms` once (an
-/// uncorrelated subquery runs once per query): a slow source, so a run is still going when
-/// the test acts.
-pub async fn slow_source(erp: &mut PgConnection, n: i32, delay_ms: i32) {
+/// An ERP table of `n` rows and a view over it that waits `row_ms` milliseconds per row: a
+/// slow source, so a run is still going when the test acts. Runs read one streamed statement,
+/// so rows must come one by one: an index in the run's `(updated_at, sku)` order, and no sort
+/// (which would read every row, and wait every wait, before the first one arrives).
+pub async fn slow_source(erp: &mut PgConnection, n: i32, row_ms: f64) {
     erp.execute(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE erp.products (sku text PRIMARY KEY, price numeric(12, 2) NOT NULL,
                                     updated_at timestamptz NOT NULL);
+         CREATE INDEX ON erp.products (updated_at, sku);
          INSERT INTO erp.products
          SELECT 'SKU-' || lpad(i::text, 6, '0'), i * 1.25, now() - interval '1 hour'
            FROM generate_series(1, {n}) i;
+         ANALYZE erp.products;
          CREATE VIEW erp.slow_products AS
-         SELECT p.* FROM erp.products p
-          WHERE (SELECT pg_sleep({delay_ms} / 1000.0)::text) IS NOT NULL;"
+         SELECT p.* FROM erp.products p WHERE pg_sleep({row_ms} / 1000.0)::text IS NOT NULL;
+         DO $$ BEGIN
+           EXECUTE format('ALTER DATABASE %I SET enable_sort = off', current_database());
+         END $$;"
     )))
     .await
     .unwrap();
@@ -61,8 +66,8 @@ async fn batches_at_least(app: &TestApp, key: &str, id: &str, n: i64) {
 async fn one_run_at_a_time_and_cancel_stops_within_a_batch() {
     let (app, key) = setup(TestOptions::default()).await;
     let (db, mut erp) = erp().await;
-    // A second per page of 50: the run lasts about 40 s unless cancelled.
-    slow_source(&mut erp, 2000, 1000).await;
+    // A second per batch of 50: the run lasts about 40 s unless cancelled.
+    slow_source(&mut erp, 2000, 20.0).await;
     let config = products_config(&app, &key, &db, 50).await;
     let id = start(&app, &key, &config).await;
     batches_at_least(&app, &key, &id, 1).await;
@@ -119,7 +124,7 @@ async fn a_run_killed_mid_way_resumes_from_its_checkpoint_elsewhere() {
     let (app, key) = setup(opts).await;
     let (db, mut erp) = erp().await;
     const N: i64 = 3000;
-    slow_source(&mut erp, N as i32, 150).await;
+    slow_source(&mut erp, N as i32, 1.5).await;
     let config = products_config(&app, &key, &db, 100).await;
     let env = app.process_env();
     let mut first = WorkerProcess::spawn(&env);

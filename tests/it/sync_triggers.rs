@@ -126,7 +126,7 @@ async fn two_workers_start_one_run_per_slot_of_a_one_second_schedule() {
 async fn an_inbound_webhook_starts_a_run_and_one_during_it_gets_a_follow_up_run() {
     let (app, key) = setup(TestOptions::default()).await;
     let (db, mut erp) = erp().await;
-    slow_source(&mut erp, 1000, 400).await;
+    slow_source(&mut erp, 1000, 4.0).await;
     let source = integration(&app, &key, "postgres", &db.url).await;
     let config = configure(
         &app,

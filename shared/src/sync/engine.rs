@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
@@ -176,7 +177,7 @@ impl Engine<'_> {
             .as_ref()
             .and_then(|c| c.get("value"))
             .and_then(as_text);
-        let mut position = match run.checkpoint {
+        let position = match run.checkpoint {
             Some(Json(p)) => p,
             None => Position::Since {
                 value: start_value,
@@ -193,20 +194,33 @@ impl Engine<'_> {
             full: spec.mode == SyncMode::Full,
         };
         let mut failed = run.rows_failed;
+        let page = Page {
+            cursor: cursor.map(|c| c.column.as_str()),
+            cursor_is_time: is_time,
+            key: &key,
+            position: &position,
+            watermark: watermark.as_deref(),
+            limit: None,
+        };
+        let batch_size = spec.batch_size() as usize;
+        let mut rows = source.stream(&page);
         loop {
-            let page = Page {
-                cursor: cursor.map(|c| c.column.as_str()),
-                cursor_is_time: is_time,
-                key: &key,
-                position: &position,
-                watermark: watermark.as_deref(),
-                limit: spec.batch_size(),
+            let mut batch = Vec::with_capacity(batch_size);
+            let filled = async {
+                while batch.len() < batch_size {
+                    match rows.next().await {
+                        Some(Ok(row)) => batch.push(row),
+                        Some(Err(e)) => return Err(e),
+                        None => break,
+                    }
+                }
+                Ok(())
             };
-            let rows = tokio::time::timeout(READ_TIMEOUT, source.read(&page))
+            tokio::time::timeout(READ_TIMEOUT, filled)
                 .await
-                .unwrap_or_else(|_| Err("reading a page timed out".into()))
+                .unwrap_or_else(|_| Err("reading a batch timed out".into()))
                 .map_err(|e| unavailable(redact(&e, &credentials)))?;
-            let Some(last) = rows.last() else { break };
+            let Some(last) = batch.last() else { break };
             let next = Position::After {
                 value: page.cursor.and_then(|c| last.get(c)).and_then(as_text),
                 key: key
@@ -214,22 +228,21 @@ impl Engine<'_> {
                     .map(|k| last.get(k).and_then(as_text).unwrap_or_default())
                     .collect(),
             };
-            let full_page = rows.len() as i64 == spec.batch_size();
-            let read = rows.len() as i64;
-            let (records, rejected): (Vec<_>, Vec<_>) = rows
+            let full_batch = batch.len() == batch_size;
+            let read = batch.len() as i64;
+            let (records, rejected): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .map(|r| mapping::map_row(&spec, r))
                 .partition(|r| r.is_ok());
             let records: Vec<Record> = records.into_iter().filter_map(|r| r.ok()).collect();
             let rejected: Vec<Rejected> = rejected.into_iter().filter_map(|r| r.err()).collect();
-            let Some(batch) = self
+            let Some(committed) = self
                 .commit_batch(job, &target, read, records, rejected, &next)
                 .await?
             else {
                 return Ok(Ended::LostLease);
             };
-            failed = batch.rows_failed;
-            position = next;
+            failed = committed.rows_failed;
             if failed > spec.error_threshold() {
                 let e = format!(
                     "{failed} records failed, more than the error threshold of {}",
@@ -237,13 +250,14 @@ impl Engine<'_> {
                 );
                 return self.finish(job, &fin, End::Failed(e), None).await;
             }
-            if batch.cancel_requested {
+            if committed.cancel_requested {
                 return self.finish(job, &fin, End::Cancelled, None).await;
             }
-            if !full_page {
+            if !full_batch {
                 break;
             }
         }
+        drop(rows);
         let cursor_after = match (cursor, &watermark) {
             (Some(_), Some(w)) => Some(json!({ "value": w })),
             (Some(_), None) => run.cursor_before.clone(),

@@ -156,7 +156,7 @@ pub async fn delta(
         key: &key,
         position: &position,
         watermark: watermark.as_deref(),
-        limit,
+        limit: Some(limit),
     };
     let read = async {
         let rows = source.count(&page).await?;

@@ -2,7 +2,7 @@
 //! mapping, checkpoints and statistics; an adapter only knows how to describe its table, read
 //! its clock and read one page by position. A new kind of source is one implementation.
 
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, stream::BoxStream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -34,7 +34,8 @@ pub struct Page<'a> {
     pub position: &'a Position,
     /// Rows at or above this cursor value are left for the next run.
     pub watermark: Option<&'a str>,
-    pub limit: i64,
+    /// At most this many rows (`None`: all of them, for [`Source::stream`]).
+    pub limit: Option<i64>,
 }
 
 /// A failure of the source (connection, query): the run is retried with backoff.
@@ -55,6 +56,13 @@ pub trait Source: Send {
 
     /// How many rows all pages from `page.position` up to the watermark hold.
     fn count<'a>(&'a mut self, page: &'a Page<'a>) -> BoxFuture<'a, Result<i64, SourceError>>;
+
+    /// Every row from `page.position` on, in `(cursor, key)` order, as one statement read as
+    /// it arrives (the source sorts once, however many batches the run commits).
+    fn stream<'a>(
+        &'a mut self,
+        page: &'a Page<'a>,
+    ) -> BoxStream<'a, Result<Map<String, Value>, SourceError>>;
 
     /// Up to `page.limit` rows in `(cursor, key)` order after `page.position`, each a JSON
     /// object of every column.

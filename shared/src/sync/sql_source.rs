@@ -4,7 +4,11 @@
 //! JSON objects (`row_to_json`, `JSON_OBJECT`), `LIMIT`ed to the batch: memory is bounded by
 //! the batch size, not the table.
 
-use futures::future::BoxFuture;
+use futures::{
+    StreamExt,
+    future::BoxFuture,
+    stream::BoxStream,
+};
 use serde_json::{Map, Value};
 use sqlx::{Connection, MySqlConnection, PgConnection};
 
@@ -226,12 +230,12 @@ impl SqlSource {
         let (filter, params, order) = self.filter_sql(page)?;
         let cols: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
         let order: Vec<String> = order.iter().map(|c| self.quote(c)).collect();
+        let limit = page.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
         let inner = format!(
-            "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {}",
+            "SELECT {} FROM {}{filter} ORDER BY {}{limit}",
             cols.join(", "),
             self.table,
             order.join(", "),
-            page.limit
         );
         let sql = match self.conn {
             Conn::Pg(_) => format!("SELECT row_to_json(t)::text FROM ({inner}) t"),
@@ -248,6 +252,14 @@ impl SqlSource {
             }
         };
         Ok((sql, params))
+    }
+}
+
+/// A row as the source's JSON function wrote it.
+fn parse_row(text: &str) -> Result<Map<String, Value>, SourceError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err("the source returned a row that is not a JSON object".to_owned()),
     }
 }
 
@@ -322,6 +334,36 @@ impl Source for SqlSource {
         })
     }
 
+    fn stream<'a>(
+        &'a mut self,
+        page: &'a Page<'a>,
+    ) -> BoxStream<'a, Result<Map<String, Value>, SourceError>> {
+        let (sql, params) = match self.page_sql(page) {
+            Ok(statement) => statement,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
+        // One statement, read as it arrives: the source sorts once, and memory holds what the
+        // socket buffers (the engine takes a batch at a time).
+        let rows: BoxStream<'a, Result<String, SourceError>> = match &mut self.conn {
+            Conn::Pg(c) => {
+                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                for p in params {
+                    q = q.bind(p);
+                }
+                q.fetch(c).map(move |r| r.map_err(fail)).boxed()
+            }
+            Conn::My(c) => {
+                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                for p in params {
+                    q = q.bind(p);
+                }
+                q.fetch(c).map(move |r| r.map_err(fail)).boxed()
+            }
+        };
+        rows.map(|r| r.and_then(|text| parse_row(&text))).boxed()
+    }
+
     fn read<'a>(
         &'a mut self,
         page: &'a Page<'a>,
@@ -345,12 +387,7 @@ impl Source for SqlSource {
                     q.fetch_all(c).await.map_err(fail)?
                 }
             };
-            rows.iter()
-                .map(|r| match serde_json::from_str(r) {
-                    Ok(Value::Object(m)) => Ok(m),
-                    _ => Err("the source returned a row that is not a JSON object".to_owned()),
-                })
-                .collect()
+            rows.iter().map(|r| parse_row(r)).collect()
         })
     }
 }
