@@ -1,9 +1,9 @@
 //! Switchyard's record store (`sync_records`): the synced rows, one per tenant, mode, entity
 //! and key, written by runs in batches and read by partners (`GET /v1/sync/records`).
 //!
-//! A batch is one upsert whose old hashes come from the same statement's snapshot, so every
-//! row is counted once as inserted, updated or unchanged; unchanged rows are not rewritten
-//! (except by full runs, which mark every row they see, to find deletes by absence).
+//! A batch is one upsert that counts every row once as inserted, updated or unchanged from
+//! what it wrote; unchanged rows are not rewritten (except by full runs, which mark every row
+//! they see, to find deletes by absence).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -44,23 +44,27 @@ pub async fn apply(conn: &mut PgConnection, t: &Target, records: &[Record]) -> R
     let mut applied = Applied::default();
     if !live.is_empty() {
         let (i, u, n): (i64, i64, i64) = sqlx::query_as(
-            "WITH i AS (SELECT * FROM UNNEST($5::text[], $6::jsonb[], $7::bytea[]) AS t(key, data, hash)),
-                  old AS (SELECT r.key, r.hash, r.deleted_at FROM sync_records r JOIN i ON r.key = i.key
-                           WHERE r.tenant_id = $1 AND r.mode = $2 AND r.entity = $3),
-                  w AS (INSERT INTO sync_records AS r (tenant_id, mode, entity, key, data, hash,
+            // One statement, no lookup of the old rows (a lookup's plan depends on statistics
+            // a table filling up has not got yet): an inserted row has no `xmax`; a changed
+            // row gets `updated_at = now()` (this transaction's time); a row written with equal
+            // content (full runs rewrite every row they see) keeps its `updated_at`, and one
+            // the `WHERE` skips is not returned. Both count as unchanged.
+            "WITH w AS (INSERT INTO sync_records AS r (tenant_id, mode, entity, key, data, hash,
                                                        configuration_id, seen_run_id)
-                        SELECT $1, $2, $3, i.key, i.data, i.hash, $4, $8 FROM i
+                        SELECT $1, $2, $3, i.key, i.data, i.hash, $4, $8
+                          FROM UNNEST($5::text[], $6::jsonb[], $7::bytea[]) AS i(key, data, hash)
                         ON CONFLICT (tenant_id, mode, entity, key) DO UPDATE
                            SET data = excluded.data, hash = excluded.hash,
                                configuration_id = excluded.configuration_id,
                                seen_run_id = excluded.seen_run_id, deleted_at = NULL,
                                updated_at = CASE WHEN r.hash = excluded.hash AND r.deleted_at IS NULL
                                                  THEN r.updated_at ELSE now() END
-                         WHERE $9 OR r.hash <> excluded.hash OR r.deleted_at IS NOT NULL)
-             SELECT count(*) FILTER (WHERE old.key IS NULL),
-                    count(*) FILTER (WHERE old.hash <> i.hash OR old.deleted_at IS NOT NULL),
-                    count(*) FILTER (WHERE old.hash = i.hash AND old.deleted_at IS NULL)
-               FROM i LEFT JOIN old ON old.key = i.key",
+                         WHERE $9 OR r.hash <> excluded.hash OR r.deleted_at IS NOT NULL
+                        RETURNING r.xmax = 0 AS inserted, r.updated_at = now() AS changed)
+             SELECT count(*) FILTER (WHERE inserted),
+                    count(*) FILTER (WHERE NOT inserted AND changed),
+                    $10::bigint - count(*) FILTER (WHERE inserted OR changed)
+               FROM w",
         )
         .bind(t.scope.tenant_id)
         .bind(t.scope.mode.as_str())
@@ -75,6 +79,7 @@ pub async fn apply(conn: &mut PgConnection, t: &Target, records: &[Record]) -> R
         .bind(live.iter().map(|r| r.hash.as_slice()).collect::<Vec<_>>())
         .bind(t.run_id)
         .bind(t.full)
+        .bind(live.len() as i64)
         .fetch_one(&mut *conn)
         .await?;
         applied.inserted = i;
