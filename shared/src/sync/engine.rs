@@ -1,7 +1,7 @@
-//! The run loop (docs/architecture.md §10): read a page after the checkpoint, map it, write it
-//! to the record store with the run's counters and the new checkpoint in one transaction, and
-//! do it again until the source has no more rows below the run's watermark. The engine knows
-//! no adapter: it asks a [`Source`] for pages.
+//! The run loop (docs/architecture.md §10): stream the source's rows after the checkpoint up to
+//! the run's watermark, and for every batch taken from the stream, map it and write it to the
+//! record store with the run's counters and the new checkpoint in one transaction. The engine
+//! knows no adapter: it asks a [`Source`](super::source::Source) for rows.
 //!
 //! Every batch transaction first takes a share lock on the run's job row, held by this
 //! process's lease: a run that lost its lease (frozen, then resumed elsewhere) writes nothing.

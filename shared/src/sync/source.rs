@@ -1,6 +1,6 @@
 //! The adapter boundary: what the engine asks of a source. The engine does the cursor math,
 //! mapping, checkpoints and statistics; an adapter only knows how to describe its table, read
-//! its clock and read one page by position. A new kind of source is one implementation.
+//! its clock and stream its rows from a position (and count or read a page, for previews). A new kind of source is one implementation.
 
 use futures::{future::BoxFuture, stream::BoxStream};
 use serde::{Deserialize, Serialize};

@@ -4,11 +4,7 @@
 //! JSON objects (`row_to_json`, `JSON_OBJECT`), `LIMIT`ed to the batch: memory is bounded by
 //! the batch size, not the table.
 
-use futures::{
-    StreamExt,
-    future::BoxFuture,
-    stream::BoxStream,
-};
+use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
 use serde_json::{Map, Value};
 use sqlx::{Connection, MySqlConnection, PgConnection};
 
@@ -230,7 +226,10 @@ impl SqlSource {
         let (filter, params, order) = self.filter_sql(page)?;
         let cols: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
         let order: Vec<String> = order.iter().map(|c| self.quote(c)).collect();
-        let limit = page.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+        let limit = page
+            .limit
+            .map(|n| format!(" LIMIT {n}"))
+            .unwrap_or_default();
         let inner = format!(
             "SELECT {} FROM {}{filter} ORDER BY {}{limit}",
             cols.join(", "),
