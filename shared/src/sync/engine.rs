@@ -368,7 +368,7 @@ impl Engine<'_> {
             .bind(
                 rejected
                     .iter()
-                    .map(|r| Json(storable(&r.row)))
+                    .map(|r| Json(store::storable(&r.row)))
                     .collect::<Vec<_>>(),
             )
             .execute(&mut *tx)
@@ -485,7 +485,11 @@ impl Engine<'_> {
             integration_logs::write(&mut *tx, &call).await?;
         }
         let level = if done { LogLevel::Info } else { LogLevel::Warn };
-        let message = format!("{}: {}", as_str(status), error.as_deref().unwrap_or("done"));
+        let message = format!(
+            "{}: {}",
+            status.as_str(),
+            error.as_deref().unwrap_or("done")
+        );
         let stats = serde_json::to_value(&run).map_err(|e| Error::Internal(e.into()))?;
         runs::log(&mut *tx, f.run_id, level, &message, Some(stats.clone())).await?;
         let mut tasks = Vec::new();
@@ -552,17 +556,6 @@ struct BatchState {
     cancel_requested: bool,
 }
 
-fn as_str(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Partial => "partial",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-    }
-}
-
 /// Takes a share lock on the job's row if this process still holds its lease: the transaction
 /// then commits only while the lease is ours (a reconciler taking the job back waits for it).
 async fn hold(tx: &mut sqlx::PgConnection, job: &Lease) -> Result<bool> {
@@ -586,19 +579,6 @@ fn is_data_error(e: &Error) -> bool {
             .code()
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
         _ => false,
-    }
-}
-
-/// A rejected row as `jsonb` can keep it: text with NUL characters (which `jsonb` refuses,
-/// and which is why such a row was rejected) is kept with them escaped.
-fn storable(row: &Value) -> Value {
-    match row {
-        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\\u0000")),
-        Value::Array(a) => Value::Array(a.iter().map(storable).collect()),
-        Value::Object(o) => {
-            Value::Object(o.iter().map(|(k, v)| (k.clone(), storable(v))).collect())
-        }
-        other => other.clone(),
     }
 }
 

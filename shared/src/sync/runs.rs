@@ -35,6 +35,17 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_active(self) -> bool {
         matches!(self, RunStatus::Pending | RunStatus::Running)
     }

@@ -196,3 +196,16 @@ pub async fn list(pool: &PgPool, scope: Scope, f: &RecordFilter) -> Result<Vec<S
     .await?;
     Ok(rows)
 }
+
+/// A rejected row as `jsonb` can keep it: text with NUL characters (which `jsonb` refuses,
+/// and which is why such a row was rejected) is kept with them escaped.
+pub(crate) fn storable(row: &Value) -> Value {
+    match row {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\\u0000")),
+        Value::Array(a) => Value::Array(a.iter().map(storable).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), storable(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
