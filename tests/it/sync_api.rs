@@ -387,6 +387,17 @@ async fn delta_previews_the_next_run_and_stats_sum_up_the_runs() {
             ),
         ]
     );
+    // Each preview opened the credential for use, and the audit log says so, with why.
+    let previews = app
+        .count(
+            "SELECT count(*) FROM audit_events WHERE action = 'integration.credentials_opened'
+                AND changes ->> 'purpose' = 'sync_preview'",
+        )
+        .await;
+    assert_eq!(
+        previews, 4,
+        "three previews of the ERP, one of the unreachable source"
+    );
     let down_calls = calls(down.clone()).await;
     assert_eq!(down_calls.len(), 1);
     assert_eq!(

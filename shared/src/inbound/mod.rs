@@ -237,23 +237,15 @@ pub async fn check(
                 "`sync_run` needs `configuration_id`.",
             ));
         }
-        (ActionType::SyncRun, Some(id)) => {
-            let found: Option<bool> = sqlx::query_scalar(
-                "SELECT true FROM sync_configurations
-                  WHERE tenant_id = $1 AND mode = $2 AND id = $3",
-            )
-            .bind(scope.tenant_id)
-            .bind(scope.mode.as_str())
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if found.is_none() {
-                return Err(invalid(
-                    "inbound.action.configuration_id",
-                    "No such sync configuration.",
-                ));
-            }
+        (ActionType::SyncRun, Some(id))
+            if !crate::sync::config::exists(&mut *conn, scope, id).await? =>
+        {
+            return Err(invalid(
+                "inbound.action.configuration_id",
+                "No such sync configuration.",
+            ));
         }
+        (ActionType::SyncRun, Some(_)) => {}
         (_, Some(_)) => {
             return Err(invalid(
                 "inbound.action.configuration_id",

@@ -265,6 +265,13 @@ impl SyncSpec {
         self.delete_policy.unwrap_or(DeletePolicy::Soft)
     }
 
+    /// Whether the cursor column holds times (lag and lookback apply) rather than ids.
+    pub fn cursor_is_time(&self) -> bool {
+        self.cursor
+            .as_ref()
+            .is_some_and(|c| c.strategy == CursorStrategy::Timestamp)
+    }
+
     pub fn lag_seconds(&self) -> i64 {
         self.cursor
             .as_ref()
@@ -457,6 +464,19 @@ pub async fn create(
     .fetch_one(conn)
     .await?;
     Ok(view(row))
+}
+
+/// Whether the tenant has configuration `id` in this mode.
+pub async fn exists<'e>(db: impl sqlx::PgExecutor<'e>, scope: Scope, id: Uuid) -> Result<bool> {
+    let found: Option<bool> = sqlx::query_scalar(
+        "SELECT true FROM sync_configurations WHERE tenant_id = $1 AND mode = $2 AND id = $3",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
 }
 
 pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<SyncConfiguration> {

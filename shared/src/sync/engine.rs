@@ -16,7 +16,7 @@ use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
-    config::{CursorStrategy, SyncMode, SyncSpec},
+    config::{SyncMode, SyncSpec},
     mapping::{self, Record, Rejected},
     open::{Connection, Opener},
     runs::{self, LogLevel, RunStatus},
@@ -157,7 +157,7 @@ impl Engine<'_> {
         };
 
         let cursor = spec.cursor.as_ref();
-        let is_time = cursor.is_some_and(|c| c.strategy == CursorStrategy::Timestamp);
+        let is_time = spec.cursor_is_time();
         let watermark = match (&run.watermark, cursor, run.started) {
             (w, _, true) => w.clone(),
             (_, Some(c), false) => source

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    config::{CursorStrategy, SyncSpec},
+    config::SyncSpec,
     mapping,
     open::{Connection, Opener},
     source::{Page, Position, as_text},
@@ -123,10 +123,7 @@ pub async fn delta(
             }
         };
     let column = spec.cursor.as_ref().map(|c| c.column.as_str());
-    let is_time = spec
-        .cursor
-        .as_ref()
-        .is_some_and(|c| c.strategy == CursorStrategy::Timestamp);
+    let is_time = spec.cursor_is_time();
     let watermark = match column {
         Some(c) => match source.watermark(c, is_time, spec.lag_seconds()).await {
             Ok(w) => w,

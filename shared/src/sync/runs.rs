@@ -114,17 +114,26 @@ pub async fn start(
     configuration_id: Uuid,
     trigger: Trigger,
 ) -> Result<(SyncRun, JobTask)> {
-    start_for_slot(conn, scope, configuration_id, trigger, None).await
+    match try_start(conn, scope, configuration_id, trigger, None).await? {
+        Ok(started) => Ok(started),
+        Err(run) => Err(Error::conflict(
+            "sync_run_active",
+            None,
+            format!("Run {run} of this configuration is still active; cancel it or wait for it."),
+        )),
+    }
 }
 
-/// [`start`], for a scheduled slot: a slot has at most one run.
-pub(crate) async fn start_for_slot(
+/// [`start`] for callers that act on an active run instead of refusing (the scheduler, the
+/// inbound action, follow-ups): `Err` holds the active run's id. `slot` is a scheduled run's
+/// slot (a slot has at most one run).
+pub(crate) async fn try_start(
     conn: &mut PgConnection,
     scope: Scope,
     configuration_id: Uuid,
     trigger: Trigger,
     slot: Option<DateTime<Utc>>,
-) -> Result<(SyncRun, JobTask)> {
+) -> Result<std::result::Result<(SyncRun, JobTask), Uuid>> {
     // The configuration's row lock orders concurrent starts: the second sees the first's run.
     let found: Option<(bool, Option<Value>)> = sqlx::query_as(
         "SELECT enabled, cursor FROM sync_configurations
@@ -153,11 +162,7 @@ pub(crate) async fn start_for_slot(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(run) = active {
-        return Err(Error::conflict(
-            "sync_run_active",
-            None,
-            format!("Run {run} of this configuration is still active; cancel it or wait for it."),
-        ));
+        return Ok(Err(run));
     }
     // This run reads everything a pending follow-up request asked for.
     sqlx::query(
@@ -186,7 +191,7 @@ pub(crate) async fn start_for_slot(
     .bind(slot)
     .fetch_one(&mut *conn)
     .await?;
-    Ok((run, job.task()))
+    Ok(Ok((run, job.task())))
 }
 
 /// What an inbound "data changed" webhook did to a configuration.
@@ -203,24 +208,15 @@ pub async fn trigger_inbound(
     scope: Scope,
     configuration_id: Uuid,
 ) -> Result<Triggered> {
-    match start(conn, scope, configuration_id, Trigger::Inbound).await {
+    match try_start(conn, scope, configuration_id, Trigger::Inbound, None).await? {
         Ok((run, task)) => Ok(Triggered::Started(run.id, task)),
-        Err(Error::Conflict {
-            code: "sync_run_active",
-            ..
-        }) => {
-            let active: Uuid = sqlx::query_scalar(
-                "WITH asked AS (
-                     UPDATE sync_configurations SET rerun_requested = true WHERE id = $1)
-                 SELECT id FROM sync_runs
-                  WHERE configuration_id = $1 AND status IN ('pending', 'running')",
-            )
-            .bind(configuration_id)
-            .fetch_one(&mut *conn)
-            .await?;
+        Err(active) => {
+            sqlx::query("UPDATE sync_configurations SET rerun_requested = true WHERE id = $1")
+                .bind(configuration_id)
+                .execute(&mut *conn)
+                .await?;
             Ok(Triggered::FollowUp(active))
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -239,9 +235,10 @@ pub(crate) async fn follow_up(
     if !asked {
         return Ok(None);
     }
-    match start(conn, scope, configuration_id, Trigger::Inbound).await {
-        Ok(started) => Ok(Some(started)),
-        Err(Error::Conflict { .. }) => Ok(None),
+    match try_start(conn, scope, configuration_id, Trigger::Inbound, None).await {
+        Ok(Ok(started)) => Ok(Some(started)),
+        // Another run is active already, or the configuration was disabled: nothing to add.
+        Ok(Err(_)) | Err(Error::Conflict { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -139,7 +139,7 @@ pub async fn start_due(pool: &PgPool) -> Result<Vec<JobTask>> {
         };
         let slot = every.slot_at_or_before(now).unwrap_or(now).max(next_run_at);
         let folded = slots_between(&every, next_run_at, slot);
-        match runs::start_for_slot(&mut tx, scope, id, Trigger::Scheduled, Some(slot)).await {
+        match runs::try_start(&mut tx, scope, id, Trigger::Scheduled, Some(slot)).await? {
             Ok((run, task)) => {
                 tasks.push(task);
                 if folded > 0 {
@@ -150,24 +150,13 @@ pub async fn start_due(pool: &PgPool) -> Result<Vec<JobTask>> {
                     skip_log(&mut tx, run.id, &message, folded).await?;
                 }
             }
-            Err(Error::Conflict {
-                code: "sync_run_active",
-                ..
-            }) => {
-                let active: Uuid = sqlx::query_scalar(
-                    "SELECT id FROM sync_runs
-                      WHERE configuration_id = $1 AND status IN ('pending', 'running')",
-                )
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+            Err(active) => {
                 let message = format!(
                     "The scheduled slot {slot} (and {folded} before it) was skipped: this run \
                      was still active."
                 );
                 skip_log(&mut tx, active, &message, folded + 1).await?;
             }
-            Err(e) => return Err(e),
         }
         set_next(&mut tx, id, every.slot_after(now)).await?;
     }

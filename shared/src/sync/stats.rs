@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::config;
 use crate::{
     error::{Error, Result},
     tenants::Scope,
@@ -51,15 +52,7 @@ pub struct SyncStats {
 
 /// The statistics of configuration `id`: three statements over its runs.
 pub async fn stats(pool: &PgPool, scope: Scope, id: Uuid) -> Result<SyncStats> {
-    let exists: Option<bool> = sqlx::query_scalar(
-        "SELECT true FROM sync_configurations WHERE tenant_id = $1 AND mode = $2 AND id = $3",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.mode.as_str())
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    if exists.is_none() {
+    if !config::exists(pool, scope, id).await? {
         return Err(Error::not_found("sync configuration"));
     }
     let windows: Vec<WindowStats> = sqlx::query_as(
