@@ -33,5 +33,6 @@ mod signing;
 mod ssrf;
 mod sync;
 mod sync_api;
+mod sync_bidirectional;
 mod sync_runs;
 mod sync_triggers;

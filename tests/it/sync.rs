@@ -21,6 +21,7 @@ pub async fn setup(opts: TestOptions) -> (TestApp, String) {
                 "sync:write",
                 "sync:read",
                 "webhooks:write",
+                "events:read",
             ]),
         )
         .await

@@ -97,9 +97,9 @@ async fn bad_configurations_are_refused_with_the_offending_parameter() {
             "source.integration_id",
         ),
         (
-            "an HTTP integration",
+            "an HTTP integration read by table",
             with("/source/integration_id", http["id"].clone()),
-            "source.integration_id",
+            "source.resource",
         ),
         (
             "two mappings to one field",

@@ -220,7 +220,8 @@ async fn an_inbound_webhook_starts_a_run_and_one_during_it_gets_a_follow_up_run(
         .partner_get(&key, &format!("/v1/sync/runs/{first_run}/logs"))
         .await;
     assert!(
-        logs.to_string().contains("follows: a webhook asked for it"),
+        logs.to_string()
+            .contains("follows: a webhook or a resolution asked for it"),
         "{logs}"
     );
     assert_eq!(all_records(&app, &key, "products").await.len(), 1001);

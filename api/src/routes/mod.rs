@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod ops;
 pub mod orders;
 pub mod sync;
+pub mod sync_conflicts;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod webhook_replays;

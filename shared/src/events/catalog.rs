@@ -100,6 +100,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ),
     ("sync.run.failed", "A sync run failed."),
     (
+        "sync.conflict.created",
+        "A bidirectional sync found a record changed on both sides that waits for a person \
+         (POST /v1/sync/conflicts/{id}/resolve).",
+    ),
+    (
         "webhook.test",
         "A test message sent with POST /v1/webhook-endpoints/{id}/test.",
     ),

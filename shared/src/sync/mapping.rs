@@ -1,16 +1,22 @@
-//! From a source row to a record: the key, the mapped fields, the content hash, and whether the
-//! row is a tombstone. Pure functions: a row that cannot be mapped is a [`Rejected`] (a poison
-//! record, skipped and kept in the run's errors), never a failed run.
+//! From a row of one side to a record of the other: the key, the mapped fields, the content
+//! hash, and whether the row is a tombstone; and back (bidirectional syncs write the target's
+//! changes to the source through each mapping's inverse). Pure functions: a row that cannot be
+//! mapped is a [`Rejected`] (a poison record, skipped and kept in the run's errors), never a
+//! failed run.
+//!
+//! Records are in the target's field names (the *canonical* form both sides are compared in).
+//! Outbound and bidirectional syncs carry the key and the mapped fields only.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
+    adapter::{Row, as_text, key_text},
     config::{CastType, SyncSpec, Transform, TransformType, Unmapped},
-    source::as_text,
+    open::Which,
 };
 
-/// A row ready for the store.
+/// A row ready for the other side.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     /// The key columns' values as text; several columns as a JSON array of texts.
@@ -18,7 +24,7 @@ pub struct Record {
     pub data: Map<String, Value>,
     /// SHA-256 of `data`: equal hashes are unchanged rows, not rewritten.
     pub hash: Vec<u8>,
-    /// The source marks the row deleted (`source.tombstone`).
+    /// The side marks the row deleted (its tombstone column, or a reported delete).
     pub deleted: bool,
 }
 
@@ -30,52 +36,99 @@ pub struct Rejected {
     pub row: Value,
 }
 
-/// The columns a configuration reads that the source must have: a missing one fails the run
-/// before any row is read (schema drift), with its name.
-pub fn required_columns(spec: &SyncSpec) -> Vec<&str> {
-    let mut cols: Vec<&str> = spec.source.key.iter().map(|k| k.as_str()).collect();
-    cols.extend(spec.source.tombstone.as_ref().map(|t| t.as_str()));
-    cols.extend(spec.cursor.as_ref().map(|c| c.column.as_str()));
-    cols.extend(spec.mappings.iter().flatten().map(|m| m.source.as_str()));
+/// The columns a configuration reads on `which` side, which that side must have: a missing one
+/// fails the run before any row is read (schema drift), with its name.
+pub fn required_columns(spec: &SyncSpec, which: Which) -> Vec<&str> {
+    let side = which.spec(spec);
+    let mut cols: Vec<&str> = side.key().iter().map(|k| k.as_str()).collect();
+    cols.extend(side.tombstone.as_deref());
+    cols.extend(which.cursor(spec).and_then(super::config::cursor_column));
+    match which {
+        Which::Source => cols.extend(spec.mappings().iter().map(|m| m.source.as_str())),
+        Which::Target => cols.extend(spec.mappings().iter().map(|m| m.target.as_str())),
+    }
+    cols.sort_unstable();
+    cols.dedup();
     cols
 }
 
-/// The key text of a row (`None` when a key column is null).
+/// The canonical fields of an outbound or bidirectional sync: the target's key and every
+/// mapping's target.
+pub fn canonical_fields(spec: &SyncSpec) -> Vec<String> {
+    let mut fields = spec.target.key_names();
+    for m in spec.mappings() {
+        if !fields.iter().any(|f| f == m.target.as_str()) {
+            fields.push(m.target.to_string());
+        }
+    }
+    fields
+}
+
+/// The key text of a source row (`None` when a key column is null).
 pub fn key_of(spec: &SyncSpec, row: &Map<String, Value>) -> Option<String> {
     let parts: Option<Vec<String>> = spec
         .source
-        .key
+        .key()
         .iter()
         .map(|k| row.get(k.as_str()).and_then(as_text))
         .collect();
-    let parts = parts?;
-    Some(match parts.as_slice() {
-        [one] => one.clone(),
-        many => Value::from(many.to_vec()).to_string(),
-    })
+    Some(key_text(&parts?))
 }
 
+/// A source row as a record in the target's names. `key` is the record key when the source
+/// is the record store (whose rows carry it beside their data); its parts fill the target's
+/// key fields.
 pub fn map_row(spec: &SyncSpec, row: Map<String, Value>) -> Result<Record, Rejected> {
-    let reject = |key: Option<String>, error: String, row: Map<String, Value>| Rejected {
-        key,
-        error,
-        row: Value::Object(row),
-    };
     let Some(key) = key_of(spec, &row) else {
         return Err(reject(None, "a key column is null".into(), row));
     };
+    map_keyed(spec, key, row)
+}
+
+fn reject(key: Option<String>, error: String, row: Map<String, Value>) -> Rejected {
+    Rejected {
+        key,
+        error,
+        row: Value::Object(row),
+    }
+}
+
+/// [`map_row`] for a row whose key is known.
+pub fn map_keyed(
+    spec: &SyncSpec,
+    key: String,
+    row: Map<String, Value>,
+) -> Result<Record, Rejected> {
     let deleted = spec
         .source
         .tombstone
         .as_ref()
         .and_then(|t| row.get(t.as_str()))
         .is_some_and(is_set);
-    let mappings = spec.mappings.as_deref().unwrap_or_default();
+    let mappings = spec.mappings();
     let mut data = Map::new();
     if spec.unmapped != Some(Unmapped::Drop) {
         for (col, v) in &row {
             if !mappings.iter().any(|m| m.source.as_str() == col) {
                 data.insert(col.clone(), v.clone());
+            }
+        }
+    } else if spec.exchanges() {
+        // The key travels with the record: under its mapped name (below), or its own; a store
+        // record's key fills the target's key fields (a mapping may still override them).
+        if spec.source.is_store() {
+            let parts = super::adapter::key_parts(&key, spec.target.key().len());
+            for (name, v) in spec.target.key().iter().zip(parts.into_iter().flatten()) {
+                data.insert(name.to_string(), Value::String(v));
+            }
+        } else {
+            for k in spec.source.key() {
+                if !mappings.iter().any(|m| m.source.as_str() == k.as_str()) {
+                    data.insert(
+                        k.to_string(),
+                        row.get(k.as_str()).cloned().unwrap_or_default(),
+                    );
+                }
             }
         }
     }
@@ -100,6 +153,72 @@ pub fn map_row(spec: &SyncSpec, row: Map<String, Value>) -> Result<Record, Rejec
         hash,
         deleted,
     })
+}
+
+/// A target row as a record: its canonical fields, its key, whether it is deleted.
+pub fn target_record(spec: &SyncSpec, row: &Row) -> Option<Record> {
+    let parts = super::adapter::key_values(row, &spec.target.key_names())?;
+    let deleted = spec
+        .target
+        .tombstone
+        .as_ref()
+        .and_then(|t| row.get(t.as_str()))
+        .is_some_and(is_set);
+    let data: Map<String, Value> = canonical_fields(spec)
+        .into_iter()
+        .map(|f| {
+            let v = row.get(&f).cloned().unwrap_or(Value::Null);
+            (f, v)
+        })
+        .collect();
+    Some(Record {
+        key: key_text(&parts),
+        hash: hash(&data),
+        data,
+        deleted,
+    })
+}
+
+/// A canonical record written back to the source: each mapping's inverse (renames undone,
+/// text trimmed, lookups read backwards), in the source's names. Key fields come back under
+/// the source key's names.
+pub fn to_source(spec: &SyncSpec, data: &Map<String, Value>) -> Result<Row, String> {
+    let mut row = Row::new();
+    for (k, t) in spec.source.key().iter().zip(spec.target.key()) {
+        if let Some(v) = data.get(t.as_str()) {
+            row.insert(k.to_string(), v.clone());
+        }
+    }
+    for m in spec.mappings() {
+        let v = data.get(m.target.as_str()).cloned().unwrap_or(Value::Null);
+        let v = match &m.transform {
+            None => v,
+            Some(t) => match t.kind {
+                TransformType::Trim => apply(t, v)?,
+                TransformType::Cast => v,
+                TransformType::Lookup => {
+                    let table = t.table.as_ref().map(|t| t.iter()).into_iter().flatten();
+                    let found = table
+                        .into_iter()
+                        .find(|(_, to)| super::values::same(to, &v))
+                        .map(|(from, _)| Value::String(from.clone()));
+                    match (found, v.is_null()) {
+                        (Some(from), _) => from,
+                        (None, true) => Value::Null,
+                        (None, false) => {
+                            return Err(format!(
+                                "`{v}` is not a value of `{}`'s lookup table",
+                                m.target.as_str()
+                            ));
+                        }
+                    }
+                }
+                TransformType::Constant | TransformType::Default => continue,
+            },
+        };
+        row.insert(m.source.to_string(), v);
+    }
+    Ok(row)
 }
 
 /// A tombstone column marks a row deleted when it is set: not null, not `false`, not `0`.
@@ -258,6 +377,8 @@ mod tests {
         let mut s2 = spec(json!({}));
         s2.source
             .key
+            .as_mut()
+            .unwrap()
             .push(super::super::config::Identifier::new("line").unwrap());
         assert_eq!(
             key_of(&s2, &row(json!({"id": 1, "line": "b"}))).unwrap(),

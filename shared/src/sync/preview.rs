@@ -10,10 +10,11 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
+    adapter::{Page, Position, as_text},
     config::SyncSpec,
-    mapping,
-    open::{Connection, Opener},
-    source::{Page, Position, as_text},
+    links, mapping,
+    open::{Connection, Opener, Which},
+    store_side, values,
 };
 use crate::{
     audit::Actor,
@@ -97,119 +98,225 @@ pub async fn delta(
     actor: &Actor,
     limit: i64,
 ) -> Result<Delta> {
-    let row: Option<(Json<SyncSpec>, Option<Value>, String)> = sqlx::query_as(
-        "SELECT c.spec, c.cursor, i.provider FROM sync_configurations c
-           JOIN integrations i ON i.id = c.integration_id AND i.deleted_at IS NULL
-          WHERE c.tenant_id = $1 AND c.mode = $2 AND c.id = $3",
+    let row: Option<(Json<SyncSpec>, Option<Value>)> = sqlx::query_as(
+        "SELECT spec, cursor FROM sync_configurations
+          WHERE tenant_id = $1 AND mode = $2 AND id = $3",
     )
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
     .fetch_optional(opener.pool)
     .await?;
-    let Some((Json(spec), cursor, provider)) = row else {
+    let Some((Json(spec), cursor)) = row else {
         return Err(Error::not_found("sync configuration"));
     };
-    let started = std::time::Instant::now();
-    let (mut source, credentials, target) =
-        match opener.open(scope, &spec, &provider, actor, PREVIEW).await? {
-            Connection::Ready {
-                source,
-                credentials,
-                target,
-            } => (source, credentials, target),
-            Connection::Refused(e) | Connection::Unreachable(e) => {
-                return Ok(Delta::failed(cursor, e));
-            }
+    let value = cursor
+        .as_ref()
+        .and_then(|c| c.get("value"))
+        .and_then(as_text);
+    let (rows, watermark, sample) = if spec.source.is_store() {
+        let mut conn = opener.pool.acquire().await?;
+        let watermark = store_side::watermark(&mut conn).await?;
+        let position = match (&value, spec.reads_everything()) {
+            (Some(v), false) => Position::Since {
+                value: Some(v.clone()),
+                minus_seconds: store_side::LOOKBACK_SECONDS,
+            },
+            _ => Position::Since {
+                value: None,
+                minus_seconds: 0,
+            },
         };
-    let column = spec.cursor.as_ref().map(|c| c.column.as_str());
-    let is_time = spec.cursor_is_time();
-    let watermark = match column {
-        Some(c) => match source.watermark(c, is_time, spec.lag_seconds()).await {
+        let entity = spec.entity.as_str();
+        let w = Some(watermark.as_str());
+        let rows = store_side::count(&mut conn, scope, entity, &position, w).await?;
+        let sample = store_side::page(&mut conn, scope, entity, &position, w, limit)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let deleted = r.deleted;
+                mapping::map_keyed(&spec, r.key, r.data).map(|mut rec| {
+                    rec.deleted |= deleted;
+                    rec
+                })
+            })
+            .collect();
+        (rows, Some(watermark), sample)
+    } else {
+        match read_source(opener, scope, &spec, value, actor, limit).await? {
+            Ok(read) => read,
+            Err(e) => return Ok(Delta::failed(cursor, e)),
+        }
+    };
+    let sample = compare(opener.pool, scope, id, &spec, sample).await?;
+    Ok(Delta {
+        rows: Some(rows),
+        cursor,
+        watermark,
+        sample,
+        error: None,
+        checked_at: Utc::now(),
+    })
+}
+
+type Sample = Vec<std::result::Result<mapping::Record, mapping::Rejected>>;
+
+/// Counts and samples an integration source as a run would read it; `Err` holds why it could
+/// not be read (written to the integration's log).
+async fn read_source(
+    opener: &Opener<'_>,
+    scope: Scope,
+    spec: &SyncSpec,
+    value: Option<String>,
+    actor: &Actor,
+    limit: i64,
+) -> Result<std::result::Result<(i64, Option<String>, Sample), String>> {
+    let started = std::time::Instant::now();
+    let mut side = match opener
+        .open(scope, spec, Which::Source, actor, PREVIEW)
+        .await?
+    {
+        Connection::Ready(side) => side,
+        Connection::Refused(e) | Connection::Unreachable(e) => return Ok(Err(e)),
+    };
+    let column = spec.cursor_column();
+    let integration = side.integration_id;
+    let target = side.target.clone();
+    let watermark = match spec.strategy() {
+        Some(strategy) => match side
+            .adapter
+            .watermark(column, strategy, spec.lag_seconds())
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
-                let e = redact(&e, &credentials);
+                let e = redact(&e, &side.credentials);
                 let ms = started.elapsed().as_millis() as i64;
-                let target = target.as_deref();
                 opener
-                    .log(scope, &spec, PREVIEW, target, Err(&e), ms, None)
+                    .log(
+                        scope,
+                        integration,
+                        PREVIEW,
+                        target.as_deref(),
+                        Err(&e),
+                        ms,
+                        None,
+                    )
                     .await?;
-                return Ok(Delta::failed(cursor, e));
+                return Ok(Err(e));
             }
         },
         None => None,
     };
     let position = Position::Since {
-        value: cursor
-            .as_ref()
-            .and_then(|c| c.get("value"))
-            .and_then(as_text),
-        minus_seconds: if is_time { spec.lookback_seconds() } else { 0 },
+        value: value.filter(|_| !spec.reads_everything()),
+        minus_seconds: if spec.cursor_is_time() {
+            spec.lookback_seconds()
+        } else {
+            0
+        },
     };
-    let key: Vec<String> = spec.source.key.iter().map(|k| k.to_string()).collect();
+    let key = spec.source.key_names();
     let page = Page {
         cursor: column,
-        cursor_is_time: is_time,
+        strategy: spec.strategy(),
         key: &key,
         position: &position,
         watermark: watermark.as_deref(),
         limit: Some(limit),
     };
     let read = async {
-        let rows = source.count(&page).await?;
-        let sample = source.read(&page).await?;
+        let rows = side.adapter.count(&page).await?;
+        let sample = side.adapter.read(&page).await?;
         Ok::<_, String>((rows, sample))
     };
     let read = match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(Ok(read)) => Ok(read),
-        Ok(Err(e)) => Err(redact(&e, &credentials)),
+        Ok(Err(e)) => Err(redact(&e, &side.credentials)),
         Err(_) => Err("reading timed out".to_owned()),
     };
     let ms = started.elapsed().as_millis() as i64;
-    let (rows, sample) = match read {
+    let target = target.as_deref();
+    match read {
         Ok((rows, sample)) => {
             let summary = format!("{rows} rows to read; a sample of {}", sample.len());
-            let target = target.as_deref();
             opener
-                .log(scope, &spec, PREVIEW, target, Ok(()), ms, Some(&summary))
+                .log(
+                    scope,
+                    integration,
+                    PREVIEW,
+                    target,
+                    Ok(()),
+                    ms,
+                    Some(&summary),
+                )
                 .await?;
-            (rows, sample)
+            let sample = sample
+                .into_iter()
+                .map(|r| mapping::map_row(spec, r))
+                .collect();
+            Ok(Ok((rows, watermark, sample)))
         }
         Err(e) => {
-            let target = target.as_deref();
             opener
-                .log(scope, &spec, PREVIEW, target, Err(&e), ms, None)
+                .log(scope, integration, PREVIEW, target, Err(&e), ms, None)
                 .await?;
-            return Ok(Delta::failed(cursor, e));
+            Ok(Err(e))
         }
-    };
-    let mapped: Vec<_> = sample
-        .into_iter()
-        .map(|r| mapping::map_row(&spec, r))
-        .collect();
-    let keys: Vec<&str> = mapped
+    }
+}
+
+/// What each sampled record would do: compared with the store (inbound) or with what both
+/// sides last agreed on (outbound, bidirectional).
+async fn compare(
+    pool: &sqlx::PgPool,
+    scope: Scope,
+    id: Uuid,
+    spec: &SyncSpec,
+    sample: Sample,
+) -> Result<Vec<DeltaRow>> {
+    let keys: Vec<String> = sample
         .iter()
-        .filter_map(|m| m.as_ref().ok().map(|r| r.key.as_str()))
+        .filter_map(|m| m.as_ref().ok().map(|r| r.key.clone()))
         .collect();
-    let stored: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT key, hash, deleted_at IS NOT NULL FROM sync_records
-          WHERE tenant_id = $1 AND mode = $2 AND entity = $3 AND key = ANY($4)",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.mode.as_str())
-    .bind(spec.entity.as_str())
-    .bind(&keys)
-    .fetch_all(opener.pool)
-    .await?;
-    let sample = mapped
+    // Per key: the stored content's hash, or the link's base; and whether it is deleted.
+    type Known = (String, Option<Vec<u8>>, Option<Value>, bool);
+    let known: Vec<Known> = if spec.exchanges() {
+        let mut conn = pool.acquire().await?;
+        links::load(&mut conn, id, &keys)
+            .await?
+            .into_iter()
+            .map(|(k, l)| {
+                let gone = l.base.is_none();
+                (k, None, l.base.map(Value::Object), gone)
+            })
+            .collect()
+    } else {
+        sqlx::query_as(
+            "SELECT key, hash, NULL::jsonb, deleted_at IS NOT NULL FROM sync_records
+              WHERE tenant_id = $1 AND mode = $2 AND entity = $3 AND key = ANY($4)",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.mode.as_str())
+        .bind(spec.entity.as_str())
+        .bind(&keys)
+        .fetch_all(pool)
+        .await?
+    };
+    Ok(sample
         .into_iter()
         .map(|m| match m {
             Ok(r) => {
-                let old = stored.iter().find(|(k, _, _)| *k == r.key);
+                let old = known.iter().find(|(k, ..)| *k == r.key);
                 let change = match old {
                     _ if r.deleted => Change::Delete,
-                    None | Some((_, _, true)) => Change::Insert,
-                    Some((_, hash, false)) if *hash == r.hash => Change::Unchanged,
+                    None | Some((_, _, _, true)) => Change::Insert,
+                    Some((_, Some(hash), _, false)) if *hash == r.hash => Change::Unchanged,
+                    Some((_, None, Some(Value::Object(base)), false))
+                        if values::same_fields(base, &r.data) =>
+                    {
+                        Change::Unchanged
+                    }
                     Some(_) => Change::Update,
                 };
                 DeltaRow {
@@ -226,13 +333,5 @@ pub async fn delta(
                 error: Some(e.error),
             },
         })
-        .collect();
-    Ok(Delta {
-        rows: Some(rows),
-        cursor,
-        watermark,
-        sample,
-        error: None,
-        checked_at: Utc::now(),
-    })
+        .collect())
 }

@@ -208,7 +208,18 @@ pub async fn trigger_inbound(
     scope: Scope,
     configuration_id: Uuid,
 ) -> Result<Triggered> {
-    match try_start(conn, scope, configuration_id, Trigger::Inbound, None).await? {
+    trigger(conn, scope, configuration_id, Trigger::Inbound).await
+}
+
+/// Starts a run, or, while one is active, asks it for a follow-up run when it ends (what asked
+/// may be past the active run's reads already).
+pub async fn trigger(
+    conn: &mut PgConnection,
+    scope: Scope,
+    configuration_id: Uuid,
+    trigger: Trigger,
+) -> Result<Triggered> {
+    match try_start(conn, scope, configuration_id, trigger, None).await? {
         Ok((run, task)) => Ok(Triggered::Started(run.id, task)),
         Err(active) => {
             sqlx::query("UPDATE sync_configurations SET rerun_requested = true WHERE id = $1")

@@ -1,32 +1,45 @@
-//! The `postgres` and `mysql` (MySQL, MariaDB) source adapters over sqlx. Table and column
-//! names are checked against the live catalog before any query names them, and quoted; every
-//! value is a bind parameter. Each page is one query whose rows the database itself turns into
-//! JSON objects (`row_to_json`, `JSON_OBJECT`), `LIMIT`ed to the batch: memory is bounded by
-//! the batch size, not the table.
+//! The `postgres` and `mysql` (MySQL, MariaDB) adapters over sqlx. Table and column names are
+//! checked against the live catalog before any statement names them, and quoted; every value
+//! is a bind parameter. The database itself turns rows into JSON (`row_to_json`,
+//! `JSON_OBJECT`). A run reads one statement as it arrives, so memory is bounded by the batch,
+//! not the table. Writes are in `sql_write.rs`.
 
 use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
-use serde_json::{Map, Value};
-use sqlx::{Connection, MySqlConnection, PgConnection};
+use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 
-use super::source::{Page, Position, Source, SourceError};
+use super::{SideInfo, sql_write};
 use crate::{
-    integrations::sql::{Provider, SqlUrl},
+    integrations::{
+        connection::error_chain,
+        sql::{Provider, SqlUrl},
+    },
     net::Egress,
+    sync::{
+        adapter::{Adapter, Described, Page, Position, Read, Row, SourceError, Write, Written},
+        config::CursorStrategy,
+    },
 };
 
-enum Conn {
+pub(super) enum Conn {
     Pg(PgConnection),
     My(MySqlConnection),
 }
 
-pub struct SqlSource {
-    conn: Conn,
+pub struct SqlAdapter {
+    pub(super) conn: Conn,
     /// The quoted table name.
-    table: String,
-    columns: Vec<String>,
-    /// Per column: the type to cast bound text to (Postgres), or none (not usable as a key or
-    /// cursor).
-    casts: Vec<Option<&'static str>>,
+    pub(super) table: String,
+    /// `(schema, name)` as given, for catalog queries.
+    pub(super) schema: Option<String>,
+    pub(super) name: String,
+    pub(super) described: Described,
+    /// Per column: its type as the catalog names it (`udt_name`, `data_type`).
+    pub(super) types: Vec<String>,
+    pub(super) info: SideInfo,
+}
+
+pub(super) fn fail(e: sqlx::Error) -> SourceError {
+    error_chain(&e)
 }
 
 /// Connects to the integration's database (`credentials.url`, through the egress rules) and
@@ -36,14 +49,14 @@ pub async fn connect(
     url: &str,
     egress: &Egress,
     table: &str,
-) -> Result<SqlSource, SourceError> {
+    info: SideInfo,
+) -> Result<SqlAdapter, SourceError> {
     let url = SqlUrl::parse(provider, url)?;
     let host = url.vet(egress).await?;
     let (schema, name) = match table.split_once('.') {
         Some((s, t)) => (Some(s.to_owned()), t.to_owned()),
         None => (None, table.to_owned()),
     };
-    let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
     let (conn, described) = match url.provider {
         Provider::Postgres => {
             let mut c = PgConnection::connect_with(&url.postgres_options(&host))
@@ -65,6 +78,8 @@ pub async fn connect(
             let mut c = MySqlConnection::connect_with(&url.mysql_options(&host))
                 .await
                 .map_err(fail)?;
+            // Times are read and written in UTC, whatever the server's zone.
+            c.execute("SET time_zone = '+00:00'").await.map_err(fail)?;
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR)
                    FROM information_schema.columns
@@ -78,39 +93,42 @@ pub async fn connect(
             .map_err(fail)?;
             (Conn::My(c), rows)
         }
-        Provider::MsSql => return Err("the mssql adapter does not read tables yet".into()),
+        Provider::MsSql => return Err("mssql tables are read by the mssql adapter".into()),
     };
     if described.is_empty() {
         return Err(format!(
             "the table `{table}` does not exist (or is not visible)"
         ));
     }
-    let quote = |s: &str| match conn {
-        Conn::Pg(_) => format!("\"{s}\""),
-        Conn::My(_) => format!("`{s}`"),
-    };
-    let table = match &schema {
+    let quote = |s: &str| quote(&conn, s);
+    let quoted = match &schema {
         Some(s) => format!("{}.{}", quote(s), quote(&name)),
         None => quote(&name),
     };
-    let casts = described
-        .iter()
-        .map(|(_, t)| match conn {
-            Conn::Pg(_) => pg_cast(t),
-            // MySQL compares bound text with any column type itself.
-            Conn::My(_) => Some(""),
-        })
-        .collect();
-    Ok(SqlSource {
+    let (columns, types) = described.into_iter().unzip();
+    Ok(SqlAdapter {
+        table: quoted,
         conn,
-        table,
-        columns: described.into_iter().map(|(c, _)| c).collect(),
-        casts,
+        schema,
+        name,
+        described: Described {
+            columns,
+            schema_known: true,
+        },
+        types,
+        info,
     })
 }
 
+pub(super) fn quote(conn: &Conn, s: &str) -> String {
+    match conn {
+        Conn::Pg(_) => format!("\"{s}\""),
+        Conn::My(_) => format!("`{s}`"),
+    }
+}
+
 /// The Postgres types a key or cursor column may have, by `udt_name`.
-fn pg_cast(udt: &str) -> Option<&'static str> {
+pub(super) fn pg_cast(udt: &str) -> Option<&'static str> {
     Some(match udt {
         "int2" => "smallint",
         "int4" => "integer",
@@ -126,22 +144,29 @@ fn pg_cast(udt: &str) -> Option<&'static str> {
     })
 }
 
-impl SqlSource {
-    fn quote(&self, s: &str) -> String {
-        match self.conn {
-            Conn::Pg(_) => format!("\"{s}\""),
-            Conn::My(_) => format!("`{s}`"),
-        }
+impl SqlAdapter {
+    pub(super) fn quote(&self, s: &str) -> String {
+        quote(&self.conn, s)
     }
 
-    /// A bound parameter cast to `column`'s type.
-    fn param(&self, n: usize, column: &str) -> Result<String, SourceError> {
-        let i = self.columns.iter().position(|c| c == column);
-        let cast = i.and_then(|i| self.casts[i]).ok_or_else(|| {
-            format!("the column `{column}` has a type that cannot be a key or cursor")
-        })?;
+    pub(super) fn type_of(&self, column: &str) -> Option<&str> {
+        let i = self.described.columns.iter().position(|c| c == column)?;
+        Some(self.types[i].as_str())
+    }
+
+    /// A bound parameter (the `n`th) cast to `column`'s type.
+    pub(super) fn param(&self, n: usize, column: &str) -> Result<String, SourceError> {
+        let t = self
+            .type_of(column)
+            .ok_or_else(|| format!("the table has no column `{column}`"))?;
         Ok(match self.conn {
-            Conn::Pg(_) => format!("CAST(${n} AS {cast})"),
+            Conn::Pg(_) => {
+                let cast = pg_cast(t).ok_or_else(|| {
+                    format!("the column `{column}` has a type that cannot be a key or cursor")
+                })?;
+                format!("CAST(${n} AS {cast})")
+            }
+            // MySQL compares bound text with any column type itself.
             Conn::My(_) => "?".to_owned(),
         })
     }
@@ -164,7 +189,7 @@ impl SqlSource {
                 let c = page.cursor.ok_or("a start value needs a cursor column")?;
                 params.push(v.clone());
                 let p = self.param(params.len(), c)?;
-                let lower = match (&self.conn, page.cursor_is_time && *minus_seconds > 0) {
+                let lower = match (&self.conn, page.cursor_is_time() && *minus_seconds > 0) {
                     (_, false) => p,
                     (Conn::Pg(_), true) => {
                         params.push(minus_seconds.to_string());
@@ -178,6 +203,8 @@ impl SqlSource {
                         "? - INTERVAL ? SECOND".to_owned()
                     }
                 };
+                // Inclusive: rows sharing the cursor's value are read again (and count as
+                // unchanged), never skipped.
                 conds.push(format!("{} >= {lower}", self.quote(c)));
             }
             Position::Since { value: None, .. } => {}
@@ -199,11 +226,12 @@ impl SqlSource {
                     placeholders.join(", ")
                 ));
             }
+            Position::Page { .. } => return Err("a table is not read by pages".into()),
         }
         if let (Some(c), Some(w)) = (page.cursor, page.watermark) {
             params.push(w.to_owned());
             let p = self.param(params.len(), c)?;
-            let op = if page.cursor_is_time { "<" } else { "<=" };
+            let op = if page.cursor_is_time() { "<" } else { "<=" };
             conds.push(format!("{} {op} {p}", self.quote(c)));
         }
         let filter = if conds.is_empty() {
@@ -214,17 +242,34 @@ impl SqlSource {
         Ok((filter, params, order))
     }
 
-    /// The statement counting the rows every page from `page` on would read.
-    fn count_sql(&self, page: &Page) -> Result<(String, Vec<String>), SourceError> {
-        let (filter, params, _) = self.filter_sql(page)?;
-        let sql = format!("SELECT count(*) FROM {}{filter}", self.table);
-        Ok((sql, params))
+    /// `SELECT <row as JSON text> FROM (<inner>) t`.
+    pub(super) fn as_json(&self, inner: &str) -> String {
+        match self.conn {
+            Conn::Pg(_) => format!("SELECT row_to_json(t)::text FROM ({inner}) t"),
+            Conn::My(_) => {
+                let pairs: Vec<String> = self
+                    .described
+                    .columns
+                    .iter()
+                    .map(|c| format!("'{c}', t.{}", self.quote(c)))
+                    .collect();
+                format!(
+                    "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM ({inner}) t",
+                    pairs.join(", ")
+                )
+            }
+        }
     }
 
     /// The page's statement and its parameters, in order.
     fn page_sql(&self, page: &Page) -> Result<(String, Vec<String>), SourceError> {
         let (filter, params, order) = self.filter_sql(page)?;
-        let cols: Vec<String> = self.columns.iter().map(|c| self.quote(c)).collect();
+        let cols: Vec<String> = self
+            .described
+            .columns
+            .iter()
+            .map(|c| self.quote(c))
+            .collect();
         let order: Vec<String> = order.iter().map(|c| self.quote(c)).collect();
         let limit = page
             .limit
@@ -236,53 +281,70 @@ impl SqlSource {
             self.table,
             order.join(", "),
         );
-        let sql = match self.conn {
-            Conn::Pg(_) => format!("SELECT row_to_json(t)::text FROM ({inner}) t"),
-            Conn::My(_) => {
-                let pairs: Vec<String> = self
-                    .columns
-                    .iter()
-                    .map(|c| format!("'{c}', t.{}", self.quote(c)))
-                    .collect();
-                format!(
-                    "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM ({inner}) t",
-                    pairs.join(", ")
-                )
+        Ok((self.as_json(&inner), params))
+    }
+
+    /// Runs `sql` with text `params`, each row one JSON text.
+    pub(super) async fn json_rows(
+        &mut self,
+        sql: String,
+        params: &[String],
+    ) -> Result<Vec<Row>, SourceError> {
+        let rows: Vec<String> = match &mut self.conn {
+            Conn::Pg(c) => {
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for p in params {
+                    q = q.bind(p);
+                }
+                q.fetch_all(c).await.map_err(fail)?
+            }
+            Conn::My(c) => {
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for p in params {
+                    q = q.bind(p);
+                }
+                q.fetch_all(c).await.map_err(fail)?
             }
         };
-        Ok((sql, params))
+        rows.iter().map(|r| parse_row(r)).collect()
     }
 }
 
-/// A row as the source's JSON function wrote it.
-fn parse_row(text: &str) -> Result<Map<String, Value>, SourceError> {
+/// A row as the database's JSON function wrote it.
+pub(super) fn parse_row(text: &str) -> Result<Row, SourceError> {
     match serde_json::from_str(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err("the source returned a row that is not a JSON object".to_owned()),
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err("the database returned a row that is not a JSON object".to_owned()),
     }
 }
 
-impl Source for SqlSource {
-    fn columns(&self) -> &[String] {
-        &self.columns
+impl Adapter for SqlAdapter {
+    fn describe(&self) -> &Described {
+        &self.described
     }
 
     fn watermark<'a>(
         &'a mut self,
-        column: &'a str,
-        is_time: bool,
+        column: Option<&'a str>,
+        strategy: CursorStrategy,
         lag_seconds: i64,
     ) -> BoxFuture<'a, Result<Option<String>, SourceError>> {
         Box::pin(async move {
-            let i = self.columns.iter().position(|c| c == column);
-            let cast = i.and_then(|i| self.casts[i]).ok_or_else(|| {
-                format!("the column `{column}` has a type that cannot be a cursor")
-            })?;
+            let Some(column) = column else {
+                return Ok(None);
+            };
+            let is_time = strategy == CursorStrategy::Timestamp;
+            let t = self
+                .type_of(column)
+                .ok_or_else(|| format!("the table has no column `{column}`"))?
+                .to_owned();
             let col = self.quote(column);
-            let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
             let table = self.table.clone();
             match &mut self.conn {
                 Conn::Pg(c) => {
+                    let cast = pg_cast(&t).ok_or_else(|| {
+                        format!("the column `{column}` has a type that cannot be a cursor")
+                    })?;
                     let sql = if is_time {
                         format!("SELECT CAST(now() - make_interval(secs => $1) AS {cast})::text")
                     } else {
@@ -312,8 +374,8 @@ impl Source for SqlSource {
 
     fn count<'a>(&'a mut self, page: &'a Page<'a>) -> BoxFuture<'a, Result<i64, SourceError>> {
         Box::pin(async move {
-            let (sql, params) = self.count_sql(page)?;
-            let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
+            let (filter, params, _) = self.filter_sql(page)?;
+            let sql = format!("SELECT count(*) FROM {}{filter}", self.table);
             match &mut self.conn {
                 Conn::Pg(c) => {
                     let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
@@ -333,60 +395,63 @@ impl Source for SqlSource {
         })
     }
 
-    fn stream<'a>(
-        &'a mut self,
-        page: &'a Page<'a>,
-    ) -> BoxStream<'a, Result<Map<String, Value>, SourceError>> {
+    fn stream<'a>(&'a mut self, page: &'a Page<'a>) -> BoxStream<'a, Result<Read, SourceError>> {
         let (sql, params) = match self.page_sql(page) {
             Ok(statement) => statement,
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
-        let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
-        // One statement, read as it arrives: the source sorts once, and memory holds what the
-        // socket buffers (the engine takes a batch at a time).
+        // One statement, read as it arrives: the database sorts once, and memory holds what
+        // the socket buffers (the engine takes a batch at a time).
         let rows: BoxStream<'a, Result<String, SourceError>> = match &mut self.conn {
             Conn::Pg(c) => {
                 let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
                 for p in params {
                     q = q.bind(p);
                 }
-                q.fetch(c).map(move |r| r.map_err(fail)).boxed()
+                q.fetch(c).map(|r| r.map_err(fail)).boxed()
             }
             Conn::My(c) => {
                 let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
                 for p in params {
                     q = q.bind(p);
                 }
-                q.fetch(c).map(move |r| r.map_err(fail)).boxed()
+                q.fetch(c).map(|r| r.map_err(fail)).boxed()
             }
         };
-        rows.map(|r| r.and_then(|text| parse_row(&text))).boxed()
+        rows.map(|r| r.and_then(|text| parse_row(&text)).map(Read::row))
+            .boxed()
     }
 
-    fn read<'a>(
-        &'a mut self,
-        page: &'a Page<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Map<String, Value>>, SourceError>> {
+    fn read<'a>(&'a mut self, page: &'a Page<'a>) -> BoxFuture<'a, Result<Vec<Row>, SourceError>> {
         Box::pin(async move {
             let (sql, params) = self.page_sql(page)?;
-            let fail = |e: sqlx::Error| crate::integrations::connection::error_chain(&e);
-            let rows: Vec<String> = match &mut self.conn {
-                Conn::Pg(c) => {
-                    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-                    for p in &params {
-                        q = q.bind(p);
-                    }
-                    q.fetch_all(c).await.map_err(fail)?
-                }
-                Conn::My(c) => {
-                    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-                    for p in &params {
-                        q = q.bind(p);
-                    }
-                    q.fetch_all(c).await.map_err(fail)?
-                }
-            };
-            rows.iter().map(|r| parse_row(r)).collect()
+            self.json_rows(sql, &params).await
         })
+    }
+
+    fn fetch<'a>(
+        &'a mut self,
+        keys: &'a [Vec<String>],
+    ) -> BoxFuture<'a, Result<Vec<Row>, SourceError>> {
+        Box::pin(sql_write::fetch(self, keys))
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Written>, SourceError>> {
+        Box::pin(sql_write::write(self, writes))
+    }
+
+    fn version_of(&self, row: &Row) -> Option<String> {
+        let c = self.info.version.as_deref()?;
+        row.get(c).and_then(crate::sync::adapter::as_text)
+    }
+
+    fn check_writable<'a>(
+        &'a mut self,
+        fields: &'a [String],
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(sql_write::check_writable(self, fields))
     }
 }

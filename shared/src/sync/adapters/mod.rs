@@ -1,0 +1,73 @@
+//! The adapters behind [`Adapter`](super::adapter::Adapter), one per kind of integration:
+//! [`sql`] (`postgres`, `mysql`, over sqlx; writes in `sql_write.rs`).
+
+pub mod sql;
+mod sql_write;
+
+use super::adapter::{Adapter, SourceError};
+use super::config::{CursorSpec, CursorStrategy, SideKind, SideSpec};
+use crate::net::Egress;
+
+/// What an adapter needs to know of its side beyond the connection.
+#[derive(Clone, Debug, Default)]
+pub struct SideInfo {
+    /// The key columns, in order.
+    pub key: Vec<String>,
+    /// The column whose value is a row's version (a `timestamp` or `rowversion` cursor's):
+    /// conditional writes compare it.
+    pub version: Option<String>,
+    /// The column marking deleted rows.
+    pub tombstone: Option<String>,
+}
+
+impl SideInfo {
+    pub fn of(side: &SideSpec, cursor: Option<&CursorSpec>) -> SideInfo {
+        let version = cursor
+            .filter(|c| {
+                matches!(
+                    c.strategy,
+                    CursorStrategy::Timestamp | CursorStrategy::Rowversion
+                )
+            })
+            .and_then(|c| c.column.as_ref())
+            .map(|c| c.to_string());
+        SideInfo {
+            key: side.key_names(),
+            version,
+            tombstone: side.tombstone.as_ref().map(|t| t.to_string()),
+        }
+    }
+}
+
+/// An integration as an adapter needs it.
+pub struct Target<'a> {
+    pub provider: &'a str,
+    /// The connection URL (SQL) from the credentials.
+    pub url: Option<&'a str>,
+    /// HTTP integrations: where resources are, settings (`api_key_header`), credentials.
+    pub base_url: Option<&'a str>,
+    pub config: &'a serde_json::Value,
+    pub credentials: &'a crate::integrations::vault::Opened,
+}
+
+/// Connects to `side` of integration `target`.
+pub async fn connect(
+    target: &Target<'_>,
+    side: &SideSpec,
+    info: SideInfo,
+    egress: &Egress,
+) -> Result<Box<dyn Adapter>, SourceError> {
+    match SideKind::of(target.provider) {
+        SideKind::Postgres | SideKind::MySql => {
+            let url = target
+                .url
+                .ok_or("the integration has no `url` credential")?;
+            let table = side.table.as_ref().ok_or("a SQL side needs a table")?;
+            Ok(Box::new(
+                sql::connect(target.provider, url, egress, table.as_str(), info).await?,
+            ))
+        }
+        SideKind::MsSql => Err("the mssql adapter is not wired yet".into()),
+        SideKind::Http => Err("the http adapter is not wired yet".into()),
+    }
+}

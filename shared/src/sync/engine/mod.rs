@@ -1,0 +1,511 @@
+//! The run loop (docs/architecture.md §10). A run reads a side's changes after its checkpoint
+//! up to the run's watermark, batch by batch, and commits every batch with the run's counters
+//! and the new checkpoint in one transaction:
+//!
+//! - [`inbound`]: an integration's rows upserted into the record store (the store write is in
+//!   the batch's transaction).
+//! - [`exchange`]: outbound and bidirectional runs, which compare each changed record with the
+//!   other side and their sync link, then write to the other side (external writes before the
+//!   batch's transaction, store writes in it), and hold or settle conflicts.
+//!
+//! Every batch transaction first takes a share lock on the run's job row, held by this
+//! process's lease: a run that lost its lease (frozen, then resumed elsewhere) writes nothing.
+//! A run killed mid-way is resumed by the job's next run from the last committed checkpoint,
+//! so no row is skipped, and a re-read row is idempotent (an upsert, or sides found equal), so
+//! none is duplicated. The engine knows no adapter.
+
+mod exchange;
+mod inbound;
+mod plan;
+mod resolutions;
+mod settle;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::{PgPool, types::Json};
+use uuid::Uuid;
+
+use super::{
+    adapter::{Position, as_text},
+    config::{SyncMode, SyncSpec},
+    mapping::Rejected,
+    open::{Connection, OpenSide, Opener, Which},
+    runs::{self, LogLevel, RunStatus},
+    store,
+};
+use crate::{
+    audit::{Actor, ActorKind},
+    crypto::Keyring,
+    error::{Error, Result},
+    events::{NewEvent, Source as EventSource, insert_one},
+    integrations::{logs as integration_logs, logs::SourceCall, vault::Purpose},
+    jobs::{self, Lease, Outcome},
+    mode::Mode,
+    net::Egress,
+    queue::JobTask,
+    tenants::Scope,
+};
+
+/// Longest wait for a connection or one batch from a side before the run counts as failed
+/// (and retries).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the engine needs from the worker.
+pub struct Engine<'a> {
+    pub pool: &'a PgPool,
+    pub keyring: &'a Keyring,
+    pub egress: &'a Egress,
+}
+
+/// A run as its job reads it.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    status: RunStatus,
+    cancel_requested: bool,
+    watermark: Option<String>,
+    target_watermark: Option<String>,
+    phase: String,
+    checkpoint: Option<Json<Position>>,
+    cursor_before: Option<Value>,
+    rows_failed: i64,
+    started: bool,
+    tenant_id: Uuid,
+    mode: String,
+    configuration_id: Uuid,
+    spec: Json<SyncSpec>,
+}
+
+/// How a run ended here, with the tasks to push after commit.
+pub enum Ended {
+    Finished {
+        /// The fan-outs of the events it wrote.
+        events: Vec<JobTask>,
+        /// The follow-up run an inbound webhook asked for while this one was going.
+        follow_up: Option<JobTask>,
+    },
+    /// This process lost the job's lease: whoever holds it now goes on.
+    LostLease,
+}
+
+/// What a run is working on, once its sides are open.
+struct Run<'a> {
+    job: &'a Lease,
+    id: Uuid,
+    scope: Scope,
+    configuration_id: Uuid,
+    spec: &'a SyncSpec,
+    row: RunRow,
+}
+
+/// The counters a batch adds to its run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    read: i64,
+    inserted: i64,
+    updated: i64,
+    unchanged: i64,
+    deleted: i64,
+    conflicts: i64,
+    failed: i64,
+}
+
+impl Engine<'_> {
+    /// Runs (or resumes) the sync run the job works on. `Err` means the run could not go on
+    /// for now (an integration or Postgres unreachable): the job retries it from its
+    /// checkpoint.
+    pub async fn run(&self, job: &Lease) -> Result<Ended> {
+        let run_id = job.subject_id;
+        let row: Option<RunRow> = sqlx::query_as(
+            "SELECT r.status, r.cancel_requested, r.watermark, r.target_watermark, r.phase,
+                    r.checkpoint, r.cursor_before, r.rows_failed,
+                    r.started_at IS NOT NULL AS started, r.tenant_id, r.mode,
+                    r.configuration_id, c.spec
+               FROM sync_runs r JOIN sync_configurations c ON c.id = r.configuration_id
+              WHERE r.id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(self.pool)
+        .await?;
+        let Some(row) = row else {
+            // The configuration was deleted with its runs.
+            return self.close_job(job).await;
+        };
+        if !row.status.is_active() {
+            return self.close_job(job).await;
+        }
+        let spec = row.spec.0.clone();
+        let run = Run {
+            job,
+            id: run_id,
+            scope: Scope {
+                tenant_id: row.tenant_id,
+                mode: Mode::parse(&row.mode)?,
+            },
+            configuration_id: row.configuration_id,
+            spec: &spec,
+            row,
+        };
+        let mut fin = Finish::new(&run);
+        if run.row.cancel_requested {
+            return self.finish(&run, &fin, End::Cancelled, None).await;
+        }
+        if spec.exchanges() {
+            self.exchange(run, &mut fin).await
+        } else {
+            self.inbound(run, &mut fin).await
+        }
+    }
+
+    /// Opens side `which` of the run's configuration for the run, or ends the run when it
+    /// cannot be opened for good (`Err(ended)`). An unreachable side is an error: the job
+    /// retries.
+    async fn open(
+        &self,
+        run: &Run<'_>,
+        fin: &Finish,
+        which: Which,
+    ) -> Result<std::result::Result<Box<OpenSide>, Ended>> {
+        let actor = Actor {
+            kind: ActorKind::Job(run.job.id),
+            request_id: None,
+            ip: None,
+        };
+        let opener = Opener {
+            pool: self.pool,
+            keyring: self.keyring,
+            egress: self.egress,
+            timeout: READ_TIMEOUT,
+        };
+        match opener
+            .open(run.scope, run.spec, which, &actor, Purpose::SyncRun)
+            .await?
+        {
+            Connection::Ready(side) => Ok(Ok(side)),
+            Connection::Refused(e) => Ok(Err(self.finish(run, fin, End::Failed(e), None).await?)),
+            Connection::Unreachable(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Marks the run running with its watermarks (on its first start), if the lease still
+    /// holds.
+    async fn mark_running(
+        &self,
+        run: &Run<'_>,
+        watermark: &Option<String>,
+        target_watermark: &Option<String>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !hold(&mut tx, run.job).await? {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE sync_runs SET status = 'running', watermark = $2, target_watermark = $3,
+                                  started_at = COALESCE(started_at, now())
+              WHERE id = $1",
+        )
+        .bind(run.id)
+        .bind(watermark)
+        .bind(target_watermark)
+        .execute(&mut *tx)
+        .await?;
+        let (message, details) = if run.row.started {
+            (
+                "resumed from its checkpoint",
+                json!({ "attempt": run.job.attempt, "phase": run.row.phase }),
+            )
+        } else {
+            (
+                "started",
+                json!({ "watermark": watermark, "target_watermark": target_watermark }),
+            )
+        };
+        runs::log(&mut *tx, run.id, LogLevel::Info, message, Some(details)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Adds a batch's counters, skipped records and checkpoint to the run (on the batch's
+    /// transaction).
+    async fn count(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        run_id: Uuid,
+        c: Counts,
+        rejected: &[Rejected],
+        phase: Which,
+        next: &Position,
+    ) -> Result<BatchState> {
+        if !rejected.is_empty() {
+            sqlx::query(
+                "INSERT INTO sync_record_errors (id, run_id, record_key, error, data)
+                 SELECT gen_random_uuid(), $1, t.k, t.e, t.d
+                   FROM UNNEST($2::text[], $3::text[], $4::jsonb[]) AS t(k, e, d)",
+            )
+            .bind(run_id)
+            .bind(rejected.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
+            .bind(rejected.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+            .bind(
+                rejected
+                    .iter()
+                    .map(|r| Json(store::storable(&r.row)))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(sqlx::query_as(
+            "UPDATE sync_runs
+                SET rows_read = rows_read + $2, rows_inserted = rows_inserted + $3,
+                    rows_updated = rows_updated + $4, rows_unchanged = rows_unchanged + $5,
+                    rows_deleted = rows_deleted + $6, conflicts = conflicts + $7,
+                    rows_failed = rows_failed + $8, batches = batches + 1, checkpoint = $9,
+                    phase = $10
+              WHERE id = $1 RETURNING rows_failed, cancel_requested",
+        )
+        .bind(run_id)
+        .bind(c.read)
+        .bind(c.inserted)
+        .bind(c.updated)
+        .bind(c.unchanged)
+        .bind(c.deleted)
+        .bind(c.conflicts)
+        .bind(c.failed + rejected.len() as i64)
+        .bind(Json(next))
+        .bind(phase.as_str())
+        .fetch_one(tx)
+        .await?)
+    }
+
+    /// After a batch: the run goes on, or it ends (failed past the error threshold, or
+    /// cancelled).
+    fn after_batch(spec: &SyncSpec, state: &BatchState) -> Option<End> {
+        if state.rows_failed > spec.error_threshold() {
+            return Some(End::Failed(format!(
+                "{} records failed, more than the error threshold of {}",
+                state.rows_failed,
+                spec.error_threshold()
+            )));
+        }
+        state.cancel_requested.then_some(End::Cancelled)
+    }
+
+    /// Ends the job whose run is gone or finished already.
+    async fn close_job(&self, job: &Lease) -> Result<Ended> {
+        let mut conn = self.pool.acquire().await?;
+        jobs::finish(&mut conn, job, &Outcome::Succeeded).await?;
+        Ok(Ended::Finished {
+            events: Vec::new(),
+            follow_up: None,
+        })
+    }
+
+    /// Ends the run and its job in one transaction: the sweep of a full inbound run's unseen
+    /// records, the configuration's new cursor, the log line and the end event.
+    async fn finish(
+        &self,
+        run: &Run<'_>,
+        f: &Finish,
+        end: End,
+        cursor_after: Option<Value>,
+    ) -> Result<Ended> {
+        let spec = run.spec;
+        let mut tx = self.pool.begin().await?;
+        if !jobs::finish(&mut tx, run.job, &Outcome::Succeeded).await? {
+            return Ok(Ended::LostLease);
+        }
+        let (status, error) = match &end {
+            End::Succeeded => (RunStatus::Succeeded, None),
+            End::Partial => (RunStatus::Partial, None),
+            End::Failed(e) => (RunStatus::Failed, Some(e.clone())),
+            End::Cancelled => (RunStatus::Cancelled, Some("cancelled".to_owned())),
+        };
+        let done = matches!(end, End::Succeeded | End::Partial);
+        let mut swept = 0;
+        if done && spec.reads_everything() && !spec.exchanges() {
+            if matches!(end, End::Succeeded) {
+                swept = store::sweep_unseen(&mut tx, &inbound::target(run)).await?;
+            } else {
+                let m = "deletes by absence skipped: records failed, so absence proves nothing";
+                runs::log(&mut *tx, run.id, LogLevel::Warn, m, None).await?;
+            }
+        }
+        let row: runs::SyncRun = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE sync_runs
+                SET status = $2, error = $3, cursor_after = $4, rows_deleted = rows_deleted + $5,
+                    finished_at = now(), checkpoint = NULL
+              WHERE id = $1 RETURNING {}",
+            runs::RUN_COLUMNS
+        )))
+        .bind(run.id)
+        .bind(status)
+        .bind(&error)
+        .bind(&cursor_after)
+        .bind(swept)
+        .fetch_one(&mut *tx)
+        .await?;
+        if done {
+            sqlx::query("UPDATE sync_configurations SET cursor = $2 WHERE id = $1")
+                .bind(run.configuration_id)
+                .bind(&cursor_after)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ms = match (row.started_at, row.finished_at) {
+            (Some(s), Some(e)) => (e - s).num_milliseconds(),
+            _ => 0,
+        };
+        let plural = if row.batches == 1 { "" } else { "es" };
+        let summary = format!("{} rows in {} batch{plural}", row.rows_read, row.batches);
+        for (integration_id, target) in &f.sessions {
+            let call = SourceCall {
+                integration_id: *integration_id,
+                tenant_id: run.scope.tenant_id,
+                kind: "sync",
+                method: "READ",
+                target: target.as_deref(),
+                ok: done,
+                duration_ms: ms,
+                error: error.as_deref(),
+                summary: Some(&summary),
+            };
+            integration_logs::write(&mut *tx, &call).await?;
+        }
+        let level = if done { LogLevel::Info } else { LogLevel::Warn };
+        let message = format!(
+            "{}: {}",
+            status.as_str(),
+            error.as_deref().unwrap_or("done")
+        );
+        let stats = serde_json::to_value(&row).map_err(|e| Error::Internal(e.into()))?;
+        runs::log(&mut *tx, run.id, level, &message, Some(stats.clone())).await?;
+        let mut tasks = Vec::new();
+        let event_type = match status {
+            RunStatus::Succeeded | RunStatus::Partial => Some("sync.run.succeeded"),
+            RunStatus::Failed => Some("sync.run.failed"),
+            _ => None,
+        };
+        if let Some(t) = event_type {
+            let mut data = stats;
+            data["entity"] = json!(spec.entity.as_str());
+            tasks.push(self.event(&mut tx, run, t, data).await?);
+        }
+        let follow_up = if status == RunStatus::Cancelled {
+            None
+        } else {
+            runs::follow_up(&mut tx, run.scope, run.configuration_id).await?
+        };
+        if let Some((next, _)) = &follow_up {
+            let m = format!(
+                "run {} follows: a webhook or a resolution asked for it during this run",
+                next.id
+            );
+            runs::log(&mut *tx, run.id, LogLevel::Info, &m, None).await?;
+        }
+        tx.commit().await?;
+        Ok(Ended::Finished {
+            events: tasks,
+            follow_up: follow_up.map(|(_, task)| task),
+        })
+    }
+
+    /// Writes an event of the run's configuration to the outbox (ordered per configuration).
+    async fn event(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        run: &Run<'_>,
+        event_type: &str,
+        data: Value,
+    ) -> Result<JobTask> {
+        let mut event = NewEvent::new(
+            run.scope.tenant_id,
+            run.scope.mode,
+            event_type,
+            data,
+            EventSource::Sync,
+            chrono::Utc::now(),
+        );
+        event.ordering_key = Some(run.configuration_id.to_string());
+        insert_one(tx, &event).await
+    }
+}
+
+/// Where a side's read starts: its checkpoint when resuming that side, else its cursor
+/// (less the lookback for times).
+fn start_position(
+    resume: Option<&Position>,
+    cursor_value: Option<&Value>,
+    lookback_seconds: i64,
+) -> Position {
+    match resume {
+        Some(p) => p.clone(),
+        None => Position::Since {
+            value: cursor_value.and_then(as_text),
+            minus_seconds: lookback_seconds,
+        },
+    }
+}
+
+/// What the end of a run needs: the sessions it had with integrations, for their logs.
+struct Finish {
+    sessions: Vec<(Uuid, Option<String>)>,
+}
+
+impl Finish {
+    fn new(_run: &Run<'_>) -> Finish {
+        Finish { sessions: vec![] }
+    }
+
+    fn opened(&mut self, side: &OpenSide) {
+        self.sessions
+            .push((side.integration_id, side.target.clone()));
+    }
+}
+
+enum End {
+    Succeeded,
+    Partial,
+    Failed(String),
+    Cancelled,
+}
+
+#[derive(sqlx::FromRow)]
+struct BatchState {
+    rows_failed: i64,
+    cancel_requested: bool,
+}
+
+/// Takes a share lock on the job's row if this process still holds its lease: the transaction
+/// then commits only while the lease is ours (a reconciler taking the job back waits for it).
+async fn hold(tx: &mut sqlx::PgConnection, job: &Lease) -> Result<bool> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM jobs
+          WHERE id = $1 AND dispatch_seq = $2 AND lease_owner = $3 AND state = 'running'
+          FOR SHARE",
+    )
+    .bind(job.id)
+    .bind(job.dispatch_seq)
+    .bind(job.owner.as_str())
+    .fetch_optional(tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Postgres refused the data itself (a value it cannot hold), not the connection.
+fn is_data_error(e: &Error) -> bool {
+    match e {
+        Error::Database(sqlx::Error::Database(d)) => d
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
+}
+
+fn unavailable(message: String) -> Error {
+    Error::Internal(anyhow::anyhow!("the integration failed: {message}"))
+}
+
+/// A full or `hash` read starts from the beginning each run.
+fn reads_from_start(spec: &SyncSpec) -> bool {
+    spec.mode == SyncMode::Full || spec.cursor_column().is_none()
+}
