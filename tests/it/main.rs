@@ -34,5 +34,6 @@ mod ssrf;
 mod sync;
 mod sync_api;
 mod sync_bidirectional;
+mod sync_http;
 mod sync_runs;
 mod sync_triggers;

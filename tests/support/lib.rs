@@ -8,6 +8,7 @@ pub mod erp;
 pub mod mariadb;
 pub mod partner;
 pub mod process;
+pub mod rest_erp;
 
 pub use app::{TestApp, TestOptions};
 pub use erp::ErpServer;

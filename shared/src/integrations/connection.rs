@@ -121,23 +121,12 @@ impl Checker {
             return Outcome::failed(format!("the address is not allowed: {e}"), None, target);
         }
         let mut req = self.client.get(url);
-        if let Some(token) = credentials.get("bearer_token") {
-            req = req.header("authorization", format!("Bearer {token}"));
-        } else if let (Some(user), Some(pass)) =
-            (credentials.get("username"), credentials.get("password"))
-        {
-            req = req.header(
-                "authorization",
-                format!("Basic {}", STANDARD.encode(format!("{user}:{pass}"))),
-            );
-        }
-        if let Some(key) = credentials.get("api_key") {
-            let header = integration
-                .config
-                .get("api_key_header")
-                .and_then(|v| v.as_str())
-                .unwrap_or("X-API-Key");
-            req = req.header(header, key);
+        let key_header = integration
+            .config
+            .get("api_key_header")
+            .and_then(|v| v.as_str());
+        for (name, value) in auth_headers(credentials, key_header) {
+            req = req.header(name, value);
         }
         let response = match req.send().await {
             Ok(r) => r,
@@ -198,6 +187,26 @@ impl Outcome {
             body: None,
         }
     }
+}
+
+/// The headers that authenticate calls to an HTTP integration, from its credentials:
+/// `bearer_token` (Bearer), `username` + `password` (Basic), `api_key` (in the integration's
+/// `api_key_header`, default `X-API-Key`).
+pub fn auth_headers(credentials: &Opened, api_key_header: Option<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(token) = credentials.get("bearer_token") {
+        out.push(("authorization".to_owned(), format!("Bearer {token}")));
+    } else if let (Some(user), Some(pass)) =
+        (credentials.get("username"), credentials.get("password"))
+    {
+        let basic = STANDARD.encode(format!("{user}:{pass}"));
+        out.push(("authorization".to_owned(), format!("Basic {basic}")));
+    }
+    if let Some(key) = credentials.get("api_key") {
+        let header = api_key_header.unwrap_or("X-API-Key");
+        out.push((header.to_owned(), key.to_owned()));
+    }
+    out
 }
 
 /// `base` with `path` appended (a base path is kept: `https://h/api` + `/health` =

@@ -1,6 +1,9 @@
 //! The adapters behind [`Adapter`](super::adapter::Adapter), one per kind of integration:
-//! [`sql`] (`postgres`, `mysql`, over sqlx; writes in `sql_write.rs`).
+//! [`sql`] (`postgres`, `mysql`, over sqlx; writes in `sql_write.rs`) and [`http`] (REST and
+//! OData APIs; paging in `http_pages.rs`).
 
+pub mod http;
+mod http_pages;
 pub mod sql;
 mod sql_write;
 
@@ -68,6 +71,6 @@ pub async fn connect(
             ))
         }
         SideKind::MsSql => Err("the mssql adapter is not wired yet".into()),
-        SideKind::Http => Err("the http adapter is not wired yet".into()),
+        SideKind::Http => Ok(Box::new(http::connect(target, side, info, egress)?)),
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     End, Ended, Engine, Finish, READ_TIMEOUT, Run,
-    plan::{Seen, Side, ext_record, idx, store_record, written_fields},
+    plan::{Seen, Side, idx, written_fields},
     reads_from_start, start_position, unavailable,
 };
 use crate::{
@@ -222,10 +222,7 @@ impl Engine<'_> {
                 let full = rows.len() as i64 == batch_size;
                 let items = rows
                     .into_iter()
-                    .map(|r| {
-                        let version = Some(r.version.clone());
-                        store_record(spec, which, r).map(|record| Seen { record, version })
-                    })
+                    .map(|r| Seen::store(spec, which, r))
                     .collect();
                 match self.settle(run, sides, which, items, &next, tasks).await? {
                     None => return Ok(Pass::Lost),
@@ -287,12 +284,9 @@ impl Engine<'_> {
             let full = batch.len() as i64 == batch_size;
             let items = batch
                 .into_iter()
-                .map(|r| {
-                    let version = match &sides[idx(which)] {
-                        Side::Ext(s) => s.adapter.version_of(&r.row),
-                        Side::Store => None,
-                    };
-                    ext_record(spec, which, r).map(|record| Seen { record, version })
+                .map(|r| match &sides[idx(which)] {
+                    Side::Ext(s) => Seen::ext(spec, which, s.adapter.as_ref(), r),
+                    Side::Store => unreachable!("an integration side"),
                 })
                 .collect();
             match self.settle(run, sides, which, items, &next, tasks).await? {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -13,12 +14,13 @@ use crate::{
     error::Result,
     integrations::connection::redact,
     sync::{
-        adapter::{Read, Row, Write, WriteOp, Written, key_parts},
-        config::{CursorStrategy, DeletePolicy, SyncSpec},
+        adapter::{Adapter, Read, Row, Write, WriteOp, Written, as_text, key_parts},
+        config::{CursorStrategy, DeletePolicy, SyncSpec, cursor_column},
         links::Link,
         mapping::{self, Record, Rejected},
         open::{OpenSide, Which},
         store_side::{self, StoreRow, StoreTarget, StoreWrite},
+        values,
     },
 };
 
@@ -34,6 +36,49 @@ pub(super) enum Side {
 pub(super) struct Seen {
     pub(super) record: Record,
     pub(super) version: Option<String>,
+    /// When the side changed it, as the side wrote it (for `newest_wins`).
+    pub(super) time: Option<DateTime<Utc>>,
+}
+
+impl Seen {
+    /// A row read from integration side `which`.
+    pub(super) fn ext(
+        spec: &SyncSpec,
+        which: Which,
+        adapter: &dyn Adapter,
+        read: Read,
+    ) -> std::result::Result<Seen, Rejected> {
+        let version = adapter.version_of(&read.row);
+        let time = which
+            .cursor(spec)
+            .filter(|c| c.strategy == CursorStrategy::Timestamp)
+            .and_then(cursor_column)
+            .and_then(|c| read.row.get(c))
+            .and_then(as_text)
+            .and_then(|t| values::instant(&t));
+        let record = ext_record(spec, which, read)?;
+        Ok(Seen {
+            record,
+            version,
+            time,
+        })
+    }
+
+    /// A record of the store read as side `which`.
+    pub(super) fn store(
+        spec: &SyncSpec,
+        which: Which,
+        row: StoreRow,
+    ) -> std::result::Result<Seen, Rejected> {
+        let version = Some(row.version.clone());
+        let time = values::instant(&row.version);
+        let record = store_record(spec, which, row)?;
+        Ok(Seen {
+            record,
+            version,
+            time,
+        })
+    }
 }
 
 impl Seen {
@@ -67,14 +112,6 @@ pub(super) fn idx(w: Which) -> usize {
         Which::Source => 0,
         Which::Target => 1,
     }
-}
-
-/// Whether a side's versions are change times (for `newest_wins`).
-pub(super) fn timed(spec: &SyncSpec, which: Which) -> bool {
-    which.spec(spec).is_store()
-        || which
-            .cursor(spec)
-            .is_some_and(|c| c.strategy == CursorStrategy::Timestamp)
 }
 
 /// A row of an integration side as a record in the target's names.
@@ -371,9 +408,8 @@ impl Engine<'_> {
                 let rows =
                     store_side::fetch(&mut conn, run.scope, spec.entity.as_str(), keys).await?;
                 for r in rows {
-                    let version = Some(r.version.clone());
-                    if let Ok(record) = store_record(spec, which, r) {
-                        out.insert(record.key.clone(), Seen { record, version });
+                    if let Ok(seen) = Seen::store(spec, which, r) {
+                        out.insert(seen.record.key.clone(), seen);
                     }
                 }
             }
@@ -386,9 +422,8 @@ impl Engine<'_> {
                     .await
                     .map_err(|e| unavailable(redact(&e, &s.credentials)))?;
                 for row in rows {
-                    let version = s.adapter.version_of(&row);
-                    if let Ok(record) = ext_record(spec, which, Read::row(row)) {
-                        out.insert(record.key.clone(), Seen { record, version });
+                    if let Ok(seen) = Seen::ext(spec, which, s.adapter.as_ref(), Read::row(row)) {
+                        out.insert(seen.record.key.clone(), seen);
                     }
                 }
             }

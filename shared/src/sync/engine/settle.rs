@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     BatchState, Counts, Engine, Run, hold,
-    plan::{Plan, Seen, Settled, Side, idx, timed},
+    plan::{Plan, Seen, Settled, Side, idx},
 };
 use crate::{
     error::Result,
@@ -62,19 +62,14 @@ impl Engine<'_> {
         for x in seen {
             let y = theirs.get(&x.record.key);
             let link = link_of.get(&x.record.key);
-            let time = |which: Which, s: Option<&Seen>| {
-                s.filter(|_| timed(spec, which))
-                    .and_then(|s| s.version.as_deref())
-                    .and_then(values::instant)
-            };
             let input = Input {
                 from,
                 x: x.state(),
                 y: y.and_then(|y| y.state()),
                 base: link.map(|l| l.base.as_ref()),
                 held: held.contains_key(&x.record.key),
-                x_time: time(from, Some(&x)),
-                y_time: time(other, y),
+                x_time: x.time,
+                y_time: y.and_then(|y| y.time),
             };
             let decision = classify::decide(strategy, &input);
             let mut both: [Option<&Seen>; 2] = [None, None];
