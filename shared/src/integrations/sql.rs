@@ -1,7 +1,9 @@
 //! SQL connections of integrations (`postgres`, `mysql`, `mssql`), from `credentials.url`.
 //!
-//! MSSQL speaks TDS without TLS here (the driver's TLS brings a second crypto library into
-//! the build): servers that force encryption refuse the connection, with that reason.
+//! MSSQL connections are encrypted (TLS through rustls, the server's certificate checked
+//! against the system's roots for the URL's host name) unless the URL says `encrypt=false`
+//! (then only the login is encrypted); `trust_server_certificate=true` accepts a self-signed
+//! certificate.
 //!
 //! The URL is read here, not by the driver's own parser: drivers fill what a URL leaves out
 //! from this process's environment and files (`PGPASSWORD`, `~/.pgpass`, `sslkey=` paths),
@@ -49,8 +51,11 @@ pub struct SqlUrl {
     pub username: String,
     pub password: String,
     pub database: Option<String>,
-    /// The TLS mode as written (`sslmode` / `ssl-mode`), checked against the provider's modes.
+    /// The TLS mode as written (`sslmode` / `ssl-mode` / `encrypt`), checked against the
+    /// provider's modes.
     pub tls: Option<String>,
+    /// MSSQL: accept the server's certificate without checking it.
+    pub trust_server_certificate: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,10 +101,20 @@ impl SqlUrl {
         };
         let database = decode(url.path().trim_start_matches('/'))?;
         let mut tls = None;
+        let mut trust_server_certificate = false;
         for (key, value) in url.query_pairs() {
             match (provider, key.as_ref()) {
                 (Provider::Postgres, "sslmode") | (Provider::MySql, "ssl-mode" | "sslmode") => {
                     tls = Some(value.into_owned())
+                }
+                (Provider::MsSql, "encrypt") => match value.as_ref() {
+                    "true" | "false" => tls = Some(value.into_owned()),
+                    other => {
+                        return Err(format!("`encrypt={other}` is not `true` or `false`"));
+                    }
+                },
+                (Provider::MsSql, "trust_server_certificate") => {
+                    trust_server_certificate = value == "true";
                 }
                 (_, other) => {
                     return Err(format!(
@@ -116,6 +131,7 @@ impl SqlUrl {
             password: decode(url.password().unwrap_or(""))?,
             database: (!database.is_empty()).then_some(database),
             tls,
+            trust_server_certificate,
         };
         parsed.pg_tls()?;
         parsed.mysql_tls()?;
@@ -213,11 +229,18 @@ impl SqlUrl {
 pub type MsSqlClient = tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>>;
 
 impl SqlUrl {
-    /// Connects to MSSQL at `host` (the vetted address).
-    pub async fn mssql_connect(&self, host: &str) -> Result<MsSqlClient, String> {
+    /// Connects to MSSQL at `addr` (the vetted address); TLS checks the URL's host name.
+    pub async fn mssql_connect(&self, addr: &str) -> Result<MsSqlClient, String> {
         use tokio_util::compat::TokioAsyncWriteCompatExt;
         let mut config = tiberius::Config::new();
-        config.host(host);
+        config.host(&self.host);
+        config.encryption(match self.tls.as_deref() {
+            Some("false") => tiberius::EncryptionLevel::Off,
+            _ => tiberius::EncryptionLevel::Required,
+        });
+        if self.trust_server_certificate {
+            config.trust_cert();
+        }
         config.port(self.port);
         config.authentication(tiberius::AuthMethod::sql_server(
             &self.username,
@@ -227,7 +250,7 @@ impl SqlUrl {
             config.database(db);
         }
         config.application_name("switchyard");
-        let tcp = tokio::net::TcpStream::connect((host, self.port))
+        let tcp = tokio::net::TcpStream::connect((addr, self.port))
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = tcp.set_nodelay(true);

@@ -1,11 +1,15 @@
 //! The adapters behind [`Adapter`](super::adapter::Adapter), one per kind of integration:
 //! [`sql`] (`postgres`, `mysql`, over sqlx; writes in `sql_write.rs`) and [`http`] (REST and
-//! OData APIs; paging in `http_pages.rs`).
+//! OData APIs; paging in `http_pages.rs`) and [`mssql`] (SQL Server over tiberius; T-SQL in
+//! [`tsql`], types in `mssql_types.rs`).
 
 pub mod http;
 mod http_pages;
+pub mod mssql;
+mod mssql_types;
 pub mod sql;
 mod sql_write;
+pub mod tsql;
 
 use super::adapter::{Adapter, SourceError};
 use super::config::{CursorSpec, CursorStrategy, SideKind, SideSpec};
@@ -70,7 +74,15 @@ pub async fn connect(
                 sql::connect(target.provider, url, egress, table.as_str(), info).await?,
             ))
         }
-        SideKind::MsSql => Err("the mssql adapter is not wired yet".into()),
+        SideKind::MsSql => {
+            let url = target
+                .url
+                .ok_or("the integration has no `url` credential")?;
+            let table = side.table.as_ref().ok_or("a SQL side needs a table")?;
+            Ok(Box::new(
+                mssql::connect(url, egress, table.as_str(), info).await?,
+            ))
+        }
         SideKind::Http => Ok(Box::new(http::connect(target, side, info, egress)?)),
     }
 }
