@@ -36,5 +36,6 @@ mod sync;
 mod sync_api;
 mod sync_bidirectional;
 mod sync_http;
+mod sync_outbound;
 mod sync_runs;
 mod sync_triggers;

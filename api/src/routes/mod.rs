@@ -12,6 +12,7 @@ pub mod ops;
 pub mod orders;
 pub mod sync;
 pub mod sync_conflicts;
+pub mod sync_records;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod webhook_replays;

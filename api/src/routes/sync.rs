@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
@@ -11,12 +10,11 @@ use switchyard_shared::{
     audit::ActorKind,
     queue::SYNC_RUNS,
     sync::{
-        config::{self, EntityName, SyncConfiguration, SyncSpec, SyncSpecChange},
+        config::{self, SyncConfiguration, SyncSpec, SyncSpecChange},
         open::Opener,
         preview::{self, Delta},
         runs::{self, SyncRecordError, SyncRun, SyncRunLog, Trigger},
         stats::{self, SyncStats},
-        store::{self, RecordFilter, SyncRecord},
     },
 };
 use uuid::Uuid;
@@ -36,14 +34,6 @@ list_type!(SyncConfigurationList, SyncConfiguration);
 list_type!(SyncRunList, SyncRun);
 list_type!(SyncRunLogList, SyncRunLog);
 list_type!(SyncRecordErrorList, SyncRecordError);
-
-/// A page of records; pass the last `key` as `starting_after`.
-#[derive(serde::Serialize, poem_openapi::Object)]
-pub struct SyncRecordList {
-    pub data: Vec<SyncRecord>,
-    /// True when more records follow; pass the last `key` as `starting_after`.
-    pub has_more: bool,
-}
 
 pub struct SyncApi;
 
@@ -356,40 +346,5 @@ impl SyncApi {
         let s = &state.services;
         let rows = runs::errors(&s.pool, p.scope(), id.0, limit + 1, starting_after.0).await?;
         Ok(Json(SyncRecordErrorList::from_rows(rows, limit)))
-    }
-
-    /// Synced records of an entity in key order, deleted ones with `deleted_at`.
-    #[oai(path = "/records", method = "get", operation_id = "listSyncRecords")]
-    #[allow(clippy::too_many_arguments)]
-    async fn records(
-        &self,
-        auth: Partner,
-        state: Data<&Arc<AppState>>,
-        entity: Query<EntityName>,
-        /// Only the record with this key.
-        #[oai(validator(min_length = 1, max_length = 1000))]
-        key: Query<Option<String>>,
-        /// Changed at or after this time.
-        #[oai(name = "updated[gte]")]
-        updated_gte: Query<Option<DateTime<Utc>>>,
-        /// Page size, 1 to 100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<i64>>,
-        /// The last `key` of the previous page.
-        #[oai(validator(min_length = 1, max_length = 1000))]
-        starting_after: Query<Option<String>>,
-    ) -> Result<Json<SyncRecordList>, ApiError> {
-        let p = auth.require(Scope::SyncRead)?;
-        let limit = pagination::limit(limit.0)?;
-        let filter = RecordFilter {
-            entity: entity.0.into_string(),
-            key: key.0,
-            updated_gte: updated_gte.0,
-            starting_after: starting_after.0,
-            limit: limit + 1,
-        };
-        let rows = store::list(&state.services.pool, p.scope(), &filter).await?;
-        let (data, has_more) = pagination::page(rows, limit);
-        Ok(Json(SyncRecordList { data, has_more }))
     }
 }

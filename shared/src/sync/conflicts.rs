@@ -327,17 +327,11 @@ pub async fn resolve(
                     .and_then(|t| t.as_object().cloned())
                     .unwrap_or_default(),
             };
-            for k in spec.0.target.key() {
-                let given = data.get(k.as_str());
-                if given.is_some_and(|g| {
-                    !merged
-                        .get(k.as_str())
-                        .is_some_and(|m| super::values::same(g, m))
-                }) {
-                    return Err(invalid(format!(
-                        "The key field `{}` cannot change.",
-                        k.as_str()
-                    )));
+            for k in mapping::canonical_key(&spec.0) {
+                let given = data.get(&k);
+                if given.is_some_and(|g| !merged.get(&k).is_some_and(|m| super::values::same(g, m)))
+                {
+                    return Err(invalid(format!("The key field `{k}` cannot change.")));
                 }
             }
             merged.extend(data);

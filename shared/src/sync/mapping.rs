@@ -52,10 +52,28 @@ pub fn required_columns(spec: &SyncSpec, which: Which) -> Vec<&str> {
     cols
 }
 
-/// The canonical fields of an outbound or bidirectional sync: the target's key and every
-/// mapping's target.
+/// The key's names in the target's field names: the target integration's key, or (the store)
+/// the source's key columns as the mappings name them.
+pub fn canonical_key(spec: &SyncSpec) -> Vec<String> {
+    if !spec.target.is_store() {
+        return spec.target.key_names();
+    }
+    spec.source
+        .key()
+        .iter()
+        .map(|k| {
+            spec.mappings()
+                .iter()
+                .find(|m| m.source.as_str() == k.as_str())
+                .map_or(k.to_string(), |m| m.target.to_string())
+        })
+        .collect()
+}
+
+/// The canonical fields of an outbound or bidirectional sync: the key and every mapping's
+/// target.
 pub fn canonical_fields(spec: &SyncSpec) -> Vec<String> {
-    let mut fields = spec.target.key_names();
+    let mut fields = canonical_key(spec);
     for m in spec.mappings() {
         if !fields.iter().any(|f| f == m.target.as_str()) {
             fields.push(m.target.to_string());
@@ -184,8 +202,8 @@ pub fn target_record(spec: &SyncSpec, row: &Row) -> Option<Record> {
 /// the source key's names.
 pub fn to_source(spec: &SyncSpec, data: &Map<String, Value>) -> Result<Row, String> {
     let mut row = Row::new();
-    for (k, t) in spec.source.key().iter().zip(spec.target.key()) {
-        if let Some(v) = data.get(t.as_str()) {
+    for (k, t) in spec.source.key().iter().zip(canonical_key(spec)) {
+        if let Some(v) = data.get(&t) {
             row.insert(k.to_string(), v.clone());
         }
     }

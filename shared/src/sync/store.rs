@@ -209,3 +209,91 @@ pub(crate) fn storable(row: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// A record as a partner writes it.
+#[derive(Clone, Debug, serde::Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
+pub struct PutRecord {
+    /// The record's fields (at most 256 KiB as JSON). Outbound and bidirectional syncs of the
+    /// entity carry the change to their integrations.
+    pub data: std::collections::BTreeMap<String, Value>,
+}
+
+/// Largest record a partner may write.
+const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Writes record `key` of `entity` for a partner (inserted, or replaced and undeleted).
+pub async fn put(
+    conn: &mut PgConnection,
+    scope: Scope,
+    entity: &str,
+    key: &str,
+    record: PutRecord,
+) -> Result<SyncRecord> {
+    let data: serde_json::Map<String, Value> = record.data.into_iter().collect();
+    let value = Value::Object(data);
+    if has_nul(&value) {
+        return Err(crate::error::Error::invalid(
+            "parameter_invalid",
+            "data",
+            "Text in a record cannot hold NUL characters.",
+        ));
+    }
+    if value.to_string().len() > MAX_RECORD_BYTES {
+        return Err(crate::error::Error::invalid(
+            "parameter_invalid",
+            "data",
+            format!("A record is at most {MAX_RECORD_BYTES} bytes of JSON."),
+        ));
+    }
+    let Value::Object(data) = value else {
+        unreachable!("built as an object")
+    };
+    let hash = super::mapping::hash(&data);
+    Ok(sqlx::query_as::<_, SyncRecord>(
+        "INSERT INTO sync_records AS r (tenant_id, mode, entity, key, data, hash, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
+         ON CONFLICT (tenant_id, mode, entity, key) DO UPDATE
+            SET data = excluded.data, hash = excluded.hash, configuration_id = NULL,
+                deleted_at = NULL, updated_at = clock_timestamp()
+         RETURNING entity, key, data, configuration_id, deleted_at, created_at, updated_at",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(entity)
+    .bind(key)
+    .bind(sqlx::types::Json(&data))
+    .bind(&hash)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Marks record `key` of `entity` deleted (kept as a tombstone, so syncs carry the delete).
+pub async fn delete(conn: &mut PgConnection, scope: Scope, entity: &str, key: &str) -> Result<()> {
+    let found: Option<bool> = sqlx::query_scalar(
+        "UPDATE sync_records
+            SET deleted_at = COALESCE(deleted_at, clock_timestamp()),
+                updated_at = CASE WHEN deleted_at IS NULL THEN clock_timestamp() ELSE updated_at END
+          WHERE tenant_id = $1 AND mode = $2 AND entity = $3 AND key = $4
+         RETURNING true",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.mode.as_str())
+    .bind(entity)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| crate::error::Error::not_found("sync record"))
+}

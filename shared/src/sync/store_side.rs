@@ -15,9 +15,10 @@ use super::{
 };
 use crate::{error::Result, tenants::Scope};
 
-/// How long the store's changes wait before a run reads them (its writers are short
-/// transactions, but a row's `updated_at` is its transaction's start).
-pub const LAG_SECONDS: i64 = 5;
+/// How long the store's changes wait before a run reads them: its writers are short
+/// transactions (a record committed later than this after its `updated_at` is still read by
+/// the next run's lookback).
+pub const LAG_SECONDS: i64 = 1;
 /// How far back each run re-reads the store's changes (re-read records are recognised by
 /// their links and skipped).
 pub const LOOKBACK_SECONDS: i64 = 60;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     End, Ended, Engine, Finish, READ_TIMEOUT, Run,
     plan::{Seen, Side, idx, written_fields},
-    reads_from_start, start_position, unavailable,
+    reads_all, start_position, unavailable,
 };
 use crate::{
     error::Result,
@@ -20,7 +20,7 @@ use crate::{
     queue::JobTask,
     sync::{
         adapter::{Page, Position, Read, as_text},
-        config::{CursorStrategy, Direction, SyncSpec, cursor_column, lookback_seconds},
+        config::{CursorStrategy, Direction, SyncMode, SyncSpec, cursor_column, lookback_seconds},
         open::Which,
         store_side,
     },
@@ -99,7 +99,7 @@ impl Engine<'_> {
                 Pass::Ended(ended) => return Ok(ended),
             }
         }
-        let cursor_after = (!reads_from_start(spec)).then(|| {
+        let cursor_after = (spec.mode == SyncMode::Incremental).then(|| {
             let mut c = json!({ "value": watermark });
             if bidirectional {
                 c["target"] = json!({ "value": target_watermark });
@@ -141,7 +141,7 @@ impl Engine<'_> {
         spec: &SyncSpec,
         which: Which,
     ) -> Result<Option<String>> {
-        if reads_from_start(spec) && which.spec(spec).is_store() {
+        if reads_all(spec, which) && which.spec(spec).is_store() {
             return Ok(None);
         }
         match side {
@@ -193,7 +193,7 @@ impl Engine<'_> {
                 .and_then(|c| c.get("target"))
                 .and_then(|t| t.get("value")),
         };
-        let position = if reads_from_start(spec) {
+        let position = if reads_all(spec, which) {
             start_position(resume, None, 0)
         } else {
             start_position(resume, value, lookback)

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{
     BatchState, Counts, End, Ended, Engine, Finish, READ_TIMEOUT, Run, hold, is_data_error,
-    reads_from_start, start_position, unavailable,
+    reads_all, start_position, unavailable,
 };
 use crate::{
     error::Result,
@@ -56,7 +56,7 @@ impl Engine<'_> {
             return Ok(Ended::LostLease);
         }
         let resume = run.row.checkpoint.as_ref().map(|c| &c.0);
-        let position = if reads_from_start(spec) {
+        let position = if reads_all(spec, Which::Source) {
             start_position(resume, None, 0)
         } else {
             let lookback = if spec.cursor_is_time() {

@@ -505,7 +505,11 @@ fn unavailable(message: String) -> Error {
     Error::Internal(anyhow::anyhow!("the integration failed: {message}"))
 }
 
-/// A full or `hash` read starts from the beginning each run.
-fn reads_from_start(spec: &SyncSpec) -> bool {
-    spec.mode == SyncMode::Full || spec.cursor_column().is_none()
+/// Whether runs read `which` side whole from the beginning: `full` syncs, and `hash` cursors
+/// (the record store's changes are found by update time in incremental syncs).
+fn reads_all(spec: &SyncSpec, which: Which) -> bool {
+    spec.mode == SyncMode::Full
+        || which
+            .cursor(spec)
+            .is_some_and(|c| c.strategy == super::config::CursorStrategy::Hash)
 }
