@@ -144,6 +144,21 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
         )
         .await;
     assert_eq!(r.status(), 200);
+    // A conflict as a bidirectional run leaves one (written here: making one takes a second
+    // system); resolving it asks the configuration's active run (the retry below) for a
+    // follow-up instead of starting another.
+    let conflict: String = sqlx::query_scalar(
+        "INSERT INTO sync_conflicts (id, tenant_id, mode, configuration_id, key, status, reason,
+                                     fields, source_data)
+         SELECT gen_random_uuid(), tenant_id, mode, id, 'E-1', 'open', 'both_changed', '{name}',
+                '{\"name\": \"a\"}'
+           FROM sync_configurations WHERE id = $1::uuid
+         RETURNING id::text",
+    )
+    .bind(&sync_configs[0])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     let cases: Vec<(&str, String, Value)> = vec![
         (
             "createSyncConfiguration",
@@ -169,6 +184,11 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             "retrySyncRun",
             format!("/v1/sync/runs/{}/retry", sync_runs[0]),
             json!({}),
+        ),
+        (
+            "resolveSyncConflict",
+            format!("/v1/sync/conflicts/{conflict}/resolve"),
+            json!({ "resolution": "source" }),
         ),
         (
             "createIntegration",

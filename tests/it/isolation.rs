@@ -30,6 +30,9 @@ struct Account {
     inbound_event: String,
     sync_configuration: String,
     sync_run: String,
+    sync_conflict: String,
+    /// A record key of entity `equipment`.
+    sync_record: String,
 }
 
 async fn account(app: &TestApp, name: &str) -> Account {
@@ -137,8 +140,34 @@ async fn account(app: &TestApp, name: &str) -> Account {
         .json()
         .await
         .unwrap();
+    // A conflict as a bidirectional run leaves one (a row written here: no run can make one
+    // without a second system), and a record the partner wrote.
+    let sync_conflict = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO sync_conflicts (id, tenant_id, mode, configuration_id, key, status, reason,
+                                     fields)
+         SELECT $1::uuid, tenant_id, mode, id, 'E-1', 'open', 'both_changed', '{name}'
+           FROM sync_configurations WHERE id = $2::uuid",
+    )
+    .bind(&sync_conflict)
+    .bind(&sync_configuration)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let sync_record = format!("{name}-record");
+    let r = app
+        .http
+        .put(app.url(&format!("/v1/sync/records/equipment/{sync_record}")))
+        .bearer_auth(&key)
+        .json(&json!({"data": {"name": name}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     Account {
         sync_configuration,
+        sync_conflict,
+        sync_record,
         sync_run: run["id"].as_str().unwrap().to_owned(),
         inbound_event: inbound_event["id"].as_str().unwrap().to_owned(),
         integration: integration["id"].as_str().unwrap().to_owned(),
@@ -175,8 +204,15 @@ async fn no_partner_route_reaches_another_tenants_resources() {
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(p, _)| p.starts_with("/v1/") && (p.contains("{id}") || p.contains("{name}")))
-        .map(|(_, ops)| ops.as_object().unwrap().len())
+        .filter(|(p, _)| {
+            p.starts_with("/v1/")
+                && (p.contains("{id}") || p.contains("{name}") || p.contains("{entity}"))
+        })
+        .map(|(p, ops)| {
+            let ops = ops.as_object().unwrap();
+            // A record PUT writes the caller's own record: left out of the walk.
+            ops.len() - usize::from(p.starts_with("/v1/sync/records/") && ops.contains_key("put"))
+        })
         .sum::<usize>();
     assert_eq!(
         routes, expected,
@@ -286,7 +322,9 @@ async fn no_partner_route_reaches_another_tenants_resources() {
 async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usize {
     let mut checked = 0;
     for (path, ops) in spec["paths"].as_object().unwrap() {
-        if !path.starts_with("/v1/") || !(path.contains("{id}") || path.contains("{name}")) {
+        if !path.starts_with("/v1/")
+            || !(path.contains("{id}") || path.contains("{name}") || path.contains("{entity}"))
+        {
             continue;
         }
         let id = if path.starts_with("/v1/orders/") {
@@ -311,10 +349,19 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
             &foreign.sync_configuration
         } else if path.starts_with("/v1/sync/runs/") {
             &foreign.sync_run
+        } else if path.starts_with("/v1/sync/conflicts/") {
+            &foreign.sync_conflict
+        } else if path.starts_with("/v1/sync/records/") {
+            &foreign.sync_record
         } else {
             panic!("{path}: add its resource to the isolation matrix");
         };
         for method in ops.as_object().unwrap().keys() {
+            // A PUT of a record writes the caller's own record under that key (checked by the
+            // snapshots: the foreign one stays as it was).
+            if method == "put" && path.starts_with("/v1/sync/records/") {
+                continue;
+            }
             let body = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/orders/{id}/status") => Some(json!({ "status": "confirmed" })),
                 ("post", "/v1/webhook-endpoints/{id}/replays") => {
@@ -324,10 +371,19 @@ async fn walk(app: &TestApp, spec: &Value, key: &str, foreign: &Account) -> usiz
                 ("patch", "/v1/api-keys/{id}") => Some(json!({ "name": "hijacked" })),
                 ("patch", "/v1/event-types/{name}") => Some(json!({ "description": "hijacked" })),
                 ("patch", "/v1/sync/configurations/{id}") => Some(json!({ "enabled": false })),
+                ("post", "/v1/sync/conflicts/{id}/resolve") => {
+                    Some(json!({ "resolution": "source" }))
+                }
                 ("post", _) | ("patch", _) => Some(json!({})),
                 _ => None,
             };
-            let url = app.url(&path.replace("{id}", id).replace("{name}", id));
+            let url = app.url(
+                &path
+                    .replace("{id}", id)
+                    .replace("{name}", id)
+                    .replace("{entity}", "equipment")
+                    .replace("{key}", id),
+            );
             let mut req = app
                 .http
                 .request(method.to_uppercase().parse().unwrap(), url)
@@ -366,6 +422,7 @@ async fn snapshot(app: &TestApp, tenant: &str) -> Vec<(String, Vec<Value>)> {
         "sync_configurations",
         "sync_runs",
         "sync_records",
+        "sync_conflicts",
     ] {
         let rows: Vec<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1::uuid ORDER BY 1::text"

@@ -434,3 +434,48 @@ async fn mariadb_sources_sync_and_poison_records_are_skipped_up_to_the_threshold
     assert_eq!(retry["trigger"], "retry");
     finished(&app, &key, retry["id"].as_str().unwrap()).await;
 }
+
+/// A source without a change column: a `hash` cursor reads every row, writes only what
+/// changed, and finds deletes by absence.
+#[tokio::test]
+async fn a_hash_cursor_reads_every_row_writes_only_changes_and_finds_deletes_by_absence() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let (db, mut erp) = erp().await;
+    erp.execute(
+        "CREATE TABLE erp.sites (code text PRIMARY KEY, name text NOT NULL);
+         INSERT INTO erp.sites SELECT 'S' || i, 'Site ' || i FROM generate_series(1, 20) i;",
+    )
+    .await
+    .unwrap();
+    let source = integration(&app, &key, "postgres", &db.url).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "Sites", "entity": "sites", "mode": "incremental",
+            "source": {"integration_id": source, "table": "erp.sites", "key": ["code"]},
+            "target": {"store": "switchyard"},
+            "cursor": {"strategy": "hash"},
+            "batch_size": 7,
+        }),
+    )
+    .await;
+    let first = run(&app, &key, &config).await;
+    assert_eq!(counts(&first), [20, 20, 0, 0, 0, 0], "{first}");
+    erp.execute(
+        "UPDATE erp.sites SET name = name || ' (new)' WHERE code IN ('S1', 'S2');
+         DELETE FROM erp.sites WHERE code IN ('S3', 'S4', 'S5');
+         INSERT INTO erp.sites VALUES ('S21', 'Site 21');",
+    )
+    .await
+    .unwrap();
+    let second = run(&app, &key, &config).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(counts(&second), [18, 1, 2, 15, 3, 0], "{second}");
+    let s3 = record(&app, &key, "sites", "S3").await.unwrap();
+    assert!(!s3["deleted_at"].is_null(), "{s3}");
+    assert_eq!(record(&app, &key, "sites", "S1").await.unwrap()["data"]["name"], "Site 1 (new)");
+    // Nothing changed: nothing written, every row counted unchanged.
+    let third = run(&app, &key, &config).await;
+    assert_eq!(counts(&third), [18, 0, 0, 18, 0, 0], "{third}");
+}

@@ -57,8 +57,9 @@ pub struct RetentionConfig {
     #[arg(long = "integration-log-retention", env = "SWITCHYARD_INTEGRATION_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub integration_logs: Duration,
 
-    /// Finished sync runs (with their logs and per-record errors) and records deleted at the
-    /// source (`deleted_at`, soft deletes) are kept this long.
+    /// Finished sync runs (with their logs and per-record errors), records deleted at the
+    /// source (`deleted_at`, soft deletes), conflicts once applied, and the links of records
+    /// deleted on both sides are kept this long.
     #[arg(long = "sync-retention", env = "SWITCHYARD_SYNC_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub sync: Duration,
 }
@@ -239,6 +240,22 @@ const PURGES: &[Purge] = &[
         audit: false,
     },
     Purge {
+        table: "sync_conflicts (applied)",
+        sql: "DELETE FROM sync_conflicts WHERE id IN (
+                SELECT id FROM sync_conflicts
+                 WHERE applied_at < now() - make_interval(secs => $1)
+                 ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
+        table: "sync_links (deleted)",
+        sql: "DELETE FROM sync_links WHERE (configuration_id, key) IN (
+                SELECT configuration_id, key FROM sync_links
+                 WHERE base IS NULL AND synced_at < now() - make_interval(secs => $1)
+                 ORDER BY synced_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "idempotency_keys",
         sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
                 SELECT api_key_id, key FROM idempotency_keys
@@ -297,7 +314,10 @@ pub async fn purge(
             "integration_logs" | "inbound_events" | "integrations (deleted)" => {
                 cfg.integration_logs
             }
-            "sync_runs" | "sync_records (deleted)" => cfg.sync,
+            "sync_runs"
+            | "sync_records (deleted)"
+            | "sync_conflicts (applied)"
+            | "sync_links (deleted)" => cfg.sync,
             "idempotency_keys" => idempotency_ttl,
             _ => cfg.webhook_history(),
         };
