@@ -55,7 +55,11 @@ def before_call(ctx, case, **kwargs):
 # - sync configurations: the source integration must exist and speak SQL (the script creates
 #   one), an `incremental` sync needs a cursor and a `full` one takes none, lag and lookback are
 #   for timestamp cursors, key columns and mapping targets are unique, each transform has the
-#   field its type needs, and a schedule is an interval or a valid cron in a known time zone (tests/it/sync.rs, sync_api.rs).
+#   field its type needs, and a schedule is an interval or a valid cron in a known time zone;
+#   a side is the store or an integration, directions fit their sides, conflict strategies are
+#   for bidirectional syncs, and rowversion / Change Tracking cursors are SQL Server's
+#   (tests/it/sync.rs, sync_api.rs, sync_bidirectional.rs, sync_outbound.rs);
+# - sync conflicts: a `merged` resolution has `data`, the others none (sync_bidirectional.rs).
 
 import base64
 import os
@@ -115,18 +119,36 @@ def _repair_integration(body):
 
 
 def _repair_cursor(cursor):
-    if isinstance(cursor, dict) and cursor.get("strategy") != "timestamp":
-        cursor.pop("lag_seconds", None)
-        cursor.pop("lookback_seconds", None)
+    if isinstance(cursor, dict):
+        # The script's integration is Postgres: no rowversion or Change Tracking; hash has no
+        # column, the others need one.
+        if cursor.get("strategy") in ("rowversion", "change_tracking"):
+            cursor["strategy"] = "id"
+        if cursor.get("strategy") == "hash":
+            cursor.pop("column", None)
+        elif not cursor.get("column"):
+            cursor["column"] = "id"
+        if cursor.get("strategy") != "timestamp":
+            cursor.pop("lag_seconds", None)
+            cursor.pop("lookback_seconds", None)
     return cursor
 
 
 def _repair_sync(body, create):
+    # An inbound sync of the script's SQL integration into the store (outbound and
+    # bidirectional rules: tests/it/sync_api.rs); conflicts belong to bidirectional syncs.
+    body.pop("conflict_strategy", None)
     source = body.get("source")
+    if create:
+        body["direction"] = "inbound"
+        body["target"] = {"store": "switchyard"}
     if create and isinstance(source, dict):
+        for field in ("store", "resource", "http", "cursor"):
+            source.pop(field, None)
         source["integration_id"] = os.environ["SCHEMATHESIS_SQL_INTEGRATION"]
-        if isinstance(source.get("key"), list):
-            source["key"] = list(dict.fromkeys(source["key"]))
+        source["table"] = source.get("table") or "equipment"
+        key = source.get("key")
+        source["key"] = list(dict.fromkeys(key))[:4] if isinstance(key, list) and key else ["id"]
     if create and body.get("mode") == "full":
         body["cursor"] = None
     elif create and body.get("mode") == "incremental" and not isinstance(body.get("cursor"), dict):
@@ -198,6 +220,11 @@ def keep_semantic_rules(ctx, case, **kwargs):
         _repair_sync(body, create=True)
     if path == "/v1/sync/configurations/{id}" and method == "PATCH":
         _repair_sync(body, create=False)
+    if path == "/v1/sync/conflicts/{id}/resolve":
+        if body.get("resolution") == "merged":
+            body["data"] = body.get("data") or {"name": "merged"}
+        else:
+            body.pop("data", None)
     if path.endswith("/secret/rotate"):
         if isinstance(body.get("grace_period"), str):
             body["grace_period"] = _short(body["grace_period"])
