@@ -474,7 +474,10 @@ async fn a_hash_cursor_reads_every_row_writes_only_changes_and_finds_deletes_by_
     assert_eq!(counts(&second), [18, 1, 2, 15, 3, 0], "{second}");
     let s3 = record(&app, &key, "sites", "S3").await.unwrap();
     assert!(!s3["deleted_at"].is_null(), "{s3}");
-    assert_eq!(record(&app, &key, "sites", "S1").await.unwrap()["data"]["name"], "Site 1 (new)");
+    assert_eq!(
+        record(&app, &key, "sites", "S1").await.unwrap()["data"]["name"],
+        "Site 1 (new)"
+    );
     // Nothing changed: nothing written, every row counted unchanged.
     let third = run(&app, &key, &config).await;
     assert_eq!(counts(&third), [18, 0, 0, 18, 0, 0], "{third}");

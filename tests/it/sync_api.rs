@@ -133,7 +133,10 @@ async fn bad_configurations_are_refused_with_the_offending_parameter() {
         ),
         (
             "a SQL integration read by resource",
-            with("/source", json!({"integration_id": sql, "resource": "/x", "key": ["id"]})),
+            with(
+                "/source",
+                json!({"integration_id": sql, "resource": "/x", "key": ["id"]}),
+            ),
             "source.table",
         ),
         (

@@ -128,18 +128,23 @@ pub async fn sweep_unseen(conn: &mut PgConnection, t: &Target) -> Result<i64> {
         DeletePolicy::Ignore => return Ok(0),
         DeletePolicy::Soft => {
             "UPDATE sync_records SET deleted_at = now(), updated_at = now()
-              WHERE configuration_id = $1 AND deleted_at IS NULL
+              WHERE tenant_id = $3 AND mode = $4 AND entity = $5
+                AND configuration_id = $1 AND deleted_at IS NULL
                 AND seen_run_id IS DISTINCT FROM $2"
         }
         DeletePolicy::Hard => {
             "DELETE FROM sync_records
-              WHERE configuration_id = $1 AND deleted_at IS NULL
+              WHERE tenant_id = $3 AND mode = $4 AND entity = $5
+                AND configuration_id = $1 AND deleted_at IS NULL
                 AND seen_run_id IS DISTINCT FROM $2"
         }
     };
     let n = sqlx::query(sql)
         .bind(t.configuration_id)
         .bind(t.run_id)
+        .bind(t.scope.tenant_id)
+        .bind(t.scope.mode.as_str())
+        .bind(&t.entity)
         .execute(conn)
         .await?
         .rows_affected();
@@ -177,8 +182,11 @@ pub struct RecordFilter {
 /// Records of an entity in key order (deleted ones too, with `deleted_at`).
 pub async fn list(pool: &PgPool, scope: Scope, f: &RecordFilter) -> Result<Vec<SyncRecord>> {
     let rows = sqlx::query_as::<_, SyncRecord>(
-        "SELECT entity, key, data, configuration_id, deleted_at, created_at, updated_at
-           FROM sync_records
+        "SELECT entity, key, data,
+                (SELECT c.id FROM sync_configurations c WHERE c.id = r.configuration_id)
+                    AS configuration_id,
+                deleted_at, created_at, updated_at
+           FROM sync_records r
           WHERE tenant_id = $1 AND mode = $2 AND entity = $3
             AND ($4::text IS NULL OR key = $4)
             AND ($5::timestamptz IS NULL OR updated_at >= $5)
