@@ -6,11 +6,13 @@
 # same two databases. Reports rows/s, wall time, CPU per 1,000 rows of the Switchyard process
 # and of Postgres (all backends), and the process's peak RSS.
 # Usage: bench/sync.sh [rows] [batch_size]   (defaults 100000 and 500)
+#        API_BIN=path/to/switchyard-api bench/sync.sh …   (another build, e.g. a baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-100000}
 BATCH=${2:-500}
-cargo build --release -q -p switchyard-api
+API_BIN=${API_BIN:-./target/release/switchyard-api}
+[ "$API_BIN" = ./target/release/switchyard-api ] && cargo build --release -q -p switchyard-api
 DB=switchyard_bench
 ERP=switchyard_bench_erp
 COPY_DB=switchyard_bench_copy
@@ -42,7 +44,7 @@ t1=$(now_ms); pg1=$(pg_ticks)
 copy_ms=$((t1 - t0))
 echo "copy: $ROWS rows in $copy_ms ms = $((ROWS * 1000 / copy_ms)) rows/s; Postgres CPU $(( (pg1 - pg0) * 1000 / TICK )) ms = $(awk "BEGIN{printf \"%.2f\", ($pg1-$pg0)*1000/$TICK/($ROWS/1000)}") ms per 1,000 rows"
 
-start_system ./target/release/switchyard-api /tmp/sync-bench-api.log
+start_system "$API_BIN" /tmp/sync-bench-api.log
 trap 'kill $API 2>/dev/null; wait $API 2>/dev/null' EXIT
 B=http://127.0.0.1:$PORT
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
