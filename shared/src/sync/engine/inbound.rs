@@ -161,42 +161,42 @@ impl Engine<'_> {
         if !hold(&mut tx, run.job).await? {
             return Ok(None);
         }
-        let applied = {
-            let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
-            match store::apply(&mut sp, target, &records).await {
-                Ok(a) => {
-                    sp.commit().await?;
-                    a
+        // The batch in one statement; only when the store refuses a record is the batch
+        // written again record by record, each under a savepoint, to find it (a savepoint per
+        // batch would cost every batch a subtransaction).
+        let applied = match store::apply(&mut tx, target, &records).await {
+            Ok(a) => a,
+            Err(e) if is_data_error(&e) => {
+                tx.rollback().await?;
+                tx = self.pool.begin().await?;
+                if !hold(&mut tx, run.job).await? {
+                    return Ok(None);
                 }
-                Err(e) if is_data_error(&e) => {
-                    sp.rollback().await?;
-                    // One record the store refuses: find it, write the others.
-                    let mut total = Applied::default();
-                    for r in records {
-                        let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-                        match store::apply(&mut one, target, std::slice::from_ref(&r)).await {
-                            Ok(a) => {
-                                one.commit().await?;
-                                total.inserted += a.inserted;
-                                total.updated += a.updated;
-                                total.unchanged += a.unchanged;
-                                total.deleted += a.deleted;
-                            }
-                            Err(e) if is_data_error(&e) => {
-                                one.rollback().await?;
-                                rejected.push(Rejected {
-                                    key: Some(r.key),
-                                    error: format!("the record store refused it: {e}"),
-                                    row: Value::Object(r.data),
-                                });
-                            }
-                            Err(e) => return Err(e),
+                let mut total = Applied::default();
+                for r in records {
+                    let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+                    match store::apply(&mut one, target, std::slice::from_ref(&r)).await {
+                        Ok(a) => {
+                            one.commit().await?;
+                            total.inserted += a.inserted;
+                            total.updated += a.updated;
+                            total.unchanged += a.unchanged;
+                            total.deleted += a.deleted;
                         }
+                        Err(e) if is_data_error(&e) => {
+                            one.rollback().await?;
+                            rejected.push(Rejected {
+                                key: Some(r.key),
+                                error: format!("the record store refused it: {e}"),
+                                row: Value::Object(r.data),
+                            });
+                        }
+                        Err(e) => return Err(e),
                     }
-                    total
                 }
-                Err(e) => return Err(e),
+                total
             }
+            Err(e) => return Err(e),
         };
         let counts = Counts {
             read,
