@@ -52,19 +52,7 @@ async fn setup_pair() -> (
     let mut mes = maria.connect().await;
     tables(&mut erp, &mut mes).await;
     let source = integration(&app, &key, "postgres", &db.url).await;
-    let r = app
-        .partner_post(
-            &key,
-            "/v1/integrations",
-            json!({"name": "MES", "code": "mes", "type": "mes", "provider": "mysql",
-                   "credentials": {"url": maria.user_url()}}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let target = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let target = integration(&app, &key, "mysql", &maria.user_url()).await;
     let config = configure(
         &app,
         &key,

@@ -12,7 +12,7 @@ use switchyard_tests::{
     rest_erp::{RestErp, TOKEN},
 };
 
-use super::sync::{all_records, configure, run, setup};
+use super::sync::{all_records, configure, integration, run, setup};
 
 /// Waits into the next second: an HTTP API's clock (its `Date` header) has whole seconds, so
 /// a change is below a run's watermark only from the next second on.
@@ -189,19 +189,7 @@ async fn a_bidirectional_sync_writes_to_the_erp_under_if_match_and_never_over_a_
     .await
     .unwrap();
     let source = http_integration(&app, &key, &erp).await;
-    let r = app
-        .partner_post(
-            &key,
-            "/v1/integrations",
-            json!({"name": "MES", "code": "mes", "type": "mes", "provider": "mysql",
-                   "credentials": {"url": maria.user_url()}}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let target = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let target = integration(&app, &key, "mysql", &maria.user_url()).await;
     let config = configure(
         &app,
         &key,

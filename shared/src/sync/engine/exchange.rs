@@ -6,11 +6,10 @@
 //! writes, the links, the conflicts, the counters and the checkpoint. A crash between the two
 //! loses nothing: the re-read batch finds both sides equal and only records the link.
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{
-    End, Ended, Engine, Finish, READ_TIMEOUT, Run,
+    End, Ended, Engine, Finish, Run, next_batch,
     plan::{Seen, Side, idx, written_fields},
     reads_all, start_position, unavailable,
 };
@@ -19,7 +18,7 @@ use crate::{
     integrations::connection::redact,
     queue::JobTask,
     sync::{
-        adapter::{Page, Position, Read, as_text},
+        adapter::{Page, Position},
         config::{CursorStrategy, Direction, SyncMode, SyncSpec, cursor_column, lookback_seconds},
         open::Which,
         store_side,
@@ -258,29 +257,11 @@ impl Engine<'_> {
         let credentials = &reader.credentials;
         let mut rows = reader.adapter.stream(&page);
         loop {
-            let mut batch: Vec<Read> = Vec::new();
-            let filled = async {
-                while (batch.len() as i64) < batch_size {
-                    match rows.next().await {
-                        Some(Ok(r)) => batch.push(r),
-                        Some(Err(e)) => return Err(e),
-                        None => break,
-                    }
-                }
-                Ok(())
+            let Some((batch, next)) =
+                next_batch(&mut rows, batch_size as usize, column, &key, credentials).await?
+            else {
+                break;
             };
-            tokio::time::timeout(READ_TIMEOUT, filled)
-                .await
-                .unwrap_or_else(|_| Err("reading a batch timed out".into()))
-                .map_err(|e| unavailable(redact(&e, credentials)))?;
-            let Some(last) = batch.last() else { break };
-            let next = last.after.clone().unwrap_or_else(|| Position::After {
-                value: column.and_then(|c| last.row.get(c)).and_then(as_text),
-                key: key
-                    .iter()
-                    .map(|k| last.row.get(k).and_then(as_text).unwrap_or_default())
-                    .collect(),
-            });
             let full = batch.len() as i64 == batch_size;
             let items = batch
                 .into_iter()

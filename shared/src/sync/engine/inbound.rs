@@ -3,18 +3,17 @@
 //! and commits each batch — records, skipped records, counters, checkpoint — in one
 //! transaction.
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{
-    BatchState, Counts, End, Ended, Engine, Finish, READ_TIMEOUT, Run, hold, is_data_error,
+    BatchState, Counts, End, Ended, Engine, Finish, Run, hold, is_data_error, next_batch,
     reads_all, start_position, unavailable,
 };
 use crate::{
     error::Result,
     integrations::connection::redact,
     sync::{
-        adapter::{Page, Position, Read, as_text},
+        adapter::{Page, Position},
         mapping::{self, Record, Rejected},
         open::Which,
         store::{self, Applied, Target},
@@ -82,29 +81,11 @@ impl Engine<'_> {
         let credentials = &side.credentials;
         let mut rows = side.adapter.stream(&page);
         loop {
-            let mut batch: Vec<Read> = Vec::with_capacity(batch_size);
-            let filled = async {
-                while batch.len() < batch_size {
-                    match rows.next().await {
-                        Some(Ok(row)) => batch.push(row),
-                        Some(Err(e)) => return Err(e),
-                        None => break,
-                    }
-                }
-                Ok(())
+            let Some((batch, next)) =
+                next_batch(&mut rows, batch_size, column, &key, credentials).await?
+            else {
+                break;
             };
-            tokio::time::timeout(READ_TIMEOUT, filled)
-                .await
-                .unwrap_or_else(|_| Err("reading a batch timed out".into()))
-                .map_err(|e| unavailable(redact(&e, credentials)))?;
-            let Some(last) = batch.last() else { break };
-            let next = last.after.clone().unwrap_or_else(|| Position::After {
-                value: column.and_then(|c| last.row.get(c)).and_then(as_text),
-                key: key
-                    .iter()
-                    .map(|k| last.row.get(k).and_then(as_text).unwrap_or_default())
-                    .collect(),
-            });
             let full_batch = batch.len() == batch_size;
             let read = batch.len() as i64;
             let mut records = Vec::with_capacity(batch.len());

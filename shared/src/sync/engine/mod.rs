@@ -27,7 +27,7 @@ use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
-    adapter::{Position, as_text},
+    adapter::{Position, Read, SourceError, as_text},
     config::{SyncMode, SyncSpec},
     mapping::Rejected,
     open::{Connection, OpenSide, Opener, Which},
@@ -39,7 +39,12 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     events::{NewEvent, Source as EventSource, insert_one},
-    integrations::{logs as integration_logs, logs::SourceCall, vault::Purpose},
+    integrations::{
+        connection::redact,
+        logs as integration_logs,
+        logs::SourceCall,
+        vault::{Opened, Purpose},
+    },
     jobs::{self, Lease, Outcome},
     mode::Mode,
     net::Egress,
@@ -428,6 +433,44 @@ impl Engine<'_> {
         event.ordering_key = Some(run.configuration_id.to_string());
         insert_one(tx, &event).await
     }
+}
+
+/// The next batch of up to `n` rows from a side's stream (waiting at most [`READ_TIMEOUT`]
+/// for it), and where a read resumes after it (`None`: the stream has ended).
+async fn next_batch(
+    rows: &mut futures::stream::BoxStream<'_, std::result::Result<Read, SourceError>>,
+    n: usize,
+    column: Option<&str>,
+    key: &[String],
+    credentials: &Opened,
+) -> Result<Option<(Vec<Read>, Position)>> {
+    use futures::StreamExt;
+    let mut batch: Vec<Read> = Vec::with_capacity(n);
+    let filled = async {
+        while batch.len() < n {
+            match rows.next().await {
+                Some(Ok(row)) => batch.push(row),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(READ_TIMEOUT, filled)
+        .await
+        .unwrap_or_else(|_| Err("reading a batch timed out".into()))
+        .map_err(|e| unavailable(redact(&e, credentials)))?;
+    let Some(last) = batch.last() else {
+        return Ok(None);
+    };
+    let next = last.after.clone().unwrap_or_else(|| Position::After {
+        value: column.and_then(|c| last.row.get(c)).and_then(as_text),
+        key: key
+            .iter()
+            .map(|k| last.row.get(k).and_then(as_text).unwrap_or_default())
+            .collect(),
+    });
+    Ok(Some((batch, next)))
 }
 
 /// Where a side's read starts: its checkpoint when resuming that side, else its cursor
