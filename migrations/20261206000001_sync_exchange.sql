@@ -47,6 +47,8 @@ CREATE TABLE sync_conflicts (
     resolved_data     jsonb,
     resolved_by       text,
     resolved_at       timestamptz,
+    -- Why the last resolution could not be written (the conflict is open again).
+    error             text,
     -- When a run wrote the resolution to both sides.
     applied_at        timestamptz,
     created_at        timestamptz NOT NULL DEFAULT now(),

@@ -437,3 +437,135 @@ async fn idle(app: &TestApp, key: &str, config: &str) {
     let newest = runs["data"][0]["id"].as_str().unwrap().to_owned();
     finished(app, key, &newest).await;
 }
+
+/// What must never happen to a record: a side's record that cannot be mapped is not taken for
+/// deleted (the other side keeps its record; the change is a poison record), a resolution the
+/// ERP refuses opens its conflict again with why, and a resolution that would delete under
+/// `delete_policy: ignore` settles without deleting.
+#[tokio::test]
+async fn unmappable_records_and_unwritable_resolutions_delete_nothing() {
+    let (app, key, _db, mut erp, _maria, mut mes, config) = setup_pair().await;
+    assert_eq!(run(&app, &key, &config).await["rows_inserted"], 5);
+    // The ERP's status leaves the lookup table; the MES then edits the record.
+    erp.execute("UPDATE erp.equipment SET status = 'Z' WHERE id = 1")
+        .await
+        .unwrap();
+    let r = run(&app, &key, &config).await;
+    // The ERP's change is a poison record (and so is the MES's echo of the record, which
+    // cannot be compared with it).
+    assert!(r["rows_failed"].as_i64().unwrap() >= 1, "{r}");
+    assert_eq!(r["rows_deleted"], 0, "{r}");
+    // With the source winning conflicts, an unreadable ERP record must not read as deleted.
+    set_strategy(&app, &key, &config, "source_wins").await;
+    mes.execute("UPDATE equipment SET quantity = 11 WHERE equipment_id = 1")
+        .await
+        .unwrap();
+    let r = run(&app, &key, &config).await;
+    assert_eq!(r["rows_deleted"], 0, "{r}");
+    assert!(r["rows_failed"].as_i64().unwrap() >= 1, "{r}");
+    let errors = app
+        .partner_get(
+            &key,
+            &format!("/v1/sync/runs/{}/errors", r["id"].as_str().unwrap()),
+        )
+        .await;
+    assert!(errors.to_string().contains("cannot be mapped"), "{errors}");
+    assert!(!mes_row(&mut mes, 1).await.unwrap().3, "not deleted");
+    assert!(!erp_row(&mut erp, 1).await.3);
+    set_strategy(&app, &key, &config, "manual").await;
+
+    // A merged resolution the ERP refuses (quantity is an integer there): open again, with why.
+    change_both(&mut erp, &mut mes, 2, "name = 'ERP 2'", "title = 'MES 2'").await;
+    run(&app, &key, &config).await;
+    let open = app
+        .partner_get(
+            &key,
+            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
+        )
+        .await;
+    let id = open["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "2")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/conflicts/{id}/resolve"),
+            json!({"resolution": "merged", "data": {"quantity": "twenty"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let reopened = eventually(
+        Duration::from_secs(30),
+        "the conflict to open again",
+        || async {
+            let c = app
+                .partner_get(&key, &format!("/v1/sync/conflicts/{id}"))
+                .await;
+            (c["status"] == "open" && !c["error"].is_null()).then_some(c)
+        },
+    )
+    .await;
+    assert!(
+        reopened["error"].as_str().unwrap().contains("refused"),
+        "{reopened}"
+    );
+    idle(&app, &key, &config).await;
+
+    // Deleted in the ERP, changed in the MES, resolved for the ERP under `ignore`: settled,
+    // nothing deleted.
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/sync/configurations/{config}"),
+            json!({"delete_policy": "ignore"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    change_both(&mut erp, &mut mes, 3, "deleted = true", "title = 'MES 3'").await;
+    run(&app, &key, &config).await;
+    let open = app
+        .partner_get(
+            &key,
+            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
+        )
+        .await;
+    let deleted = open["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "3")
+        .cloned()
+        .unwrap();
+    assert_eq!(deleted["reason"], "deleted_and_changed");
+    let id = deleted["id"].as_str().unwrap();
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/conflicts/{id}/resolve"),
+            json!({"resolution": "source"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    eventually(
+        Duration::from_secs(30),
+        "the resolution to be settled",
+        || async {
+            let c = app
+                .partner_get(&key, &format!("/v1/sync/conflicts/{id}"))
+                .await;
+            (!c["applied_at"].is_null()).then_some(())
+        },
+    )
+    .await;
+    idle(&app, &key, &config).await;
+    assert_eq!(
+        mes_row(&mut mes, 3).await.unwrap(),
+        ("MES 3".into(), Some(30), Some("active".into()), false)
+    );
+}

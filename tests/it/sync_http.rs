@@ -277,3 +277,47 @@ async fn a_bidirectional_sync_writes_to_the_erp_under_if_match_and_never_over_a_
         .get(0);
     assert_eq!(label, "Item 1 (edited in the ERP)");
 }
+
+/// One way, the store decides: a write the ERP refuses because its item changed after the read
+/// (412) is read again and written once more, over the ERP's edit.
+#[tokio::test]
+async fn an_outbound_write_refused_for_a_changed_item_is_read_again_and_written() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let erp = RestErp::start().await;
+    erp.put(1, "Old", 1);
+    let target = http_integration(&app, &key, &erp).await;
+    let r = reqwest::Client::new()
+        .put(app.url("/v1/sync/records/items/1"))
+        .bearer_auth(&key)
+        .json(&json!({"data": {"name": "From the store", "qty": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "Items out", "entity": "items", "direction": "outbound", "mode": "incremental",
+            "source": {"store": "switchyard"},
+            "target": {"integration_id": target, "resource": "/api/items", "key": ["id"]},
+            "mappings": [{"source": "name", "target": "name"}, {"source": "qty", "target": "qty"}],
+            "delete_policy": "hard",
+        }),
+    )
+    .await;
+    erp.meddle_before_next_write(1);
+    let done = run(&app, &key, &config).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["rows_updated"], 1, "{done}");
+    let item = erp.get(1).unwrap();
+    assert_eq!((item.name.as_str(), item.qty), ("From the store", 5));
+    let puts: Vec<u16> = erp
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PUT" && c.uri == "/api/items/1")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(puts, [412, 200]);
+}

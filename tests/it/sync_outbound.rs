@@ -234,3 +234,52 @@ async fn a_bidirectional_sync_keeps_an_erp_table_and_the_record_store_in_step() 
         "{third}"
     );
 }
+
+/// Record keys a target cannot hold are poison records, not a stuck sync; keys with NUL are
+/// refused by the API.
+#[tokio::test]
+async fn a_record_key_the_erp_cannot_hold_fails_alone() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let (db, mut erp) = erp().await;
+    erp.execute("CREATE TABLE erp.machines (id integer PRIMARY KEY, name text NOT NULL)")
+        .await
+        .unwrap();
+    for k in ["1", "2", "abc"] {
+        assert_eq!(
+            put(&app, &key, "machines", k, json!({"name": format!("M {k}")}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let nul = put(&app, &key, "machines", "a%00b", json!({"name": "x"}))
+        .await
+        .status();
+    assert!(nul.is_client_error(), "{nul}");
+    settle().await;
+    let target = integration(&app, &key, "postgres", &db.url).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "Machines", "entity": "machines", "direction": "outbound", "mode": "incremental",
+            "source": {"store": "switchyard"},
+            "target": {"integration_id": target, "table": "erp.machines", "key": ["id"]},
+            "mappings": [{"source": "name", "target": "name"}],
+            "delete_policy": "hard",
+        }),
+    )
+    .await;
+    let r = run(&app, &key, &config).await;
+    assert_eq!(r["status"], "partial", "{r}");
+    assert_eq!(
+        [r["rows_inserted"].as_i64(), r["rows_failed"].as_i64()],
+        [Some(2), Some(1)],
+        "{r}"
+    );
+    let names: Vec<(i32, String)> = sqlx::query_as("SELECT id, name FROM erp.machines ORDER BY id")
+        .fetch_all(&mut erp)
+        .await
+        .unwrap();
+    assert_eq!(names, vec![(1, "M 1".into()), (2, "M 2".into())]);
+}

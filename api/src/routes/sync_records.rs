@@ -8,6 +8,7 @@ use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
     api_keys::Scope,
+    input::Text,
     sync::{
         config::EntityName,
         store::{self, PutRecord, RecordFilter, SyncRecord},
@@ -40,8 +41,7 @@ impl SyncRecordsApi {
         state: Data<&Arc<AppState>>,
         entity: Query<EntityName>,
         /// Only the record with this key.
-        #[oai(validator(min_length = 1, max_length = 1000))]
-        key: Query<Option<String>>,
+        key: Query<Option<Text<1, 1000>>>,
         /// Changed at or after this time.
         #[oai(name = "updated[gte]")]
         updated_gte: Query<Option<DateTime<Utc>>>,
@@ -49,16 +49,15 @@ impl SyncRecordsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
         /// The last `key` of the previous page.
-        #[oai(validator(min_length = 1, max_length = 1000))]
-        starting_after: Query<Option<String>>,
+        starting_after: Query<Option<Text<1, 1000>>>,
     ) -> Result<Json<SyncRecordList>, ApiError> {
         let p = auth.require(Scope::SyncRead)?;
         let limit = pagination::limit(limit.0)?;
         let filter = RecordFilter {
             entity: entity.0.into_string(),
-            key: key.0,
+            key: key.0.map(Text::into_string),
             updated_gte: updated_gte.0,
-            starting_after: starting_after.0,
+            starting_after: starting_after.0.map(Text::into_string),
             limit: limit + 1,
         };
         let rows = store::list(&state.services.pool, p.scope(), &filter).await?;
@@ -75,13 +74,19 @@ impl SyncRecordsApi {
         state: Data<&Arc<AppState>>,
         entity: Path<EntityName>,
         /// The record's key (several key columns: a JSON array of texts).
-        #[oai(validator(min_length = 1, max_length = 1000))]
-        key: Path<String>,
+        key: Path<Text<1, 1000>>,
         body: Json<PutRecord>,
     ) -> Result<Json<SyncRecord>, ApiError> {
         let p = auth.require(Scope::SyncWrite)?;
         let mut tx = state.services.pool.begin().await?;
-        let record = store::put(&mut tx, p.scope(), entity.0.as_str(), &key.0, body.0).await?;
+        let record = store::put(
+            &mut tx,
+            p.scope(),
+            entity.0.as_str(),
+            key.0.as_str(),
+            body.0,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Json(record))
     }
@@ -102,7 +107,7 @@ impl SyncRecordsApi {
     ) -> Result<NoContent, ApiError> {
         let p = auth.require(Scope::SyncWrite)?;
         let mut tx = state.services.pool.begin().await?;
-        store::delete(&mut tx, p.scope(), entity.0.as_str(), &key.0).await?;
+        store::delete(&mut tx, p.scope(), entity.0.as_str(), key.0.as_str()).await?;
         tx.commit().await?;
         Ok(NoContent)
     }

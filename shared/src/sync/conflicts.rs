@@ -94,13 +94,17 @@ pub struct SyncConflict {
     /// When a run wrote the resolution to both sides.
     #[oai(nullable)]
     pub applied_at: Option<DateTime<Utc>>,
+    /// Why the last resolution could not be written (the conflict is open again: resolve it
+    /// anew).
+    #[oai(nullable)]
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, configuration_id, run_id, key, status, reason, source_data, target_data,
-    base, fields, resolution, resolved_data, resolved_by, resolved_at, applied_at, created_at,
-    updated_at";
+    base, fields, resolution, resolved_data, resolved_by, resolved_at, applied_at, error,
+    created_at, updated_at";
 
 /// A person's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Enum)]
@@ -200,19 +204,23 @@ pub struct ToApply {
     pub data: Option<Row>,
 }
 
-/// Up to `limit` resolved conflicts of the configuration not yet written, oldest first.
+/// Up to `limit` resolved conflicts of the configuration not yet written, after `after`, in
+/// id order.
 pub async fn to_apply(
     conn: &mut PgConnection,
     configuration_id: Uuid,
+    after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ToApply>> {
     let rows: Vec<(Uuid, String, Resolution, Option<Json<Row>>)> = sqlx::query_as(
         "SELECT id, key, resolution, resolved_data FROM sync_conflicts
           WHERE configuration_id = $1 AND status = 'resolved' AND applied_at IS NULL
+            AND ($3::uuid IS NULL OR id > $3)
           ORDER BY id LIMIT $2",
     )
     .bind(configuration_id)
     .bind(limit)
+    .bind(after)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -224,6 +232,22 @@ pub async fn to_apply(
             data: data.map(|d| d.0),
         })
         .collect())
+}
+
+/// A resolution that cannot be written (a side refused it, or it cannot be mapped back): the
+/// conflict is open again, with why, for a person to decide anew.
+pub async fn reopen(conn: &mut PgConnection, id: Uuid, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE sync_conflicts
+            SET status = 'open', resolution = NULL, resolved_data = NULL, resolved_by = NULL,
+                resolved_at = NULL, error = $2, updated_at = now()
+          WHERE id = $1 AND applied_at IS NULL",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The resolutions written to both sides.

@@ -235,7 +235,10 @@ impl HttpAdapter {
 
     /// An item by key (`None`: the API does not have it).
     async fn get_item(&self, key: &[String]) -> Result<Option<Row>, SourceError> {
-        let url = self.item(key)?;
+        let Ok(url) = self.item(key) else {
+            // A key no item can have.
+            return Ok(None);
+        };
         let a = self.call(Method::GET, &url, None, &[]).await?;
         match a.status.as_u16() {
             200..=299 => Ok(Self::with_etag(a.body, &a.headers)),
@@ -245,7 +248,10 @@ impl HttpAdapter {
     }
 
     async fn write_one(&self, w: &Write) -> Result<Written, SourceError> {
-        let item = self.item(&w.key)?;
+        let item = match self.item(&w.key) {
+            Ok(url) => url,
+            Err(e) => return Ok(Written::Refused(e)),
+        };
         let mut extra: Vec<(&str, String)> = Vec::new();
         if let Some(e) = &w.expected {
             extra.push(("if-match", e.clone()));

@@ -15,6 +15,30 @@ use super::adapter::{Adapter, SourceError};
 use super::config::{CursorSpec, CursorStrategy, SideKind, SideSpec};
 use crate::net::Egress;
 
+/// Whether `value` can be a value of a key column of `data_type` (as the catalogs of Postgres,
+/// MySQL and SQL Server name types). A record key that cannot is not looked up: it would fail
+/// the whole lookup (Postgres, SQL Server) or match another row (MySQL compares `'abc'` equal to
+/// `0`); the record is then absent there, and writing it fails alone, as a poison record.
+pub fn key_fits(data_type: &str, value: &str) -> bool {
+    let v = value.trim();
+    match data_type.to_ascii_lowercase().as_str() {
+        "int2" | "int4" | "int8" | "smallint" | "integer" | "int" | "bigint" | "tinyint"
+        | "mediumint" => v.parse::<i64>().is_ok(),
+        "numeric" | "decimal" | "float4" | "float8" | "real" | "double" | "float"
+        | "double precision" | "money" | "smallmoney" => v.parse::<f64>().is_ok(),
+        "uuid" | "uniqueidentifier" => uuid::Uuid::parse_str(v).is_ok(),
+        "timestamp" | "timestamptz" | "date" | "datetime" | "datetime2" | "datetimeoffset"
+        | "smalldatetime" => super::values::instant(v).is_some(),
+        "bool" | "boolean" | "bit" => {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "true" | "false" | "t" | "f" | "1" | "0"
+            )
+        }
+        _ => !value.contains('\0'),
+    }
+}
+
 /// What an adapter needs to know of its side beyond the connection.
 #[derive(Clone, Debug, Default)]
 pub struct SideInfo {

@@ -438,6 +438,12 @@ impl Adapter for MsSqlAdapter {
     ) -> BoxFuture<'a, Result<Vec<Row>, SourceError>> {
         Box::pin(async move {
             let key: Vec<String> = self.info.key.clone();
+            let fits = |k: &&Vec<String>| {
+                key.iter()
+                    .zip(k.iter())
+                    .all(|(c, v)| super::key_fits(self.cols().type_of(c), v))
+            };
+            let keys: Vec<Vec<String>> = keys.iter().filter(fits).cloned().collect();
             let key: Vec<&str> = key.iter().map(String::as_str).collect();
             let mut out = Vec::with_capacity(keys.len());
             for chunk in keys.chunks(FETCH_CHUNK) {

@@ -6,7 +6,7 @@
 //! Server's mixed-endian bytes), `nvarchar` as text, `bit` as a boolean, binary as base64.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Number, Value};
 use tiberius::{ColumnData, FromSql, ToSql};
 
@@ -48,9 +48,18 @@ pub fn to_json(data: &ColumnData<'static>, data_type: &str) -> Value {
         ColumnData::Xml(v) => v
             .as_ref()
             .map_or(Value::Null, |x| Value::String(x.to_string())),
+        // Fractions at the server's own precision: 100 ns for `datetime2` (7 digits), 1/300 s
+        // for `datetime` (rounded to 3 digits, as SQL Server shows it), none for
+        // `smalldatetime`. More digits would not convert back (`CONVERT(datetime2, …, 127)`
+        // takes at most 7), and conditional writes and checkpoints compare these texts.
         ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_) => {
+            let digits = match data {
+                ColumnData::DateTime(_) => 3,
+                ColumnData::SmallDateTime(_) => 0,
+                _ => 7,
+            };
             match NaiveDateTime::from_sql(data) {
-                Ok(Some(t)) => Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+                Ok(Some(t)) => Value::String(time_text(t, digits)),
                 _ => Value::Null,
             }
         }
@@ -63,10 +72,31 @@ pub fn to_json(data: &ColumnData<'static>, data_type: &str) -> Value {
             _ => Value::Null,
         },
         ColumnData::DateTimeOffset(_) => match DateTime::<FixedOffset>::from_sql(data) {
-            Ok(Some(t)) => Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, false)),
+            Ok(Some(t)) => Value::String(format!(
+                "{}{}",
+                time_text(t.naive_local(), 7),
+                t.format("%:z")
+            )),
             _ => Value::Null,
         },
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` with at most `digits` fractional digits (rounded; trailing zeros
+/// dropped).
+fn time_text(t: NaiveDateTime, digits: u32) -> String {
+    let unit = 10u32.pow(9 - digits);
+    let nanos = t.and_utc().timestamp_subsec_nanos();
+    let rounded = (nanos + unit / 2) / unit * unit;
+    let t = t - chrono::Duration::nanoseconds(nanos as i64)
+        + chrono::Duration::nanoseconds(rounded as i64);
+    let whole = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let frac = t.and_utc().timestamp_subsec_nanos() / unit;
+    if digits == 0 || frac == 0 {
+        return whole;
+    }
+    let text = format!("{frac:0width$}", width = digits as usize);
+    format!("{whole}.{}", text.trim_end_matches('0'))
 }
 
 fn float(f: f64) -> Value {
@@ -144,8 +174,13 @@ mod tests {
         let dt2 = ColumnData::DateTime2(Some(DateTime2::new(day(), t)));
         assert_eq!(
             to_json(&dt2, "datetime2"),
-            json!("2026-12-06T10:00:00.123456700")
+            json!("2026-12-06T10:00:00.1234567")
         );
+        // datetime: 1/300 s ticks, shown (and converted back) with 3 digits.
+        let dt = ColumnData::DateTime(Some(tiberius::time::DateTime::new(46_000, 1)));
+        assert_eq!(to_json(&dt, "datetime"), json!("2025-12-11T00:00:00.003"));
+        let whole = ColumnData::DateTime2(Some(DateTime2::new(day(), Time::new(0, 7))));
+        assert_eq!(to_json(&whole, "datetime2"), json!("2026-12-06T00:00:00"));
         // datetimeoffset: the same local time at +01:00.
         let dto = ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
             DateTime2::new(day(), Time::new(9 * 3600 * 10_000_000, 7)),
@@ -154,6 +189,14 @@ mod tests {
         assert_eq!(
             to_json(&dto, "datetimeoffset"),
             json!("2026-12-06T10:00:00+01:00")
+        );
+        let dto = ColumnData::DateTimeOffset(Some(DateTimeOffset::new(
+            DateTime2::new(day(), Time::new(9 * 3600 * 10_000_000 + 5, 7)),
+            -90,
+        )));
+        assert_eq!(
+            to_json(&dto, "datetimeoffset"),
+            json!("2026-12-06T07:30:00.0000005-01:30")
         );
         assert_eq!(
             to_json(&ColumnData::Date(Some(day())), "date"),

@@ -24,6 +24,16 @@ pub(super) async fn fetch(
     a: &mut SqlAdapter,
     keys: &[Vec<String>],
 ) -> Result<Vec<Row>, SourceError> {
+    let key = a.info.key.clone();
+    let keys: Vec<Vec<String>> = keys
+        .iter()
+        .filter(|k| {
+            key.iter()
+                .zip(k.iter())
+                .all(|(c, v)| a.type_of(c).is_some_and(|t| super::key_fits(t, v)))
+        })
+        .cloned()
+        .collect();
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(FETCH_CHUNK) {
         let (sql, params) = fetch_sql(a, chunk)?;

@@ -214,7 +214,7 @@ impl Plan {
         state: Option<&Row>,
         both: [Option<&Seen>; 2],
         conflict: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Option<usize>, String> {
         let mut writes = Vec::new();
         for &w in to {
             let now = both[idx(w)];
@@ -228,7 +228,7 @@ impl Plan {
                 None => match spec.delete_policy() {
                     // Deletes are not carried: the other side keeps its record, and the link
                     // its base, so the kept record is not taken for a change.
-                    DeletePolicy::Ignore => return Ok(()),
+                    DeletePolicy::Ignore => return Ok(None),
                     DeletePolicy::Soft if now.is_some_and(|s| s.record.deleted) => continue,
                     DeletePolicy::Soft => WriteOp::SoftDelete,
                     DeletePolicy::Hard => WriteOp::Delete,
@@ -253,7 +253,7 @@ impl Plan {
             conflict,
             converged: None,
         });
-        Ok(())
+        Ok(Some(self.outcomes.len() - 1))
     }
 }
 
@@ -328,6 +328,21 @@ impl Engine<'_> {
                 continue;
             }
             let n = which.spec(spec).key().len();
+            // A record key that does not split into the side's key columns is refused, never
+            // written under an empty key.
+            let (mine, misfits): (Vec<usize>, Vec<usize>) = mine
+                .into_iter()
+                .partition(|&i| key_parts(&plan.writes[i].key, n).is_some());
+            for i in misfits {
+                let e = format!(
+                    "the key does not fit the {}'s {n} key columns",
+                    which.as_str()
+                );
+                results[i] = Some((Written::Refused(e), None));
+            }
+            if mine.is_empty() {
+                continue;
+            }
             let writes: Vec<Write> = mine
                 .iter()
                 .map(|&i| {
@@ -392,29 +407,40 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// The records with `keys` as `which` side holds them now.
+    /// The records with `keys` as `which` side holds them now. A record the side holds but
+    /// that cannot be mapped is not absent: it is returned among the unreadable, with why.
     pub(super) async fn fetch(
         &self,
         run: &Run<'_>,
         side: &mut Side,
         which: Which,
         keys: &[String],
-    ) -> Result<HashMap<String, Seen>> {
+    ) -> Result<Fetched> {
         let spec = run.spec;
-        let mut out = HashMap::new();
+        let mut out = Fetched::default();
+        let mut keep = |seen: std::result::Result<Seen, Rejected>| match seen {
+            Ok(seen) => {
+                out.seen.insert(seen.record.key.clone(), seen);
+            }
+            Err(r) => {
+                if let Some(k) = r.key {
+                    out.unreadable.insert(k, r.error);
+                }
+            }
+        };
         match side {
             Side::Store => {
                 let mut conn = self.pool.acquire().await?;
                 let rows =
                     store_side::fetch(&mut conn, run.scope, spec.entity.as_str(), keys).await?;
                 for r in rows {
-                    if let Ok(seen) = Seen::store(spec, which, r) {
-                        out.insert(seen.record.key.clone(), seen);
-                    }
+                    keep(Seen::store(spec, which, r));
                 }
             }
             Side::Ext(s) => {
                 let n = which.spec(spec).key().len();
+                // A key that does not fit the side's key (a record key of other parts) cannot
+                // be there.
                 let parts: Vec<Vec<String>> = keys.iter().filter_map(|k| key_parts(k, n)).collect();
                 let rows = s
                     .adapter
@@ -422,12 +448,19 @@ impl Engine<'_> {
                     .await
                     .map_err(|e| unavailable(redact(&e, &s.credentials)))?;
                 for row in rows {
-                    if let Ok(seen) = Seen::ext(spec, which, s.adapter.as_ref(), Read::row(row)) {
-                        out.insert(seen.record.key.clone(), seen);
-                    }
+                    keep(Seen::ext(spec, which, s.adapter.as_ref(), Read::row(row)));
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// Records fetched by key.
+#[derive(Default)]
+pub(super) struct Fetched {
+    pub(super) seen: HashMap<String, Seen>,
+    /// Present on the side, but not mappable (a lookup miss, a failed cast): never taken for
+    /// absent.
+    pub(super) unreadable: HashMap<String, String>,
 }
