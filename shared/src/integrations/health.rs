@@ -76,6 +76,8 @@ pub async fn check_now(
         result.checked_at,
     );
     event.audience = Audience::Operational;
+    // An integration's notices reach each endpoint in the order they happened.
+    event.ordering_key = Some(id.to_string());
     let task = insert_one(pool, &event).await?;
     Ok((result, Some(task)))
 }
