@@ -191,3 +191,80 @@ async fn the_janitor_vacuums_a_table_autovacuum_left_behind() {
     })
     .await;
 }
+
+/// Sync history past `SWITCHYARD_SYNC_RETENTION` (30 days) goes: conflicts once applied, and
+/// the links of records deleted on both sides. Open conflicts, recent ones and the links of
+/// live records stay.
+#[tokio::test]
+async fn applied_sync_conflicts_and_links_of_deleted_records_leave_after_the_sync_retention() {
+    let (app, key) = super::sync::setup(TestOptions::default()).await;
+    let source =
+        super::sync::integration(&app, &key, "postgres", "postgres://db.example/erp").await;
+    let config = super::sync::configure(
+        &app,
+        &key,
+        serde_json::json!({
+            "name": "Items", "entity": "items", "mode": "full",
+            "source": {"integration_id": source, "table": "items", "key": ["id"]},
+            "target": {"store": "switchyard"},
+        }),
+    )
+    .await;
+    // What runs leave behind, aged.
+    sqlx::query(
+        "INSERT INTO sync_conflicts (id, tenant_id, mode, configuration_id, key, status, reason,
+                                     fields, applied_at, created_at)
+         SELECT gen_random_uuid(), c.tenant_id, c.mode, c.id, k, s, 'both_changed', '{name}', a,
+                now() - interval '40 days'
+           FROM sync_configurations c,
+                (VALUES ('old-applied', 'resolved', now() - interval '31 days'),
+                        ('old-open', 'open', NULL::timestamptz),
+                        ('new-applied', 'resolved', now())) AS v(k, s, a)
+          WHERE c.id = $1::uuid;
+         ",
+    )
+    .bind(&config)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sync_links (configuration_id, key, base, synced_at)
+         SELECT $1::uuid, k, b, t
+           FROM (VALUES ('old-gone', NULL::jsonb, now() - interval '31 days'),
+                        ('old-live', '{}'::jsonb, now() - interval '31 days'),
+                        ('new-gone', NULL::jsonb, now())) AS v(k, b, t)",
+    )
+    .bind(&config)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "old sync history purged",
+        || async {
+            let conflicts = count(
+                &app,
+                "SELECT count(*) FROM sync_conflicts WHERE key = 'old-applied'",
+            )
+            .await;
+            let links = count(
+                &app,
+                "SELECT count(*) FROM sync_links WHERE key = 'old-gone'",
+            )
+            .await;
+            (conflicts + links == 0).then_some(())
+        },
+    )
+    .await;
+    let left = |table: &str| format!("SELECT string_agg(key, ',' ORDER BY key) FROM {table}");
+    let conflicts: String = sqlx::query_scalar(sqlx::AssertSqlSafe(left("sync_conflicts")))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let links: String = sqlx::query_scalar(sqlx::AssertSqlSafe(left("sync_links")))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(conflicts, "new-applied,old-open");
+    assert_eq!(links, "new-gone,old-live");
+}

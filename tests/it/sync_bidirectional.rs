@@ -298,13 +298,7 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
     change_both(&mut erp, &mut mes, 4, "qty = 1", "quantity = 2").await;
     let r = run(&app, &key, &config).await;
     assert_eq!(r["conflicts"], 1, "{r}");
-    let open = app
-        .partner_get(
-            &key,
-            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
-        )
-        .await;
-    let open = open["data"].as_array().unwrap().clone();
+    let open = open_conflicts(&app, &key, &config).await;
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["reason"], "same_fields_changed");
     assert_eq!(open[0]["fields"], json!(["quantity"]));
@@ -330,19 +324,7 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
         Some("Z"),
         "the rest of the stream keeps moving"
     );
-    let open = app
-        .partner_get(
-            &key,
-            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
-        )
-        .await;
-    let manual = open["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["key"] == "5")
-        .cloned()
-        .unwrap();
+    let manual = open_conflict(&app, &key, &config, "5").await;
     assert_eq!(manual["reason"], "both_changed");
     assert_eq!(manual["source_data"]["title"], "ERP 5");
     assert_eq!(manual["target_data"]["title"], "MES 5");
@@ -353,68 +335,33 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
     assert_eq!(mes_row(&mut mes, 5).await.unwrap().0, "MES 5");
     // A person merges: both sides get it, from a run started by the resolution.
     let id = manual["id"].as_str().unwrap();
-    let bad = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{id}/resolve"),
-            json!({"resolution": "merged", "data": {"color": "red"}}),
-        )
-        .await;
-    assert_eq!(bad.status(), 400);
-    let resolved = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{id}/resolve"),
-            json!({"resolution": "merged", "data": {"title": "Merged 5"}}),
-        )
-        .await;
-    assert_eq!(resolved.status(), 200, "{}", resolved.text().await.unwrap());
-    let again = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{id}/resolve"),
-            json!({"resolution": "source"}),
-        )
-        .await;
-    assert_eq!(again.status(), 409);
-    let applied = eventually(
-        Duration::from_secs(30),
+    let bad = json!({"resolution": "merged", "data": {"color": "red"}});
+    assert_eq!(resolve(&app, &key, id, bad).await, 400);
+    let merged = json!({"resolution": "merged", "data": {"title": "Merged 5"}});
+    assert_eq!(resolve(&app, &key, id, merged).await, 200);
+    assert_eq!(
+        resolve(&app, &key, id, json!({"resolution": "source"})).await,
+        409
+    );
+    let done = conflict_when(
+        &app,
+        &key,
+        &config,
+        id,
         "the resolution to be written",
-        || async {
-            let c = app
-                .partner_get(&key, &format!("/v1/sync/conflicts/{id}"))
-                .await;
-            (!c["applied_at"].is_null()).then_some(c)
-        },
+        applied,
     )
     .await;
-    idle(&app, &key, &config).await;
-    assert_eq!(applied["status"], "resolved");
-    assert_eq!(applied["resolution"], "merged");
+    assert_eq!(done["status"], "resolved");
+    assert_eq!(done["resolution"], "merged");
     assert_eq!(erp_row(&mut erp, 5).await.0, "Merged 5");
     assert_eq!(mes_row(&mut mes, 5).await.unwrap().0, "Merged 5");
     // The field-merge conflict resolved for the target's side.
-    let r = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{merge_conflict}/resolve"),
-            json!({"resolution": "target"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    eventually(
-        Duration::from_secs(30),
-        "the second resolution to be written",
-        || async {
-            let c = app
-                .partner_get(&key, &format!("/v1/sync/conflicts/{merge_conflict}"))
-                .await;
-            (!c["applied_at"].is_null()).then_some(())
-        },
-    )
-    .await;
+    let target = json!({"resolution": "target"});
+    assert_eq!(resolve(&app, &key, &merge_conflict, target).await, 200);
+    let second = "the second resolution to be written";
+    conflict_when(&app, &key, &config, &merge_conflict, second, applied).await;
     assert_eq!(erp_row(&mut erp, 4).await.1, Some(2));
-    idle(&app, &key, &config).await;
     // Settled records sync as before.
     let last = run(&app, &key, &config).await;
     assert_eq!(last["conflicts"], 0, "{last}");
@@ -424,6 +371,57 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
         .partner_get(&key, "/v1/events?type=sync.conflict.created")
         .await;
     assert_eq!(events["data"].as_array().unwrap().len(), 2, "{events}");
+}
+
+/// The configuration's open conflicts.
+async fn open_conflicts(app: &TestApp, key: &str, config: &str) -> Vec<Value> {
+    let page = app
+        .partner_get(
+            key,
+            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
+        )
+        .await;
+    page["data"].as_array().unwrap().clone()
+}
+
+/// The open conflict of record `k`.
+async fn open_conflict(app: &TestApp, key: &str, config: &str, k: &str) -> Value {
+    open_conflicts(app, key, config)
+        .await
+        .into_iter()
+        .find(|c| c["key"] == k)
+        .unwrap_or_else(|| panic!("no open conflict for record {k}"))
+}
+
+/// Resolves conflict `id` with `body`; the status of the answer.
+async fn resolve(app: &TestApp, key: &str, id: &str, body: Value) -> reqwest::StatusCode {
+    app.partner_post(key, &format!("/v1/sync/conflicts/{id}/resolve"), body)
+        .await
+        .status()
+}
+
+/// Waits until conflict `id` satisfies `done`, then for the run the resolution started.
+async fn conflict_when(
+    app: &TestApp,
+    key: &str,
+    config: &str,
+    id: &str,
+    what: &str,
+    done: fn(&Value) -> bool,
+) -> Value {
+    let c = eventually(Duration::from_secs(30), what, || async {
+        let c = app
+            .partner_get(key, &format!("/v1/sync/conflicts/{id}"))
+            .await;
+        done(&c).then_some(c)
+    })
+    .await;
+    idle(app, key, config).await;
+    c
+}
+
+fn applied(c: &Value) -> bool {
+    !c["applied_at"].is_null()
 }
 
 /// Waits for the configuration's newest run to end.
@@ -477,45 +475,25 @@ async fn unmappable_records_and_unwritable_resolutions_delete_nothing() {
     // A merged resolution the ERP refuses (quantity is an integer there): open again, with why.
     change_both(&mut erp, &mut mes, 2, "name = 'ERP 2'", "title = 'MES 2'").await;
     run(&app, &key, &config).await;
-    let open = app
-        .partner_get(
-            &key,
-            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
-        )
-        .await;
-    let id = open["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["key"] == "2")
-        .unwrap()["id"]
+    let id = open_conflict(&app, &key, &config, "2").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let r = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{id}/resolve"),
-            json!({"resolution": "merged", "data": {"quantity": "twenty"}}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let reopened = eventually(
-        Duration::from_secs(30),
+    let refused = json!({"resolution": "merged", "data": {"quantity": "twenty"}});
+    assert_eq!(resolve(&app, &key, &id, refused).await, 200);
+    let reopened = conflict_when(
+        &app,
+        &key,
+        &config,
+        &id,
         "the conflict to open again",
-        || async {
-            let c = app
-                .partner_get(&key, &format!("/v1/sync/conflicts/{id}"))
-                .await;
-            (c["status"] == "open" && !c["error"].is_null()).then_some(c)
-        },
+        |c| c["status"] == "open" && !c["error"].is_null(),
     )
     .await;
     assert!(
         reopened["error"].as_str().unwrap().contains("refused"),
         "{reopened}"
     );
-    idle(&app, &key, &config).await;
 
     // Deleted in the ERP, changed in the MES, resolved for the ERP under `ignore`: settled,
     // nothing deleted.
@@ -529,41 +507,22 @@ async fn unmappable_records_and_unwritable_resolutions_delete_nothing() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     change_both(&mut erp, &mut mes, 3, "deleted = true", "title = 'MES 3'").await;
     run(&app, &key, &config).await;
-    let open = app
-        .partner_get(
-            &key,
-            &format!("/v1/sync/conflicts?configuration_id={config}&status=open"),
-        )
-        .await;
-    let deleted = open["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["key"] == "3")
-        .cloned()
-        .unwrap();
+    let deleted = open_conflict(&app, &key, &config, "3").await;
     assert_eq!(deleted["reason"], "deleted_and_changed");
     let id = deleted["id"].as_str().unwrap();
-    let r = app
-        .partner_post(
-            &key,
-            &format!("/v1/sync/conflicts/{id}/resolve"),
-            json!({"resolution": "source"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    eventually(
-        Duration::from_secs(30),
+    assert_eq!(
+        resolve(&app, &key, id, json!({"resolution": "source"})).await,
+        200
+    );
+    conflict_when(
+        &app,
+        &key,
+        &config,
+        id,
         "the resolution to be settled",
-        || async {
-            let c = app
-                .partner_get(&key, &format!("/v1/sync/conflicts/{id}"))
-                .await;
-            (!c["applied_at"].is_null()).then_some(())
-        },
+        applied,
     )
     .await;
-    idle(&app, &key, &config).await;
     assert_eq!(
         mes_row(&mut mes, 3).await.unwrap(),
         ("MES 3".into(), Some(30), Some("active".into()), false)

@@ -53,6 +53,19 @@ pub async fn run_now(app: &TestApp, key: &str, id: &str) -> Value {
     app.partner_get(key, &format!("/v1/sync/runs/{id}")).await
 }
 
+/// Waits for a run a killed worker left `running` to be finished by another.
+async fn resumed(app: &TestApp, key: &str, id: &str) -> Value {
+    eventually(
+        Duration::from_secs(90),
+        "the resumed run to finish",
+        || async {
+            let run = run_now(app, key, id).await;
+            (run["status"] != "running").then_some(run)
+        },
+    )
+    .await
+}
+
 async fn batches_at_least(app: &TestApp, key: &str, id: &str, n: i64) {
     eventually(
         Duration::from_secs(30),
@@ -136,15 +149,7 @@ async fn a_run_killed_mid_way_resumes_from_its_checkpoint_elsewhere() {
     assert!(at_kill["batches"].as_i64().unwrap() < N / 100, "{at_kill}");
 
     let _second = WorkerProcess::spawn(&env);
-    let done = eventually(
-        Duration::from_secs(90),
-        "the resumed run to finish",
-        || async {
-            let run = run_now(&app, &key, &id).await;
-            (run["status"] != "running").then_some(run)
-        },
-    )
-    .await;
+    let done = resumed(&app, &key, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     // Every row read and written exactly once: the batch in flight at the kill was not
     // committed, and the resumed run started after the last one that was.
@@ -239,15 +244,7 @@ async fn an_outbound_run_killed_mid_way_resumes_and_writes_no_row_twice() {
     let at_kill = run_now(&app, &key, &id).await;
     assert_eq!(at_kill["status"], "running");
     let _second = WorkerProcess::spawn(&env);
-    let done = eventually(
-        Duration::from_secs(90),
-        "the resumed run to finish",
-        || async {
-            let run = run_now(&app, &key, &id).await;
-            (run["status"] != "running").then_some(run)
-        },
-    )
-    .await;
+    let done = resumed(&app, &key, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["rows_read"], N, "{done}");
     let written = done["rows_inserted"].as_i64().unwrap();

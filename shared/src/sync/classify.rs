@@ -14,9 +14,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     adapter::Row,
-    config::ConflictStrategy,
+    config::{ConflictStrategy, Which},
     conflicts::ConflictReason,
-    open::Which,
     values::{differing, same_fields},
 };
 

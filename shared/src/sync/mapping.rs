@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     adapter::{Row, as_text, key_text},
-    config::{CastType, SyncSpec, Transform, TransformType, Unmapped},
-    open::Which,
+    config::{CastType, SyncSpec, Transform, TransformType, Unmapped, Which},
 };
 
 /// A row ready for the other side.
@@ -55,19 +54,11 @@ pub fn required_columns(spec: &SyncSpec, which: Which) -> Vec<&str> {
 /// The key's names in the target's field names: the target integration's key, or (the store)
 /// the source's key columns as the mappings name them.
 pub fn canonical_key(spec: &SyncSpec) -> Vec<String> {
-    if !spec.target.is_store() {
-        return spec.target.key_names();
+    if spec.target.is_store() {
+        spec.mapped_source_key()
+    } else {
+        spec.target.key_names()
     }
-    spec.source
-        .key()
-        .iter()
-        .map(|k| {
-            spec.mappings()
-                .iter()
-                .find(|m| m.source.as_str() == k.as_str())
-                .map_or(k.to_string(), |m| m.target.to_string())
-        })
-        .collect()
 }
 
 /// The canonical fields of an outbound or bidirectional sync: the key and every mapping's

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{
     adapter::Adapter,
     adapters::{self, SideInfo},
-    config::{CursorSpec, SideSpec, SyncSpec},
+    config::{SyncSpec, Which},
     mapping,
 };
 use crate::{
@@ -27,44 +27,6 @@ use crate::{
     net::Egress,
     tenants::Scope,
 };
-
-/// Which side of a configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Which {
-    Source,
-    Target,
-}
-
-impl Which {
-    pub fn other(self) -> Which {
-        match self {
-            Which::Source => Which::Target,
-            Which::Target => Which::Source,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Which::Source => "source",
-            Which::Target => "target",
-        }
-    }
-
-    pub fn spec(self, spec: &SyncSpec) -> &SideSpec {
-        match self {
-            Which::Source => &spec.source,
-            Which::Target => &spec.target,
-        }
-    }
-
-    /// The side's cursor: the configuration's for the source, the target's own otherwise.
-    pub fn cursor(self, spec: &SyncSpec) -> Option<&CursorSpec> {
-        match self {
-            Which::Source => spec.cursor.as_ref(),
-            Which::Target => spec.target.cursor.as_ref(),
-        }
-    }
-}
 
 /// An integration side ready to read and write.
 pub struct OpenSide {

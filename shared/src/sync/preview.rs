@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::{
     adapter::{Page, Position, as_text},
-    config::SyncSpec,
+    config::{SyncSpec, Which},
     links, mapping,
-    open::{Connection, Opener, Which},
+    open::{Connection, Opener},
     store_side, values,
 };
 use crate::{
@@ -117,7 +117,7 @@ pub async fn delta(
     let (rows, watermark, sample) = if spec.source.is_store() {
         let mut conn = opener.pool.acquire().await?;
         let watermark = store_side::watermark(&mut conn).await?;
-        let position = match (&value, spec.reads_everything()) {
+        let position = match (&value, spec.reads_all(Which::Source)) {
             (Some(v), false) => Position::Since {
                 value: Some(v.clone()),
                 minus_seconds: store_side::LOOKBACK_SECONDS,
@@ -209,7 +209,7 @@ async fn read_source(
         None => None,
     };
     let position = Position::Since {
-        value: value.filter(|_| !spec.reads_everything()),
+        value: value.filter(|_| !spec.reads_all(Which::Source)),
         minus_seconds: if spec.cursor_is_time() {
             spec.lookback_seconds()
         } else {

@@ -48,6 +48,25 @@ fn row((key, data, deleted, updated_at): Raw) -> StoreRow {
     }
 }
 
+/// A version or watermark (RFC 3339) as a time.
+fn time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The lower bound on `updated_at` of a read starting at `position` (a cursor less its
+/// lookback); `None` from the beginning or after a keyset position.
+fn since(position: &Position) -> Option<DateTime<Utc>> {
+    match position {
+        Position::Since {
+            value: Some(v),
+            minus_seconds,
+        } => time(v).map(|t| t - chrono::Duration::seconds(*minus_seconds)),
+        _ => None,
+    }
+}
+
 /// Where the store is: its clock less the lag (the run's upper bound on `updated_at`).
 pub async fn watermark(conn: &mut PgConnection) -> Result<String> {
     let t: DateTime<Utc> = sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
@@ -67,29 +86,10 @@ pub async fn page(
     watermark: Option<&str>,
     limit: i64,
 ) -> Result<Vec<StoreRow>> {
-    let (since, after_time, after_key) = match position {
-        Position::Since {
-            value,
-            minus_seconds,
-        } => {
-            let since = value
-                .as_deref()
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc) - chrono::Duration::seconds(*minus_seconds));
-            (since, None, None)
-        }
-        Position::After { value, key } => {
-            let t = value
-                .as_deref()
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc));
-            (None, t, key.first().cloned())
-        }
-        Position::Page { .. } => (None, None, None),
+    let (after_time, after_key) = match position {
+        Position::After { value, key } => (value.as_deref().and_then(time), key.first().cloned()),
+        _ => (None, None),
     };
-    let watermark = watermark
-        .and_then(|w| DateTime::parse_from_rfc3339(w).ok())
-        .map(|t| t.with_timezone(&Utc));
     let rows: Vec<Raw> = sqlx::query_as(
         "SELECT key, data, deleted_at IS NOT NULL, updated_at FROM sync_records
           WHERE tenant_id = $1 AND mode = $2 AND entity = $3
@@ -101,10 +101,10 @@ pub async fn page(
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(entity)
-    .bind(since)
+    .bind(since(position))
     .bind(after_time)
     .bind(after_key)
-    .bind(watermark)
+    .bind(watermark.and_then(time))
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -168,11 +168,7 @@ pub async fn write(
         kinds.push(kind);
         hashes.push(d.map(mapping::hash).unwrap_or_default());
         data.push(Json(d.cloned().map_or(Value::Null, Value::Object)));
-        expected.push(
-            w.expected
-                .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
-                .map(|e| e.with_timezone(&Utc)),
-        );
+        expected.push(w.expected.and_then(time));
     }
     // Inserts where no record was; updates and deletes where the record still has the
     // version read. Each returns the keys it wrote.
@@ -237,18 +233,6 @@ pub async fn count(
     position: &Position,
     watermark: Option<&str>,
 ) -> Result<i64> {
-    let since = match position {
-        Position::Since {
-            value: Some(v),
-            minus_seconds,
-        } => DateTime::parse_from_rfc3339(v)
-            .ok()
-            .map(|t| t.with_timezone(&Utc) - chrono::Duration::seconds(*minus_seconds)),
-        _ => None,
-    };
-    let watermark = watermark
-        .and_then(|w| DateTime::parse_from_rfc3339(w).ok())
-        .map(|t| t.with_timezone(&Utc));
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM sync_records
           WHERE tenant_id = $1 AND mode = $2 AND entity = $3
@@ -258,8 +242,8 @@ pub async fn count(
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(entity)
-    .bind(since)
-    .bind(watermark)
+    .bind(since(position))
+    .bind(watermark.and_then(time))
     .fetch_one(conn)
     .await?)
 }

@@ -15,28 +15,80 @@ use super::adapter::{Adapter, SourceError};
 use super::config::{CursorSpec, CursorStrategy, SideKind, SideSpec};
 use crate::net::Egress;
 
-/// Whether `value` can be a value of a key column of `data_type` (as the catalogs of Postgres,
-/// MySQL and SQL Server name types). A record key that cannot is not looked up: it would fail
-/// the whole lookup (Postgres, SQL Server) or match another row (MySQL compares `'abc'` equal to
-/// `0`); the record is then absent there, and writing it fails alone, as a poison record.
-pub fn key_fits(data_type: &str, value: &str) -> bool {
-    let v = value.trim();
+/// What a column holds, by its type as the catalogs of Postgres, MySQL and SQL Server name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Integer,
+    Number,
+    Uuid,
+    /// A date or a point in time.
+    Time,
+    Bool,
+    Other,
+}
+
+pub fn kind_of(data_type: &str) -> ColumnKind {
     match data_type.to_ascii_lowercase().as_str() {
         "int2" | "int4" | "int8" | "smallint" | "integer" | "int" | "bigint" | "tinyint"
-        | "mediumint" => v.parse::<i64>().is_ok(),
+        | "mediumint" => ColumnKind::Integer,
         "numeric" | "decimal" | "float4" | "float8" | "real" | "double" | "float"
-        | "double precision" | "money" | "smallmoney" => v.parse::<f64>().is_ok(),
-        "uuid" | "uniqueidentifier" => uuid::Uuid::parse_str(v).is_ok(),
+        | "double precision" | "money" | "smallmoney" => ColumnKind::Number,
+        "uuid" | "uniqueidentifier" => ColumnKind::Uuid,
         "timestamp" | "timestamptz" | "date" | "datetime" | "datetime2" | "datetimeoffset"
-        | "smalldatetime" => super::values::instant(v).is_some(),
-        "bool" | "boolean" | "bit" => {
+        | "smalldatetime" => ColumnKind::Time,
+        "bool" | "boolean" | "bit" => ColumnKind::Bool,
+        _ => ColumnKind::Other,
+    }
+}
+
+/// Whether `value` can be a value of a key column of `data_type`. A record key that cannot is
+/// not looked up: it would fail the whole lookup (Postgres, SQL Server) or match another row
+/// (MySQL compares `'abc'` equal to `0`); the record is then absent there, and writing it
+/// fails alone, as a poison record.
+pub fn key_fits(data_type: &str, value: &str) -> bool {
+    let v = value.trim();
+    match kind_of(data_type) {
+        ColumnKind::Integer => v.parse::<i64>().is_ok(),
+        ColumnKind::Number => v.parse::<f64>().is_ok(),
+        ColumnKind::Uuid => uuid::Uuid::parse_str(v).is_ok(),
+        ColumnKind::Time => super::values::instant(v).is_some(),
+        ColumnKind::Bool => {
             matches!(
                 v.to_ascii_lowercase().as_str(),
                 "true" | "false" | "t" | "f" | "1" | "0"
             )
         }
-        _ => !value.contains('\0'),
+        ColumnKind::Other => !value.contains('\0'),
     }
+}
+
+/// A tombstone column with the SQL that sets it (a soft delete) and clears it (a write).
+pub type Tombstone = (String, &'static str, &'static str);
+
+/// The side's tombstone column, set and cleared by its type: a flag with the dialect's
+/// `truth` literals, a number with `1`/`0`, a time with the database's `now` and null.
+pub fn tombstone<'a>(
+    info: &SideInfo,
+    type_of: impl Fn(&str) -> Option<&'a str>,
+    truth: (&'static str, &'static str),
+    now: &'static str,
+) -> Result<Option<Tombstone>, SourceError> {
+    let Some(col) = info.tombstone.clone() else {
+        return Ok(None);
+    };
+    let t = type_of(&col).ok_or_else(|| format!("the table has no usable column `{col}`"))?;
+    let (set, clear) = match kind_of(t) {
+        ColumnKind::Bool => truth,
+        ColumnKind::Integer => ("1", "0"),
+        ColumnKind::Time => (now, "NULL"),
+        _ => {
+            return Err(format!(
+                "the tombstone column `{col}` is `{t}`: soft deletes write booleans, numbers or \
+                 times"
+            ));
+        }
+    };
+    Ok(Some((col, set, clear)))
 }
 
 /// What an adapter needs to know of its side beyond the connection.

@@ -225,20 +225,11 @@ impl MsSqlAdapter {
         ))
     }
 
-    /// How the tombstone is set and cleared, by its type.
-    fn tombstone(&self) -> Result<Option<(String, &'static str, &'static str)>, SourceError> {
-        let Some(col) = self.info.tombstone.clone() else {
-            return Ok(None);
-        };
-        let t = self.cols().type_of(&col).to_owned();
-        let (set, clear) = match t.as_str() {
-            "bit" | "tinyint" | "smallint" | "int" | "bigint" => ("1", "0"),
-            "datetime2" | "datetime" | "datetimeoffset" | "date" | "smalldatetime" => {
-                ("SYSDATETIME()", "NULL")
-            }
-            other => return Err(format!("the tombstone column `{col}` is `{other}`")),
-        };
-        Ok(Some((col, set, clear)))
+    /// How the tombstone is set and cleared (never a `rowversion`, which the server keeps).
+    fn tombstone(&self) -> Result<Option<super::Tombstone>, SourceError> {
+        let cols = self.cols();
+        let type_of = |c: &str| Some(cols.type_of(c)).filter(|t| !tsql::is_rowversion(t));
+        super::tombstone(&self.info, type_of, ("1", "0"), "SYSDATETIME()")
     }
 
     async fn write_one(&mut self, w: &Write) -> Result<Written, SourceError> {

@@ -13,7 +13,10 @@
 use serde_json::Value;
 use sqlx::{Connection, MySqlConnection, PgConnection, mysql::MySqlArguments, query::Query};
 
-use super::sql::{Conn, SqlAdapter, fail, parse_row};
+use super::{
+    Tombstone,
+    sql::{Conn, SqlAdapter, fail, parse_row},
+};
 use crate::sync::adapter::{Row, SourceError, Write, WriteOp, Written, key_values};
 
 /// Keys looked up per statement.
@@ -68,30 +71,14 @@ fn fetch_sql(a: &SqlAdapter, keys: &[Vec<String>]) -> Result<(String, Vec<String
     Ok((a.as_json(&inner), params))
 }
 
-/// How the tombstone column is set and cleared, by its type.
-fn tombstone_values(
-    a: &SqlAdapter,
-) -> Result<Option<(String, &'static str, &'static str)>, SourceError> {
-    let Some(col) = a.info.tombstone.clone() else {
-        return Ok(None);
-    };
-    let t = a
-        .type_of(&col)
-        .ok_or_else(|| format!("the table has no column `{col}`"))?
-        .to_ascii_lowercase();
-    let (set, clear) = match t.as_str() {
-        "bool" | "boolean" => ("TRUE", "FALSE"),
-        "tinyint" | "smallint" | "int" | "integer" | "bigint" | "int2" | "int4" | "int8"
-        | "mediumint" | "bit" => ("1", "0"),
-        "timestamp" | "timestamptz" | "date" | "datetime" => ("CURRENT_TIMESTAMP", "NULL"),
-        other => {
-            return Err(format!(
-                "the tombstone column `{col}` is `{other}`: soft deletes write booleans, numbers \
-                 or times"
-            ));
-        }
-    };
-    Ok(Some((col, set, clear)))
+/// How the tombstone column is set and cleared.
+fn tombstone_values(a: &SqlAdapter) -> Result<Option<Tombstone>, SourceError> {
+    super::tombstone(
+        &a.info,
+        |c| a.type_of(c),
+        ("TRUE", "FALSE"),
+        "CURRENT_TIMESTAMP",
+    )
 }
 
 /// Checks that writes can be keyed: the table has a unique key on exactly the key columns, and
@@ -243,13 +230,13 @@ fn my_bind<'q>(
 }
 
 fn is_temporal(t: Option<&str>) -> bool {
-    matches!(t, Some("datetime" | "timestamp" | "date" | "time"))
+    t.is_some_and(|t| super::kind_of(t) == super::ColumnKind::Time)
 }
 
 async fn my_write(
     a: &mut SqlAdapter,
     writes: &[Write],
-    tomb: Option<&(String, &'static str, &'static str)>,
+    tomb: Option<&Tombstone>,
     out: &mut [Written],
 ) -> Result<(), SourceError> {
     let key_cond: Vec<String> = a
@@ -372,7 +359,7 @@ mod pg {
         a: &SqlAdapter,
         kind: &WriteOp,
         fields: &[&str],
-        tomb: Option<&(String, &'static str, &'static str)>,
+        tomb: Option<&Tombstone>,
     ) -> String {
         let q = |c: &str| a.quote(c);
         let all: Vec<String> = a.described.columns.iter().map(|c| q(c)).collect();
@@ -430,11 +417,7 @@ mod pg {
         }
     }
 
-    fn insert(
-        a: &SqlAdapter,
-        fields: &[&str],
-        tomb: Option<&(String, &'static str, &'static str)>,
-    ) -> String {
+    fn insert(a: &SqlAdapter, fields: &[&str], tomb: Option<&Tombstone>) -> String {
         let q = |c: &str| a.quote(c);
         let mut cols: Vec<String> = fields.iter().map(|c| q(c)).collect();
         let mut values = cols.clone();
@@ -496,7 +479,7 @@ mod pg {
     pub(super) async fn write(
         a: &mut SqlAdapter,
         writes: &[Write],
-        tomb: Option<&(String, &'static str, &'static str)>,
+        tomb: Option<&Tombstone>,
         out: &mut [Written],
     ) -> Result<(), SourceError> {
         if writes.iter().any(|w| matches!(w.op, WriteOp::SoftDelete)) && tomb.is_none() {

@@ -102,18 +102,7 @@ impl SyncSpec {
         if self.target.is_store() {
             return Ok(());
         }
-        let derived: Option<Vec<String>> = (!self.source.is_store()).then(|| {
-            self.source
-                .key()
-                .iter()
-                .map(|k| {
-                    self.mappings()
-                        .iter()
-                        .find(|m| m.source.as_str() == k.as_str())
-                        .map_or(k.to_string(), |m| m.target.to_string())
-                })
-                .collect()
-        });
+        let derived = (!self.source.is_store()).then(|| self.mapped_source_key());
         match (&self.target.key, derived) {
             (None, None) => Err(invalid(
                 "target.key",

@@ -445,10 +445,14 @@ impl SyncSpec {
         self.strategy() == Some(CursorStrategy::Timestamp)
     }
 
-    /// Whether runs read every row (`full`, or a `hash` cursor) and so find deletes by
-    /// absence.
-    pub fn reads_everything(&self) -> bool {
-        self.mode == SyncMode::Full || self.strategy() == Some(CursorStrategy::Hash)
+    /// Whether runs read `which` side whole from the beginning (`full` syncs, and `hash`
+    /// cursors), and so find deletes there by absence. The record store's changes are read by
+    /// update time in incremental syncs.
+    pub fn reads_all(&self, which: Which) -> bool {
+        self.mode == SyncMode::Full
+            || which
+                .cursor(self)
+                .is_some_and(|c| c.strategy == CursorStrategy::Hash)
     }
 
     pub fn lag_seconds(&self) -> i64 {
@@ -457,6 +461,21 @@ impl SyncSpec {
 
     pub fn lookback_seconds(&self) -> i64 {
         self.cursor.as_ref().map_or(300, lookback_seconds)
+    }
+
+    /// The source's key columns under the names the mappings give them (the key as the
+    /// target sees it).
+    pub fn mapped_source_key(&self) -> Vec<String> {
+        self.source
+            .key()
+            .iter()
+            .map(|k| {
+                self.mappings()
+                    .iter()
+                    .find(|m| m.source.as_str() == k.as_str())
+                    .map_or(k.to_string(), |m| m.target.to_string())
+            })
+            .collect()
     }
 
     /// Whether runs compare and write both ways through sync links (outbound and
@@ -480,4 +499,42 @@ pub fn lag_seconds(c: &CursorSpec) -> i64 {
 
 pub fn lookback_seconds(c: &CursorSpec) -> i64 {
     c.lookback_seconds.map_or(300, |l| l.get())
+}
+
+/// Which side of a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Source,
+    Target,
+}
+
+impl Which {
+    pub fn other(self) -> Which {
+        match self {
+            Which::Source => Which::Target,
+            Which::Target => Which::Source,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Source => "source",
+            Which::Target => "target",
+        }
+    }
+
+    pub fn spec(self, spec: &SyncSpec) -> &SideSpec {
+        match self {
+            Which::Source => &spec.source,
+            Which::Target => &spec.target,
+        }
+    }
+
+    /// The side's cursor: the configuration's for the source, the target's own otherwise.
+    pub fn cursor(self, spec: &SyncSpec) -> Option<&CursorSpec> {
+        match self {
+            Which::Source => spec.cursor.as_ref(),
+            Which::Target => spec.target.cursor.as_ref(),
+        }
+    }
 }

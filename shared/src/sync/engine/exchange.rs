@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{
     End, Ended, Engine, Finish, Run, next_batch,
     plan::{Seen, Side, idx, written_fields},
-    reads_all, start_position, unavailable,
+    start_of, unavailable,
 };
 use crate::{
     error::Result,
@@ -19,8 +19,8 @@ use crate::{
     queue::JobTask,
     sync::{
         adapter::{Page, Position},
-        config::{CursorStrategy, Direction, SyncMode, SyncSpec, cursor_column, lookback_seconds},
-        open::Which,
+        config::{Direction, SyncMode, SyncSpec, Which, cursor_column, lag_seconds},
+        mapping::Rejected,
         store_side,
     },
 };
@@ -70,7 +70,6 @@ impl Engine<'_> {
         if bidirectional && !self.apply_resolutions(&run, &mut sides).await? {
             return Ok(Ended::LostLease);
         }
-        let resume = run.row.checkpoint.as_ref().map(|c| &c.0);
         let mut phases = vec![(Which::Source, watermark.clone())];
         if bidirectional {
             phases.push((Which::Target, target_watermark.clone()));
@@ -79,17 +78,8 @@ impl Engine<'_> {
             if which == Which::Source && run.row.phase == "target" {
                 continue;
             }
-            let resume = resume.filter(|_| run.row.phase == which.as_str());
             match self
-                .pass(
-                    &run,
-                    fin,
-                    &mut sides,
-                    which,
-                    w.as_deref(),
-                    resume,
-                    &mut tasks,
-                )
+                .pass(&run, fin, &mut sides, which, w.as_deref(), &mut tasks)
                 .await?
             {
                 Pass::Done => {}
@@ -140,7 +130,7 @@ impl Engine<'_> {
         spec: &SyncSpec,
         which: Which,
     ) -> Result<Option<String>> {
-        if reads_all(spec, which) && which.spec(spec).is_store() {
+        if spec.reads_all(which) && which.spec(spec).is_store() {
             return Ok(None);
         }
         match side {
@@ -152,7 +142,7 @@ impl Engine<'_> {
                 let Some(cursor) = which.cursor(spec) else {
                     return Ok(None);
                 };
-                let lag = crate::sync::config::lag_seconds(cursor);
+                let lag = lag_seconds(cursor);
                 s.adapter
                     .watermark(cursor_column(cursor), cursor.strategy, lag)
                     .await
@@ -161,9 +151,27 @@ impl Engine<'_> {
         }
     }
 
+    /// One batch settled; `Some` when the pass stops there (the lease lost, the error
+    /// threshold passed, the run cancelled).
+    async fn step(
+        &self,
+        run: &Run<'_>,
+        sides: &mut [Side; 2],
+        which: Which,
+        items: Vec<std::result::Result<Seen, Rejected>>,
+        next: &Position,
+        tasks: &mut Vec<JobTask>,
+    ) -> Result<Option<Pass>> {
+        Ok(
+            match self.settle(run, sides, which, items, next, tasks).await? {
+                None => Some(Pass::Lost),
+                Some(state) => Self::after_batch(run.spec, &state).map(Pass::End),
+            },
+        )
+    }
+
     /// Reads `which` side's changes from its checkpoint (or cursor) up to `watermark`, and
     /// settles them batch by batch.
-    #[allow(clippy::too_many_arguments)]
     async fn pass(
         &self,
         run: &Run<'_>,
@@ -171,32 +179,12 @@ impl Engine<'_> {
         sides: &mut [Side; 2],
         which: Which,
         watermark: Option<&str>,
-        resume: Option<&Position>,
         tasks: &mut Vec<JobTask>,
     ) -> Result<Pass> {
-        let _ = fin;
         let spec = run.spec;
         let cursor = which.cursor(spec);
         let store = which.spec(spec).is_store();
-        let lookback = if store {
-            store_side::LOOKBACK_SECONDS
-        } else if cursor.is_some_and(|c| c.strategy == CursorStrategy::Timestamp) {
-            cursor.map_or(0, lookback_seconds)
-        } else {
-            0
-        };
-        let before = run.row.cursor_before.as_ref();
-        let value = match which {
-            Which::Source => before.and_then(|c| c.get("value")),
-            Which::Target => before
-                .and_then(|c| c.get("target"))
-                .and_then(|t| t.get("value")),
-        };
-        let position = if reads_all(spec, which) {
-            start_position(resume, None, 0)
-        } else {
-            start_position(resume, value, lookback)
-        };
+        let position = start_of(run, which);
         let batch_size = spec.batch_size();
         if store {
             let mut position = position;
@@ -223,13 +211,8 @@ impl Engine<'_> {
                     .into_iter()
                     .map(|r| Seen::store(spec, which, r))
                     .collect();
-                match self.settle(run, sides, which, items, &next, tasks).await? {
-                    None => return Ok(Pass::Lost),
-                    Some(state) => {
-                        if let Some(end) = Self::after_batch(spec, &state) {
-                            return Ok(Pass::End(end));
-                        }
-                    }
+                if let Some(stop) = self.step(run, sides, which, items, &next, tasks).await? {
+                    return Ok(stop);
                 }
                 position = next;
                 if !full {
@@ -240,7 +223,7 @@ impl Engine<'_> {
         }
         // An integration side: its changes stream on a reading connection of their own, while
         // lookups and writes go through the side opened for them.
-        let mut reader = match self.open(run, &Finish { sessions: vec![] }, which).await? {
+        let mut reader = match self.open(run, fin, which).await? {
             Ok(r) => r,
             Err(ended) => return Ok(Pass::Ended(ended)),
         };
@@ -270,13 +253,8 @@ impl Engine<'_> {
                     Side::Store => unreachable!("an integration side"),
                 })
                 .collect();
-            match self.settle(run, sides, which, items, &next, tasks).await? {
-                None => return Ok(Pass::Lost),
-                Some(state) => {
-                    if let Some(end) = Self::after_batch(spec, &state) {
-                        return Ok(Pass::End(end));
-                    }
-                }
+            if let Some(stop) = self.step(run, sides, which, items, &next, tasks).await? {
+                return Ok(stop);
             }
             if !full {
                 break;

@@ -6,16 +6,16 @@
 use serde_json::{Value, json};
 
 use super::{
-    BatchState, Counts, End, Ended, Engine, Finish, Run, hold, is_data_error, next_batch,
-    reads_all, start_position, unavailable,
+    BatchState, Counts, End, Ended, Engine, Finish, Run, hold, is_data_error, next_batch, start_of,
+    unavailable,
 };
 use crate::{
     error::Result,
     integrations::connection::redact,
     sync::{
         adapter::{Page, Position},
+        config::Which,
         mapping::{self, Record, Rejected},
-        open::Which,
         store::{self, Applied, Target},
     },
 };
@@ -28,7 +28,7 @@ pub(super) fn target(run: &Run<'_>) -> Target {
         configuration_id: run.configuration_id,
         run_id: run.id,
         delete_policy: run.spec.delete_policy(),
-        full: run.spec.reads_everything(),
+        full: run.spec.reads_all(Which::Source),
     }
 }
 
@@ -54,18 +54,7 @@ impl Engine<'_> {
         if !self.mark_running(&run, &watermark, &None).await? {
             return Ok(Ended::LostLease);
         }
-        let resume = run.row.checkpoint.as_ref().map(|c| &c.0);
-        let position = if reads_all(spec, Which::Source) {
-            start_position(resume, None, 0)
-        } else {
-            let lookback = if spec.cursor_is_time() {
-                spec.lookback_seconds()
-            } else {
-                0
-            };
-            let value = run.row.cursor_before.as_ref().and_then(|c| c.get("value"));
-            start_position(resume, value, lookback)
-        };
+        let position = start_of(&run, Which::Source);
         let key = spec.source.key_names();
         let target = target(&run);
         let mut failed = run.row.rows_failed;
@@ -116,8 +105,8 @@ impl Engine<'_> {
         }
         drop(rows);
         let cursor_after = match (column.is_some() || strategy.is_some(), &watermark) {
-            (true, Some(w)) if !spec.reads_everything() => Some(json!({ "value": w })),
-            (true, None) if !spec.reads_everything() => run.row.cursor_before.clone(),
+            (true, Some(w)) if !spec.reads_all(Which::Source) => Some(json!({ "value": w })),
+            (true, None) if !spec.reads_all(Which::Source) => run.row.cursor_before.clone(),
             _ => None,
         };
         let end = if failed > 0 {

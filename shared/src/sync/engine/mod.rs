@@ -28,11 +28,11 @@ use uuid::Uuid;
 
 use super::{
     adapter::{Position, Read, SourceError, as_text},
-    config::{SyncMode, SyncSpec},
+    config::{CursorStrategy, SyncSpec, Which, lookback_seconds},
     mapping::Rejected,
-    open::{Connection, OpenSide, Opener, Which},
+    open::{Connection, OpenSide, Opener},
     runs::{self, LogLevel, RunStatus},
-    store,
+    store, store_side,
 };
 use crate::{
     audit::{Actor, ActorKind},
@@ -151,7 +151,7 @@ impl Engine<'_> {
             spec: &spec,
             row,
         };
-        let mut fin = Finish::new(&run);
+        let mut fin = Finish::default();
         if run.row.cancel_requested {
             return self.finish(&run, &fin, End::Cancelled, None).await;
         }
@@ -327,7 +327,7 @@ impl Engine<'_> {
         };
         let done = matches!(end, End::Succeeded | End::Partial);
         let mut swept = 0;
-        if done && spec.reads_everything() && !spec.exchanges() {
+        if done && spec.reads_all(Which::Source) && !spec.exchanges() {
             if matches!(end, End::Succeeded) {
                 swept = store::sweep_unseen(&mut tx, &inbound::target(run)).await?;
             } else {
@@ -473,32 +473,49 @@ async fn next_batch(
     Ok(Some((batch, next)))
 }
 
-/// Where a side's read starts: its checkpoint when resuming that side, else its cursor
-/// (less the lookback for times).
-fn start_position(
-    resume: Option<&Position>,
-    cursor_value: Option<&Value>,
-    lookback_seconds: i64,
-) -> Position {
-    match resume {
-        Some(p) => p.clone(),
-        None => Position::Since {
-            value: cursor_value.and_then(as_text),
-            minus_seconds: lookback_seconds,
-        },
+/// Where the run's read of `which` side starts: its checkpoint when the run resumes that side;
+/// the beginning for a side read whole; else the side's committed cursor (from the run's
+/// `cursor_before`), less the lookback for times and the record store.
+fn start_of(run: &Run<'_>, which: Which) -> Position {
+    let resume = run.row.checkpoint.as_ref().map(|c| &c.0);
+    if let Some(p) = resume.filter(|_| run.row.phase == which.as_str()) {
+        return p.clone();
+    }
+    let spec = run.spec;
+    if spec.reads_all(which) {
+        return Position::Since {
+            value: None,
+            minus_seconds: 0,
+        };
+    }
+    let before = run.row.cursor_before.as_ref();
+    let value = match which {
+        Which::Source => before.and_then(|c| c.get("value")),
+        Which::Target => before
+            .and_then(|c| c.get("target"))
+            .and_then(|t| t.get("value")),
+    };
+    let lookback = if which.spec(spec).is_store() {
+        store_side::LOOKBACK_SECONDS
+    } else {
+        which
+            .cursor(spec)
+            .filter(|c| c.strategy == CursorStrategy::Timestamp)
+            .map_or(0, lookback_seconds)
+    };
+    Position::Since {
+        value: value.and_then(as_text),
+        minus_seconds: lookback,
     }
 }
 
 /// What the end of a run needs: the sessions it had with integrations, for their logs.
+#[derive(Default)]
 struct Finish {
     sessions: Vec<(Uuid, Option<String>)>,
 }
 
 impl Finish {
-    fn new(_run: &Run<'_>) -> Finish {
-        Finish { sessions: vec![] }
-    }
-
     fn opened(&mut self, side: &OpenSide) {
         self.sessions
             .push((side.integration_id, side.target.clone()));
@@ -546,13 +563,4 @@ fn is_data_error(e: &Error) -> bool {
 
 fn unavailable(message: String) -> Error {
     Error::Internal(anyhow::anyhow!("the integration failed: {message}"))
-}
-
-/// Whether runs read `which` side whole from the beginning: `full` syncs, and `hash` cursors
-/// (the record store's changes are found by update time in incremental syncs).
-fn reads_all(spec: &SyncSpec, which: Which) -> bool {
-    spec.mode == SyncMode::Full
-        || which
-            .cursor(spec)
-            .is_some_and(|c| c.strategy == super::config::CursorStrategy::Hash)
 }

@@ -15,10 +15,10 @@ use crate::{
     integrations::connection::redact,
     sync::{
         adapter::{Adapter, Read, Row, Write, WriteOp, Written, as_text, key_parts},
-        config::{CursorStrategy, DeletePolicy, SyncSpec, cursor_column},
+        config::{CursorStrategy, DeletePolicy, SyncSpec, Which, cursor_column},
         links::Link,
         mapping::{self, Record, Rejected},
-        open::{OpenSide, Which},
+        open::OpenSide,
         store_side::{self, StoreRow, StoreTarget, StoreWrite},
         values,
     },

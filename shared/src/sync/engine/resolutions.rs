@@ -14,9 +14,9 @@ use super::{
 use crate::{
     error::Result,
     sync::{
+        config::Which,
         conflicts::{self, Resolution},
         links,
-        open::Which,
         runs::{self, LogLevel},
         values,
     },

@@ -17,11 +17,10 @@ use crate::{
     sync::{
         adapter::Position,
         classify::{self, Decision, Input},
-        config::{ConflictStrategy, Direction},
+        config::{ConflictStrategy, Direction, SyncSpec, Which},
         conflicts::{self, Found},
         links::{self, Link},
         mapping::Rejected,
-        open::Which,
         runs::{self, LogLevel},
         values,
     },
@@ -252,7 +251,7 @@ impl Engine<'_> {
 /// Decides each record of a batch.
 #[allow(clippy::too_many_arguments)]
 fn decide(
-    spec: &crate::sync::config::SyncSpec,
+    spec: &SyncSpec,
     from: Which,
     seen: Vec<Seen>,
     theirs: &Fetched,
