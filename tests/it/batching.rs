@@ -9,9 +9,9 @@ use switchyard_shared::{db, webhooks};
 use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
 
 /// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
-/// are claimed, read and recorded in far fewer statements than one per delivery, each webhook
-/// arrives once, and every job and delivery ends finished. Deliveries run in the fan-out's
-/// process where it has room. Counted on a real
+/// are read and recorded in far fewer statements than one per delivery, each webhook arrives
+/// once, and every job and delivery ends finished. Deliveries run in the fan-out's process
+/// where it has room, born running: those are never claimed. Counted on a real
 /// `switchyard-api --with-worker` process's own `/metrics` (batches served and requests in them).
 #[tokio::test]
 async fn concurrent_deliveries_share_their_claims_reads_and_records() {
@@ -66,34 +66,39 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
             .parse()
             .unwrap()
     };
-    // Claims: 240 deliveries and 30 fan-outs (and the janitor's runs); reads and records: the
-    // 240 deliveries.
-    let batches = [
-        ("claim", 270.0),
-        ("delivery_target", 240.0),
-        ("attempt_record", 240.0),
-    ];
-    for (batch, requests) in batches {
-        let (statements, served) = (value("count", batch), value("sum", batch));
-        if batch == "claim" {
-            assert!(served >= requests, "{batch}: {served} served");
-        } else {
-            assert_eq!(served, requests, "{batch}: every request served once");
-        }
-        assert!(
-            statements < requests * 0.5,
-            "{batch}: {statements} statements for {requests} requests"
-        );
-    }
-    // Deliveries born queued ran in the fan-out's own process while it had room (no trip
-    // through Redis), the others went through Redis; either way each arrived once (above).
+    // Deliveries that could go straight out were born running in the fan-out's own process
+    // while it had room: no trip through Redis and no claim. The others went through Redis;
+    // either way each arrived once (above). At least the first two events' fitted (64 slots).
     let here: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("switchyard_tasks_run_here_total "))
         .unwrap_or_else(|| panic!("no switchyard_tasks_run_here_total in\n{metrics}"))
         .parse()
         .unwrap();
-    assert!((1.0..=240.0).contains(&here), "{here} run here");
+    assert!((16.0..=240.0).contains(&here), "{here} run here");
+    // Claims: the 30 fan-outs and the deliveries not run here (and a few periodic jobs: the
+    // janitor's, integration health's); reads and records: the 240 deliveries.
+    let batches = [
+        ("claim", 270.0 - here),
+        ("delivery_target", 240.0),
+        ("attempt_record", 240.0),
+    ];
+    for (batch, requests) in batches {
+        let (statements, served) = (value("count", batch), value("sum", batch));
+        if batch == "claim" {
+            // Few enough left that whether they shared statements depends on timing.
+            assert!(
+                (requests..=requests + 8.0).contains(&served),
+                "{batch}: {served} served for {requests} jobs not born running"
+            );
+            continue;
+        }
+        assert_eq!(served, requests, "{batch}: every request served once");
+        assert!(
+            statements < requests * 0.5,
+            "{batch}: {statements} statements for {requests} requests"
+        );
+    }
 }
 
 /// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read
@@ -148,7 +153,7 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
     );
 
     // The fan-out (on the same pool): its job by primary key, no sort anywhere.
-    let fan_out = generic_plan(&mut conn, "fan_out", webhooks::messages::FAN_OUT_SQL, 21).await;
+    let fan_out = generic_plan(&mut conn, "fan_out", webhooks::messages::FAN_OUT_SQL, 24).await;
     assert!(!fan_out.contains("Sort"), "no sort:\n{fan_out}");
     let finish = line_after(&fan_out, "Update on jobs");
     assert!(

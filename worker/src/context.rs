@@ -30,12 +30,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::batches::Batchers;
 
-/// Deliveries a fan-out committed `queued` that this process runs at once itself, skipping the
-/// trip through Redis (push, wake-up, fetch, acknowledgement), as far as it has room: at most
-/// `SWITCHYARD_DELIVERY_CONCURRENCY` at a time beside the queue's consumer. The job is claimed by
-/// condition as any other (docs/architecture.md §2.3): if this process dies first, the
-/// reconciler finds a queued job Redis does not have and hands it out again. Shutdown waits for
-/// these runs as it does for the consumers'.
+/// Deliveries a fan-out commits that this process runs at once itself, skipping the trip through
+/// Redis (push, wake-up, fetch, acknowledgement) and the claim, as far as it has room: at most
+/// `SWITCHYARD_DELIVERY_CONCURRENCY` at a time beside the queue's consumer. The fan-out reserves
+/// a slot per delivery first and births that many jobs `running` under this process's lease
+/// (docs/architecture.md §2.3): if this process dies, the lease expires and the reconciler
+/// hands the job out again. Shutdown waits for these runs as it does for the consumers'.
 pub struct RunHere {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) runs: TaskTracker,

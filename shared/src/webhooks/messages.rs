@@ -53,6 +53,14 @@ pub struct Loaded {
     pub waiting: bool,
 }
 
+/// The endpoints among `subs` subscribed to the event's type: those the fan-out writes a
+/// delivery for.
+pub fn subscribed<'a>(event: &OutboxEvent, subs: &'a [Subscription]) -> Vec<&'a Subscription> {
+    subs.iter()
+        .filter(|s| event_types::matches_any(&s.event_types, &event.event_type))
+        .collect()
+}
+
 /// The event, the enabled endpoints of its audience, and whether the previous event of its
 /// ordering key (skipping those whose fan-out gave up) is still to be fanned out, in one round
 /// trip. The previous one is enough: it waited for its own predecessor in turn.
@@ -116,10 +124,20 @@ pub struct FanOutLimits {
     pub group_concurrency: i64,
 }
 
+/// Delivery jobs the fan-out's own process runs at once: up to `count` of those that could go
+/// straight out are born `running` under `owner`'s lease ([`Lease::born`]).
+pub struct RunHere<'a> {
+    pub owner: &'a str,
+    pub lease: std::time::Duration,
+    pub count: usize,
+}
+
 /// What a fan-out did.
 pub struct FanOut {
     /// False when the job's lease was lost: nothing was written; the new holder fans out.
     pub finished: bool,
+    /// Delivery jobs born running under the caller's lease (run them now).
+    pub running: Vec<Lease>,
     /// Tasks of the delivery jobs born queued (push them after commit).
     pub tasks: Vec<JobTask>,
     /// Delivery jobs born pending whose endpoint has room now (wake the dispatcher); the others
@@ -131,6 +149,7 @@ pub struct FanOut {
 struct FanOutRow {
     finished: bool,
     queued: Vec<Uuid>,
+    running: Vec<Uuid>,
     pending: i64,
 }
 
@@ -174,36 +193,44 @@ pub const FAN_OUT_SQL: &str = concat!(
               CROSS JOIN LATERAL (
                   SELECT count(*) AS c FROM jobs x
                    WHERE x.group_key = u.e AND x.state IN ('queued', 'running')) n),
+         h AS (
+            -- The first `$24` of the fast ones are born running under this process's lease
+            -- (`$22`, `$23` seconds): it runs them at once without a claim.
+            SELECT t.*, t.fast AND count(*) FILTER (WHERE t.fast)
+                                       OVER (ROWS UNBOUNDED PRECEDING) <= $24 AS here
+              FROM t),
          j AS (",
     insert_jobs_from_sql!(
-        "SELECT t.j, $16, $9, d.id, t.ma, t.e, t.run_at,
-                    CASE WHEN t.fast THEN 'queued' ELSE 'pending' END,
-                    CASE WHEN t.fast THEN 1 ELSE 0 END,
-                    CASE WHEN t.fast THEN now() END, NULL
-               FROM d JOIN t ON t.d = d.id"
+        leased: "SELECT h.j, $16, $9, d.id, h.ma, h.e, h.run_at,
+                    CASE WHEN h.here THEN 'running' WHEN h.fast THEN 'queued'
+                         ELSE 'pending' END,
+                    CASE WHEN h.fast THEN 1 ELSE 0 END,
+                    CASE WHEN h.fast THEN now() END, NULL,
+                    CASE WHEN h.here THEN 1 ELSE 0 END,
+                    CASE WHEN h.here THEN $22 END,
+                    CASE WHEN h.here THEN now() + make_interval(secs => $23) END
+               FROM d JOIN h ON h.d = d.id"
     ),
     " RETURNING id, state)
      SELECT EXISTS (SELECT 1 FROM fin) AS finished,
             ARRAY(SELECT id FROM j WHERE state = 'queued') AS queued,
+            ARRAY(SELECT id FROM j WHERE state = 'running') AS running,
             (SELECT count(*) FROM j JOIN t ON t.j = j.id
               WHERE j.state = 'pending' AND t.room) AS pending"
 );
 
 /// In one statement: finishes the fan-out job and, if it still held the lease, writes the
-/// message, a delivery per endpoint among `subs` that wants this event, and their jobs.
+/// message, a delivery per endpoint of `subscribed` ([`subscribed`]), and their jobs.
 /// Re-running it for the same event adds nothing (unique message per event, delivery per
 /// message × endpoint).
 pub async fn fan_out(
     pool: &PgPool,
     job: &Lease,
     event: &OutboxEvent,
-    subs: &[Subscription],
+    subscribed: &[&Subscription],
     limits: &FanOutLimits,
+    here: &RunHere<'_>,
 ) -> Result<FanOut> {
-    let subscribed: Vec<&Subscription> = subs
-        .iter()
-        .filter(|s| event_types::matches_any(&s.event_types, &event.event_type))
-        .collect();
     let endpoints: Vec<Uuid> = subscribed.iter().map(|s| s.id).collect();
     let deliveries: Vec<NewJob> = subscribed
         .iter()
@@ -240,11 +267,20 @@ pub async fn fan_out(
         .bind(event.ordering_key.as_ref().map(|_| event.seq))
         .bind(limits.fast_in_flight)
         .bind(limits.group_concurrency)
+        .bind(here.owner)
+        .bind(here.lease.as_secs_f64())
+        .bind(i64::try_from(here.count).unwrap_or(i64::MAX))
         .fetch_one(pool)
         .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let running = deliveries
+        .iter()
+        .filter(|d| row.running.contains(&d.id))
+        .map(|d| Lease::born(d, here.owner))
+        .collect();
     Ok(FanOut {
         finished: row.finished,
+        running,
         tasks: row
             .queued
             .into_iter()

@@ -28,12 +28,22 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => EVENT_FAN_OUT).increment(1);
         return Ok(());
     }
+    let subscribed = messages::subscribed(&loaded.event, &loaded.subscriptions);
+    // Deliveries that can go straight out are born running here while this process has room
+    // (no claim, no trip through Redis); the others are born queued and pushed to Redis.
+    let slots = super::reserve_run_here(ctx, subscribed.len());
+    let here = messages::RunHere {
+        owner: &ctx.owner,
+        lease: ctx.lease,
+        count: slots.len(),
+    };
     let fan_out = messages::fan_out(
         &ctx.planned_once,
         job,
         &loaded.event,
-        &loaded.subscriptions,
+        &subscribed,
         &ctx.fan_out,
+        &here,
     )
     .await?;
     if !fan_out.finished {
@@ -41,9 +51,8 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     metrics::counter!("switchyard_events_fanned_out_total").increment(1);
-    // Deliveries born queued run here while this process has room, the others go through Redis.
-    let rest = super::run_here(ctx, fan_out.tasks);
-    ctx.fast_path.push(WEBHOOK_DELIVERIES, rest);
+    super::run_here(ctx, fan_out.running, slots);
+    ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
     if fan_out.pending > 0 {
         ctx.dispatcher.wake();
     }

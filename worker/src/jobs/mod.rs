@@ -28,6 +28,7 @@ use switchyard_shared::{
     jobs::{self, ClaimedJob, Lease, Outcome},
     queue::JobTask,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::Ctx;
 
@@ -113,27 +114,25 @@ pub async fn handle(task: JobTask, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     run_task((*ctx).clone(), task).await
 }
 
-/// Runs `tasks` (jobs just committed `queued`) in this process, as far as it has room
-/// ([`RunHere`](crate::context::RunHere)); returns the others, to push to Redis.
-pub fn run_here(ctx: &Arc<Ctx>, tasks: Vec<JobTask>) -> Vec<JobTask> {
-    let mut rest = Vec::new();
-    for task in tasks {
-        let Ok(permit) = ctx.run_here.permits.clone().try_acquire_owned() else {
-            rest.push(task);
-            continue;
-        };
+/// Up to `n` of this process's run-here slots ([`RunHere`](crate::context::RunHere)), as many
+/// as are free now: one per job the caller may have born running under this process's lease.
+pub fn reserve_run_here(ctx: &Ctx, n: usize) -> Vec<OwnedSemaphorePermit> {
+    std::iter::from_fn(|| ctx.run_here.permits.clone().try_acquire_owned().ok())
+        .take(n)
+        .collect()
+}
+
+/// Runs `jobs` (just committed `running` under this process's lease, [`Lease::born`]) here, each
+/// in one of `slots` (reserved by [`reserve_run_here`]; those left over are freed).
+pub fn run_here(ctx: &Arc<Ctx>, jobs: Vec<Lease>, slots: Vec<OwnedSemaphorePermit>) {
+    for (job, slot) in jobs.into_iter().zip(slots) {
         metrics::counter!("switchyard_tasks_run_here_total").increment(1);
-        let (run_ctx, job_id) = (ctx.clone(), task.job);
+        let run_ctx = ctx.clone();
         ctx.run_here.runs.spawn(async move {
-            let _permit = permit;
-            if let Err(error) = run_task(run_ctx, task).await {
-                // Not claimed: the job stays queued without a task in Redis, which the
-                // reconciler hands out again.
-                tracing::warn!(%job_id, %error, "could not claim a job to run here");
-            }
+            let _slot = slot;
+            run_claimed(run_ctx, job).await;
         });
     }
-    rest
 }
 
 /// Claims the job of `task`, runs its kind's handler and records what came of it.
@@ -142,13 +141,23 @@ async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
         metrics::counter!("switchyard_stale_tasks_total").increment(1);
         return Ok(());
     };
+    run_claimed(ctx, job).await;
+    Ok(())
+}
+
+/// Runs a job this process holds the lease of through its kind's handler and records what came
+/// of it.
+async fn run_claimed(ctx: Arc<Ctx>, job: Lease) {
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
     let Some(k) = kind(&job.queue) else {
         let error = format!("no job kind runs queue `{}`", job.queue);
         tracing::error!(job_id = %job.id, %error, "job is dead");
-        bury(&ctx, &job, error).await?;
-        return Ok(());
+        if let Err(e) = bury(&ctx, &job, error).await {
+            tracing::warn!(job_id = %job.id, error = %e,
+                "cannot record the death; the job runs again when its lease expires");
+        }
+        return;
     };
     let cap = k.attempts.cap(&job);
     let result = if job.attempt > cap {
@@ -172,7 +181,6 @@ async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
                 "cannot record the failure; the job runs again when its lease expires");
         }
     }
-    Ok(())
 }
 
 /// Records a run that ended in an error: a retry after a backoff, or, on the last attempt,
