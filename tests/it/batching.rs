@@ -57,24 +57,16 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
     assert_eq!(app.count(pending).await, 0);
 
     let metrics = app.get_text(&format!("{base}/metrics")).await;
-    let value = |name: &str, batch: &str| -> f64 {
-        let prefix = format!("switchyard_batch_size_{name}{{batch=\"{batch}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
-            .parse()
-            .unwrap()
+    let value = |name: &str, batch: &str| {
+        metric(
+            &metrics,
+            &format!("switchyard_batch_size_{name}{{batch=\"{batch}\"}}"),
+        )
     };
     // Deliveries that could go straight out were born running in the fan-out's own process
     // while it had room: no trip through Redis and no claim. The others went through Redis;
     // either way each arrived once (above). At least the first two events' fitted (64 slots).
-    let here: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("switchyard_tasks_run_here_total "))
-        .unwrap_or_else(|| panic!("no switchyard_tasks_run_here_total in\n{metrics}"))
-        .parse()
-        .unwrap();
+    let here = metric(&metrics, "switchyard_tasks_run_here_total");
     assert!((16.0..=240.0).contains(&here), "{here} run here");
     // Claims: the 30 fan-outs and the deliveries not run here (and a few periodic jobs: the
     // janitor's, integration health's); reads and records: the 240 deliveries.
@@ -99,6 +91,63 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
             "{batch}: {statements} statements for {requests} requests"
         );
     }
+}
+
+/// Deliveries the dispatcher admits (an endpoint with a cap of its own: none goes straight out)
+/// are born running in the dispatcher's process while it has room: never claimed, never pushed
+/// to Redis, each run once as its first attempt.
+#[tokio::test]
+async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
+    use switchyard_tests::process::Process;
+
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    let body = serde_json::json!({ "url": partner.url, "max_concurrency": 4 });
+    app.create_endpoint_with(&key, body).await;
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    let (_api, base) = Process::spawn_api(&env).await;
+    for i in 0..20 {
+        let body = TestApp::order_body(&format!("admitted-{i}"));
+        let r = app.http.post(format!("{base}/v1/orders"));
+        let r = r
+            .header("x-api-key", &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    eventually(Duration::from_secs(30), "20 deliveries", || async {
+        (partner.count() >= 20).then_some(())
+    })
+    .await;
+    let unfinished = "SELECT count(*) FROM jobs WHERE queue = 'webhook_deliveries'
+                        AND (state <> 'succeeded' OR attempt <> 1)";
+    eventually(
+        Duration::from_secs(10),
+        "every delivery job finished",
+        || async { (app.count(unfinished).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(partner.count(), 20, "each delivered once");
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    assert_eq!(metric(&metrics, "switchyard_tasks_run_here_total"), 20.0);
+    // Claims: the 20 fan-outs and a few periodic jobs, no delivery.
+    let claims = metric(&metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
+    assert!((20.0..=28.0).contains(&claims), "{claims} claims");
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text exposition.
+fn metric(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .parse()
+        .unwrap()
 }
 
 /// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read

@@ -158,7 +158,9 @@ fn spawn_background(
 ) {
     // The dispatcher runs every `dispatch_interval`, and at once when woken (new deliveries,
     // a freed slot); wake-ups coalesce.
+    // Deliveries it admits while this process has room run here (`jobs::LocalDeliveries`).
     let dispatcher = services.dispatcher.clone();
+    let local = Arc::new(jobs::LocalDeliveries(ctx.clone()));
     every_or_woken(
         loops,
         "dispatcher",
@@ -166,8 +168,8 @@ fn spawn_background(
         shutdown,
         Some(services.dispatcher.clone()),
         move || {
-            let d = dispatcher.clone();
-            async move { d.dispatch_due().await.map(|_| ()) }
+            let (d, local) = (dispatcher.clone(), local.clone());
+            async move { d.dispatch_due(Some(&*local)).await.map(|_| ()) }
         },
     );
     let dispatcher = services.dispatcher.clone();

@@ -13,8 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::{BATCH, Dispatcher, Picked};
-use crate::error::Result;
+use super::{BATCH, Dispatcher, Local, Picked};
+use crate::{
+    error::Result,
+    jobs::{ClaimedJob, Lease},
+};
 
 /// How long a half-open group waits for its probe before allowing another one: longer than
 /// the longest request (30 s) plus claiming and recording.
@@ -84,6 +87,14 @@ struct Due {
     group_key: Uuid,
 }
 
+/// A job a pass admitted: `queued` (to push) or `running` (born under the local lease).
+#[derive(sqlx::FromRow)]
+struct Admitted {
+    #[sqlx(flatten)]
+    job: ClaimedJob,
+    state: String,
+}
+
 /// The statement of [`Dispatcher::due_work`] (public so a test can check its plan): `$1` groups
 /// per pass, `$2` the queues. Each queue's probe is its oldest pending job in `jobs_due` order
 /// (`ORDER BY … LIMIT 1`, then compared to now): an `EXISTS … run_at <= now()` was once planned
@@ -138,17 +149,21 @@ impl Dispatcher {
     }
 
     /// One transaction: works out what each of the `due` groups may take now, takes it (at
-    /// most the Redis `room` of each queue), and commits the admitted jobs as `queued`. Jobs
-    /// over a rate limit move to their exact slot; jobs over a cap or behind an open breaker
-    /// stay untouched.
+    /// most the Redis `room` of each queue, plus the free slots of `local`), and commits the
+    /// admitted jobs as `queued`, or `running` under `local`'s lease as far as it has slots.
+    /// Jobs over a rate limit move to their exact slot; jobs over a cap or behind an open
+    /// breaker stay untouched. Returns the jobs to push, and how many were handed to `local`
+    /// (after the commit).
     pub(super) async fn pick_grouped(
         &self,
         due: &[DueGroup],
         room: &BTreeMap<&'static str, i64>,
-    ) -> Result<Vec<Picked>> {
+        local: Option<&dyn Local>,
+    ) -> Result<(Vec<Picked>, usize)> {
         let Some(now) = due.first().map(|d| d.now) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         };
+        let slots = local.map_or_else(Vec::new, |l| l.reserve(BATCH as usize));
         let mut tx = self.pool.begin().await?;
         let queue_of: BTreeMap<Uuid, String> =
             due.iter().map(|d| (d.key, d.queue.clone())).collect();
@@ -185,8 +200,13 @@ impl Dispatcher {
             }
         }
         // What each group may take now, oldest due group first, within each queue's room.
-        let mut left: BTreeMap<&str, i64> =
-            room.iter().map(|(q, r)| (*q, (*r).min(BATCH))).collect();
+        let mut left: BTreeMap<&str, i64> = room
+            .iter()
+            .map(|(q, r)| {
+                let here = local.filter(|l| l.queue() == *q).map_or(0, |_| slots.len());
+                (*q, ((*r).max(0) + here as i64).min(BATCH))
+            })
+            .collect();
         let (mut take_keys, mut take_limits) = (Vec::new(), Vec::new());
         for d in due {
             let Some(g) = groups.get(&d.key) else {
@@ -204,7 +224,7 @@ impl Dispatcher {
         }
         if take_keys.is_empty() {
             tx.commit().await?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let candidates = sqlx::query_as::<_, Due>(
             "SELECT j.id, j.group_key
@@ -220,6 +240,8 @@ impl Dispatcher {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
+        let group_of: BTreeMap<Uuid, Uuid> =
+            candidates.iter().map(|c| (c.id, c.group_key)).collect();
         let mut admitted = Vec::new();
         let mut deferred: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
         let mut touched: BTreeSet<Uuid> = BTreeSet::new();
@@ -288,17 +310,59 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await?;
         }
-        let picked = sqlx::query_as::<_, Picked>(
-            "UPDATE jobs SET state = 'queued', dispatch_seq = dispatch_seq + 1,
-                    queued_at = now(), updated_at = now()
+        // The first admitted jobs of `local`'s queue, one per reserved slot, are born running.
+        let here: Vec<Uuid> = match local {
+            Some(l) => admitted
+                .iter()
+                .filter(|id| {
+                    let queue = group_of.get(*id).and_then(|g| queue_of.get(g));
+                    queue.is_some_and(|q| q == l.queue())
+                })
+                .take(slots.len())
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        };
+        let (owner, lease) = local.map_or(("", std::time::Duration::ZERO), |l| l.lease());
+        let rows = sqlx::query_as::<_, Admitted>(
+            "UPDATE jobs
+                SET state = CASE WHEN id = ANY($2) THEN 'running' ELSE 'queued' END,
+                    dispatch_seq = dispatch_seq + 1, queued_at = now(), updated_at = now(),
+                    attempt = attempt + CASE WHEN id = ANY($2) THEN 1 ELSE 0 END,
+                    lease_owner = CASE WHEN id = ANY($2) THEN $3 END,
+                    lease_until = CASE WHEN id = ANY($2)
+                                       THEN now() + make_interval(secs => $4) END
               WHERE id = ANY($1)
-          RETURNING id, queue, dispatch_seq",
+          RETURNING id, queue, tenant_id, subject_id, attempt, max_attempts, dispatch_seq,
+                    last_error, state",
         )
         .bind(&admitted)
+        .bind(&here)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(picked)
+        let (mut picked, mut leases) = (Vec::new(), Vec::new());
+        for row in rows {
+            if row.state == "running" {
+                leases.push(Lease {
+                    job: row.job,
+                    owner: owner.to_owned(),
+                });
+            } else {
+                picked.push(Picked {
+                    id: row.job.id,
+                    queue: row.job.queue,
+                    dispatch_seq: row.job.dispatch_seq,
+                });
+            }
+        }
+        let n = leases.len();
+        if let Some(l) = local {
+            l.run(leases, slots);
+        }
+        Ok((picked, n))
     }
 
     /// How many jobs `g` may be handed now: none while its breaker pauses it, one probe once

@@ -21,7 +21,7 @@ mod reconcile;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use uuid::Uuid;
 
 pub use self::{
@@ -31,6 +31,7 @@ pub use self::{
 };
 use crate::{
     error::Result,
+    jobs::Lease,
     queue::{JobTask, Queues},
 };
 
@@ -58,6 +59,21 @@ struct Picked {
     id: Uuid,
     queue: String,
     dispatch_seq: i64,
+}
+
+/// A worker process's own room to run what its dispatcher admits (docs/architecture.md §2,
+/// rule 2): a pass births up to that many admitted jobs of [`queue`](Self::queue) `running`
+/// under the process's lease and hands them over after its commit, skipping Redis and the
+/// claim. If the process dies, their leases expire and the reconciler hands them out again.
+pub trait Local: Send + Sync {
+    fn queue(&self) -> &'static str;
+    /// The lease owner and length the jobs are born under.
+    fn lease(&self) -> (&str, Duration);
+    /// Reserves up to `n` run slots, as many as are free now.
+    fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit>;
+    /// Runs `jobs` (committed `running` under [`lease`](Self::lease)), each in one of `slots`;
+    /// slots left over are freed.
+    fn run(&self, jobs: Vec<Lease>, slots: Vec<OwnedSemaphorePermit>);
 }
 
 impl Dispatcher {
@@ -94,9 +110,10 @@ impl Dispatcher {
     }
 
     /// Pushes due pending jobs until each queue reaches its high-water mark or runs out of due
-    /// work: first the jobs outside groups, queue by queue, then the groups' jobs. Returns how
-    /// many were pushed.
-    pub async fn dispatch_due(&self) -> Result<usize> {
+    /// work: first the jobs outside groups, queue by queue, then the groups' jobs, of which
+    /// those `local` has room for run in its process instead ([`Local`]). Returns how many
+    /// were pushed or handed over.
+    pub async fn dispatch_due(&self, local: Option<&dyn Local>) -> Result<usize> {
         let mut total = 0;
         let mut room: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut due = self.due_work().await?;
@@ -118,18 +135,18 @@ impl Dispatcher {
             if room.values().all(|r| *r <= 0) {
                 break;
             }
-            let picked = self.pick_grouped(&due.groups, &room).await?;
-            if picked.is_empty() {
+            let (picked, here) = self.pick_grouped(&due.groups, &room, local).await?;
+            if picked.is_empty() && here == 0 {
                 break;
             }
             let pushed = self.push_picked(&picked).await?;
-            total += pushed;
+            total += pushed + here;
             for p in &picked {
                 if let Some(r) = room.get_mut(p.queue.as_str()) {
                     *r -= 1;
                 }
             }
-            if pushed < picked.len() || (picked.len() as i64) < BATCH {
+            if pushed < picked.len() || ((picked.len() + here) as i64) < BATCH {
                 break;
             }
             due = self.due_work().await?;

@@ -25,8 +25,9 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data};
 use switchyard_shared::{
+    dispatch,
     jobs::{self, ClaimedJob, Lease, Outcome},
-    queue::JobTask,
+    queue::{JobTask, WEBHOOK_DELIVERIES},
 };
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -132,6 +133,28 @@ pub fn run_here(ctx: &Arc<Ctx>, jobs: Vec<Lease>, slots: Vec<OwnedSemaphorePermi
             let _slot = slot;
             run_claimed(run_ctx, job).await;
         });
+    }
+}
+
+/// This process's run-here slots as the dispatcher sees them ([`dispatch::Local`]): deliveries
+/// it admits while this process has room are born running here, like a fan-out's.
+pub struct LocalDeliveries(pub Arc<Ctx>);
+
+impl dispatch::Local for LocalDeliveries {
+    fn queue(&self) -> &'static str {
+        WEBHOOK_DELIVERIES
+    }
+
+    fn lease(&self) -> (&str, Duration) {
+        (&self.0.owner, self.0.lease)
+    }
+
+    fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
+        reserve_run_here(&self.0, n)
+    }
+
+    fn run(&self, jobs: Vec<Lease>, slots: Vec<OwnedSemaphorePermit>) {
+        run_here(&self.0, jobs, slots);
     }
 }
 
