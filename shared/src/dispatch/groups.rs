@@ -163,7 +163,6 @@ impl Dispatcher {
         let Some(now) = due.first().map(|d| d.now) else {
             return Ok((Vec::new(), 0));
         };
-        let slots = local.map_or_else(Vec::new, |l| l.reserve(BATCH as usize));
         let mut tx = self.pool.begin().await?;
         let queue_of: BTreeMap<Uuid, String> =
             due.iter().map(|d| (d.key, d.queue.clone())).collect();
@@ -203,7 +202,7 @@ impl Dispatcher {
         let mut left: BTreeMap<&str, i64> = room
             .iter()
             .map(|(q, r)| {
-                let here = local.filter(|l| l.queue() == *q).map_or(0, |_| slots.len());
+                let here = local.filter(|l| l.queue() == *q).map_or(0, |l| l.free());
                 (*q, ((*r).max(0) + here as i64).min(BATCH))
             })
             .collect();
@@ -310,19 +309,22 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await?;
         }
-        // The first admitted jobs of `local`'s queue, one per reserved slot, are born running.
-        let here: Vec<Uuid> = match local {
+        // Admitted jobs of `local`'s queue are born running, one per slot it can reserve now
+        // (reserved only for this transaction's last statement, so fan-outs meanwhile keep
+        // theirs); any it cannot take go to Redis.
+        let mut here: Vec<Uuid> = match local {
             Some(l) => admitted
                 .iter()
                 .filter(|id| {
                     let queue = group_of.get(*id).and_then(|g| queue_of.get(g));
                     queue.is_some_and(|q| q == l.queue())
                 })
-                .take(slots.len())
                 .copied()
                 .collect(),
             None => Vec::new(),
         };
+        let slots = local.map_or_else(Vec::new, |l| l.reserve(here.len()));
+        here.truncate(slots.len());
         let (owner, lease) = local.map_or(("", std::time::Duration::ZERO), |l| l.lease());
         let rows = sqlx::query_as::<_, Admitted>(
             "UPDATE jobs

@@ -69,6 +69,8 @@ pub trait Local: Send + Sync {
     fn queue(&self) -> &'static str;
     /// The lease owner and length the jobs are born under.
     fn lease(&self) -> (&str, Duration);
+    /// Run slots free now: what a pass may plan for.
+    fn free(&self) -> usize;
     /// Reserves up to `n` run slots, as many as are free now.
     fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit>;
     /// Runs `jobs` (committed `running` under [`lease`](Self::lease)), each in one of `slots`;

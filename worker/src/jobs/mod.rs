@@ -149,6 +149,10 @@ impl dispatch::Local for LocalDeliveries {
         (&self.0.owner, self.0.lease)
     }
 
+    fn free(&self) -> usize {
+        self.0.run_here.permits.available_permits()
+    }
+
     fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
         reserve_run_here(&self.0, n)
     }
