@@ -12,6 +12,8 @@
 //!   webhook endpoint) are taken group by group ([`groups`]) under each group's concurrency
 //!   cap, rate limit and circuit breaker: a pass costs what it dispatches plus one index probe
 //!   per group with pending work, never a walk over the backlog of a group that must wait.
+//!   Of the admitted jobs, as many as the pass's own process has free slots for are committed
+//!   `running` under its lease and run there instead of pushed ([`Local`]).
 //! * [`Dispatcher::reconcile`] repairs leases and lost tasks ([`reconcile`]).
 
 mod fast_path;

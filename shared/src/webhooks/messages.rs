@@ -175,11 +175,12 @@ pub const FAN_OUT_SQL: &str = concat!(
              WHERE EXISTS (SELECT 1 FROM fin)
             ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
          t AS (
-            -- Per new delivery: born queued (pushed right after commit) when its endpoint
-            -- has no limits of its own, a closed breaker and less than `$20` deliveries in
-            -- flight, the common case that costs no dispatcher pass; otherwise born pending
-            -- in the endpoint's dispatch group, where the dispatcher admits it under the
-            -- caps and breaker (an open breaker parks it until its cool-down ends).
+            -- Per new delivery: `fast` (born running here, `h`, or queued and pushed right
+            -- after commit) when its endpoint has no limits of its own, a closed breaker and
+            -- less than `$20` deliveries in flight, the common case that costs no dispatcher
+            -- pass; otherwise born pending in the endpoint's dispatch group, where the
+            -- dispatcher admits it under the caps and breaker (an open breaker parks it
+            -- until its cool-down ends).
             -- `room`: the group could take it now, so waking the dispatcher helps.
             SELECT u.d, u.j, u.ma, u.e,
                    CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
