@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sqlx::{Executor, Row};
 use switchyard_shared::{db, webhooks};
-use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::Process,
+};
 
 /// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
 /// are read and recorded in far fewer statements than one per delivery, each webhook arrives
@@ -15,8 +17,6 @@ use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventuall
 /// `switchyard-api --with-worker` process's own `/metrics` (batches served and requests in them).
 #[tokio::test]
 async fn concurrent_deliveries_share_their_claims_reads_and_records() {
-    use switchyard_tests::process::Process;
-
     let app = TestApp::spawn(TestOptions::no_worker()).await;
     let partner = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
@@ -24,22 +24,11 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
         app.create_endpoint(&key, &partner.url, &["order.created"])
             .await;
     }
-    let mut env = app.process_env();
-    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
-    let (_api, base) = Process::spawn_api(&env).await;
-    let http = app.http.clone();
-    let posts: Vec<_> = (0..30)
-        .map(|i| {
-            let (http, key, url) = (http.clone(), key.clone(), format!("{base}/v1/orders"));
-            tokio::spawn(async move {
-                let body = TestApp::order_body(&format!("batched-{i}"));
-                let r = http.post(&url).header("x-api-key", &key).json(&body);
-                assert_eq!(r.send().await.unwrap().status(), 201);
-            })
-        })
-        .collect();
-    for p in posts {
-        p.await.unwrap();
+    let (_api, base) = api_with_worker(&app).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("batched-{i}")).collect();
+    let posts = ids.iter().map(|id| app.post_order_at(&base, &key, id));
+    for r in futures::future::join_all(posts).await {
+        assert_eq!(r.status(), 201);
     }
     eventually(Duration::from_secs(30), "240 deliveries", || async {
         (partner.count() >= 240).then_some(())
@@ -98,25 +87,16 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
 /// to Redis, each run once as its first attempt.
 #[tokio::test]
 async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
-    use switchyard_tests::process::Process;
-
     let app = TestApp::spawn(TestOptions::no_worker()).await;
     let partner = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
     let body = serde_json::json!({ "url": partner.url, "max_concurrency": 4 });
     app.create_endpoint_with(&key, body).await;
-    let mut env = app.process_env();
-    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
-    let (_api, base) = Process::spawn_api(&env).await;
+    let (_api, base) = api_with_worker(&app).await;
     for i in 0..20 {
-        let body = TestApp::order_body(&format!("admitted-{i}"));
-        let r = app.http.post(format!("{base}/v1/orders"));
-        let r = r
-            .header("x-api-key", &key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .post_order_at(&base, &key, &format!("admitted-{i}"))
+            .await;
         assert_eq!(r.status(), 201);
     }
     eventually(Duration::from_secs(30), "20 deliveries", || async {
@@ -137,6 +117,13 @@ async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
     // Claims: the 20 fan-outs and a few periodic jobs, no delivery.
     let claims = metric(&metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
     assert!((20.0..=28.0).contains(&claims), "{claims} claims");
+}
+
+/// A `switchyard-api --with-worker` process of `app`, and its base URL.
+async fn api_with_worker(app: &TestApp) -> (Process, String) {
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    Process::spawn_api(&env).await
 }
 
 /// The value of the sample `name` (with its labels) in a Prometheus text exposition.

@@ -352,8 +352,18 @@ impl TestApp {
     }
 
     pub async fn post_order(&self, key: &str, external_id: &str) -> reqwest::Response {
+        self.post_order_at(&self.base, key, external_id).await
+    }
+
+    /// [`post_order`](Self::post_order) to the API at `base` (a process of this app).
+    pub async fn post_order_at(
+        &self,
+        base: &str,
+        key: &str,
+        external_id: &str,
+    ) -> reqwest::Response {
         self.http
-            .post(self.url("/v1/orders"))
+            .post(format!("{base}/v1/orders"))
             .header("x-api-key", key)
             .json(&Self::order_body(external_id))
             .send()
