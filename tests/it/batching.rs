@@ -53,14 +53,17 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
         )
     };
     // Deliveries that could go straight out were born running in the fan-out's own process
-    // while it had room: no trip through Redis and no claim. The others went through Redis;
-    // either way each arrived once (above). At least the first two events' fitted (64 slots).
+    // while it had room, or took the slot a success freed: no trip through Redis and no
+    // claim. The others went through Redis; either way each arrived once (above). At least the
+    // first two events' fitted (64 slots).
     let here = metric(&metrics, "switchyard_tasks_run_here_total");
     assert!((16.0..=240.0).contains(&here), "{here} run here");
-    // Claims: the 30 fan-outs and the deliveries not run here (and a few periodic jobs: the
-    // janitor's, integration health's); reads and records: the 240 deliveries.
+    let handed = metric_or_zero(&metrics, "switchyard_slot_handoffs_total");
+    // Claims: the 30 fan-outs and the deliveries neither run here nor handed a slot (and a few
+    // periodic jobs: the janitor's, integration health's); reads and records: the 240
+    // deliveries.
     let batches = [
-        ("claim", 270.0 - here),
+        ("claim", 270.0 - here - handed),
         ("delivery_target", 240.0),
         ("attempt_record", 240.0),
     ];
@@ -113,10 +116,67 @@ async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
     .await;
     assert_eq!(partner.count(), 20, "each delivered once");
     let metrics = app.get_text(&format!("{base}/metrics")).await;
-    assert_eq!(metric(&metrics, "switchyard_tasks_run_here_total"), 20.0);
+    // Born running by a dispatch pass, or handed a slot a success freed (next test).
+    let here = metric(&metrics, "switchyard_tasks_run_here_total");
+    let handed = metric_or_zero(&metrics, "switchyard_slot_handoffs_total");
+    assert_eq!(
+        here + handed,
+        20.0,
+        "{here} run here, {handed} handed a slot"
+    );
     // Claims: the 20 fan-outs and a few periodic jobs, no delivery.
     let claims = metric(&metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
     assert!((20.0..=28.0).contains(&claims), "{claims} claims");
+}
+
+/// A success hands its endpoint's slot to the endpoint's next due delivery in the statement
+/// that records it, and the run that freed the slot runs that delivery next: behind a cap of 1,
+/// ten deliveries waiting take one dispatch pass between them, not ten, never two at once.
+#[tokio::test]
+async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    // Slow enough that every delivery is waiting before the first one ends.
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(300))).await;
+    let (_, key) = app.partner_account().await;
+    let body = serde_json::json!({ "url": partner.url, "max_concurrency": 1 });
+    app.create_endpoint_with(&key, body).await;
+    for i in 0..10 {
+        assert_eq!(
+            app.post_order(&key, &format!("handed-{i}")).await.status(),
+            201
+        );
+    }
+    let (_api, base) = api_with_worker(&app).await;
+    eventually(Duration::from_secs(30), "10 deliveries", || async {
+        (partner.count() >= 10).then_some(())
+    })
+    .await;
+    let unfinished = "SELECT count(*) FROM jobs WHERE queue = 'webhook_deliveries'
+                        AND (state <> 'succeeded' OR attempt <> 1)";
+    eventually(
+        Duration::from_secs(10),
+        "every delivery job finished",
+        || async { (app.count(unfinished).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(partner.count(), 10, "each delivered once");
+    assert_eq!(partner.max_in_flight(), 1, "the cap held");
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(&metrics, "switchyard_tasks_run_here_total"),
+        1.0,
+        "one delivery admitted by a dispatch pass"
+    );
+    assert_eq!(
+        metric(&metrics, "switchyard_slot_handoffs_total"),
+        9.0,
+        "each of the others handed the slot of the one before"
+    );
+    let claims = metric(&metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
+    assert!(
+        (10.0..=18.0).contains(&claims),
+        "{claims} claims: no delivery's"
+    );
 }
 
 /// A `switchyard-api --with-worker` process of `app`, and its base URL.
@@ -124,6 +184,15 @@ async fn api_with_worker(app: &TestApp) -> (Process, String) {
     let mut env = app.process_env();
     env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
     Process::spawn_api(&env).await
+}
+
+/// [`metric`], or 0 when no sample was recorded yet.
+fn metric_or_zero(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 /// The value of the sample `name` (with its labels) in a Prometheus text exposition.
@@ -197,11 +266,27 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
         "the fan-out's job by its key:\n{fan_out}"
     );
 
-    let record = generic_plan(&mut conn, "record", &webhooks::record::RECORD_SQL, 30).await;
-    let probe = line_after(&record, "using jobs_group_due");
+    let record = generic_plan(&mut conn, "record", &webhooks::record::RECORD_SQL, 33).await;
+    let probes: Vec<&str> = record
+        .split("using jobs_group_due")
+        .skip(1)
+        .map(|rest| rest.lines().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        probes.len(),
+        2,
+        "the waiting probe and the hand-off's:\n{record}"
+    );
     assert!(
-        probe.contains("Index Cond: ((group_key = p_1.endpoint_id)"),
+        probes
+            .iter()
+            .all(|p| p.contains("Index Cond: ((group_key = ")),
         "one probe per endpoint, by its group key:\n{record}"
+    );
+    let inflight = line_after(&record, "jobs_group_inflight");
+    assert!(
+        inflight.contains("Index Cond: (group_key = "),
+        "the hand-off counts an endpoint's jobs in flight by its key:\n{record}"
     );
 }
 

@@ -13,9 +13,10 @@ use switchyard_shared::{
     queue::JobTask,
     webhooks::{
         delivery::{self, HealthPolicy, Target},
-        record::{self, AttemptRecord, Recorded},
+        record::{self, AttemptRecord, Handoff, Recorded},
     },
 };
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Largest batch of each statement, and how many of each may be in flight at once.
@@ -50,17 +51,28 @@ impl Batch for Targets {
     }
 }
 
-/// Outcomes of delivery attempts.
+/// Outcomes of delivery attempts; the endpoint slots their successes free go to the endpoints'
+/// next due deliveries, run next by the runs that freed them (`record::Handoff`), until
+/// `shutdown` fires.
 pub struct Records {
     pub pool: PgPool,
     pub health: HealthPolicy,
+    pub owner: String,
+    pub lease: Duration,
+    pub group_concurrency: i64,
+    pub shutdown: CancellationToken,
 }
 
 impl Batch for Records {
     type Req = Arc<AttemptRecord>;
     type Resp = Recorded;
     fn run<'a>(&'a self, reqs: &'a [Arc<AttemptRecord>]) -> BoxFuture<'a, Result<Vec<Recorded>>> {
-        Box::pin(record::record(&self.pool, reqs, &self.health))
+        let handoff = (!self.shutdown.is_cancelled()).then_some(Handoff {
+            owner: &self.owner,
+            lease: self.lease,
+            group_concurrency: self.group_concurrency,
+        });
+        Box::pin(record::record(&self.pool, reqs, &self.health, handoff))
     }
 }
 
@@ -72,15 +84,11 @@ pub struct Batchers {
 }
 
 impl Batchers {
-    pub fn spawn(pool: &PgPool, owner: &str, lease: Duration, health: &HealthPolicy) -> Self {
+    pub fn spawn(pool: &PgPool, owner: &str, lease: Duration, records: Records) -> Self {
         let claims = Claims {
             pool: pool.clone(),
             owner: owner.to_owned(),
             lease,
-        };
-        let records = Records {
-            pool: pool.clone(),
-            health: health.clone(),
         };
         Batchers {
             claims: Batcher::spawn("claim", claims, MAX_BATCH, IN_FLIGHT),

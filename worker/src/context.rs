@@ -26,9 +26,9 @@ use switchyard_shared::{
 use uuid::Uuid;
 
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::batches::Batchers;
+use crate::batches::{Batchers, Records};
 
 /// Deliveries a fan-out commits that this process runs at once itself, skipping the trip through
 /// Redis (push, wake-up, fetch, acknowledgement) and the claim, as far as it has room: at most
@@ -76,13 +76,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// `batch_pool` serves the batched statements (`db::connect_for_batches`).
+    /// `batch_pool` serves the batched statements (`db::connect_for_batches`); once `shutdown`
+    /// fires, runs no longer take the endpoint slots they free (`record::Handoff`).
     pub fn new(
         services: &Services,
         cfg: &WorkerConfig,
         batch_pool: PgPool,
         fast_path: FastPath,
         owner: String,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let common = &services.config;
         let (pool, dispatcher) = (services.pool.clone(), services.dispatcher.clone());
@@ -91,7 +93,16 @@ impl Ctx {
             disable_after_failures: cfg.endpoint_disable_after_failures.max(1),
             disable_after: cfg.endpoint_disable_after,
         };
-        let batch = Batchers::spawn(&batch_pool, &owner, cfg.lease, &health);
+        let group_concurrency = i64::from(common.endpoint_concurrency.max(1));
+        let records = Records {
+            pool: batch_pool.clone(),
+            health,
+            owner: owner.clone(),
+            lease: cfg.lease,
+            group_concurrency,
+            shutdown,
+        };
+        let batch = Batchers::spawn(&batch_pool, &owner, cfg.lease, records);
         Arc::new(Ctx {
             batch,
             planned_once: batch_pool,
@@ -103,7 +114,7 @@ impl Ctx {
             fan_out: FanOutLimits {
                 default_max_attempts: cfg.retry_schedule.max_attempts(),
                 fast_in_flight: i64::from((common.endpoint_concurrency / 2).max(1)),
-                group_concurrency: i64::from(common.endpoint_concurrency.max(1)),
+                group_concurrency,
             },
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
             transport: Arc::new(HttpTransport::new(

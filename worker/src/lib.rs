@@ -68,7 +68,14 @@ pub async fn run(
         ..services
     };
     let (fast_path, fast_path_task) = FastPath::spawn(services.dispatcher.clone(), after.clone());
-    let ctx = Ctx::new(&services, &cfg, batch_pool, fast_path, owner.clone());
+    let ctx = Ctx::new(
+        &services,
+        &cfg,
+        batch_pool,
+        fast_path,
+        owner.clone(),
+        shutdown.clone(),
+    );
     let hub = WakeHub::default();
     let mut loops = JoinSet::new();
     loops.spawn(hub.clone().listen(

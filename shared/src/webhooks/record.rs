@@ -18,7 +18,7 @@ use super::{
 use crate::{
     error::Result,
     events::{NewEvent, events_json, insert_events_sql},
-    jobs::{self, Lease, Outcome, finish_many_sql, finish_sql},
+    jobs::{self, ClaimedJob, Lease, Outcome, finish_many_sql, finish_sql},
 };
 
 fn headers_json(h: &[(String, String)]) -> serde_json::Value {
@@ -34,6 +34,20 @@ pub struct Recorded {
     pub disabled: Option<String>,
     /// Deliveries to this endpoint are due and waiting for a slot: the one just freed.
     pub group_waiting: bool,
+    /// The endpoint's next due delivery, which took the slot this success freed: its job is
+    /// committed `running` under the recording process's lease; the run that freed the slot
+    /// runs it next ([`Handoff`]).
+    pub next: Option<Lease>,
+}
+
+/// Who takes the endpoint slots that successes free, in the statement recording them: the
+/// recording process, under its lease. Absent while the process shuts down.
+#[derive(Clone, Copy, Debug)]
+pub struct Handoff<'a> {
+    pub owner: &'a str,
+    pub lease: Duration,
+    /// The default per-endpoint cap (`SWITCHYARD_ENDPOINT_CONCURRENCY`).
+    pub group_concurrency: i64,
 }
 
 /// Columns of an attempt row, in the order [`bind_attempt`] binds them (18 values).
@@ -102,6 +116,14 @@ pub struct AttemptRecord {
 ///
 /// `waiting` probes each endpoint's due pending jobs in `jobs_group_due` order, one index
 /// probe per endpoint: an `EXISTS` here was planned as one scan of every group's due jobs.
+///
+/// Hand-off (`freed`, `next`, `started`; docs/architecture.md §2, rule 3): each success frees
+/// its endpoint's slot, and as many of the endpoint's oldest due deliveries take those slots at
+/// once, born `running` under `$31`'s lease (`$32` seconds), where the dispatcher would admit
+/// them just the same: a closed breaker, no rate limit, and after this batch still under the
+/// cap (`$33` the default). A hand-off never raises the endpoint's in-flight count, so the
+/// caps hold beside concurrent dispatch passes; the runs that freed the slots run them next,
+/// with no wake-up, dispatch pass, trip through Redis or claim in between. `$31` NULL: none.
 pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH i AS (
@@ -161,7 +183,32 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
               FROM verdict v
              WHERE w.id = ANY($10) AND w.id = v.id
                AND (v.trailing > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL)
-         RETURNING w.id, v.reason)
+         RETURNING w.id, v.reason),
+         freed AS (
+            SELECT endpoint_id, count(*) AS n FROM done
+             WHERE succeeded AND $31::text IS NOT NULL GROUP BY endpoint_id),
+         next AS (
+            SELECT x.id FROM freed f
+              JOIN dispatch_groups g ON g.key = f.endpoint_id
+             CROSS JOIN LATERAL (
+                   SELECT count(*) AS c FROM jobs y
+                    WHERE y.group_key = f.endpoint_id AND y.state IN ('queued', 'running')) c
+             CROSS JOIN LATERAL (
+                   SELECT id FROM jobs x
+                    WHERE x.group_key = f.endpoint_id AND x.state = 'pending' AND x.run_at <= now()
+                    ORDER BY x.group_key, x.run_at
+                    LIMIT GREATEST(0, LEAST(f.n, COALESCE(g.max_concurrency, $33) - c.c + f.n))
+                    FOR UPDATE SKIP LOCKED) x
+             WHERE g.breaker = 'closed' AND g.rate_per_second IS NULL
+               AND (g.paused_until IS NULL OR g.paused_until <= now())),
+         started AS (
+            UPDATE jobs j
+               SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
+                   queued_at = now(), updated_at = now(), lease_owner = $31,
+                   lease_until = now() + make_interval(secs => $32)
+              FROM next WHERE j.id = next.id
+         RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
+                   j.dispatch_seq, j.last_error, j.group_key)
          SELECT ARRAY(SELECT id FROM fin) AS recorded,
                 ARRAY(SELECT id FROM endpoint WHERE reason IS NOT NULL) AS disabled,
                 ARRAY(SELECT reason FROM endpoint WHERE reason IS NOT NULL) AS reasons,
@@ -170,7 +217,16 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                            SELECT 1 FROM jobs w
                             WHERE w.group_key = p.endpoint_id AND w.state = 'pending'
                               AND w.run_at <= now()
-                            ORDER BY w.group_key, w.run_at LIMIT 1) w) AS waiting",
+                            ORDER BY w.group_key, w.run_at LIMIT 1) w) AS waiting,
+                ARRAY(SELECT id FROM started) AS next_ids,
+                ARRAY(SELECT queue FROM started) AS next_queues,
+                ARRAY(SELECT tenant_id FROM started) AS next_tenants,
+                ARRAY(SELECT subject_id FROM started) AS next_subjects,
+                ARRAY(SELECT attempt FROM started) AS next_attempts,
+                ARRAY(SELECT max_attempts FROM started) AS next_max_attempts,
+                ARRAY(SELECT dispatch_seq FROM started) AS next_seqs,
+                ARRAY(SELECT last_error FROM started) AS next_errors,
+                ARRAY(SELECT group_key FROM started) AS next_groups",
         finish = finish_many_sql!(),
     )
 });
@@ -181,6 +237,40 @@ struct RecordRow {
     disabled: Vec<Uuid>,
     reasons: Vec<String>,
     waiting: Vec<Uuid>,
+    next_ids: Vec<Uuid>,
+    next_queues: Vec<String>,
+    next_tenants: Vec<Uuid>,
+    next_subjects: Vec<Uuid>,
+    next_attempts: Vec<i32>,
+    next_max_attempts: Vec<i32>,
+    next_seqs: Vec<i64>,
+    next_errors: Vec<Option<String>>,
+    next_groups: Vec<Uuid>,
+}
+
+impl RecordRow {
+    /// The jobs that took freed slots, by endpoint, each under `owner`'s lease.
+    fn started(&mut self, owner: &str) -> HashMap<Uuid, Vec<Lease>> {
+        let mut by_group: HashMap<Uuid, Vec<Lease>> = HashMap::new();
+        for (i, id) in self.next_ids.iter().enumerate() {
+            let job = ClaimedJob {
+                id: *id,
+                queue: std::mem::take(&mut self.next_queues[i]),
+                tenant_id: self.next_tenants[i],
+                subject_id: self.next_subjects[i],
+                attempt: self.next_attempts[i],
+                max_attempts: self.next_max_attempts[i],
+                dispatch_seq: self.next_seqs[i],
+                last_error: self.next_errors[i].take(),
+            };
+            let lease = Lease {
+                job,
+                owner: owner.to_owned(),
+            };
+            by_group.entry(self.next_groups[i]).or_default().push(lease);
+        }
+        by_group
+    }
 }
 
 /// One array parameter of [`record`]: `f` of every attempt, in order.
@@ -193,11 +283,13 @@ fn column<'a, T>(attempts: &'a [Arc<AttemptRecord>], f: impl Fn(&'a AttemptRecor
 /// to its new status and keeps its endpoint's health (consecutive failures, failing since;
 /// disables it on 410 or when it has only failed for too long). Attempts are logged even if
 /// the lease was lost meanwhile (they happened). An endpoint disabled by the batch is reported
-/// once, on its last attempt in it.
+/// once, on its last attempt in it. Slots freed by successes go to the endpoints' next due
+/// deliveries, under `handoff`'s lease (see [`RECORD_SQL`]).
 pub async fn record(
     pool: &PgPool,
     attempts: &[Arc<AttemptRecord>],
     health: &HealthPolicy,
+    handoff: Option<Handoff<'_>>,
 ) -> Result<Vec<Recorded>> {
     let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
     let finish = column(attempts, |a| jobs::finish_values(&a.decision.outcome));
@@ -236,9 +328,13 @@ pub async fn record(
         .bind(health.disable_after_failures)
         .bind(health.disable_after.as_secs_f64())
         .bind("running")
+        .bind(handoff.map(|h| h.owner))
+        .bind(handoff.map_or(0.0, |h| h.lease.as_secs_f64()))
+        .bind(handoff.map_or(0, |h| h.group_concurrency))
         .fetch_one(pool)
         .await?;
-    let row = <RecordRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let mut row = <RecordRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let mut started = row.started(handoff.map_or("", |h| h.owner));
     let recorded: HashSet<Uuid> = row.recorded.into_iter().collect();
     let waiting: HashSet<Uuid> = row.waiting.into_iter().collect();
     let mut disabled: HashMap<Uuid, String> = row.disabled.into_iter().zip(row.reasons).collect();
@@ -248,8 +344,14 @@ pub async fn record(
             recorded: recorded.contains(&a.job.id),
             disabled: None,
             group_waiting: waiting.contains(&a.target.endpoint_id),
+            next: None,
         })
         .collect();
+    for (a, out) in attempts.iter().zip(&mut out) {
+        if out.recorded && a.result.succeeded() {
+            out.next = started.get_mut(&a.target.endpoint_id).and_then(Vec::pop);
+        }
+    }
     for (i, a) in attempts.iter().enumerate().rev() {
         if out[i].recorded
             && let Some(reason) = disabled.remove(&a.target.endpoint_id)

@@ -44,12 +44,24 @@ pub struct Kind {
     /// whose history says nothing the domain rows do not (one janitor run per slot).
     pub keep_finished: Option<Duration>,
     pub concurrency: fn(&WorkerConfig) -> usize,
-    pub run: for<'a> fn(&'a Arc<Ctx>, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+    pub run: for<'a> fn(&'a Arc<Ctx>, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<Next>>,
     pub on_dead: for<'a> fn(
         &'a mut sqlx::PgConnection,
         &'a ClaimedJob,
         &'a str,
     ) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+}
+
+/// What a run hands on: a job this process now holds the lease of, to run next in the same
+/// slot (a delivery's success passes its endpoint slot to the endpoint's next due delivery,
+/// `record::Handoff`).
+pub type Next = Option<Lease>;
+
+/// A handler whose runs hand nothing on.
+async fn alone(
+    run: impl Future<Output = switchyard_shared::Result<()>>,
+) -> switchyard_shared::Result<Next> {
+    run.await.map(|()| None)
 }
 
 /// How many runs a job of a kind gets before it is dead.
@@ -173,18 +185,25 @@ async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
 }
 
 /// Runs a job this process holds the lease of through its kind's handler and records what came
-/// of it.
+/// of it; then, in the same slot, whatever job the run handed on ([`Next`]), and so on.
 async fn run_claimed(ctx: Arc<Ctx>, job: Lease) {
+    let mut next = Some(job);
+    while let Some(job) = next {
+        next = run_one(&ctx, job).await;
+    }
+}
+
+async fn run_one(ctx: &Arc<Ctx>, job: Lease) -> Next {
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
     let Some(k) = kind(&job.queue) else {
         let error = format!("no job kind runs queue `{}`", job.queue);
         tracing::error!(job_id = %job.id, %error, "job is dead");
-        if let Err(e) = bury(&ctx, &job, error).await {
+        if let Err(e) = bury(ctx, &job, error).await {
             tracing::warn!(job_id = %job.id, error = %e,
                 "cannot record the death; the job runs again when its lease expires");
         }
-        return;
+        return None;
     };
     let cap = k.attempts.cap(&job);
     let result = if job.attempt > cap {
@@ -193,19 +212,24 @@ async fn run_claimed(ctx: Arc<Ctx>, job: Lease) {
             "gave up after {cap} attempts: {}",
             job.last_error.as_deref().unwrap_or("runs never finished")
         );
-        bury(&ctx, &job, error).await
+        bury(ctx, &job, error).await.map(|()| None)
     } else {
-        (k.run)(&ctx, &job).await
+        (k.run)(ctx, &job).await
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());
-    if let Err(e) = result {
-        metrics::counter!("switchyard_job_errors_total", "queue" => job.queue.clone()).increment(1);
-        tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt, error = %e,
-            "job failed before recording an outcome");
-        if let Err(e2) = fail(&ctx, &job, cap, e.to_string()).await {
-            tracing::warn!(job_id = %job.id, error = %e2,
-                "cannot record the failure; the job runs again when its lease expires");
+    match result {
+        Ok(next) => next,
+        Err(e) => {
+            metrics::counter!("switchyard_job_errors_total", "queue" => job.queue.clone())
+                .increment(1);
+            tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+                error = %e, "job failed before recording an outcome");
+            if let Err(e2) = fail(ctx, &job, cap, e.to_string()).await {
+                tracing::warn!(job_id = %job.id, error = %e2,
+                    "cannot record the failure; the job runs again when its lease expires");
+            }
+            None
         }
     }
 }

@@ -13,10 +13,12 @@ use switchyard_shared::{
     },
 };
 
-use super::{Attempts, Kind};
+use super::{Attempts, Kind, Next};
 use crate::{ORDERING_RETRY, context::Ctx};
 
-pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
+/// Sends the delivery once and records the attempt; a success hands its endpoint slot to the
+/// endpoint's next due delivery, which this run's slot runs next ([`Next`]).
+pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<Next> {
     let target = ctx.batch.targets.call(job.subject_id).await?;
     let Some(target) = target.filter(|t| t.delivery_status == DeliveryStatus::Pending) else {
         // Already finished (a duplicate run) or gone: nothing to send.
@@ -39,11 +41,11 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
             // cool-down. (No match at all means the lease was lost: this changes nothing.)
             let mut conn = ctx.pool.acquire().await?;
             jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
-            return Ok(());
+            return Ok(None);
         }
         metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
             .increment(1);
-        return Ok(());
+        return Ok(None);
     }
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint is still pending: it goes first.
@@ -51,7 +53,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         jobs::defer(&mut conn, job, Some(until), ORDERING_RETRY).await?;
         metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_deliveries")
             .increment(1);
-        return Ok(());
+        return Ok(None);
     }
     let credentials = target.sealed.open(&ctx.keyring, target.db_now)?;
     let timeout = target.timeout(&ctx.policy);
@@ -65,6 +67,26 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         result,
     });
     let recorded = ctx.batch.records.call(attempt.clone()).await?;
+    if let Err(e) = after_recorded(ctx, job, &attempt, &recorded).await {
+        // The outcome is recorded, so there is nothing to retry: only the follow-ups failed.
+        metrics::counter!("switchyard_job_errors_total", "queue" => WEBHOOK_DELIVERIES)
+            .increment(1);
+        tracing::warn!(job_id = %job.id, error = %e, "attempt recorded; its follow-ups failed");
+    }
+    if recorded.next.is_some() {
+        metrics::counter!("switchyard_slot_handoffs_total").increment(1);
+    }
+    Ok(recorded.next)
+}
+
+/// What follows a recorded attempt: metrics, the breaker, notices of an endpoint's disabling
+/// or recovery, and a dispatch pass if the freed slot went to no one.
+async fn after_recorded(
+    ctx: &Ctx,
+    job: &Lease,
+    attempt: &record::AttemptRecord,
+    recorded: &record::Recorded,
+) -> switchyard_shared::Result<()> {
     let (target, result) = (&attempt.target, &attempt.result);
     let label = if result.succeeded() {
         "succeeded"
@@ -104,7 +126,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
         let data = json!({ "reason": reason, "last_error": result.error_message });
         operational(ctx, target, "endpoint.disabled", data).await?;
     }
-    if recorded.group_waiting {
+    if recorded.group_waiting && recorded.next.is_none() {
         // Deliveries to this endpoint wait for a slot: this one just freed.
         ctx.dispatcher.wake();
     }
@@ -140,13 +162,13 @@ async fn end(
     job: &Lease,
     close: Option<(uuid::Uuid, DeliveryStatus)>,
     reason: &str,
-) -> switchyard_shared::Result<()> {
+) -> switchyard_shared::Result<Next> {
     let mut conn = ctx.pool.acquire().await?;
     let outcome = Outcome::Cancelled {
         reason: reason.to_owned(),
     };
     record::end_without_attempt(&mut conn, job, &outcome, close).await?;
-    Ok(())
+    Ok(None)
 }
 
 /// The queue's entry in the registry ([`super::KINDS`]).
