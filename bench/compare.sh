@@ -9,7 +9,9 @@
 # answers), fan-out (2000 orders, 50 in flight, 10 endpoints), with EVENTS=1 the same through
 # POST /v1/events (this build only: the baseline may predate it), then 30 s idle with the dead
 # endpoint's deliveries still waiting: Postgres CPU while nothing happens.
-# SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout events).
+# Then the queue floor (this build only): raw apalis-redis no-op tasks beside no-op probe jobs
+# through the whole ledger path (`switchyard-bench --queue-floor`).
+# SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout floor events).
 # With pg_stat_statements preloaded, each scenario also reports statements per delivery, and
 # the top statements by total time go to /tmp/compare-<build>-<round>-statements.txt.
 set -euo pipefail
@@ -86,6 +88,17 @@ for round in $(seq "$ROUNDS"); do
     measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
     sleep 5
     measure fanout 20000 --orders 2000 --concurrency 50 --endpoints 10
+    # Queue floor (this build only: the baseline may predate probe jobs): raw apalis-redis
+    # consuming no-op tasks at the worker's consumer concurrency (32), then 20,000 no-op jobs
+    # through the ledger, the dispatcher, Redis, the claim and the finish.
+    case " ${SCENARIOS:-steady burst noisy fanout floor} " in *" floor "*)
+      if [ $build = new ]; then
+        sleep 5
+        bench --apalis-noop --orders 7000 --concurrency 32 | sed "s/^/    /"
+        SCENARIOS=floor measure floor 20000 --orders 20000 \
+          --queue-floor "postgres://postgres@127.0.0.1:5432/$DB"
+      fi ;;
+    esac
     if [ "${EVENTS:-0}" = 1 ] && [ $build = new ]; then
       sleep 5
       measure events 20000 --events --orders 2000 --concurrency 50 --endpoints 10

@@ -9,6 +9,7 @@
 
 mod backlog;
 mod baseline;
+mod floor;
 mod receiver;
 
 use std::{
@@ -75,6 +76,14 @@ struct Args {
     database_url: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Queue floor: instead of orders, enqueue `--orders` no-op probe jobs straight into the
+    /// ledger at this database (the running system's) and time them through the worker.
+    #[arg(long)]
+    queue_floor: Option<String>,
+    /// Only measure raw apalis-redis consuming `--orders` (at most 7,000) no-op tasks at
+    /// `--concurrency`, then exit.
+    #[arg(long, default_value_t = false)]
+    apalis_noop: bool,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -97,6 +106,19 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency.max(16))
         .build()?;
 
+    if args.apalis_noop {
+        let n = args.orders.min(7_000);
+        let rate = baseline::apalis_noop(&args.redis_url, n, args.concurrency).await?;
+        println!(
+            "baseline  raw apalis-redis: {n} no-op tasks consumed, c={}: {rate:.0} tasks/s",
+            args.concurrency
+        );
+        return Ok(());
+    }
+    if let Some(ledger) = &args.queue_floor {
+        let timeout = Duration::from_secs(args.drain_timeout_secs);
+        return floor::run(ledger, args.orders, timeout).await;
+    }
     if args.baselines {
         let pg = baseline::postgres_inserts(&args.database_url, args.orders, args.concurrency)
             .await

@@ -325,6 +325,34 @@ pub async fn finish(conn: &mut PgConnection, job: &Lease, outcome: &Outcome) -> 
     Ok(done == 1)
 }
 
+/// [`finish`] for many runs in one statement (the worker batches the finishes of concurrent
+/// runs whose outcome is all they record, `batch::Batcher`): whether each matched.
+pub async fn finish_many(pool: &PgPool, runs: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
+    let values: Vec<_> = runs.iter().map(|(_, o)| finish_values(o)).collect();
+    let matched: Vec<Uuid> = sqlx::query_scalar(concat!(
+        "WITH i AS (
+            SELECT *, $7::text AS running
+              FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
+                          $6::text[]) AS i(job_id, seq, owner, state, after, error)) ",
+        finish_many_sql!(),
+        " RETURNING j.id"
+    ))
+    .bind(runs.iter().map(|(l, _)| l.id).collect::<Vec<_>>())
+    .bind(runs.iter().map(|(l, _)| l.dispatch_seq).collect::<Vec<_>>())
+    .bind(
+        runs.iter()
+            .map(|(l, _)| l.owner.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.2).collect::<Vec<_>>())
+    .bind("running")
+    .fetch_all(pool)
+    .await?;
+    Ok(runs.iter().map(|(l, _)| matched.contains(&l.id)).collect())
+}
+
 /// The ledger's "not yet" statement: puts a job this process runs back to wait without using
 /// up an attempt (an earlier event of the same order goes first, the endpoint's breaker is
 /// open, a replay's next batch is due in a second). `$1..$3` identify the run (as for

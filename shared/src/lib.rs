@@ -21,6 +21,7 @@ pub mod keyring;
 pub mod mode;
 pub mod net;
 pub mod orders;
+pub mod probes;
 pub mod queue;
 pub mod rate_limit;
 pub mod retention;

@@ -30,6 +30,8 @@ pub const INBOUND_EVENTS: &str = "inbound_events";
 pub const SYNC_RUNS: &str = "sync_runs";
 /// Queue of keyring rotations (re-encryption of every sealed value with the active key).
 pub const KEYRING_ROTATION: &str = "keyring_rotation";
+/// Queue of probe jobs, which do nothing: the cost of the queue path alone (shared::probes).
+pub const QUEUE_PROBES: &str = "queue_probes";
 // The list of every queue is not kept here: it is derived from the worker's job-kind registry
 // (`switchyard_worker::QUEUES`) and handed to [`Queues::new`] (docs/architecture.md §3).
 

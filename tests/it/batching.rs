@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use sqlx::{Executor, Row};
 use switchyard_shared::{db, webhooks};
-use switchyard_tests::{
-    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::Process,
-};
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
 
 /// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
 /// are read and recorded in far fewer statements than one per delivery, each webhook arrives
@@ -24,7 +22,7 @@ async fn concurrent_deliveries_share_their_claims_reads_and_records() {
         app.create_endpoint(&key, &partner.url, &["order.created"])
             .await;
     }
-    let (_api, base) = api_with_worker(&app).await;
+    let (_api, base) = app.api_with_worker().await;
     let ids: Vec<String> = (0..30).map(|i| format!("batched-{i}")).collect();
     let posts = ids.iter().map(|id| app.post_order_at(&base, &key, id));
     for r in futures::future::join_all(posts).await {
@@ -95,7 +93,7 @@ async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
     let (_, key) = app.partner_account().await;
     let body = serde_json::json!({ "url": partner.url, "max_concurrency": 4 });
     app.create_endpoint_with(&key, body).await;
-    let (_api, base) = api_with_worker(&app).await;
+    let (_api, base) = app.api_with_worker().await;
     for i in 0..20 {
         let r = app
             .post_order_at(&base, &key, &format!("admitted-{i}"))
@@ -146,7 +144,7 @@ async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
             201
         );
     }
-    let (_api, base) = api_with_worker(&app).await;
+    let (_api, base) = app.api_with_worker().await;
     eventually(Duration::from_secs(30), "10 deliveries", || async {
         (partner.count() >= 10).then_some(())
     })
@@ -179,13 +177,6 @@ async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
     );
 }
 
-/// A `switchyard-api --with-worker` process of `app`, and its base URL.
-async fn api_with_worker(app: &TestApp) -> (Process, String) {
-    let mut env = app.process_env();
-    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
-    Process::spawn_api(&env).await
-}
-
 /// [`metric`], or 0 when no sample was recorded yet.
 fn metric_or_zero(metrics: &str, name: &str) -> f64 {
     let prefix = format!("{name} ");
@@ -196,7 +187,7 @@ fn metric_or_zero(metrics: &str, name: &str) -> f64 {
 }
 
 /// The value of the sample `name` (with its labels) in a Prometheus text exposition.
-fn metric(metrics: &str, name: &str) -> f64 {
+pub(crate) fn metric(metrics: &str, name: &str) -> f64 {
     let prefix = format!("{name} ");
     metrics
         .lines()

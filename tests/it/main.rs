@@ -25,6 +25,7 @@ mod mssql;
 mod ops;
 mod order_feed;
 mod orders;
+mod probes;
 mod rate_limits;
 mod replays;
 mod retention;

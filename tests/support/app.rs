@@ -144,6 +144,14 @@ impl TestApp {
         self.workers.push((token, handle));
     }
 
+    /// A `switchyard-api --with-worker` process of this app, and its base URL (for what only a
+    /// real process shows: its own `/metrics`).
+    pub async fn api_with_worker(&self) -> (crate::process::Process, String) {
+        let mut env = self.process_env();
+        env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+        crate::process::Process::spawn_api(&env).await
+    }
+
     /// Environment for a `switchyard-worker` / `switchyard-api` process equivalent to this app.
     pub fn process_env(&self) -> Vec<(String, String)> {
         vec![

@@ -1,5 +1,6 @@
 //! The statements that concurrent runs share, each served by a [`Batcher`]
-//! (`switchyard_shared::batch`): claiming jobs, reading delivery targets, recording attempts.
+//! (`switchyard_shared::batch`): claiming jobs, reading delivery targets, recording attempts,
+//! finishing runs.
 //! Under load one round trip and one commit serve many runs (docs/architecture.md §8).
 
 use std::{sync::Arc, time::Duration};
@@ -9,7 +10,7 @@ use sqlx::PgPool;
 use switchyard_shared::{
     Result,
     batch::{Batch, Batcher},
-    jobs::{self, Lease},
+    jobs::{self, Lease, Outcome},
     queue::JobTask,
     webhooks::{
         delivery::{self, HealthPolicy, Target},
@@ -76,11 +77,25 @@ impl Batch for Records {
     }
 }
 
-/// The three batchers of a worker process.
+/// Finishes of runs whose outcome is all they record (`jobs::finish_many`).
+pub struct Finishes {
+    pub pool: PgPool,
+}
+
+impl Batch for Finishes {
+    type Req = (Lease, Outcome);
+    type Resp = bool;
+    fn run<'a>(&'a self, reqs: &'a [(Lease, Outcome)]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(jobs::finish_many(&self.pool, reqs))
+    }
+}
+
+/// The batchers of a worker process.
 pub struct Batchers {
     pub claims: Batcher<Claims>,
     pub targets: Batcher<Targets>,
     pub records: Batcher<Records>,
+    pub finishes: Batcher<Finishes>,
 }
 
 impl Batchers {
@@ -99,6 +114,12 @@ impl Batchers {
                 IN_FLIGHT,
             ),
             records: Batcher::spawn("attempt_record", records, MAX_BATCH, IN_FLIGHT),
+            finishes: Batcher::spawn(
+                "finish",
+                Finishes { pool: pool.clone() },
+                MAX_BATCH,
+                IN_FLIGHT,
+            ),
         }
     }
 }

@@ -43,10 +43,10 @@ fn process_identity() -> String {
 /// How long a fan-out waits when an earlier event of the same ordering key must go first.
 pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
-/// Connections of the pool of statements planned once (`db::connect_for_batches`): three
+/// Connections of the pool of statements planned once (`db::connect_for_batches`): four
 /// batchers with two batches in flight each (`batches.rs`), fan-outs, and the dispatcher's
 /// "what is due" probe.
-const BATCH_POOL: u32 = 10;
+const BATCH_POOL: u32 = 12;
 
 /// How long a woken dispatcher waits for more wake-ups before its pass.
 const WAKE_COALESCE: Duration = Duration::from_millis(5);

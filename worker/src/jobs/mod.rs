@@ -14,6 +14,7 @@ mod inbound_events;
 pub mod integration_health;
 pub mod janitor;
 mod keyring_rotation;
+mod queue_probes;
 mod sync_runs;
 mod webhook_deliveries;
 mod webhook_replays;
@@ -96,6 +97,7 @@ pub const KINDS: &[Kind] = &[
     integration_health::KIND,
     keyring_rotation::KIND,
     sync_runs::KIND,
+    queue_probes::KIND,
 ];
 
 /// Every queue's name, derived from [`KINDS`].
@@ -308,6 +310,7 @@ mod tests {
                     integration_health::KIND.queue,
                     integration_health::KEEP_FINISHED
                 ),
+                (queue_probes::KIND.queue, queue_probes::KEEP_FINISHED),
             ]
         );
     }
