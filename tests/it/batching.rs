@@ -177,6 +177,43 @@ async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
     );
 }
 
+/// A chain of hand-offs ends after `MAX_HANDOFFS` (32): behind a cap of 1, 34 deliveries
+/// waiting take at least two dispatch passes, so a few endpoints with long backlogs cannot
+/// keep a worker's slots from everything else.
+#[tokio::test]
+async fn a_chain_of_hand_offs_ends_after_32() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(100))).await;
+    let (_, key) = app.partner_account().await;
+    let body = serde_json::json!({ "url": partner.url, "max_concurrency": 1 });
+    app.create_endpoint_with(&key, body).await;
+    for i in 0..34 {
+        assert_eq!(
+            app.post_order(&key, &format!("chain-{i}")).await.status(),
+            201
+        );
+    }
+    let (_api, base) = app.api_with_worker().await;
+    eventually(Duration::from_secs(60), "34 deliveries", || async {
+        (partner.count() >= 34).then_some(())
+    })
+    .await;
+    assert_eq!(partner.max_in_flight(), 1, "the cap held");
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    let here = metric(&metrics, "switchyard_tasks_run_here_total");
+    let handed = metric(&metrics, "switchyard_slot_handoffs_total");
+    assert_eq!(
+        here + handed,
+        34.0,
+        "{here} admitted by a pass, {handed} handed a slot"
+    );
+    assert!(
+        handed <= 32.0,
+        "{handed} hand-offs: a chain is at most 32 long"
+    );
+    assert!(here >= 2.0, "{here} dispatch admissions");
+}
+
 /// [`metric`], or 0 when no sample was recorded yet.
 fn metric_or_zero(metrics: &str, name: &str) -> f64 {
     let prefix = format!("{name} ");
@@ -257,7 +294,7 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
         "the fan-out's job by its key:\n{fan_out}"
     );
 
-    let record = generic_plan(&mut conn, "record", &webhooks::record::RECORD_SQL, 33).await;
+    let record = generic_plan(&mut conn, "record", &webhooks::record::RECORD_SQL, 34).await;
     let probes: Vec<&str> = record
         .split("using jobs_group_due")
         .skip(1)

@@ -102,6 +102,8 @@ pub struct AttemptRecord {
     pub decision: Decision,
     pub target: Target,
     pub result: AttemptResult,
+    /// A success may hand its endpoint slot on ([`Handoff`]): false at the end of a chain.
+    pub may_hand_on: bool,
 }
 
 /// The statement of [`record`], over arrays with one element per attempt: `$1..$6` finish the
@@ -117,13 +119,14 @@ pub struct AttemptRecord {
 /// `waiting` probes each endpoint's due pending jobs in `jobs_group_due` order, one index
 /// probe per endpoint: an `EXISTS` here was planned as one scan of every group's due jobs.
 ///
-/// Hand-off (`freed`, `next`, `started`; docs/architecture.md §2, rule 3): each success frees
-/// its endpoint's slot, and as many of the endpoint's oldest due deliveries take those slots at
-/// once, born `running` under `$31`'s lease (`$32` seconds), where the dispatcher would admit
-/// them just the same: a closed breaker, no rate limit, and after this batch still under the
-/// cap (`$33` the default). A hand-off never raises the endpoint's in-flight count, so the
-/// caps hold beside concurrent dispatch passes; the runs that freed the slots run them next,
-/// with no wake-up, dispatch pass, trip through Redis or claim in between. `$31` NULL: none.
+/// Hand-off (`freed`, `next`, `started`; docs/architecture.md §2, rule 2): each success frees
+/// its endpoint's slot; for those that may hand on (`$34`, false at the end of a chain), as
+/// many of the endpoint's oldest due deliveries take the slots at once, born `running` under `$31`'s
+/// lease (`$32` seconds), where the dispatcher would admit them just the same: a closed
+/// breaker, no rate limit, and after this batch still under the cap (`$33` the default). A
+/// hand-off never raises the endpoint's in-flight count, so the caps hold beside concurrent
+/// dispatch passes; the runs that freed the slots run them next, with no wake-up, dispatch
+/// pass, trip through Redis or claim in between. `$31` NULL: none.
 pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH i AS (
@@ -132,9 +135,9 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                                  $11::uuid[], $12::int[], $13::bigint[], $14::int[], $15::text[],
                                  $16::text[], $17::int[], $18::text[], $19::bigint[], $20::text[],
                                  $21::int[], $22::int[], $23::jsonb[], $24::jsonb[], $25::text[],
-                                 $26::text[], $27::bool[])
+                                 $26::text[], $27::bool[], $34::bool[])
                    WITH ORDINALITY AS i(job_id, seq, owner, state, after, error, {ATTEMPT_COLUMNS},
-                                        status, disable, succeeded, ord)),
+                                        status, disable, succeeded, hand_on, ord)),
          fin AS ({finish} RETURNING j.id, j.state, j.run_at),
          attempt AS (INSERT INTO webhook_attempts ({ATTEMPT_COLUMNS})
                      SELECT {ATTEMPT_COLUMNS} FROM i),
@@ -186,7 +189,7 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
          RETURNING w.id, v.reason),
          freed AS (
             SELECT endpoint_id, count(*) AS n FROM done
-             WHERE succeeded AND $31::text IS NOT NULL GROUP BY endpoint_id),
+             WHERE succeeded AND hand_on AND $31::text IS NOT NULL GROUP BY endpoint_id),
          next AS (
             SELECT x.id FROM freed f
               JOIN dispatch_groups g ON g.key = f.endpoint_id
@@ -331,6 +334,7 @@ pub async fn record(
         .bind(handoff.map(|h| h.owner))
         .bind(handoff.map_or(0.0, |h| h.lease.as_secs_f64()))
         .bind(handoff.map_or(0, |h| h.group_concurrency))
+        .bind(column(attempts, |a| a.may_hand_on))
         .fetch_one(pool)
         .await?;
     let mut row = <RecordRow as sqlx::FromRow<_>>::from_row(&row)?;
@@ -348,7 +352,7 @@ pub async fn record(
         })
         .collect();
     for (a, out) in attempts.iter().zip(&mut out) {
-        if out.recorded && a.result.succeeded() {
+        if out.recorded && a.result.succeeded() && a.may_hand_on {
             out.next = started.get_mut(&a.target.endpoint_id).and_then(Vec::pop);
         }
     }

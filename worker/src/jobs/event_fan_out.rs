@@ -75,6 +75,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::Fixed(events::FAN_OUT_MAX_ATTEMPTS),
     keep_finished: None,
     concurrency: |cfg| cfg.event_concurrency,
-    run: |ctx, job| Box::pin(super::alone(run(ctx, job))),
+    run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),
 };

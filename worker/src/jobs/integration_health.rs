@@ -73,6 +73,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::Fixed(MAX_ATTEMPTS),
     keep_finished: Some(KEEP_FINISHED),
     concurrency: |_| 1,
-    run: |ctx, job| Box::pin(super::alone(run(ctx, job))),
+    run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |_, _, _| Box::pin(async { Ok(()) }),
 };

@@ -25,6 +25,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::Fixed(keyring::ROTATION_MAX_ATTEMPTS),
     keep_finished: None,
     concurrency: |_| 1,
-    run: |ctx, job| Box::pin(super::alone(run(ctx, job))),
+    run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |conn, job, error| Box::pin(keyring::finish(conn, job.subject_id, Some(error))),
 };

@@ -45,7 +45,9 @@ pub struct Kind {
     /// whose history says nothing the domain rows do not (one janitor run per slot).
     pub keep_finished: Option<Duration>,
     pub concurrency: fn(&WorkerConfig) -> usize,
-    pub run: for<'a> fn(&'a Arc<Ctx>, &'a Lease) -> BoxFuture<'a, switchyard_shared::Result<Next>>,
+    /// Runs the job; the `bool` says whether the run may hand its slot on ([`Next`]).
+    pub run:
+        for<'a> fn(&'a Arc<Ctx>, &'a Lease, bool) -> BoxFuture<'a, switchyard_shared::Result<Next>>,
     pub on_dead: for<'a> fn(
         &'a mut sqlx::PgConnection,
         &'a ClaimedJob,
@@ -57,6 +59,11 @@ pub struct Kind {
 /// slot (a delivery's success passes its endpoint slot to the endpoint's next due delivery,
 /// `record::Handoff`).
 pub type Next = Option<Lease>;
+
+/// Most jobs one slot runs in a row by hand-off. Then the endpoint's slot goes back to the
+/// dispatcher, which serves the groups waiting longest first, and the process's slot to
+/// whatever waits in Redis: a few endpoints with long backlogs cannot keep every slot.
+pub const MAX_HANDOFFS: u32 = 32;
 
 /// A handler whose runs hand nothing on.
 async fn alone(
@@ -189,13 +196,14 @@ async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
 /// Runs a job this process holds the lease of through its kind's handler and records what came
 /// of it; then, in the same slot, whatever job the run handed on ([`Next`]), and so on.
 async fn run_claimed(ctx: Arc<Ctx>, job: Lease) {
-    let mut next = Some(job);
+    let (mut next, mut handed) = (Some(job), 0);
     while let Some(job) = next {
-        next = run_one(&ctx, job).await;
+        next = run_one(&ctx, job, handed < MAX_HANDOFFS).await;
+        handed += 1;
     }
 }
 
-async fn run_one(ctx: &Arc<Ctx>, job: Lease) -> Next {
+async fn run_one(ctx: &Arc<Ctx>, job: Lease, may_hand_on: bool) -> Next {
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
     let Some(k) = kind(&job.queue) else {
@@ -216,7 +224,7 @@ async fn run_one(ctx: &Arc<Ctx>, job: Lease) -> Next {
         );
         bury(ctx, &job, error).await.map(|()| None)
     } else {
-        (k.run)(ctx, &job).await
+        (k.run)(ctx, &job, may_hand_on).await
     };
     metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());

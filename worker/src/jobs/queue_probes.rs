@@ -31,6 +31,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::Fixed(probes::MAX_ATTEMPTS),
     keep_finished: Some(KEEP_FINISHED),
     concurrency: |cfg| cfg.delivery_concurrency,
-    run: |ctx, job| Box::pin(super::alone(run(ctx, job))),
+    run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |_, _, _| Box::pin(async { Ok(()) }),
 };

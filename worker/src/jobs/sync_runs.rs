@@ -45,6 +45,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::Fixed(runs::MAX_ATTEMPTS),
     keep_finished: None,
     concurrency: |_| 2,
-    run: |ctx, job| Box::pin(super::alone(run(ctx, job))),
+    run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |conn, job, error| Box::pin(runs::fail_dead(conn, job.subject_id, error)),
 };

@@ -17,8 +17,8 @@ use super::{Attempts, Kind, Next};
 use crate::{ORDERING_RETRY, context::Ctx};
 
 /// Sends the delivery once and records the attempt; a success hands its endpoint slot to the
-/// endpoint's next due delivery, which this run's slot runs next ([`Next`]).
-pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<Next> {
+/// endpoint's next due delivery, which this run's slot runs next ([`Next`]), if `may_hand_on`.
+pub async fn run(ctx: &Ctx, job: &Lease, may_hand_on: bool) -> switchyard_shared::Result<Next> {
     let target = ctx.batch.targets.call(job.subject_id).await?;
     let Some(target) = target.filter(|t| t.delivery_status == DeliveryStatus::Pending) else {
         // Already finished (a duplicate run) or gone: nothing to send.
@@ -65,6 +65,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<Next> {
         decision,
         target,
         result,
+        may_hand_on,
     });
     let recorded = ctx.batch.records.call(attempt.clone()).await?;
     if let Err(e) = after_recorded(ctx, job, &attempt, &recorded).await {
@@ -177,6 +178,6 @@ pub const KIND: Kind = Kind {
     attempts: Attempts::PerJob,
     keep_finished: None,
     concurrency: |cfg| cfg.delivery_concurrency,
-    run: |ctx, job| Box::pin(run(ctx, job)),
+    run: |ctx, job, may_hand_on| Box::pin(run(ctx, job, may_hand_on)),
     on_dead: |conn, job, _| Box::pin(on_dead(conn, job)),
 };
