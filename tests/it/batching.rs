@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sqlx::{Executor, Row};
 use switchyard_shared::{db, webhooks};
-use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+use switchyard_tests::{
+    Behaviour, PartnerServer, TestApp, TestOptions, eventually, process::Process,
+};
 
 /// Concurrent runs share their ledger statements (`batch`): 30 orders fanned out to 8 endpoints
 /// are read and recorded in far fewer statements than one per delivery, each webhook arrives
@@ -132,45 +134,29 @@ async fn deliveries_the_dispatcher_admits_run_in_its_process_without_a_claim() {
 /// ten deliveries waiting take one dispatch pass between them, not ten, never two at once.
 #[tokio::test]
 async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
-    let app = TestApp::spawn(TestOptions::no_worker()).await;
     // Slow enough that every delivery is waiting before the first one ends.
-    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(300))).await;
-    let (_, key) = app.partner_account().await;
-    let body = serde_json::json!({ "url": partner.url, "max_concurrency": 1 });
-    app.create_endpoint_with(&key, body).await;
-    for i in 0..10 {
-        assert_eq!(
-            app.post_order(&key, &format!("handed-{i}")).await.status(),
-            201
-        );
-    }
-    let (_api, base) = app.api_with_worker().await;
-    eventually(Duration::from_secs(30), "10 deliveries", || async {
-        (partner.count() >= 10).then_some(())
-    })
-    .await;
+    let run = CappedBacklog::deliver(10, Duration::from_millis(300)).await;
     let unfinished = "SELECT count(*) FROM jobs WHERE queue = 'webhook_deliveries'
                         AND (state <> 'succeeded' OR attempt <> 1)";
     eventually(
         Duration::from_secs(10),
         "every delivery job finished",
-        || async { (app.count(unfinished).await == 0).then_some(()) },
+        || async { (run.app.count(unfinished).await == 0).then_some(()) },
     )
     .await;
-    assert_eq!(partner.count(), 10, "each delivered once");
-    assert_eq!(partner.max_in_flight(), 1, "the cap held");
-    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    assert_eq!(run.partner.count(), 10, "each delivered once");
+    let metrics = &run.metrics;
     assert_eq!(
-        metric(&metrics, "switchyard_tasks_run_here_total"),
+        metric(metrics, "switchyard_tasks_run_here_total"),
         1.0,
         "one delivery admitted by a dispatch pass"
     );
     assert_eq!(
-        metric(&metrics, "switchyard_slot_handoffs_total"),
+        metric(metrics, "switchyard_slot_handoffs_total"),
         9.0,
         "each of the others handed the slot of the one before"
     );
-    let claims = metric(&metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
+    let claims = metric(metrics, "switchyard_batch_size_sum{batch=\"claim\"}");
     assert!(
         (10.0..=18.0).contains(&claims),
         "{claims} claims: no delivery's"
@@ -182,26 +168,9 @@ async fn a_success_hands_its_slot_to_the_endpoints_next_due_delivery() {
 /// keep a worker's slots from everything else.
 #[tokio::test]
 async fn a_chain_of_hand_offs_ends_after_32() {
-    let app = TestApp::spawn(TestOptions::no_worker()).await;
-    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_millis(100))).await;
-    let (_, key) = app.partner_account().await;
-    let body = serde_json::json!({ "url": partner.url, "max_concurrency": 1 });
-    app.create_endpoint_with(&key, body).await;
-    for i in 0..34 {
-        assert_eq!(
-            app.post_order(&key, &format!("chain-{i}")).await.status(),
-            201
-        );
-    }
-    let (_api, base) = app.api_with_worker().await;
-    eventually(Duration::from_secs(60), "34 deliveries", || async {
-        (partner.count() >= 34).then_some(())
-    })
-    .await;
-    assert_eq!(partner.max_in_flight(), 1, "the cap held");
-    let metrics = app.get_text(&format!("{base}/metrics")).await;
-    let here = metric(&metrics, "switchyard_tasks_run_here_total");
-    let handed = metric(&metrics, "switchyard_slot_handoffs_total");
+    let run = CappedBacklog::deliver(34, Duration::from_millis(100)).await;
+    let here = metric(&run.metrics, "switchyard_tasks_run_here_total");
+    let handed = metric(&run.metrics, "switchyard_slot_handoffs_total");
     assert_eq!(
         here + handed,
         34.0,
@@ -212,6 +181,43 @@ async fn a_chain_of_hand_offs_ends_after_32() {
         "{handed} hand-offs: a chain is at most 32 long"
     );
     assert!(here >= 2.0, "{here} dispatch admissions");
+}
+
+/// `n` orders to one endpoint with a cap of 1 whose partner answers after `delay`, accepted
+/// before any worker runs, then delivered by a `switchyard-api --with-worker` process: its
+/// `/metrics` once every delivery arrived, the cap checked.
+struct CappedBacklog {
+    app: TestApp,
+    partner: PartnerServer,
+    metrics: String,
+    _api: Process,
+}
+
+impl CappedBacklog {
+    async fn deliver(n: usize, delay: Duration) -> CappedBacklog {
+        let app = TestApp::spawn(TestOptions::no_worker()).await;
+        let partner = PartnerServer::start(Behaviour::Slow(delay)).await;
+        let (_, key) = app.partner_account().await;
+        let body = serde_json::json!({ "url": partner.url, "max_concurrency": 1 });
+        app.create_endpoint_with(&key, body).await;
+        for i in 0..n {
+            let r = app.post_order(&key, &format!("capped-{i}")).await;
+            assert_eq!(r.status(), 201);
+        }
+        let (api, base) = app.api_with_worker().await;
+        eventually(Duration::from_secs(60), "every delivery", || async {
+            (partner.count() >= n).then_some(())
+        })
+        .await;
+        assert_eq!(partner.max_in_flight(), 1, "the cap held");
+        let metrics = app.get_text(&format!("{base}/metrics")).await;
+        CappedBacklog {
+            app,
+            partner,
+            metrics,
+            _api: api,
+        }
+    }
 }
 
 /// [`metric`], or 0 when no sample was recorded yet.
