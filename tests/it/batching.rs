@@ -220,24 +220,23 @@ impl CappedBacklog {
     }
 }
 
-/// [`metric`], or 0 when no sample was recorded yet.
-fn metric_or_zero(metrics: &str, name: &str) -> f64 {
+/// The value of the sample `name` (with its labels) in a Prometheus text exposition, if any.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
     let prefix = format!("{name} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.parse().unwrap())
+        .map(|v| v.parse().unwrap())
 }
 
-/// The value of the sample `name` (with its labels) in a Prometheus text exposition.
+/// [`sample`], or 0 when none was recorded yet.
+fn metric_or_zero(metrics: &str, name: &str) -> f64 {
+    sample(metrics, name).unwrap_or(0.0)
+}
+
+/// [`sample`], which must be there.
 pub(crate) fn metric(metrics: &str, name: &str) -> f64 {
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .parse()
-        .unwrap()
+    sample(metrics, name).unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
 /// The plan (one generic plan per connection, `db::connect_for_batches`) of each batched read

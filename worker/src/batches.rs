@@ -99,11 +99,28 @@ pub struct Batchers {
 }
 
 impl Batchers {
-    pub fn spawn(pool: &PgPool, owner: &str, lease: Duration, records: Records) -> Self {
+    /// `group_concurrency` is the default per-endpoint cap; once `shutdown` fires, successes no
+    /// longer hand their slots on.
+    pub fn spawn(
+        pool: &PgPool,
+        owner: &str,
+        lease: Duration,
+        health: HealthPolicy,
+        group_concurrency: i64,
+        shutdown: CancellationToken,
+    ) -> Self {
         let claims = Claims {
             pool: pool.clone(),
             owner: owner.to_owned(),
             lease,
+        };
+        let records = Records {
+            pool: pool.clone(),
+            health,
+            owner: owner.to_owned(),
+            lease,
+            group_concurrency,
+            shutdown,
         };
         Batchers {
             claims: Batcher::spawn("claim", claims, MAX_BATCH, IN_FLIGHT),

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::batches::{Batchers, Records};
+use crate::batches::Batchers;
 
 /// Deliveries a fan-out commits that this process runs at once itself, skipping the trip through
 /// Redis (push, wake-up, fetch, acknowledgement) and the claim, as far as it has room: at most
@@ -94,15 +94,14 @@ impl Ctx {
             disable_after: cfg.endpoint_disable_after,
         };
         let group_concurrency = i64::from(common.endpoint_concurrency.max(1));
-        let records = Records {
-            pool: batch_pool.clone(),
+        let batch = Batchers::spawn(
+            &batch_pool,
+            &owner,
+            cfg.lease,
             health,
-            owner: owner.clone(),
-            lease: cfg.lease,
             group_concurrency,
             shutdown,
-        };
-        let batch = Batchers::spawn(&batch_pool, &owner, cfg.lease, records);
+        );
         Arc::new(Ctx {
             batch,
             planned_once: batch_pool,
