@@ -20,10 +20,15 @@ use switchyard_shared::{
     api_keys::{Principal, Scope},
     audit::{Actor, ActorKind},
     crypto::constant_time_eq,
+    logs::requests::{RequestEntry, parse_request_id},
     net::Cidr,
 };
 
-use crate::{AppState, error::ApiError, request_id::RequestId};
+use crate::{
+    AppState,
+    error::{ApiError, ProblemCode},
+    request_id::RequestId,
+};
 
 /// Partner key sent as a bearer token.
 #[derive(SecurityScheme)]
@@ -148,8 +153,9 @@ fn missing_key() -> ApiError {
 }
 
 /// Authenticates partner requests (`/v1/…`) once, before routing: resolves the key through the
-/// cache, enforces its allowlist and rate limits, counts usage, and adds the `RateLimit`
-/// headers to every response, errors included.
+/// cache, enforces its allowlist and rate limits, counts usage, logs the request (the
+/// tenant's request log), and adds the `RateLimit` headers to every response, errors
+/// included. The rate-limit decision stays on the request for `GET /v1/rate-limits`.
 pub struct PartnerMiddleware;
 
 impl<E: Endpoint> Middleware<E> for PartnerMiddleware {
@@ -166,6 +172,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = std::time::Instant::now();
         let key = req
             .uri()
             .path()
@@ -203,8 +210,27 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
             }
         };
         let decision = state.limiter.check(&principal.limits(&state.config)).await;
+        let logged = RequestEntry {
+            id: parse_request_id(&request_id).unwrap_or_else(uuid::Uuid::now_v7),
+            tenant_id: principal.tenant_id,
+            mode: principal.mode,
+            api_key_id: principal.api_key_id,
+            method: req.method().to_string(),
+            path: req.uri().path().to_owned(),
+            operation: "other",
+            status: 0,
+            duration_ms: 0.0,
+            client_ip: peer.map(|ip| ip.to_string()),
+            idempotency_key: req
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            problem_code: None,
+        };
         let mut resp = if decision.allowed {
             req.extensions_mut().insert(principal.clone());
+            req.extensions_mut().insert(decision.clone());
             match self.0.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => e.into_response(),
@@ -232,12 +258,20 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
             headers.insert("ratelimit", v);
         }
         let operation = resp.data::<OperationId>().map_or("other", |o| o.0);
+        let status = resp.status().as_u16();
         state.usage.record(
             principal.api_key_id,
             principal.tenant_id,
             operation,
-            resp.status().as_u16() >= 400,
+            status >= 400,
         );
+        state.request_log.record(RequestEntry {
+            operation,
+            status,
+            duration_ms: started.elapsed().as_secs_f32() * 1000.0,
+            problem_code: resp.data::<ProblemCode>().map(|c| c.0.to_owned()),
+            ..logged
+        });
         Ok(resp)
     }
 }

@@ -37,6 +37,10 @@ pub struct Problem {
     pub request_id: String,
 }
 
+/// The `code` of a problem response, kept on the response for the request log.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemCode(pub &'static str);
+
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct ApiError {
@@ -121,6 +125,7 @@ impl ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        resp.set_data(ProblemCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -22,6 +22,7 @@ use switchyard_shared::{
     config::{ApiConfig, CommonConfig, WorkerConfig},
     dispatch::FastPath,
     integrations::connection::Checker,
+    logs::requests::RequestLogger,
     rate_limit::{Lockouts, RateLimiter},
     services::Services,
     telemetry,
@@ -38,6 +39,7 @@ use crate::routes::{
     inbound::{InboundApi, InboundEventsApi},
     integrations::IntegrationsApi,
     keyring::KeyringApi,
+    logs::LogsApi,
     ops::OpsApi,
     orders::OrdersApi,
     sync::SyncApi,
@@ -67,6 +69,8 @@ pub struct AppState {
     /// Client addresses locked out after too many failed authentications.
     pub lockouts: Lockouts,
     pub usage: UsageRecorder,
+    /// The partner request log, written in batches.
+    pub request_log: RequestLogger,
     /// Test sends to partner endpoints go out through it (SSRF-guarded); its egress rules
     /// also vet endpoint URLs when they are saved.
     pub transport: HttpTransport,
@@ -90,6 +94,7 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
+    LogsApi,
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -110,6 +115,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
+            LogsApi,
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),
@@ -166,8 +172,8 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
 }
 
 /// Serves the API on `listener` until `shutdown`, then drains in-flight requests (20 s at
-/// most) and stops its background tasks (fast-path pushes, key cache poller, usage flusher)
-/// after the last request.
+/// most) and stops its background tasks (fast-path pushes, key cache poller, usage and
+/// request-log flushers) after the last request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     services: Services,
@@ -187,9 +193,15 @@ pub async fn serve(
         tracing::error!(error = %e, "cannot load the legacy API key ids");
     }
     let usage = UsageRecorder::default();
+    let request_log = RequestLogger::default();
     let tasks = [
         tokio::spawn(keys.clone().run_invalidation(background.clone())),
         tokio::spawn(usage.clone().run(services.pool.clone(), background.clone())),
+        tokio::spawn(
+            request_log
+                .clone()
+                .run(services.pool.clone(), background.clone()),
+        ),
     ];
     let transport = HttpTransport::new(
         services.config.egress(),
@@ -207,6 +219,7 @@ pub async fn serve(
         fast_path,
         keys,
         usage,
+        request_log,
     });
     let served = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run_with_graceful_shutdown(

@@ -18,6 +18,7 @@ pub mod input;
 pub mod integrations;
 pub mod jobs;
 pub mod keyring;
+pub mod logs;
 pub mod mode;
 pub mod net;
 pub mod orders;

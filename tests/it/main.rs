@@ -21,6 +21,7 @@ mod integrations;
 mod isolation;
 mod keyring;
 mod leases;
+mod logs;
 mod mssql;
 mod ops;
 mod order_feed;

@@ -1,6 +1,6 @@
 //! Every growing table has a retention, and the janitor purges what passed it: finished and
 //! dead jobs, webhook history, closed orders with their events, usage, audit, idempotency
-//! records, and attempt partitions whose day is over.
+//! records, and attempt and request log partitions whose day is over.
 
 use std::time::Duration;
 
@@ -72,6 +72,9 @@ async fn the_janitor_purges_every_table_past_its_retention() {
                  'dead', now() - interval '1 minute');
          CREATE TABLE webhook_attempts_p20200101 PARTITION OF webhook_attempts
            FOR VALUES FROM (uuid_v7_floor('2020-01-01T00:00:00Z'))
+                        TO (uuid_v7_floor('2020-01-02T00:00:00Z'));
+         CREATE TABLE request_logs_p20200101 PARTITION OF request_logs
+           FOR VALUES FROM (uuid_v7_floor('2020-01-01T00:00:00Z'))
                         TO (uuid_v7_floor('2020-01-02T00:00:00Z'));",
     )
     .execute(&app.pool)
@@ -108,6 +111,10 @@ async fn the_janitor_purges_every_table_past_its_retention() {
             "the expired attempt partition",
             "SELECT count(*) FROM pg_class WHERE relname = 'webhook_attempts_p20200101'",
         ),
+        (
+            "the expired request log partition",
+            "SELECT count(*) FROM pg_class WHERE relname = 'request_logs_p20200101'",
+        ),
     ] {
         eventually(Duration::from_secs(20), table, || async {
             (count(&app, sql).await == 0).then_some(())
@@ -126,6 +133,14 @@ async fn the_janitor_purges_every_table_past_its_retention() {
     )
     .await;
     assert!(ahead >= 8, "{ahead} partitions from today on");
+    let ahead = count(
+        &app,
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE c.relname ~ '^request_logs_p[0-9]{8}$'
+            AND to_date(substr(c.relname, 15), 'YYYYMMDD') >= current_date",
+    )
+    .await;
+    assert!(ahead >= 8, "{ahead} request log partitions from today on");
 }
 
 /// The job-kind registry gives the janitor's own runs a day in the ledger, whatever the job

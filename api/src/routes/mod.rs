@@ -8,6 +8,7 @@ pub mod events;
 pub mod inbound;
 pub mod integrations;
 pub mod keyring;
+pub mod logs;
 pub mod ops;
 pub mod orders;
 pub mod sync;
@@ -45,6 +46,9 @@ pub enum ApiTags {
     ApiKeys,
     /// Your tenant's audit log (needs `audit:read`).
     AuditEvents,
+    /// Your API requests, everything that failed, and where your key stands on its rate
+    /// limits (needs `logs:read`).
+    Logs,
     /// Operator API (admin token): tenants, API keys, queues, the keyring.
     Admin,
     /// Liveness, readiness and metrics.

@@ -42,6 +42,7 @@ pub const ALL_SCOPES: &[&str] = &[
     "integrations:write",
     "keys:read",
     "keys:write",
+    "logs:read",
     "orders:read",
     "orders:write",
     "sync:read",
@@ -85,6 +86,10 @@ pub enum Scope {
     #[serde(rename = "keys:write")]
     #[oai(rename = "keys:write")]
     KeysWrite,
+    /// Request and error logs, and the key's rate-limit standing.
+    #[serde(rename = "logs:read")]
+    #[oai(rename = "logs:read")]
+    LogsRead,
     #[serde(rename = "orders:read")]
     #[oai(rename = "orders:read")]
     OrdersRead,
@@ -115,6 +120,7 @@ impl Scope {
             Scope::IntegrationsWrite => "integrations:write",
             Scope::KeysRead => "keys:read",
             Scope::KeysWrite => "keys:write",
+            Scope::LogsRead => "logs:read",
             Scope::OrdersRead => "orders:read",
             Scope::OrdersWrite => "orders:write",
             Scope::SyncRead => "sync:read",

@@ -3,7 +3,8 @@
 //! replica runs [`purge`] every few seconds. Each purge deletes in batches that loop until the
 //! table is caught up, and takes its rows `FOR UPDATE SKIP LOCKED`, so replicas share the work
 //! instead of fighting over rows. Delivery attempts (the biggest rows: up to 64 KiB of partner
-//! response each) live in day partitions that are dropped whole ([`partitions`]).
+//! response each) and request logs (a row per API request) live in day partitions that are
+//! dropped whole ([`partitions`]).
 //!
 //! Configuration tables (tenants, API keys, endpoints until deleted, event types, schedules) are
 //! not purged: they grow with customers, not with traffic.
@@ -47,6 +48,10 @@ pub struct RetentionConfig {
     /// Hourly API key usage counts are kept this long.
     #[arg(long = "usage-retention", env = "SWITCHYARD_USAGE_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub usage: Duration,
+
+    /// Partner API request logs (`GET /v1/logs/requests`; day partitions) are kept this long.
+    #[arg(long = "request-log-retention", env = "SWITCHYARD_REQUEST_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub request_logs: Duration,
 
     /// Audit events are kept this long (the log is append-only otherwise).
     #[arg(long = "audit-retention", env = "SWITCHYARD_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
@@ -288,7 +293,7 @@ const SHORT_LIVED_JOBS: Purge = Purge {
     audit: false,
 };
 
-/// One janitor run: every purge, caught up (or out of its budget), and the attempt partitions
+/// One janitor run: every purge, caught up (or out of its budget), and the day partitions
 /// kept ahead and dropped behind. `short_lived` lists the queues whose finished jobs go sooner
 /// than `cfg.jobs`, with how long they stay.
 pub async fn purge(
@@ -325,9 +330,11 @@ pub async fn purge(
         record(&mut done, p.table, n);
     }
     partitions::ensure(pool).await?;
-    let dropped = partitions::drop_expired(pool, cfg.webhook_history()).await?;
+    let dropped = partitions::drop_expired(pool, "webhook_attempts", cfg.webhook_history()).await?;
     done.0
         .push(("webhook_attempts (partitions dropped)", dropped));
+    let dropped = partitions::drop_expired(pool, "request_logs", cfg.request_logs).await?;
+    done.0.push(("request_logs (partitions dropped)", dropped));
     let groups = purge_orphan_groups(pool).await?;
     done.0.push(("dispatch_groups", groups));
     Ok(done)
