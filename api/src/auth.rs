@@ -22,6 +22,7 @@ use switchyard_shared::{
     crypto::constant_time_eq,
     logs::requests::{RequestEntry, parse_request_id},
     net::Cidr,
+    telemetry::metrics as m,
 };
 
 use crate::{
@@ -189,6 +190,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
             .unwrap_or_default();
         let peer = client_ip(&req, &state.config.trusted_proxies);
         if let Some(secs) = peer.and_then(|ip| state.lockouts.locked(ip)) {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
             return Ok(locked_out(secs).into_problem_response(&request_id));
         }
         let principal = match state.keys.authenticate(&key, peer).await {
@@ -202,6 +204,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
                 if let (true, Some(ip)) = (refused, peer) {
                     let limit = state.config.auth_failure_limit(ip);
                     if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
+                        metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
                         tracing::warn!(%ip, "too many failed authentications; locked out");
                         return Ok(locked_out(secs).into_problem_response(&request_id));
                     }
@@ -236,6 +239,12 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
                 Err(e) => e.into_response(),
             }
         } else {
+            let refused_by = decision
+                .limits
+                .iter()
+                .find(|l| l.remaining == 0)
+                .map_or("unknown", |l| l.name);
+            metrics::counter!(m::RATE_LIMITED, "limit" => refused_by).increment(1);
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -2,6 +2,7 @@
 //! metrics sample labelled by operation (bounded cardinality).
 
 use std::time::Instant;
+use switchyard_shared::telemetry::metrics as m;
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
 use poem_openapi::OperationId;
@@ -43,7 +44,7 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
         let operation = resp.data::<OperationId>().map(|o| o.0).unwrap_or("other");
-        metrics::histogram!("switchyard_http_request_duration_seconds",
+        metrics::histogram!(m::HTTP_REQUEST_DURATION,
             "operation" => operation, "status" => status.to_string())
         .record(elapsed.as_secs_f64());
         span.in_scope(|| {

@@ -6,6 +6,7 @@
 //! waits; under load batches grow with it, and each batch is one round trip and one commit
 //! instead of one per request (docs/architecture.md §8).
 
+use crate::telemetry::metrics as m;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -57,8 +58,7 @@ impl<B: Batch> Batcher<B> {
                         Err(_) => break,
                     }
                 }
-                metrics::histogram!("switchyard_batch_size", "batch" => name)
-                    .record(items.len() as f64);
+                metrics::histogram!(m::BATCH_SIZE, "batch" => name).record(items.len() as f64);
                 let batch = batch.clone();
                 tokio::spawn(async move {
                     serve(&*batch, items).await;

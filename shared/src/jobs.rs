@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{error::Result, queue::JobTask};
+use crate::{error::Result, queue::JobTask, telemetry::metrics as m};
 
 /// A job to insert with the business rows it works on (same statement or transaction). New jobs
 /// are born `queued` with `dispatch_seq = 1`: the caller pushes that task right after commit
@@ -100,6 +100,10 @@ pub struct ClaimedJob {
     pub dispatch_seq: i64,
     /// Why the previous run ended, if it failed.
     pub last_error: Option<String>,
+    /// When the job became due, for the enqueue-to-start delay; `None` for a job born running
+    /// (it starts as it is made).
+    #[sqlx(default)]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// A job this process holds: the job and the owner its lease is held under. Every statement
@@ -126,6 +130,7 @@ impl Lease {
                 max_attempts: job.max_attempts,
                 dispatch_seq: 1,
                 last_error: None,
+                run_at: None,
             },
             owner: owner.to_owned(),
         }
@@ -160,7 +165,7 @@ pub async fn claim(
            FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
           WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = $5
       RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
-                j.dispatch_seq, j.last_error",
+                j.dispatch_seq, j.last_error, j.run_at",
     )
     .bind(tasks.iter().map(|t| t.job).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.seq).collect::<Vec<_>>())
@@ -316,13 +321,30 @@ pub(crate) fn finish_values(outcome: &Outcome) -> (&'static str, Option<f64>, Op
     }
 }
 
+/// Counts a recorded outcome of a run of `queue` (`switchyard_jobs_finished_total`); every
+/// statement that finishes jobs calls it for those whose transition matched.
+pub fn count_finished(queue: &str, outcome: &Outcome) {
+    let label = match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Dead { .. } => "dead",
+        Outcome::Cancelled { .. } => "cancelled",
+    };
+    metrics::counter!(m::JOBS_FINISHED, "queue" => queue.to_owned(), "outcome" => label)
+        .increment(1);
+}
+
 /// Records the outcome if this process still holds the lease; returns whether it did.
 pub async fn finish(conn: &mut PgConnection, job: &Lease, outcome: &Outcome) -> Result<bool> {
     let done = bind_finish(sqlx::query(finish_sql!()), job, outcome)
         .execute(conn)
         .await?
-        .rows_affected();
-    Ok(done == 1)
+        .rows_affected()
+        == 1;
+    if done {
+        count_finished(&job.queue, outcome);
+    }
+    Ok(done)
 }
 
 /// [`finish`] for many runs in one statement (the worker batches the finishes of concurrent
@@ -350,7 +372,16 @@ pub async fn finish_many(pool: &PgPool, runs: &[(Lease, Outcome)]) -> Result<Vec
     .bind("running")
     .fetch_all(pool)
     .await?;
-    Ok(runs.iter().map(|(l, _)| matched.contains(&l.id)).collect())
+    Ok(runs
+        .iter()
+        .map(|(l, o)| {
+            let done = matched.contains(&l.id);
+            if done {
+                count_finished(&l.queue, o);
+            }
+            done
+        })
+        .collect())
 }
 
 /// The ledger's "not yet" statement: puts a job this process runs back to wait without using

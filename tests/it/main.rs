@@ -22,6 +22,7 @@ mod isolation;
 mod keyring;
 mod leases;
 mod logs;
+mod metrics;
 mod mssql;
 mod ops;
 mod order_feed;

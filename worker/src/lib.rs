@@ -11,6 +11,7 @@ mod wake;
 pub use jobs::QUEUES;
 
 use std::{future::Future, sync::Arc, time::Duration};
+use switchyard_shared::telemetry::metrics as m;
 
 use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
@@ -119,7 +120,7 @@ pub async fn run(
     monitor
         .should_restart(|worker, error| {
             tracing::warn!(worker = worker.name(), %error, "queue consumer stopped; restarting it");
-            metrics::counter!("switchyard_consumer_restarts_total").increment(1);
+            metrics::counter!(m::CONSUMER_RESTARTS).increment(1);
             true
         })
         .shutdown_timeout(cfg.shutdown_timeout)
@@ -277,19 +278,22 @@ fn spawn_background(
                 *next_count.lock().expect("next count lock") = started + started.elapsed() * 50;
                 for s in stats {
                     let q = s.queue.clone();
-                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "pending")
+                    metrics::gauge!(m::JOBS, "queue" => q.clone(), "state" => "pending")
                         .set(s.pending as f64);
-                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "queued")
+                    metrics::gauge!(m::JOBS, "queue" => q.clone(), "state" => "queued")
                         .set(s.queued as f64);
-                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "running")
+                    metrics::gauge!(m::JOBS, "queue" => q.clone(), "state" => "running")
                         .set(s.running as f64);
-                    metrics::gauge!("switchyard_jobs", "queue" => q.clone(), "state" => "dead")
+                    metrics::gauge!(m::JOBS, "queue" => q.clone(), "state" => "dead")
                         .set(s.dead as f64);
-                    metrics::gauge!("switchyard_jobs_due", "queue" => q.clone()).set(s.due as f64);
-                    metrics::gauge!("switchyard_oldest_due_job_age_seconds", "queue" => q.clone())
+                    metrics::gauge!(m::JOBS_DUE, "queue" => q.clone()).set(s.due as f64);
+                    metrics::gauge!(m::OLDEST_DUE_JOB_AGE, "queue" => q.clone())
                         .set(s.oldest_due_age_seconds);
                     let depth = queues.depth(&q).await?;
-                    metrics::gauge!("switchyard_redis_ready_tasks", "queue" => q).set(depth as f64);
+                    metrics::gauge!(m::REDIS_READY_TASKS, "queue" => q).set(depth as f64);
+                }
+                for (state, n) in switchyard_shared::webhooks::breaker::census(&pool).await? {
+                    metrics::gauge!(m::ENDPOINT_BREAKERS, "state" => state).set(n as f64);
                 }
                 Ok(())
             }

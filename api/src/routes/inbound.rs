@@ -21,6 +21,7 @@ use switchyard_shared::{
     },
     integrations::{self, Integration},
     queue::INBOUND_EVENTS,
+    telemetry::metrics as m,
 };
 use uuid::Uuid;
 
@@ -155,7 +156,22 @@ impl InboundApi {
             headers,
             body: &body.0,
         };
-        match receive::receive(&s.pool, &s.secrets.keyring, incoming).await? {
+        let received = receive::receive(&s.pool, &s.secrets.keyring, incoming)
+            .await
+            .map_err(ApiError::from);
+        let outcome = match &received {
+            Ok(Receipt::Accepted { .. }) => Some("accepted"),
+            Ok(Receipt::Duplicate { .. }) => Some("duplicate"),
+            // Refused as sent (signature, body, media type); not an unknown URL or our fault.
+            Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+                Some("rejected")
+            }
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            metrics::counter!(m::INBOUND_EVENTS, "outcome" => outcome).increment(1);
+        }
+        match received? {
             Receipt::Accepted { id, task } => {
                 state.fast_path.push(INBOUND_EVENTS, vec![task]);
                 Ok(InboundAnswer::Accepted(Json(InboundReceipt {

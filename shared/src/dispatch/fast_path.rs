@@ -1,5 +1,6 @@
 //! The fast path: jobs committed `queued` are pushed to Redis right after their commit.
 
+use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -86,7 +87,7 @@ impl FastPath {
             | mpsc::error::TrySendError::Closed((queue, tasks)),
         ) = self.tx.try_send((queue, tasks))
         {
-            metrics::counter!("switchyard_fast_path_overflow_total", "queue" => queue).increment(1);
+            metrics::counter!(m::FAST_PATH_OVERFLOW, "queue" => queue).increment(1);
             // Overloaded: hand the jobs to the dispatcher instead of leaving them to the reconciler.
             let d = self.dispatcher.clone();
             tokio::spawn(async move {

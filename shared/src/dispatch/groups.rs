@@ -336,7 +336,7 @@ impl Dispatcher {
                                        THEN now() + make_interval(secs => $4) END
               WHERE id = ANY($1)
           RETURNING id, queue, tenant_id, subject_id, attempt, max_attempts, dispatch_seq,
-                    last_error, state",
+                    last_error, run_at, state",
         )
         .bind(&admitted)
         .bind(&here)

@@ -20,6 +20,7 @@ mod fast_path;
 mod groups;
 mod reconcile;
 
+use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
@@ -205,7 +206,7 @@ impl Dispatcher {
     pub async fn push(&self, queue: &str, tasks: &[JobTask]) -> Result<usize> {
         match self.queues.push(queue, tasks).await {
             Ok(accepted) => {
-                metrics::counter!("switchyard_dispatched_total", "queue" => queue.to_owned())
+                metrics::counter!(m::DISPATCHED, "queue" => queue.to_owned())
                     .increment(accepted as u64);
                 self.revert(&tasks[accepted..]).await?;
                 Ok(accepted)

@@ -2,6 +2,7 @@
 //! frozen worker) and the queued jobs whose task Redis no longer has (flush, restart without
 //! persistence, a process that died between commit and push).
 
+use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, time::Duration};
 
 use uuid::Uuid;
@@ -86,11 +87,10 @@ impl Dispatcher {
                 lost_tasks,
                 "reconciler returned jobs to pending"
             );
-            metrics::counter!("switchyard_reconciled_total", "reason" => "expired_lease")
-                .increment(expired_leases);
-            metrics::counter!("switchyard_reconciled_total", "reason" => "lost_task")
-                .increment(lost_tasks);
         }
+        // Counted even when zero, so the series exist (and rates read 0) from the first pass.
+        metrics::counter!(m::RECONCILED, "reason" => "expired_lease").increment(expired_leases);
+        metrics::counter!(m::RECONCILED, "reason" => "lost_task").increment(lost_tasks);
         Ok(Repairs {
             expired_leases,
             lost_tasks,

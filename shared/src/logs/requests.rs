@@ -6,6 +6,7 @@
 //! [`MAX_PENDING`] waiting entries (a long Postgres outage) new ones are dropped and counted
 //! (`switchyard_request_logs_dropped_total`).
 
+use crate::telemetry::metrics as m;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -77,7 +78,7 @@ impl RequestLogger {
             .map(|k| truncate(k, MAX_IDEMPOTENCY_KEY));
         let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_PENDING {
-            metrics::counter!("switchyard_request_logs_dropped_total").increment(1);
+            metrics::counter!(m::REQUEST_LOGS_DROPPED).increment(1);
             return;
         }
         pending.push(entry);
@@ -99,8 +100,7 @@ impl RequestLogger {
             let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
             let room = MAX_PENDING.saturating_sub(pending.len());
             let kept = taken.len().min(room);
-            metrics::counter!("switchyard_request_logs_dropped_total")
-                .increment((taken.len() - kept) as u64);
+            metrics::counter!(m::REQUEST_LOGS_DROPPED).increment((taken.len() - kept) as u64);
             pending.splice(0..0, taken.into_iter().take(kept));
         }
         result

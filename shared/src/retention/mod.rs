@@ -12,6 +12,7 @@
 pub mod partitions;
 pub mod vacuum;
 
+use crate::telemetry::metrics as m;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -342,7 +343,7 @@ pub async fn purge(
 
 fn record(done: &mut Purged, table: &'static str, n: u64) {
     if n > 0 {
-        metrics::counter!("switchyard_purged_rows_total", "table" => table).increment(n);
+        metrics::counter!(m::PURGED_ROWS, "table" => table).increment(n);
     }
     done.0.push((table, n));
 }

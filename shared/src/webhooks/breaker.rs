@@ -189,3 +189,22 @@ pub async fn on_failure(
         None => Transition::None,
     })
 }
+
+/// Endpoints (not deleted) by breaker state — `closed`, `open`, `half_open` — and those
+/// disabled, for the `switchyard_endpoint_breakers` gauge. One scan of the endpoints (they
+/// grow with customers, not traffic).
+pub async fn census(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.state, count(e.id)
+           FROM UNNEST(ARRAY['closed', 'open', 'half_open', 'disabled']) AS s(state)
+           LEFT JOIN (SELECT e.id, CASE WHEN e.status = 'disabled' THEN 'disabled'
+                                        ELSE COALESCE(g.breaker, 'closed') END AS state
+                        FROM webhook_endpoints e
+                        LEFT JOIN dispatch_groups g ON g.key = e.id
+                       WHERE e.deleted_at IS NULL) e ON e.state = s.state
+          GROUP BY s.state",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

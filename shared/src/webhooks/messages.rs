@@ -274,6 +274,9 @@ pub async fn fan_out(
         .fetch_one(pool)
         .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;
+    if row.finished {
+        jobs::count_finished(&job.queue, &Outcome::Succeeded);
+    }
     let running = deliveries
         .iter()
         .filter(|d| row.running.contains(&d.id))

@@ -211,7 +211,7 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                    lease_until = now() + make_interval(secs => $32)
               FROM next WHERE j.id = next.id
          RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
-                   j.dispatch_seq, j.last_error, j.group_key)
+                   j.dispatch_seq, j.last_error, j.group_key, j.run_at)
          SELECT ARRAY(SELECT id FROM fin) AS recorded,
                 ARRAY(SELECT id FROM endpoint WHERE reason IS NOT NULL) AS disabled,
                 ARRAY(SELECT reason FROM endpoint WHERE reason IS NOT NULL) AS reasons,
@@ -229,7 +229,8 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                 ARRAY(SELECT max_attempts FROM started) AS next_max_attempts,
                 ARRAY(SELECT dispatch_seq FROM started) AS next_seqs,
                 ARRAY(SELECT last_error FROM started) AS next_errors,
-                ARRAY(SELECT group_key FROM started) AS next_groups",
+                ARRAY(SELECT group_key FROM started) AS next_groups,
+                ARRAY(SELECT run_at FROM started) AS next_run_ats",
         finish = finish_many_sql!(),
     )
 });
@@ -249,6 +250,7 @@ struct RecordRow {
     next_seqs: Vec<i64>,
     next_errors: Vec<Option<String>>,
     next_groups: Vec<Uuid>,
+    next_run_ats: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RecordRow {
@@ -265,6 +267,7 @@ impl RecordRow {
                 max_attempts: self.next_max_attempts[i],
                 dispatch_seq: self.next_seqs[i],
                 last_error: self.next_errors[i].take(),
+                run_at: self.next_run_ats.get(i).copied(),
             };
             let lease = Lease {
                 job,
@@ -352,6 +355,9 @@ pub async fn record(
         })
         .collect();
     for (a, out) in attempts.iter().zip(&mut out) {
+        if out.recorded {
+            jobs::count_finished(&a.job.queue, &a.decision.outcome);
+        }
         if out.recorded && a.result.succeeded() && a.may_hand_on {
             out.next = started.get_mut(&a.target.endpoint_id).and_then(Vec::pop);
         }
@@ -436,6 +442,9 @@ pub async fn end_without_attempt(
     .fetch_one(conn)
     .await?
     .try_get(0)?;
+    if matched {
+        jobs::count_finished(&job.queue, outcome);
+    }
     Ok(matched)
 }
 

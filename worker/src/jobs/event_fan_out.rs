@@ -1,6 +1,7 @@
 //! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
 use std::sync::Arc;
+use switchyard_shared::telemetry::metrics as m;
 
 use switchyard_shared::{
     events,
@@ -25,7 +26,7 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         // An earlier event of its ordering key goes first; try again shortly.
         let mut conn = ctx.pool.acquire().await?;
         jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
-        metrics::counter!("switchyard_jobs_deferred_total", "queue" => EVENT_FAN_OUT).increment(1);
+        metrics::counter!(m::JOBS_DEFERRED, "queue" => EVENT_FAN_OUT).increment(1);
         return Ok(());
     }
     let subscribed = messages::subscribed(&loaded.event, &loaded.subscriptions);
@@ -50,7 +51,7 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         tracing::warn!(job_id = %job.id, "lease lost before the fan-out; left to the new holder");
         return Ok(());
     }
-    metrics::counter!("switchyard_events_fanned_out_total").increment(1);
+    metrics::counter!(m::EVENTS_FANNED_OUT).increment(1);
     super::run_here(ctx, fan_out.running, slots);
     ctx.fast_path.push(WEBHOOK_DELIVERIES, fan_out.tasks);
     if fan_out.pending > 0 {

@@ -8,6 +8,7 @@ use switchyard_shared::{
     inbound::{events, receive::PROCESS_MAX_ATTEMPTS},
     jobs::{self, Lease, Outcome},
     queue,
+    telemetry::metrics as m,
 };
 
 use super::{Attempts, Kind};
@@ -16,8 +17,15 @@ use crate::context::Ctx;
 pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
     let mut tx = ctx.pool.begin().await?;
     let processed = events::process(&mut tx, job.subject_id).await?;
-    jobs::finish(&mut tx, job, &Outcome::Succeeded).await?;
+    let finished = jobs::finish(&mut tx, job, &Outcome::Succeeded).await?;
     tx.commit().await?;
+    if finished {
+        let outcome = match processed {
+            events::Processed::Failed => "failed",
+            _ => "completed",
+        };
+        metrics::counter!(m::INBOUND_EVENTS, "outcome" => outcome).increment(1);
+    }
     match processed {
         events::Processed::Done(tasks) if !tasks.is_empty() => {
             ctx.fast_path.push(queue::EVENT_FAN_OUT, tasks)
@@ -35,5 +43,8 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |cfg| cfg.event_concurrency,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |conn, job, error| Box::pin(events::record_attempt(conn, job.subject_id, error, true)),
+    on_dead: |conn, job, error| {
+        metrics::counter!(m::INBOUND_EVENTS, "outcome" => "failed").increment(1);
+        Box::pin(events::record_attempt(conn, job.subject_id, error, true))
+    },
 };

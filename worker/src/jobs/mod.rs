@@ -21,6 +21,7 @@ mod webhook_replays;
 
 use futures::future::BoxFuture;
 use switchyard_shared::config::WorkerConfig;
+use switchyard_shared::telemetry::metrics as m;
 
 use std::{sync::Arc, time::Duration};
 
@@ -148,7 +149,7 @@ pub fn reserve_run_here(ctx: &Ctx, n: usize) -> Vec<OwnedSemaphorePermit> {
 /// in one of `slots` (reserved by [`reserve_run_here`]; those left over are freed).
 pub fn run_here(ctx: &Arc<Ctx>, jobs: Vec<Lease>, slots: Vec<OwnedSemaphorePermit>) {
     for (job, slot) in jobs.into_iter().zip(slots) {
-        metrics::counter!("switchyard_tasks_run_here_total").increment(1);
+        metrics::counter!(m::TASKS_RUN_HERE).increment(1);
         let run_ctx = ctx.clone();
         ctx.run_here.runs.spawn(async move {
             let _slot = slot;
@@ -186,7 +187,7 @@ impl dispatch::Local for LocalDeliveries {
 /// Claims the job of `task`, runs its kind's handler and records what came of it.
 async fn run_task(ctx: Arc<Ctx>, task: JobTask) -> Result<(), BoxDynError> {
     let Some(job) = ctx.batch.claims.call(task).await? else {
-        metrics::counter!("switchyard_stale_tasks_total").increment(1);
+        metrics::counter!(m::STALE_TASKS).increment(1);
         return Ok(());
     };
     run_claimed(ctx, job).await;
@@ -206,6 +207,14 @@ async fn run_claimed(ctx: Arc<Ctx>, job: Lease) {
 async fn run_one(ctx: &Arc<Ctx>, job: Lease, may_hand_on: bool) -> Next {
     let _held = ctx.hold(&job);
     let started = std::time::Instant::now();
+    let waited = job.run_at.map_or(0.0, |due| {
+        (chrono::Utc::now() - due)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6
+    });
+    metrics::histogram!(m::JOB_START_DELAY, "queue" => job.queue.clone()).record(waited);
     let Some(k) = kind(&job.queue) else {
         let error = format!("no job kind runs queue `{}`", job.queue);
         tracing::error!(job_id = %job.id, %error, "job is dead");
@@ -226,13 +235,12 @@ async fn run_one(ctx: &Arc<Ctx>, job: Lease, may_hand_on: bool) -> Next {
     } else {
         (k.run)(ctx, &job, may_hand_on).await
     };
-    metrics::histogram!("switchyard_job_duration_seconds", "queue" => job.queue.clone())
+    metrics::histogram!(m::JOB_DURATION, "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());
     match result {
         Ok(next) => next,
         Err(e) => {
-            metrics::counter!("switchyard_job_errors_total", "queue" => job.queue.clone())
-                .increment(1);
+            metrics::counter!(m::JOB_ERRORS, "queue" => job.queue.clone()).increment(1);
             tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt,
                 error = %e, "job failed before recording an outcome");
             if let Err(e2) = fail(ctx, &job, cap, e.to_string()).await {
@@ -269,7 +277,7 @@ async fn bury(ctx: &Ctx, job: &Lease, error: String) -> switchyard_shared::Resul
     };
     if jobs::finish(&mut tx, job, &outcome).await? {
         on_dead(&mut tx, job, &error).await?;
-        metrics::counter!("switchyard_jobs_dead_total", "queue" => job.queue.clone()).increment(1);
+        metrics::counter!(m::JOBS_DEAD, "queue" => job.queue.clone()).increment(1);
         tracing::error!(job_id = %job.id, queue = %job.queue, %error, "job is dead");
     }
     tx.commit().await?;

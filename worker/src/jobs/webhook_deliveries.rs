@@ -1,6 +1,7 @@
 //! `webhook_deliveries`: one attempt of one message to one endpoint.
 
 use std::sync::Arc;
+use switchyard_shared::telemetry::metrics as m;
 
 use serde_json::json;
 use switchyard_shared::{
@@ -43,16 +44,16 @@ pub async fn run(ctx: &Ctx, job: &Lease, may_hand_on: bool) -> switchyard_shared
             jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
             return Ok(None);
         }
-        metrics::counter!("switchyard_webhook_attempts_total", "outcome" => "circuit_open")
-            .increment(1);
+        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "circuit_open",
+            "status_class" => m::status_class(None))
+        .increment(1);
         return Ok(None);
     }
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint is still pending: it goes first.
         let mut conn = ctx.pool.acquire().await?;
         jobs::defer(&mut conn, job, Some(until), ORDERING_RETRY).await?;
-        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_deliveries")
-            .increment(1);
+        metrics::counter!(m::JOBS_DEFERRED, "queue" => "webhook_deliveries").increment(1);
         return Ok(None);
     }
     let credentials = target.sealed.open(&ctx.keyring, target.db_now)?;
@@ -70,12 +71,11 @@ pub async fn run(ctx: &Ctx, job: &Lease, may_hand_on: bool) -> switchyard_shared
     let recorded = ctx.batch.records.call(attempt.clone()).await?;
     if let Err(e) = after_recorded(ctx, job, &attempt, &recorded).await {
         // The outcome is recorded, so there is nothing to retry: only the follow-ups failed.
-        metrics::counter!("switchyard_job_errors_total", "queue" => WEBHOOK_DELIVERIES)
-            .increment(1);
+        metrics::counter!(m::JOB_ERRORS, "queue" => WEBHOOK_DELIVERIES).increment(1);
         tracing::warn!(job_id = %job.id, error = %e, "attempt recorded; its follow-ups failed");
     }
     if recorded.next.is_some() {
-        metrics::counter!("switchyard_slot_handoffs_total").increment(1);
+        metrics::counter!(m::SLOT_HANDOFFS).increment(1);
     }
     Ok(recorded.next)
 }
@@ -94,8 +94,10 @@ async fn after_recorded(
     } else {
         result.error_class.unwrap_or("failed")
     };
-    metrics::counter!("switchyard_webhook_attempts_total", "outcome" => label).increment(1);
-    metrics::histogram!("switchyard_webhook_attempt_seconds").record(result.duration.as_secs_f64());
+    metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => label,
+        "status_class" => m::status_class(result.status_code))
+    .increment(1);
+    metrics::histogram!(m::WEBHOOK_ATTEMPT_DURATION).record(result.duration.as_secs_f64());
     if !recorded.recorded {
         // Another run holds the job now: its outcome, not ours, moves the delivery, the
         // endpoint's health and its breaker.
@@ -110,20 +112,18 @@ async fn after_recorded(
     match transition {
         Transition::Opened { until } => {
             tracing::warn!(endpoint_id = %target.endpoint_id, %until, "circuit breaker opened");
-            metrics::counter!("switchyard_breaker_transitions_total", "to" => "open").increment(1);
+            metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "open").increment(1);
         }
         Transition::Closed => {
             tracing::info!(endpoint_id = %target.endpoint_id, "circuit breaker closed");
-            metrics::counter!("switchyard_breaker_transitions_total", "to" => "closed")
-                .increment(1);
+            metrics::counter!(m::BREAKER_TRANSITIONS, "to" => "closed").increment(1);
             operational(ctx, target, "endpoint.recovered", json!({})).await?;
         }
         Transition::None => {}
     }
     if let Some(reason) = &recorded.disabled {
         tracing::warn!(endpoint_id = %target.endpoint_id, reason, "endpoint disabled");
-        metrics::counter!("switchyard_endpoints_disabled_total", "reason" => reason.clone())
-            .increment(1);
+        metrics::counter!(m::ENDPOINTS_DISABLED, "reason" => reason.clone()).increment(1);
         let data = json!({ "reason": reason, "last_error": result.error_message });
         operational(ctx, target, "endpoint.disabled", data).await?;
     }

@@ -1,5 +1,6 @@
 //! `webhook_replays`: one batch of a bulk replay per run, then wait a second for the next.
 
+use switchyard_shared::telemetry::metrics as m;
 use switchyard_shared::{
     jobs::{ClaimedJob, Lease},
     queue::WEBHOOK_REPLAYS,
@@ -14,8 +15,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     // The batch's deliveries are pending in their endpoint's group.
     ctx.dispatcher.wake();
     if step == Step::Again {
-        metrics::counter!("switchyard_jobs_deferred_total", "queue" => "webhook_replays")
-            .increment(1);
+        metrics::counter!(m::JOBS_DEFERRED, "queue" => "webhook_replays").increment(1);
     }
     Ok(())
 }

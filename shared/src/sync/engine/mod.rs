@@ -49,6 +49,7 @@ use crate::{
     mode::Mode,
     net::Egress,
     queue::JobTask,
+    telemetry::metrics as m,
     tenants::Scope,
 };
 
@@ -259,7 +260,7 @@ impl Engine<'_> {
             .execute(&mut *tx)
             .await?;
         }
-        Ok(sqlx::query_as(
+        let state = sqlx::query_as(
             "UPDATE sync_runs
                 SET rows_read = rows_read + $2, rows_inserted = rows_inserted + $3,
                     rows_updated = rows_updated + $4, rows_unchanged = rows_unchanged + $5,
@@ -279,7 +280,22 @@ impl Engine<'_> {
         .bind(Json(next))
         .bind(phase.as_str())
         .fetch_one(tx)
-        .await?)
+        .await?;
+        let failed = c.failed + rejected.len() as i64;
+        for (outcome, n) in [
+            ("read", c.read),
+            ("inserted", c.inserted),
+            ("updated", c.updated),
+            ("unchanged", c.unchanged),
+            ("deleted", c.deleted),
+            ("conflict", c.conflicts),
+            ("failed", failed),
+        ] {
+            if n > 0 {
+                metrics::counter!(m::SYNC_ROWS, "outcome" => outcome).increment(n as u64);
+            }
+        }
+        Ok(state)
     }
 
     /// After a batch: the run goes on, or it ends (failed past the error threshold, or
@@ -349,6 +365,10 @@ impl Engine<'_> {
         .bind(swept)
         .fetch_one(&mut *tx)
         .await?;
+        metrics::counter!(m::SYNC_RUNS_FINISHED, "status" => status.as_str()).increment(1);
+        if swept > 0 {
+            metrics::counter!(m::SYNC_ROWS, "outcome" => "deleted").increment(swept as u64);
+        }
         if done {
             sqlx::query("UPDATE sync_configurations SET cursor = $2 WHERE id = $1")
                 .bind(run.configuration_id)

@@ -1,4 +1,7 @@
-//! Structured logs and the Prometheus recorder, set up once per process.
+//! Structured logs and the Prometheus recorder, set up once per process; the metric catalogue
+//! ([`metrics`]).
+
+pub mod metrics;
 
 use std::sync::OnceLock;
 
@@ -49,6 +52,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 // Another recorder is installed (embedding): render an empty registry.
                 PrometheusBuilder::new().build_recorder().handle()
             });
+        metrics::describe();
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".into())
