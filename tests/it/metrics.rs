@@ -323,3 +323,32 @@ fn the_readme_lists_every_metric_of_the_catalogue() {
         );
     }
 }
+
+/// The Grafana dashboard and the alert rules in `deploy/` query only metrics that exist.
+#[test]
+fn the_deploy_dashboards_and_alerts_use_catalogued_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dashboard = std::fs::read_to_string(root.join("grafana/switchyard.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(parsed["panels"].as_array().unwrap().len() > 10);
+    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yml")).unwrap();
+    let mut used = 0;
+    for text in [&dashboard, &alerts] {
+        for (at, _) in text.match_indices("switchyard_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                m::CATALOGUE.iter().any(|c| c.name == family),
+                "{name} is not in the metric catalogue"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > 30, "{used}");
+}
