@@ -212,6 +212,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
                 return Ok(ApiError::from(e).into_problem_response(&request_id));
             }
         };
+        tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
         let decision = state.limiter.check(&principal.limits(&state.config)).await;
         let logged = RequestEntry {
             id: parse_request_id(&request_id).unwrap_or_else(uuid::Uuid::now_v7),

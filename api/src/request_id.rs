@@ -1,11 +1,15 @@
-//! Every request gets an id (`Request-Id: req_…`), a tracing span, an access-log line and a
-//! metrics sample labelled by operation (bounded cardinality).
+//! Every request gets an id (`Request-Id: req_…`), a W3C trace context (the caller's
+//! `traceparent` continued, or a new trace; events it writes keep it), a tracing span, an
+//! access-log line and a metrics sample labelled by operation (bounded cardinality).
 
 use std::time::Instant;
-use switchyard_shared::telemetry::metrics as m;
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
 use poem_openapi::OperationId;
+use switchyard_shared::telemetry::{
+    metrics as m,
+    trace::{self, TraceParent},
+};
 use tracing::Instrument;
 
 #[derive(Clone, Debug)]
@@ -31,9 +35,17 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         req.extensions_mut().insert(RequestId(id.clone()));
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let span = tracing::info_span!("request", request_id = %id, %method, %path);
+        // The caller's trace goes on through this request (a new span of it), or one starts.
+        let trace = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::root, |t| t.child());
+        let span = tracing::info_span!("request", request_id = %id, %method, %path,
+            trace_id = %trace.trace_id_hex(), tenant_id = tracing::field::Empty);
         let started = Instant::now();
-        let result = self.0.call(req).instrument(span.clone()).await;
+        let result = trace::scope(trace, self.0.call(req).instrument(span.clone())).await;
         let mut resp = match result {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),

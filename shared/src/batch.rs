@@ -6,13 +6,15 @@
 //! waits; under load batches grow with it, and each batch is one round trip and one commit
 //! instead of one per request (docs/architecture.md §8).
 
-use crate::telemetry::metrics as m;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    telemetry::metrics as m,
+};
 
 /// A statement that can serve many requests at once.
 pub trait Batch: Send + Sync + 'static {

@@ -291,7 +291,7 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
     );
 
     // The fan-out (on the same pool): its job by primary key, no sort anywhere.
-    let fan_out = generic_plan(&mut conn, "fan_out", webhooks::messages::FAN_OUT_SQL, 24).await;
+    let fan_out = generic_plan(&mut conn, "fan_out", webhooks::messages::FAN_OUT_SQL, 25).await;
     assert!(!fan_out.contains("Sort"), "no sort:\n{fan_out}");
     let finish = line_after(&fan_out, "Update on jobs");
     assert!(

@@ -42,3 +42,4 @@ mod sync_http;
 mod sync_outbound;
 mod sync_runs;
 mod sync_triggers;
+mod trace_context;

@@ -11,7 +11,6 @@ mod wake;
 pub use jobs::QUEUES;
 
 use std::{future::Future, sync::Arc, time::Duration};
-use switchyard_shared::telemetry::metrics as m;
 
 use apalis::prelude::{BackendExt, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
@@ -22,6 +21,7 @@ use switchyard_shared::{
     queue::{self, JobTask},
     schedule::{self, CatchUp, Every, Schedule},
     services::Services,
+    telemetry::metrics as m,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -1,13 +1,12 @@
 //! The fast path: jobs committed `queued` are pushed to Redis right after their commit.
 
-use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{BATCH, Dispatcher};
-use crate::queue::JobTask;
+use crate::{queue::JobTask, telemetry::metrics as m};
 
 /// Pushes freshly committed jobs right after their commit. Callers never wait on Redis: tasks go
 /// through a bounded channel to a task that batches them per queue and pushes a few batches at

@@ -20,7 +20,6 @@ mod fast_path;
 mod groups;
 mod reconcile;
 
-use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
@@ -32,6 +31,7 @@ pub use self::{
     groups::{BreakerState, DUE_WORK_SQL},
     reconcile::Repairs,
 };
+use crate::telemetry::metrics as m;
 use crate::{
     error::Result,
     jobs::Lease,

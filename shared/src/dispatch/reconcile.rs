@@ -2,12 +2,12 @@
 //! frozen worker) and the queued jobs whose task Redis no longer has (flush, restart without
 //! persistence, a process that died between commit and push).
 
-use crate::telemetry::metrics as m;
 use std::{collections::BTreeMap, time::Duration};
 
 use uuid::Uuid;
 
 use super::{Dispatcher, Picked, QUEUED_HARD_LIMIT};
+use crate::telemetry::metrics as m;
 use crate::{error::Result, queue::JobTask};
 
 /// What one reconciler pass repaired.

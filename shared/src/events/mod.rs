@@ -81,6 +81,8 @@ pub struct NewEvent {
     /// Events sharing a key reach each endpoint in the order they were written.
     pub ordering_key: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// The W3C trace context of the request writing it (`telemetry::trace`), if any.
+    pub traceparent: Option<String>,
 }
 
 impl NewEvent {
@@ -104,6 +106,7 @@ impl NewEvent {
             endpoint_id: None,
             ordering_key: None,
             occurred_at,
+            traceparent: crate::telemetry::trace::current().map(|t| t.to_string()),
         }
     }
 
@@ -122,9 +125,9 @@ macro_rules! insert_events_sql {
     ($param:literal) => {
         concat!(
             "INSERT INTO events (id, tenant_id, mode, type, data, source, audience, endpoint_id,
-                                 ordering_key, occurred_at)
+                                 ordering_key, occurred_at, traceparent)
              SELECT e.id, e.tenant_id, e.mode, e.type, e.data, e.source, e.audience,
-                    e.endpoint_id, e.ordering_key, e.occurred_at
+                    e.endpoint_id, e.ordering_key, e.occurred_at, e.traceparent
                FROM jsonb_populate_recordset(NULL::events, ",
             $param,
             "::jsonb) AS e"

@@ -6,7 +6,6 @@
 //! [`MAX_PENDING`] waiting entries (a long Postgres outage) new ones are dropped and counted
 //! (`switchyard_request_logs_dropped_total`).
 
-use crate::telemetry::metrics as m;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -19,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::telemetry::metrics as m;
 use crate::{error::Result, mode::Mode};
 
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);

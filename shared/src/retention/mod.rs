@@ -12,12 +12,12 @@
 pub mod partitions;
 pub mod vacuum;
 
-use crate::telemetry::metrics as m;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use sqlx::PgPool;
 
+use crate::telemetry::metrics as m;
 use crate::{duration::parse_duration, error::Result};
 
 /// How long each kind of record is kept.

@@ -1,7 +1,8 @@
 //! Structured logs and the Prometheus recorder, set up once per process; the metric catalogue
-//! ([`metrics`]).
+//! ([`metrics`]); W3C trace context carried from requests to webhooks ([`trace`]).
 
 pub mod metrics;
+pub mod trace;
 
 use std::sync::OnceLock;
 

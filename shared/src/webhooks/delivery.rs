@@ -34,6 +34,8 @@ pub struct Target {
     pub message_id: Uuid,
     /// `None` once the retention period removed it.
     pub payload: Option<String>,
+    /// The W3C trace context the message's event was written under, if any.
+    pub traceparent: Option<String>,
     pub endpoint_id: Uuid,
     pub url: String,
     pub endpoint_active: bool,
@@ -97,7 +99,7 @@ const ENDPOINT_COLUMNS: &str = "e.id AS endpoint_id, e.url,
 pub static LOAD_TARGETS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT d.id AS delivery_id, d.status AS delivery_status, d.tenant_id, d.message_id,
-            m.payload, {ENDPOINT_COLUMNS},
+            m.payload, m.traceparent, {ENDPOINT_COLUMNS},
             LEAST(
               (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
                 WHERE d.ordering_key IS NOT NULL AND p.endpoint_id = d.endpoint_id
@@ -144,7 +146,8 @@ pub async fn load_test_target(
 ) -> Result<Option<Target>> {
     Ok(sqlx::query_as::<_, Target>(sqlx::AssertSqlSafe(format!(
         "SELECT $4::uuid AS delivery_id, 'pending' AS delivery_status, e.tenant_id,
-                $5::uuid AS message_id, $6::text AS payload, {ENDPOINT_COLUMNS},
+                $5::uuid AS message_id, $6::text AS payload, NULL::text AS traceparent,
+                {ENDPOINT_COLUMNS},
                 NULL::timestamptz AS waiting_for
            FROM webhook_endpoints e LEFT JOIN dispatch_groups g ON g.key = e.id
           WHERE e.tenant_id = $1 AND e.id = $2 AND e.mode = $3 AND e.deleted_at IS NULL"

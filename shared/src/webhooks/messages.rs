@@ -33,6 +33,8 @@ pub struct OutboxEvent {
     pub ordering_key: Option<String>,
     pub seq: i64,
     pub occurred_at: DateTime<Utc>,
+    /// The W3C trace context of the request that wrote it (`telemetry::trace`).
+    pub traceparent: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -67,6 +69,7 @@ pub fn subscribed<'a>(event: &OutboxEvent, subs: &'a [Subscription]) -> Vec<&'a 
 pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
     let row = sqlx::query_as::<_, EventRow>(
         "SELECT e.id, e.tenant_id, e.type, e.data, e.ordering_key, e.seq, e.occurred_at,
+                e.traceparent,
                 COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types,
                                                   'max_attempts', cardinality(w.retry_schedule_ms) + 1))
                             FROM webhook_endpoints w
@@ -160,8 +163,8 @@ pub const FAN_OUT_SQL: &str = concat!(
     " RETURNING id),
          m_new AS (
             INSERT INTO webhook_messages (id, tenant_id, event_id, event_type, payload,
-                                          ordering_key, ordering_seq)
-            SELECT $8, $9, $10, $11, $12, $18, $19 WHERE EXISTS (SELECT 1 FROM fin)
+                                          ordering_key, ordering_seq, traceparent)
+            SELECT $8, $9, $10, $11, $12, $18, $19, $25 WHERE EXISTS (SELECT 1 FROM fin)
             ON CONFLICT (event_id) DO NOTHING RETURNING id),
          m AS (
             SELECT id FROM m_new
@@ -271,6 +274,7 @@ pub async fn fan_out(
         .bind(here.owner)
         .bind(here.lease.as_secs_f64())
         .bind(i64::try_from(here.count).unwrap_or(i64::MAX))
+        .bind(event.traceparent.as_deref())
         .fetch_one(pool)
         .await?;
     let row = <FanOutRow as sqlx::FromRow<_>>::from_row(&row)?;

@@ -10,7 +10,10 @@ use super::{
     delivery::Target,
     signing, webhook_id,
 };
-use crate::net::{self, Egress, ResolveError};
+use crate::{
+    net::{self, Egress, ResolveError},
+    telemetry::trace::TraceParent,
+};
 
 /// Request timeout where neither the endpoint nor the caller sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -99,12 +102,19 @@ pub(super) async fn send(
         ts,
         payload.as_bytes(),
     );
+    // Each attempt is a hop of the trace of the request that wrote the event.
+    let trace = target
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .map_or_else(|| TraceParent::of_message(target.message_id), |t| t.child());
     let mut sent_headers: Vec<(String, String)> = vec![
         ("content-type".into(), "application/json".into()),
         ("user-agent".into(), net::USER_AGENT.into()),
         ("webhook-id".into(), msg_id),
         ("webhook-timestamp".into(), ts.to_string()),
         ("webhook-signature".into(), signature),
+        ("traceparent".into(), trace.to_string()),
     ];
     // What the attempt log shows: the same, with credential values redacted.
     let headers: Vec<(String, String)> = sent_headers

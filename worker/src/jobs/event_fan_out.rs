@@ -1,12 +1,12 @@
 //! `event_fan_out`: turn an event of the outbox into a webhook message and its deliveries.
 
 use std::sync::Arc;
-use switchyard_shared::telemetry::metrics as m;
 
 use switchyard_shared::{
     events,
     jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
+    telemetry::metrics as m,
     webhooks::messages,
 };
 

@@ -19,19 +19,19 @@ mod sync_runs;
 mod webhook_deliveries;
 mod webhook_replays;
 
-use futures::future::BoxFuture;
-use switchyard_shared::config::WorkerConfig;
-use switchyard_shared::telemetry::metrics as m;
-
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data};
+use futures::future::BoxFuture;
 use switchyard_shared::{
+    config::WorkerConfig,
     dispatch,
     jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{JobTask, WEBHOOK_DELIVERIES},
+    telemetry::metrics as m,
 };
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use crate::context::Ctx;
 
@@ -233,7 +233,10 @@ async fn run_one(ctx: &Arc<Ctx>, job: Lease, may_hand_on: bool) -> Next {
         );
         bury(ctx, &job, error).await.map(|()| None)
     } else {
-        (k.run)(ctx, &job, may_hand_on).await
+        // Every log line of the run carries the job, its tenant and (deliveries) its trace.
+        let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue,
+            tenant_id = %job.tenant_id, attempt = job.attempt, trace_id = tracing::field::Empty);
+        (k.run)(ctx, &job, may_hand_on).instrument(span).await
     };
     metrics::histogram!(m::JOB_DURATION, "queue" => job.queue.clone())
         .record(started.elapsed().as_secs_f64());

@@ -1,12 +1,12 @@
 //! `webhook_deliveries`: one attempt of one message to one endpoint.
 
 use std::sync::Arc;
-use switchyard_shared::telemetry::metrics as m;
 
 use serde_json::json;
 use switchyard_shared::{
     jobs::{self, ClaimedJob, Lease, Outcome},
     queue::{EVENT_FAN_OUT, WEBHOOK_DELIVERIES},
+    telemetry::{metrics as m, trace::TraceParent},
     webhooks::{
         breaker::{self, Transition},
         deliveries::DeliveryStatus,
@@ -26,6 +26,9 @@ pub async fn run(ctx: &Ctx, job: &Lease, may_hand_on: bool) -> switchyard_shared
         let reason = "delivery is no longer pending";
         return end(ctx, job, None, reason).await;
     };
+    let trace = target.traceparent.as_deref().and_then(TraceParent::parse);
+    let trace = trace.unwrap_or_else(|| TraceParent::of_message(target.message_id));
+    tracing::Span::current().record("trace_id", tracing::field::display(trace.trace_id_hex()));
     if !target.endpoint_active {
         let close = Some((target.delivery_id, DeliveryStatus::Cancelled));
         return end(ctx, job, close, "endpoint deleted or disabled").await;

@@ -1,9 +1,9 @@
 //! `webhook_replays`: one batch of a bulk replay per run, then wait a second for the next.
 
-use switchyard_shared::telemetry::metrics as m;
 use switchyard_shared::{
     jobs::{ClaimedJob, Lease},
     queue::WEBHOOK_REPLAYS,
+    telemetry::metrics as m,
     webhooks::replays::{self, Step},
 };
 
