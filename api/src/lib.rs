@@ -48,6 +48,7 @@ use crate::routes::{
     webhook_deliveries::WebhookDeliveriesApi,
     webhook_endpoints::WebhookEndpointsApi,
     webhook_replays::WebhookReplaysApi,
+    workers::WorkersApi,
 };
 
 impl AppState {
@@ -94,7 +95,7 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
-    LogsApi,
+    (LogsApi, WorkersApi),
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -115,7 +116,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
-            LogsApi,
+            (LogsApi, WorkersApi),
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

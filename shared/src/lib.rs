@@ -33,6 +33,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tenants;
 pub mod webhooks;
+pub mod workers;
 
 pub use error::{Error, Result};
 

@@ -43,3 +43,4 @@ mod sync_outbound;
 mod sync_runs;
 mod sync_triggers;
 mod trace_context;
+mod workers;

@@ -22,6 +22,7 @@ use switchyard_shared::{
     schedule::{self, CatchUp, Every, Schedule},
     services::Services,
     telemetry::metrics as m,
+    workers,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,24 @@ fn process_identity() -> String {
         .unwrap_or_else(|| "host".into());
     let nonce = uuid::Uuid::now_v7().simple().to_string();
     format!("{}-{}-{}", host.trim(), std::process::id(), &nonce[24..])
+}
+
+/// How this process reports itself to the worker registry.
+fn identity(owner: &str, cfg: &WorkerConfig) -> workers::Identity {
+    let host = owner.rsplitn(3, '-').nth(2).unwrap_or(owner).to_owned();
+    workers::Identity {
+        id: owner.to_owned(),
+        host,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        queues: jobs::KINDS
+            .iter()
+            .map(|k| workers::QueueConsumer {
+                queue: k.queue.to_owned(),
+                concurrency: u32::try_from((k.concurrency)(cfg)).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    }
 }
 
 /// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
@@ -85,6 +104,19 @@ pub async fn run(
         after.clone(),
     ));
     spawn_background(&mut loops, &services, &cfg, &ctx, &shutdown, &after);
+    let identity = identity(&owner, &cfg);
+    let (pool, reporter) = (services.pool.clone(), ctx.clone());
+    every(
+        &mut loops,
+        "worker registry",
+        workers::HEARTBEAT,
+        &after,
+        move || {
+            let (pool, identity, busy) =
+                (pool.clone(), identity.clone(), reporter.held_ids().len());
+            async move { workers::report(&pool, &identity, busy).await }
+        },
+    );
 
     let mut monitor = Monitor::new();
     for kind in jobs::KINDS {
@@ -152,6 +184,9 @@ pub async fn run(
     after.cancel();
     let _ = fast_path_task.await;
     while loops.join_next().await.is_some() {}
+    if let Err(e) = workers::stopped(&services.pool, &owner).await {
+        tracing::warn!(error = %e, "cannot record this worker's stop in the registry");
+    }
     tracing::info!(%owner, "worker stopped");
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod sync_records;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod webhook_replays;
+pub mod workers;
 
 use poem_openapi::Tags;
 

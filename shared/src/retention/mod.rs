@@ -262,6 +262,14 @@ const PURGES: &[Purge] = &[
         audit: false,
     },
     Purge {
+        table: "workers",
+        sql: "DELETE FROM workers WHERE id IN (
+                SELECT id FROM workers
+                 WHERE last_seen_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "idempotency_keys",
         sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
                 SELECT api_key_id, key FROM idempotency_keys
@@ -311,7 +319,7 @@ pub async fn purge(
     record(&mut done, SHORT_LIVED_JOBS.table, n);
     for p in PURGES {
         let keep = match p.table {
-            "jobs" => cfg.jobs,
+            "jobs" | "workers" => cfg.jobs,
             "jobs (dead)" => cfg.dead_jobs,
             "webhook_messages (payloads)" => cfg.payload,
             "orders" => cfg.orders,
