@@ -38,6 +38,7 @@ use crate::routes::{
     events::EventsApi,
     inbound::{InboundApi, InboundEventsApi},
     integrations::IntegrationsApi,
+    jobs::JobsApi,
     keyring::KeyringApi,
     logs::LogsApi,
     ops::OpsApi,
@@ -95,7 +96,7 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
-    (LogsApi, WorkersApi),
+    (LogsApi, WorkersApi, JobsApi),
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -116,7 +117,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
-            (LogsApi, WorkersApi),
+            (LogsApi, WorkersApi, JobsApi),
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod input;
 pub mod integrations;
 pub mod jobs;
+pub mod jobs_admin;
 pub mod keyring;
 pub mod logs;
 pub mod mode;

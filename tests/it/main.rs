@@ -19,6 +19,7 @@ mod inbound;
 mod integration_checks;
 mod integrations;
 mod isolation;
+mod jobs_admin;
 mod keyring;
 mod leases;
 mod logs;

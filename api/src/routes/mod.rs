@@ -7,6 +7,7 @@ pub mod event_types;
 pub mod events;
 pub mod inbound;
 pub mod integrations;
+pub mod jobs;
 pub mod keyring;
 pub mod logs;
 pub mod ops;

@@ -1,0 +1,232 @@
+//! The ledger as operators browse it (`GET /admin/v1/jobs`, the dashboard): jobs by queue,
+//! state, tenant and error text, newest first, a page at a time, and one job in detail with
+//! what its run did (a delivery's attempts).
+//!
+//! Pages are keysets that ride the ledger's own partial indexes, so they stay fast with
+//! millions of jobs without an index of their own (every index on `jobs` is paid by every
+//! state change on the hot path): finished states (`succeeded`, `cancelled`, `dead`) are
+//! ordered by when they finished (`jobs_finished`, `jobs_dead`), the rest by id (UUIDv7, so
+//! by creation; the primary key).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::{
+    error::{Error, Result},
+    queue,
+};
+
+/// A job's state in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its time, its endpoint's slot or the dispatcher.
+    Pending,
+    /// Pushed to Redis, not yet claimed.
+    Queued,
+    Running,
+    Succeeded,
+    /// Given up on, with its last error.
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    fn finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+/// What a list is filtered by; every field optional.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub tenant_id: Option<Uuid>,
+    /// Jobs whose last error contains this (case-insensitive).
+    pub error: Option<String>,
+}
+
+/// One job of the ledger.
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub queue: String,
+    pub state: JobState,
+    pub tenant_id: Uuid,
+    /// The row the job works on (a delivery, an event, an inbound event, a sync run, …).
+    pub subject_id: Uuid,
+    /// Runs so far (crashed runs count too).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// When it is (or was) due.
+    pub run_at: DateTime<Utc>,
+    #[oai(nullable)]
+    pub last_error: Option<String>,
+    /// The worker running it (`GET /admin/v1/workers`), while it runs.
+    #[oai(nullable)]
+    pub lease_owner: Option<String>,
+    #[oai(nullable)]
+    pub lease_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[oai(nullable)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, queue, state, tenant_id, subject_id, attempt, max_attempts, run_at, \
+     last_error, lease_owner, lease_until, created_at, updated_at, finished_at";
+
+/// Jobs matching `filter`, newest first (finished states: by when they finished), `limit` at
+/// most, after the job `starting_after`.
+pub async fn list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    starting_after: Option<Uuid>,
+) -> Result<Vec<Job>> {
+    let by_finish = filter.state.is_some_and(JobState::finished);
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM jobs WHERE true"));
+    if let Some(state) = filter.state {
+        // A literal, so the planner matches the state's partial index.
+        q.push(format!(" AND state = '{}'", state.as_str()));
+    }
+    if let Some(queue) = &filter.queue {
+        q.push(" AND queue = ").push_bind(queue.clone());
+    }
+    if let Some(tenant) = filter.tenant_id {
+        q.push(" AND tenant_id = ").push_bind(tenant);
+    }
+    if let Some(error) = &filter.error {
+        let pattern = format!(
+            "%{}%",
+            error
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        q.push(" AND last_error ILIKE ").push_bind(pattern);
+    }
+    if let Some(after) = starting_after {
+        if by_finish {
+            q.push(" AND (finished_at, id) < (SELECT finished_at, id FROM jobs WHERE id = ")
+                .push_bind(after)
+                .push(")");
+        } else {
+            q.push(" AND id < ").push_bind(after);
+        }
+    }
+    q.push(if by_finish {
+        " ORDER BY finished_at DESC, id DESC LIMIT "
+    } else {
+        " ORDER BY id DESC LIMIT "
+    })
+    .push_bind(limit);
+    Ok(q.build_query_as().fetch_all(pool).await?)
+}
+
+/// The row a job works on, and where the partner API shows it.
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+pub struct Subject {
+    /// `webhook_delivery`, `event`, `webhook_replay`, `inbound_event`, `sync_run`, or the queue
+    /// name for maintenance jobs.
+    pub kind: String,
+    pub id: Uuid,
+    /// `GET` path in the partner API (with a key of the job's tenant), if it has one.
+    #[oai(nullable)]
+    pub path: Option<String>,
+}
+
+/// One attempt of a delivery job.
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+pub struct JobAttempt {
+    pub attempt: i32,
+    #[oai(nullable)]
+    pub status_code: Option<i32>,
+    #[oai(nullable)]
+    pub error_class: Option<String>,
+    #[oai(nullable)]
+    pub error_message: Option<String>,
+    pub duration_ms: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job with its subject and, for deliveries, every attempt (oldest first, at most 100).
+#[derive(Clone, Debug, Serialize, poem_openapi::Object)]
+pub struct JobDetail {
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub job: Job,
+    pub subject: Subject,
+    pub attempts: Vec<JobAttempt>,
+}
+
+fn subject(job: &Job) -> Subject {
+    let id = job.subject_id;
+    let (kind, path) = match job.queue.as_str() {
+        queue::WEBHOOK_DELIVERIES => (
+            "webhook_delivery",
+            Some(format!("/v1/webhook-deliveries/{id}")),
+        ),
+        queue::EVENT_FAN_OUT => ("event", Some(format!("/v1/events/{id}"))),
+        queue::WEBHOOK_REPLAYS => ("webhook_replay", Some(format!("/v1/webhook-replays/{id}"))),
+        queue::INBOUND_EVENTS => ("inbound_event", Some(format!("/v1/inbound-events/{id}"))),
+        queue::SYNC_RUNS => ("sync_run", Some(format!("/v1/sync/runs/{id}"))),
+        other => (other, None),
+    };
+    Subject {
+        kind: kind.to_owned(),
+        id,
+        path,
+    }
+}
+
+/// Job `id` in detail.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<JobDetail> {
+    let job: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::not_found("job"))?;
+    let attempts = if job.queue == queue::WEBHOOK_DELIVERIES {
+        // Only the attempt partitions since the job was made.
+        sqlx::query_as(
+            "SELECT attempt, status_code, error_class, left(error_message, 500) AS error_message,
+                    duration_ms, created_at
+               FROM webhook_attempts
+              WHERE delivery_id = $1 AND id >= uuid_v7_floor($2)
+              ORDER BY id LIMIT 100",
+        )
+        .bind(job.subject_id)
+        .bind(job.created_at - chrono::TimeDelta::seconds(1))
+        .fetch_all(pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    Ok(JobDetail {
+        subject: subject(&job),
+        job,
+        attempts,
+    })
+}
