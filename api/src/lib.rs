@@ -43,6 +43,7 @@ use crate::routes::{
     logs::LogsApi,
     ops::OpsApi,
     orders::OrdersApi,
+    queues::QueuesApi,
     sync::SyncApi,
     sync_conflicts::SyncConflictsApi,
     sync_records::SyncRecordsApi,
@@ -96,7 +97,7 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
-    (LogsApi, WorkersApi, JobsApi),
+    (LogsApi, WorkersApi, JobsApi, QueuesApi),
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -117,7 +118,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
-            (LogsApi, WorkersApi, JobsApi),
+            (LogsApi, WorkersApi, JobsApi, QueuesApi),
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

@@ -147,7 +147,8 @@ impl std::ops::Deref for Lease {
 
 /// Claims the jobs behind `tasks` in one statement (the worker batches concurrent claims,
 /// `batch::Batcher`). Per task: its job, or `None` when the task is a stale duplicate (another
-/// dispatch of the job, the job already claimed, or the same task twice in `tasks`). Each task
+/// dispatch of the job, the job already claimed, or the same task twice in `tasks`) or its
+/// queue is paused (the reconciler returns such a job to `pending`). Each task
 /// is one primary-key probe: the tasks are joined as a row set (`UNNEST`), and the expected
 /// state is a parameter, not a literal, so the plan (made once per connection, see
 /// `db::connect_for_batches`) can never scan the `queued` partial index instead, which a
@@ -164,6 +165,7 @@ pub async fn claim(
                 lease_until = now() + make_interval(secs => $4), updated_at = now()
            FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, seq)
           WHERE j.id = t.id AND j.dispatch_seq = t.seq AND j.state = $5
+            AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = j.queue)
       RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
                 j.dispatch_seq, j.last_error, j.run_at",
     )

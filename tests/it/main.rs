@@ -29,6 +29,7 @@ mod ops;
 mod order_feed;
 mod orders;
 mod probes;
+mod queue_pauses;
 mod rate_limits;
 mod replays;
 mod retention;

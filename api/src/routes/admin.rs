@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
-use poem_openapi::{Object, OpenApi, param::Path, param::Query};
-use serde::Serialize;
+use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
     api_keys::{self, Granter, usage},
     audit::{self, ActorKind},
-    jobs, tenants,
+    tenants,
 };
 use uuid::Uuid;
 
@@ -28,30 +27,6 @@ use crate::{
 };
 
 list_type!(TenantList, tenants::Tenant);
-
-#[derive(Serialize, Object)]
-pub struct QueueState {
-    pub queue: String,
-    /// Jobs waiting in the ledger (due now or later).
-    pub pending: i64,
-    /// Pending jobs whose time has come.
-    pub due: i64,
-    /// Jobs pushed to Redis, not yet claimed.
-    pub queued: i64,
-    pub running: i64,
-    /// Jobs that gave up (attempts used up); each keeps its `last_error`. Kept for the dead
-    /// job retention (30 days by default).
-    pub dead: i64,
-    pub oldest_due_age_seconds: f64,
-    /// Ready tasks in Redis (bounded by the high-water mark).
-    pub redis_ready: u64,
-    pub high_water_mark: u32,
-}
-
-#[derive(Serialize, Object)]
-pub struct QueueList {
-    pub data: Vec<QueueState>,
-}
 
 pub struct AdminApi;
 
@@ -310,36 +285,5 @@ impl AdminApi {
         Ok(Json(
             usage::get(&state.services.pool, tenant_id.0, id.0, since).await?,
         ))
-    }
-
-    /// Work per queue: the ledger's unfinished jobs and Redis' ready window.
-    #[oai(path = "/queues", method = "get", operation_id = "listQueues")]
-    async fn queues(
-        &self,
-        _admin: Admin,
-        state: Data<&Arc<AppState>>,
-    ) -> Result<Json<QueueList>, ApiError> {
-        let s = &state.services;
-        let mut data = Vec::new();
-        for q in jobs::queue_stats(&s.pool, s.queues.names()).await? {
-            let redis_ready = s
-                .queues
-                .depth(&q.queue)
-                .await
-                .map_err(switchyard_shared::Error::from)?;
-            data.push(QueueState {
-                queue: q.queue,
-                pending: q.pending,
-                due: q.due,
-                queued: q.queued,
-                running: q.running,
-                dead: q.dead,
-                oldest_due_age_seconds: q.oldest_due_age_seconds,
-                redis_ready,
-                high_water_mark: s.queues.high_water_mark(),
-            });
-        }
-        debug_assert_eq!(data.len(), s.queues.names().len());
-        Ok(Json(QueueList { data }))
     }
 }

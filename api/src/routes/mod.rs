@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod logs;
 pub mod ops;
 pub mod orders;
+pub mod queues;
 pub mod sync;
 pub mod sync_conflicts;
 pub mod sync_records;

@@ -18,6 +18,7 @@
 
 mod fast_path;
 mod groups;
+pub mod pauses;
 mod reconcile;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};

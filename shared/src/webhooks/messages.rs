@@ -185,14 +185,18 @@ pub const FAN_OUT_SQL: &str = concat!(
             -- dispatcher admits it under the caps and breaker (an open breaker parks it
             -- until its cool-down ends).
             -- `room`: the group could take it now, so waking the dispatcher helps.
+            -- While the deliveries' queue is paused (`q`), every one is born pending.
             SELECT u.d, u.j, u.ma, u.e,
                    CASE WHEN g.breaker = 'open' THEN GREATEST(now(), g.paused_until)
                         ELSE now() END AS run_at,
                    COALESCE(g.breaker = 'closed' AND g.max_concurrency IS NULL
-                            AND g.rate_per_second IS NULL AND n.c < $20, false) AS fast,
+                            AND g.rate_per_second IS NULL AND n.c < $20, false)
+                       AND q.open AS fast,
                    COALESCE(g.breaker, 'closed') = 'closed'
-                       AND n.c < COALESCE(g.max_concurrency, $21) AS room
+                       AND n.c < COALESCE(g.max_concurrency, $21) AND q.open AS room
               FROM UNNEST($13::uuid[], $15::uuid[], $17::int[], $14::uuid[]) AS u(d, j, ma, e)
+              CROSS JOIN (SELECT NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = $16)
+                             AS open) q
               LEFT JOIN dispatch_groups g ON g.key = u.e
               CROSS JOIN LATERAL (
                   SELECT count(*) AS c FROM jobs x

@@ -121,12 +121,12 @@ pub struct AttemptRecord {
 ///
 /// Hand-off (`freed`, `next`, `started`; docs/architecture.md §2, rule 2): each success frees
 /// its endpoint's slot; for those that may hand on (`$34`, false at the end of a chain), as
-/// many of the endpoint's oldest due deliveries take the slots at once, born `running` under `$31`'s
-/// lease (`$32` seconds), where the dispatcher would admit them just the same: a closed
-/// breaker, no rate limit, and after this batch still under the cap (`$33` the default). A
-/// hand-off never raises the endpoint's in-flight count, so the caps hold beside concurrent
-/// dispatch passes; the runs that freed the slots run them next, with no wake-up, dispatch
-/// pass, trip through Redis or claim in between. `$31` NULL: none.
+/// many of the endpoint's oldest due deliveries take the slots at once, born `running` under
+/// `$31`'s lease (`$32` seconds), where the dispatcher would admit them just the same: a
+/// closed breaker, no rate limit, the queue not paused, and after this batch still under the
+/// cap (`$33` the default). A hand-off never raises the endpoint's in-flight count, so the
+/// caps hold beside concurrent dispatch passes; the runs that freed the slots run them next,
+/// with no wake-up, dispatch pass, trip through Redis or claim in between. `$31` NULL: none.
 pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH i AS (
@@ -203,7 +203,9 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                     LIMIT GREATEST(0, LEAST(f.n, COALESCE(g.max_concurrency, $33) - c.c + f.n))
                     FOR UPDATE SKIP LOCKED) x
              WHERE g.breaker = 'closed' AND g.rate_per_second IS NULL
-               AND (g.paused_until IS NULL OR g.paused_until <= now())),
+               AND (g.paused_until IS NULL OR g.paused_until <= now())
+               AND NOT EXISTS (SELECT 1 FROM queue_pauses p
+                                WHERE p.queue = 'webhook_deliveries')),
          started AS (
             UPDATE jobs j
                SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
