@@ -38,7 +38,7 @@ use crate::routes::{
     events::EventsApi,
     inbound::{InboundApi, InboundEventsApi},
     integrations::IntegrationsApi,
-    jobs::JobsApi,
+    jobs::{JobActionsApi, JobsApi},
     keyring::KeyringApi,
     logs::LogsApi,
     ops::OpsApi,
@@ -97,7 +97,7 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
-    (LogsApi, WorkersApi, JobsApi, QueuesApi),
+    (LogsApi, WorkersApi, JobsApi, QueuesApi, JobActionsApi),
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -118,7 +118,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
-            (LogsApi, WorkersApi, JobsApi, QueuesApi),
+            (LogsApi, WorkersApi, JobsApi, QueuesApi, JobActionsApi),
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),

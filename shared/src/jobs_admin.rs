@@ -9,7 +9,7 @@
 //! by creation; the primary key).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -19,7 +19,9 @@ use crate::{
 };
 
 /// A job's state in the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Enum, sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -95,16 +97,8 @@ pub struct Job {
 const COLUMNS: &str = "id, queue, state, tenant_id, subject_id, attempt, max_attempts, run_at, \
      last_error, lease_owner, lease_until, created_at, updated_at, finished_at";
 
-/// Jobs matching `filter`, newest first (finished states: by when they finished), `limit` at
-/// most, after the job `starting_after`.
-pub async fn list(
-    pool: &PgPool,
-    filter: &JobFilter,
-    limit: i64,
-    starting_after: Option<Uuid>,
-) -> Result<Vec<Job>> {
-    let by_finish = filter.state.is_some_and(JobState::finished);
-    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM jobs WHERE true"));
+/// Adds `filter`'s conditions to `q` (which ends in a `WHERE` clause).
+fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &JobFilter) {
     if let Some(state) = filter.state {
         // A literal, so the planner matches the state's partial index.
         q.push(format!(" AND state = '{}'", state.as_str()));
@@ -116,15 +110,26 @@ pub async fn list(
         q.push(" AND tenant_id = ").push_bind(tenant);
     }
     if let Some(error) = &filter.error {
-        let pattern = format!(
-            "%{}%",
-            error
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        q.push(" AND last_error ILIKE ").push_bind(pattern);
+        let escaped = error
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q.push(" AND last_error ILIKE ")
+            .push_bind(format!("%{escaped}%"));
     }
+}
+
+/// Jobs matching `filter`, newest first (finished states: by when they finished), `limit` at
+/// most, after the job `starting_after`.
+pub async fn list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    starting_after: Option<Uuid>,
+) -> Result<Vec<Job>> {
+    let by_finish = filter.state.is_some_and(JobState::finished);
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM jobs WHERE true"));
+    push_filter(&mut q, filter);
     if let Some(after) = starting_after {
         if by_finish {
             q.push(" AND (finished_at, id) < (SELECT finished_at, id FROM jobs WHERE id = ")
@@ -141,6 +146,30 @@ pub async fn list(
     })
     .push_bind(limit);
     Ok(q.build_query_as().fetch_all(pool).await?)
+}
+
+/// How many jobs match `filter` (what a bulk action's dry run reports).
+pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT count(*) FROM jobs WHERE true");
+    push_filter(&mut q, filter);
+    Ok(q.build_query_scalar().fetch_one(pool).await?)
+}
+
+/// Ids of jobs matching `filter` below id `before` (newest first, by id: an order an action
+/// cannot change), `limit` at most — how a bulk action walks its jobs.
+pub async fn ids(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    before: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT id FROM jobs WHERE true");
+    push_filter(&mut q, filter);
+    if let Some(before) = before {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+    Ok(q.build_query_scalar().fetch_all(pool).await?)
 }
 
 /// The row a job works on, and where the partner API shows it.

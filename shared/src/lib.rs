@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod inbound;
 pub mod input;
 pub mod integrations;
+pub mod job_actions;
 pub mod jobs;
 pub mod jobs_admin;
 pub mod keyring;

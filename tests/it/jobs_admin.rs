@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use switchyard_tests::{ADMIN_TOKEN, Behaviour, PartnerServer, TestApp, TestOptions, eventually};
 
 async fn admin_get(app: &TestApp, path: &str) -> (u16, Value) {
@@ -134,4 +134,185 @@ async fn operators_filter_page_and_inspect_jobs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn dead_jobs(app: &TestApp, n: usize) -> Vec<String> {
+    eventually(Duration::from_secs(20), "dead deliveries", || async {
+        let (_, list) = admin_get(app, "/admin/v1/jobs?state=dead&limit=100").await;
+        let ids: Vec<String> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids.len() == n).then_some(ids)
+    })
+    .await
+}
+
+async fn deliveries(app: &TestApp, status: &str) -> i64 {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1")
+        .bind(status)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "100ms,100ms".into(),
+        // Failing on purpose: no breaker in the way.
+        breaker_min_attempts: 1000,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(503)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["order.created"])
+        .await;
+    for i in 0..4 {
+        assert_eq!(app.post_order(&key, &format!("r-{i}")).await.status(), 201);
+    }
+    let dead = dead_jobs(&app, 4).await;
+    partner.set_behaviour(Behaviour::Status(200));
+
+    // One job: it runs again from its first attempt and its delivery succeeds.
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/v1/jobs/{}/retry", dead[0]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(10), "the retried delivery", || async {
+        (deliveries(&app, "succeeded").await == 1).then_some(())
+    })
+    .await;
+    let (_, job) = admin_get(&app, &format!("/admin/v1/jobs/{}", dead[0])).await;
+    assert_eq!(job["state"], "succeeded");
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/v1/jobs/{}/retry", dead[0]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("job_state_conflict"))
+    );
+
+    // In bulk: a dry run counts, a wrong confirmation is refused, the right one acts.
+    let filter = json!({"action": "retry", "queue": "webhook_deliveries", "state": "dead"});
+    let (status, dry) = admin_post(&app, "/admin/v1/jobs/bulk", filter.clone()).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        (
+            dry["dry_run"].as_bool(),
+            dry["matched"].as_i64(),
+            dry["done"].as_i64()
+        ),
+        (Some(true), Some(3), Some(0))
+    );
+    assert_eq!(
+        deliveries(&app, "failed").await,
+        3,
+        "a dry run changes nothing"
+    );
+    let mut act = filter.clone();
+    act["dry_run"] = json!(false);
+    act["confirm"] = json!(2);
+    let (status, body) = admin_post(&app, "/admin/v1/jobs/bulk", act.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["param"].as_str()),
+        (409, Some("confirmation_mismatch"), Some("confirm"))
+    );
+    act["confirm"] = json!(3);
+    let (status, done) = admin_post(&app, "/admin/v1/jobs/bulk", act).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["done"].as_i64(), done["remaining"].as_i64()),
+        (Some(3), Some(0))
+    );
+    eventually(
+        Duration::from_secs(10),
+        "every retried delivery",
+        || async { (deliveries(&app, "succeeded").await == 4).then_some(()) },
+    )
+    .await;
+
+    // Cancel: waiting deliveries (their queue paused) are cancelled with their rows.
+    admin_post(&app, "/admin/v1/queues/webhook_deliveries/pause", json!({})).await;
+    for i in 0..2 {
+        assert_eq!(app.post_order(&key, &format!("c-{i}")).await.status(), 201);
+    }
+    let cancel = json!({"action": "cancel", "queue": "webhook_deliveries", "state": "pending"});
+    let matched = eventually(
+        Duration::from_secs(10),
+        "two waiting deliveries",
+        || async {
+            let (_, dry) = admin_post(&app, "/admin/v1/jobs/bulk", cancel.clone()).await;
+            (dry["matched"] == 2).then_some(dry["matched"].clone())
+        },
+    )
+    .await;
+    let mut act = cancel.clone();
+    act["dry_run"] = json!(false);
+    act["confirm"] = matched;
+    let (status, done) = admin_post(&app, "/admin/v1/jobs/bulk", act).await;
+    assert_eq!((status, done["done"].as_i64()), (200, Some(2)));
+    assert_eq!(deliveries(&app, "cancelled").await, 2);
+    admin_post(
+        &app,
+        "/admin/v1/queues/webhook_deliveries/resume",
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        deliveries(&app, "succeeded").await,
+        4,
+        "cancelled deliveries are not sent"
+    );
+
+    // Discard: a dead job leaves the ledger; its delivery stays failed.
+    partner.set_behaviour(Behaviour::Status(503));
+    assert_eq!(app.post_order(&key, "d-1").await.status(), 201);
+    let dead = dead_jobs(&app, 1).await;
+    let (status, _) = admin_post(
+        &app,
+        &format!("/admin/v1/jobs/{}/discard", dead[0]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = admin_get(&app, &format!("/admin/v1/jobs/{}", dead[0])).await;
+    assert_eq!(status, 404);
+    assert_eq!(deliveries(&app, "failed").await, 1);
+    let (status, _) = admin_post(
+        &app,
+        &format!("/admin/v1/jobs/{}/explode", dead[0]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "no such action");
+
+    // Every action is in the audit log.
+    let audited = app
+        .count("SELECT count(*) FROM audit_events WHERE target_type = 'job'")
+        .await;
+    assert_eq!(audited, 4, "retry, bulk retry, bulk cancel, discard");
 }

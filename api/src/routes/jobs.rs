@@ -1,15 +1,19 @@
-//! The ledger for operators (admin token): jobs by queue, state, tenant and error, and one
-//! job in detail.
+//! The ledger for operators (admin token): jobs by queue, state, tenant and error, one job in
+//! detail, and retry, cancel and discard — one job or every job a filter matches.
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use poem::{Request, http::StatusCode, web::Data};
 use poem_openapi::{
-    OpenApi,
+    Object, OpenApi,
     param::{Path, Query},
 };
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use switchyard_shared::{
+    audit::{self, ActorKind},
     input::Text,
+    job_actions::{self, JobAction},
     jobs_admin::{self, Job, JobDetail, JobFilter, JobState},
 };
 use uuid::Uuid;
@@ -17,7 +21,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::Admin,
+    auth::{Admin, actor},
     error::ApiError,
     json::Json,
     pagination::{self, list_type},
@@ -75,5 +79,196 @@ impl JobsApi {
         id: Path<Uuid>,
     ) -> Result<Json<JobDetail>, ApiError> {
         Ok(Json(jobs_admin::get(&state.services.pool, id.0).await?))
+    }
+}
+
+/// What one job action did.
+#[derive(Object, Serialize)]
+pub struct JobActionResult {
+    pub id: Uuid,
+    pub action: JobAction,
+}
+
+/// A bulk action over every job a filter matches.
+#[derive(Object, Deserialize)]
+pub struct BulkJobAction {
+    pub action: JobAction,
+    /// Only this queue.
+    pub queue: Option<Text<1, 100>>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only this tenant's jobs.
+    pub tenant_id: Option<Uuid>,
+    /// Only jobs whose last error contains this (case-insensitive).
+    pub error: Option<Text<1, 200>>,
+    /// Count what matches and change nothing (the default).
+    #[oai(default = "dry_run_default")]
+    #[serde(default = "dry_run_default")]
+    pub dry_run: bool,
+    /// Required to act: the `matched` count of the dry run, typed back. If the count changed
+    /// meanwhile the action is refused (`409 confirmation_mismatch`, with the new count).
+    pub confirm: Option<i64>,
+}
+
+fn dry_run_default() -> bool {
+    true
+}
+
+/// What a bulk action matched and did.
+#[derive(Object, Serialize)]
+pub struct BulkJobResult {
+    pub action: JobAction,
+    pub dry_run: bool,
+    /// Jobs the filter matched when the call began.
+    pub matched: i64,
+    /// Jobs the action looked at (at most 100,000 per call).
+    pub seen: i64,
+    /// Jobs it changed (the others were not in a state it applies to).
+    pub done: i64,
+    /// Matched jobs not looked at yet: call again (with a new dry run) for them.
+    pub remaining: i64,
+}
+
+/// Jobs one bulk call looks at, at most.
+const BULK_MAX: i64 = 100_000;
+
+fn not_applicable(action: JobAction, job: &Job) -> ApiError {
+    let applies = match action {
+        JobAction::Retry => {
+            "pending jobs, and dead or cancelled deliveries, fan-outs and inbound events whose \
+             row is still closed"
+        }
+        JobAction::Cancel => {
+            "pending or queued deliveries, fan-outs, inbound events, sync runs and queue \
+             probes, and running sync runs"
+        }
+        JobAction::Discard => "dead jobs",
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "job_state_conflict",
+        format!(
+            "This {} job is {:?}; `{}` applies to {applies}.",
+            job.queue,
+            job.state,
+            action.as_str()
+        ),
+    )
+}
+
+async fn audited(
+    state: &AppState,
+    req: &Request,
+    target_id: Uuid,
+    action: &str,
+    changes: serde_json::Value,
+) -> Result<(), ApiError> {
+    let mut conn = state.services.pool.acquire().await?;
+    let entry = audit::Entry {
+        tenant_id: None,
+        mode: None,
+        action,
+        target_type: "job",
+        target_id,
+        changes,
+    };
+    audit::record(&mut conn, &actor(req, ActorKind::Admin), entry).await?;
+    Ok(())
+}
+
+pub struct JobActionsApi;
+
+#[OpenApi(prefix_path = "/admin/v1/jobs", tag = "ApiTags::Admin")]
+impl JobActionsApi {
+    /// Retry, cancel or discard one job (see `POST /admin/v1/jobs/bulk` for what each does).
+    /// `409 job_state_conflict` when the job is not in a state the action applies to. Audited.
+    #[oai(path = "/:id/:action", method = "post", operation_id = "actOnJob")]
+    async fn act(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        /// `retry`, `cancel` or `discard`.
+        action: Path<JobAction>,
+    ) -> Result<Json<JobActionResult>, ApiError> {
+        let pool = &state.services.pool;
+        let job = jobs_admin::get(pool, id.0).await?.job;
+        let done = job_actions::apply(pool, action.0, &[id.0]).await?;
+        if done.is_empty() {
+            return Err(not_applicable(action.0, &job));
+        }
+        state.services.dispatcher.wake();
+        let changes = json!({ "queue": job.queue, "state": job.state });
+        audited(
+            &state,
+            req,
+            id.0,
+            &format!("job.{}", action.0.as_str()),
+            changes,
+        )
+        .await?;
+        Ok(Json(JobActionResult {
+            id: id.0,
+            action: action.0,
+        }))
+    }
+
+    /// Retry, cancel or discard every job a filter matches. First a dry run (the default)
+    /// counts them; then the same call with `dry_run: false` and `confirm` set to that count
+    /// acts, in batches of 1,000 (100,000 per call). **retry**: a pending job becomes due now;
+    /// a dead or cancelled delivery, fan-out or inbound event runs again from its first
+    /// attempt, its row reopened. **cancel**: a pending or queued delivery, fan-out, inbound
+    /// event, sync run or queue probe is cancelled with its row; a running sync run stops
+    /// within one batch. **discard**: dead jobs leave the ledger. Audited.
+    #[oai(path = "/bulk", method = "post", operation_id = "actOnJobs")]
+    async fn bulk(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        body: Json<BulkJobAction>,
+    ) -> Result<Json<BulkJobResult>, ApiError> {
+        let b = body.0;
+        let filter = JobFilter {
+            queue: b.queue.map(Text::into_string),
+            state: b.state,
+            tenant_id: b.tenant_id,
+            error: b.error.map(Text::into_string),
+        };
+        let pool = &state.services.pool;
+        let matched = jobs_admin::count(pool, &filter).await?;
+        let mut result = BulkJobResult {
+            action: b.action,
+            dry_run: b.dry_run,
+            matched,
+            seen: 0,
+            done: 0,
+            remaining: matched,
+        };
+        if b.dry_run {
+            return Ok(Json(result));
+        }
+        if b.confirm != Some(matched) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "confirmation_mismatch",
+                format!("The filter matches {matched} jobs now: send `confirm: {matched}` to act on them."),
+            )
+            .with_param("confirm"));
+        }
+        let bulk = job_actions::apply_all(pool, b.action, &filter, BULK_MAX).await?;
+        state.services.dispatcher.wake();
+        result.seen = bulk.seen;
+        result.done = bulk.done;
+        result.remaining = (matched - bulk.seen).max(0);
+        let changes = json!({
+            "filter": {"queue": filter.queue, "state": filter.state, "tenant_id": filter.tenant_id,
+                       "error": filter.error},
+            "matched": matched, "done": bulk.done,
+        });
+        let action = format!("jobs.bulk_{}", b.action.as_str());
+        audited(&state, req, Uuid::now_v7(), &action, changes).await?;
+        Ok(Json(result))
     }
 }

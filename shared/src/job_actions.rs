@@ -1,0 +1,160 @@
+//! What operators do to jobs (`/admin/v1/jobs/…`, the dashboard): retry now, cancel,
+//! discard — one job or every job a filter matches. Each action is one statement over a batch
+//! of job ids that moves the jobs and, in the same statement, the rows they own, so no
+//! delivery, event, inbound event or sync run is left waiting on a job that will not move it:
+//!
+//! - **retry**: a pending job becomes due now; a dead or cancelled delivery, fan-out or inbound
+//!   event runs again from its first attempt, its row reopened — only if the row is still
+//!   closed (a delivery resent meanwhile already has a job). Other dead jobs are skipped.
+//! - **cancel**: a pending or queued delivery, fan-out, inbound event, sync run or queue probe
+//!   ends `cancelled`, its row closed (`cancelled`, fan-out failed, inbound `failed`, run
+//!   `cancelled`); a running sync run is asked to stop (within one batch). Other running jobs
+//!   cannot be interrupted and are skipped.
+//! - **discard**: a dead job leaves the ledger (its row stays as it ended).
+
+use uuid::Uuid;
+
+use crate::{
+    error::Result,
+    jobs_admin::{self, JobFilter},
+};
+
+/// An operator's action on jobs.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, poem_openapi::Enum,
+)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum JobAction {
+    Retry,
+    Cancel,
+    Discard,
+}
+
+impl JobAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Retry => "retry",
+            JobAction::Cancel => "cancel",
+            JobAction::Discard => "discard",
+        }
+    }
+}
+
+const REASON: &str = "cancelled by an operator";
+
+/// `$1` the job ids; returns the ids acted on.
+const RETRY_SQL: &str = "
+    WITH due AS (
+        UPDATE jobs j SET run_at = now(), updated_at = now()
+         WHERE j.id = ANY($1) AND j.state = 'pending' AND j.run_at > now()
+        RETURNING j.id, j.queue, j.subject_id),
+    revived AS (
+        UPDATE jobs j
+           SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL,
+               lease_owner = NULL, lease_until = NULL, updated_at = now()
+         WHERE j.id = ANY($1) AND j.state IN ('dead', 'cancelled')
+           AND CASE j.queue
+                 WHEN 'webhook_deliveries' THEN EXISTS (
+                     SELECT 1 FROM webhook_deliveries d
+                      WHERE d.id = j.subject_id AND d.status IN ('failed', 'cancelled'))
+                 WHEN 'event_fan_out' THEN EXISTS (
+                     SELECT 1 FROM events e
+                      WHERE e.id = j.subject_id AND e.fan_out_failed_at IS NOT NULL)
+                 WHEN 'inbound_events' THEN EXISTS (
+                     SELECT 1 FROM inbound_events i
+                      WHERE i.id = j.subject_id AND i.status = 'failed')
+                 ELSE false END
+        RETURNING j.id, j.queue, j.subject_id),
+    d AS (
+        UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+         WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'webhook_deliveries'
+                      UNION ALL SELECT subject_id FROM due WHERE queue = 'webhook_deliveries')),
+    e AS (
+        UPDATE events SET fan_out_failed_at = NULL, fan_out_error = NULL
+         WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'event_fan_out')),
+    i AS (
+        UPDATE inbound_events SET status = 'pending', processed_at = NULL
+         WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'inbound_events'))
+    SELECT id FROM due UNION ALL SELECT id FROM revived";
+
+/// `$1` the job ids, `$2` the reason; returns the ids acted on.
+const CANCEL_SQL: &str = "
+    WITH c AS (
+        UPDATE jobs j
+           SET state = 'cancelled', last_error = $2, finished_at = now(), lease_owner = NULL,
+               lease_until = NULL, updated_at = now()
+         WHERE j.id = ANY($1) AND j.state IN ('pending', 'queued')
+           AND j.queue IN ('webhook_deliveries', 'event_fan_out', 'inbound_events', 'sync_runs',
+                           'queue_probes')
+        RETURNING j.id, j.queue, j.subject_id),
+    stop AS (
+        UPDATE sync_runs r SET cancel_requested = true
+          FROM jobs j
+         WHERE j.id = ANY($1) AND j.state = 'running' AND j.queue = 'sync_runs'
+           AND r.id = j.subject_id AND r.status = 'running'
+        RETURNING j.id),
+    d AS (
+        UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = now()
+         WHERE id IN (SELECT subject_id FROM c WHERE queue = 'webhook_deliveries')
+           AND status = 'pending'),
+    e AS (
+        UPDATE events SET fan_out_failed_at = now(), fan_out_error = $2
+         WHERE id IN (SELECT subject_id FROM c WHERE queue = 'event_fan_out')
+           AND fan_out_failed_at IS NULL),
+    i AS (
+        UPDATE inbound_events SET status = 'failed', last_error = $2, processed_at = now()
+         WHERE id IN (SELECT subject_id FROM c WHERE queue = 'inbound_events')
+           AND status IN ('pending', 'processing')),
+    s AS (
+        UPDATE sync_runs SET status = 'cancelled', error = 'cancelled', finished_at = now()
+         WHERE id IN (SELECT subject_id FROM c WHERE queue = 'sync_runs')
+           AND status IN ('pending', 'running'))
+    SELECT id FROM c UNION ALL SELECT id FROM stop";
+
+const DISCARD_SQL: &str = "DELETE FROM jobs WHERE id = ANY($1) AND state = 'dead' RETURNING id";
+
+/// Applies `action` to the jobs `ids` (one statement); returns those it acted on — the others
+/// were not in a state the action applies to.
+pub async fn apply(pool: &sqlx::PgPool, action: JobAction, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let q = match action {
+        JobAction::Retry => sqlx::query_scalar(RETRY_SQL).bind(ids),
+        JobAction::Cancel => sqlx::query_scalar(CANCEL_SQL).bind(ids).bind(REASON),
+        JobAction::Discard => sqlx::query_scalar(DISCARD_SQL).bind(ids),
+    };
+    Ok(q.fetch_all(pool).await?)
+}
+
+/// Jobs per statement of a bulk action.
+const BATCH: i64 = 1_000;
+
+/// What a bulk action did.
+#[derive(Clone, Debug, Default)]
+pub struct Bulk {
+    /// Jobs the filter matched and the action looked at.
+    pub seen: i64,
+    pub done: i64,
+}
+
+/// Applies `action` to every job `filter` matches, `max` at most, a batch per statement
+/// (each its own transaction: a long bulk action holds no lock for long).
+pub async fn apply_all(
+    pool: &sqlx::PgPool,
+    action: JobAction,
+    filter: &JobFilter,
+    max: i64,
+) -> Result<Bulk> {
+    let mut out = Bulk::default();
+    let mut before = None;
+    while out.seen < max {
+        let ids = jobs_admin::ids(pool, filter, BATCH.min(max - out.seen), before).await?;
+        let Some(last) = ids.last() else { break };
+        before = Some(*last);
+        out.seen += ids.len() as i64;
+        out.done += apply(pool, action, &ids).await?.len() as i64;
+        if (ids.len() as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(out)
+}
