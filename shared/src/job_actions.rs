@@ -3,7 +3,7 @@
 //! of job ids that moves the jobs and, in the same statement, the rows they own, so no
 //! delivery, event, inbound event or sync run is left waiting on a job that will not move it:
 //!
-//! - **retry**: a pending job becomes due now; a dead or cancelled delivery, fan-out or inbound
+//! - **retry**: a pending job becomes due now (one already due keeps its place); a dead or cancelled delivery, fan-out or inbound
 //!   event runs again from its first attempt, its row reopened — only if the row is still
 //!   closed (a delivery resent meanwhile already has a job). Other dead jobs are skipped.
 //! - **cancel**: a pending or queued delivery, fan-out, inbound event, sync run or queue probe
@@ -46,8 +46,8 @@ const REASON: &str = "cancelled by an operator";
 /// `$1` the job ids; returns the ids acted on.
 const RETRY_SQL: &str = "
     WITH due AS (
-        UPDATE jobs j SET run_at = now(), updated_at = now()
-         WHERE j.id = ANY($1) AND j.state = 'pending' AND j.run_at > now()
+        UPDATE jobs j SET run_at = LEAST(j.run_at, now()), updated_at = now()
+         WHERE j.id = ANY($1) AND j.state = 'pending'
         RETURNING j.id, j.queue, j.subject_id),
     revived AS (
         UPDATE jobs j
@@ -67,7 +67,9 @@ const RETRY_SQL: &str = "
                  ELSE false END
         RETURNING j.id, j.queue, j.subject_id),
     d AS (
-        UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+        UPDATE webhook_deliveries
+           SET status = 'pending', next_attempt_at = LEAST(next_attempt_at, now()),
+               updated_at = now()
          WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'webhook_deliveries'
                       UNION ALL SELECT subject_id FROM due WHERE queue = 'webhook_deliveries')),
     e AS (
