@@ -259,3 +259,41 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<JobDetail> {
         attempts,
     })
 }
+
+/// Dead jobs sharing a queue and an error fingerprint.
+#[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]
+pub struct DeadGroup {
+    pub queue: String,
+    /// The last error with its numbers and ids replaced by `#`, so errors that differ only by
+    /// an id, a count or a status detail fall together.
+    pub fingerprint: String,
+    pub count: i64,
+    /// The newest of them (`GET /admin/v1/jobs/{id}`) and its error as it was.
+    pub example_id: Uuid,
+    #[oai(nullable)]
+    pub example_error: Option<String>,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+}
+
+/// Dead jobs grouped by queue and error fingerprint, biggest groups first (100 at most). Reads
+/// the dead jobs' partial index (`jobs_dead`): as many rows as the dead-job retention keeps.
+pub async fn dead_groups(pool: &PgPool, queue: Option<&str>) -> Result<Vec<DeadGroup>> {
+    Ok(sqlx::query_as(
+        "SELECT queue, fingerprint, count(*) AS count,
+                (array_agg(id ORDER BY finished_at DESC))[1] AS example_id,
+                (array_agg(last_error ORDER BY finished_at DESC))[1] AS example_error,
+                min(finished_at) AS first_at, max(finished_at) AS last_at
+           FROM (SELECT id, queue, last_error, finished_at,
+                        regexp_replace(left(COALESCE(last_error, ''), 300),
+                                       '[0-9a-f]{8}-[0-9a-f-]{27}|[0-9]+', '#', 'g')
+                            AS fingerprint
+                   FROM jobs WHERE state = 'dead' AND finished_at IS NOT NULL
+                    AND ($1::text IS NULL OR queue = $1)) d
+          GROUP BY queue, fingerprint
+          ORDER BY count(*) DESC, max(finished_at) DESC LIMIT 100",
+    )
+    .bind(queue)
+    .fetch_all(pool)
+    .await?)
+}

@@ -124,6 +124,18 @@ async fn operators_filter_page_and_inspect_jobs() {
     assert!(attempts.iter().all(|a| a["status_code"] == 503));
     assert_eq!(attempts[0]["attempt"], 1);
 
+    // Dead jobs by error fingerprint: the three failures are one group.
+    let (status, groups) = admin_get(&app, "/admin/v1/jobs/dead-groups").await;
+    assert_eq!(status, 200, "{groups}");
+    let groups = groups["data"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["queue"], "webhook_deliveries");
+    assert_eq!(groups[0]["count"], 3);
+    assert!(all.contains(&groups[0]["example_id"].as_str().unwrap().to_owned()));
+    assert!(!groups[0]["fingerprint"].as_str().unwrap().contains("503"));
+    let (_, none) = admin_get(&app, "/admin/v1/jobs/dead-groups?queue=sync_runs").await;
+    assert_eq!(none["data"], serde_json::json!([]));
+
     let (status, _) = admin_get(&app, &format!("/admin/v1/jobs/{}", uuid::Uuid::now_v7())).await;
     assert_eq!(status, 404);
     let r = app

@@ -14,7 +14,7 @@ use switchyard_shared::{
     audit::{self, ActorKind},
     input::Text,
     job_actions::{self, JobAction},
-    jobs_admin::{self, Job, JobDetail, JobFilter, JobState},
+    jobs_admin::{self, DeadGroup, Job, JobDetail, JobFilter, JobState},
 };
 use uuid::Uuid;
 
@@ -28,6 +28,11 @@ use crate::{
 };
 
 list_type!(JobList, Job);
+
+#[derive(Object, Serialize)]
+pub struct DeadGroupList {
+    pub data: Vec<DeadGroup>,
+}
 
 pub struct JobsApi;
 
@@ -67,6 +72,27 @@ impl JobsApi {
         let rows =
             jobs_admin::list(&state.services.pool, &filter, limit + 1, starting_after.0).await?;
         Ok(Json(JobList::from_rows(rows, limit)))
+    }
+
+    /// Dead jobs grouped by queue and error fingerprint (the error with numbers and ids
+    /// masked), biggest groups first, each with a count, its newest job and when the group
+    /// began and last grew. Retry or discard a group with `POST /admin/v1/jobs/bulk` and its
+    /// queue and error text.
+    #[oai(
+        path = "/dead-groups",
+        method = "get",
+        operation_id = "listDeadJobGroups"
+    )]
+    async fn dead_groups(
+        &self,
+        _admin: Admin,
+        state: Data<&Arc<AppState>>,
+        /// Only this queue.
+        queue: Query<Option<Text<1, 100>>>,
+    ) -> Result<Json<DeadGroupList>, ApiError> {
+        let queue = queue.0.as_ref().map(Text::as_str);
+        let data = jobs_admin::dead_groups(&state.services.pool, queue).await?;
+        Ok(Json(DeadGroupList { data }))
     }
 
     /// One job: its state, runs, last error and lease, the row it works on (with its path in
