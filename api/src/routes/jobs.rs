@@ -115,17 +115,23 @@ pub struct JobActionResult {
     pub action: JobAction,
 }
 
-/// A bulk action over every job a filter matches.
+/// A bulk action over every job a filter matches (a filter field absent or `null`: any).
 #[derive(Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(deny_unknown_fields)]
 pub struct BulkJobAction {
     pub action: JobAction,
     /// Only this queue.
+    #[oai(nullable)]
     pub queue: Option<Text<1, 100>>,
     /// Only jobs in this state.
+    #[oai(nullable)]
     pub state: Option<JobState>,
     /// Only this tenant's jobs.
+    #[oai(nullable)]
     pub tenant_id: Option<Uuid>,
     /// Only jobs whose last error contains this (case-insensitive).
+    #[oai(nullable)]
     pub error: Option<Text<1, 200>>,
     /// Count what matches and change nothing (the default).
     #[oai(default = "dry_run_default")]
@@ -133,6 +139,7 @@ pub struct BulkJobAction {
     pub dry_run: bool,
     /// Required to act: the `matched` count of the dry run, typed back. If the count changed
     /// meanwhile the action is refused (`409 confirmation_mismatch`, with the new count).
+    #[oai(nullable)]
     pub confirm: Option<i64>,
 }
 
