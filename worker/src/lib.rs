@@ -58,8 +58,6 @@ fn identity(owner: &str, cfg: &WorkerConfig) -> workers::Identity {
     }
 }
 
-/// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
-/// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
 /// How long a fan-out waits when an earlier event of the same ordering key must go first.
 pub const ORDERING_RETRY: Duration = Duration::from_millis(250);
 
@@ -71,6 +69,8 @@ const BATCH_POOL: u32 = 12;
 /// How long a woken dispatcher waits for more wake-ups before its pass.
 const WAKE_COALESCE: Duration = Duration::from_millis(5);
 
+/// Runs until `shutdown` fires, then stops fetching, lets in-flight jobs finish within
+/// `cfg.shutdown_timeout`, hands back whatever still runs, and returns.
 pub async fn run(
     services: Services,
     cfg: WorkerConfig,
