@@ -118,3 +118,35 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_then_runs_every_job_onc
         (404, Some("resource_not_found"))
     );
 }
+
+/// A success frees its endpoint's slot and would hand it to the endpoint's next delivery in
+/// the same statement (the hand-off): not while the queue is paused.
+#[tokio::test]
+async fn a_pause_stops_hand_offs_too() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let partner = PartnerServer::start(Behaviour::Slow(Duration::from_secs(1))).await;
+    let (_, key) = app.partner_account().await;
+    let body = json!({ "url": partner.url, "max_concurrency": 1 });
+    app.create_endpoint_with(&key, body).await;
+    app.post_orders(&key, "handoff", 4, 4).await;
+    // The first delivery is in flight (the partner answers after a second); the other three
+    // wait behind the cap of 1 for the slot it will free.
+    eventually(Duration::from_secs(10), "the first delivery", || async {
+        (partner.count() == 1).then_some(())
+    })
+    .await;
+    admin_post(&app, "/admin/v1/queues/webhook_deliveries/pause").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(partner.count(), 1, "no hand-off while paused");
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .await,
+        1
+    );
+    admin_post(&app, "/admin/v1/queues/webhook_deliveries/resume").await;
+    eventually(Duration::from_secs(15), "the other three", || async {
+        (partner.count() == 4).then_some(())
+    })
+    .await;
+    assert_eq!(partner.max_in_flight(), 1, "the cap held");
+}
