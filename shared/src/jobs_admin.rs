@@ -209,21 +209,13 @@ pub struct JobDetail {
 }
 
 fn subject(job: &Job) -> Subject {
-    let id = job.subject_id;
-    let (kind, path) = match job.queue.as_str() {
-        queue::WEBHOOK_DELIVERIES => (
-            "webhook_delivery",
-            Some(format!("/v1/webhook-deliveries/{id}")),
-        ),
-        queue::EVENT_FAN_OUT => ("event", Some(format!("/v1/events/{id}"))),
-        queue::WEBHOOK_REPLAYS => ("webhook_replay", Some(format!("/v1/webhook-replays/{id}"))),
-        queue::INBOUND_EVENTS => ("inbound_event", Some(format!("/v1/inbound-events/{id}"))),
-        queue::SYNC_RUNS => ("sync_run", Some(format!("/v1/sync/runs/{id}"))),
-        other => (other, None),
+    let (kind, path) = match queue::subject_path(&job.queue, job.subject_id) {
+        Some((kind, path)) => (kind.to_owned(), Some(path)),
+        None => (job.queue.clone(), None),
     };
     Subject {
-        kind: kind.to_owned(),
-        id,
+        kind,
+        id: job.subject_id,
         path,
     }
 }

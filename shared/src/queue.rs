@@ -32,6 +32,20 @@ pub const SYNC_RUNS: &str = "sync_runs";
 pub const KEYRING_ROTATION: &str = "keyring_rotation";
 /// Queue of probe jobs, which do nothing: the cost of the queue path alone (shared::probes).
 pub const QUEUE_PROBES: &str = "queue_probes";
+
+/// What the jobs of `queue` work on (their `subject_id`) and the partner API path that shows
+/// that row: `(kind, path)`. `None` for maintenance queues, whose subject has no page.
+pub fn subject_path(queue: &str, id: Uuid) -> Option<(&'static str, String)> {
+    let (kind, base) = match queue {
+        WEBHOOK_DELIVERIES => ("webhook_delivery", "/v1/webhook-deliveries"),
+        EVENT_FAN_OUT => ("event", "/v1/events"),
+        WEBHOOK_REPLAYS => ("webhook_replay", "/v1/webhook-replays"),
+        INBOUND_EVENTS => ("inbound_event", "/v1/inbound-events"),
+        SYNC_RUNS => ("sync_run", "/v1/sync/runs"),
+        _ => return None,
+    };
+    Some((kind, format!("{base}/{id}")))
+}
 // The list of every queue is not kept here: it is derived from the worker's job-kind registry
 // (`switchyard_worker::QUEUES`) and handed to [`Queues::new`] (docs/architecture.md §3).
 

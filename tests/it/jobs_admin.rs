@@ -4,18 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{ADMIN_TOKEN, Behaviour, PartnerServer, TestApp, TestOptions, eventually};
-
-async fn admin_get(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
 
 #[tokio::test]
 async fn operators_filter_page_and_inspect_jobs() {
@@ -40,7 +29,9 @@ async fn operators_filter_page_and_inspect_jobs() {
     }
     assert_eq!(app.post_order(&other_key, "fine").await.status(), 201);
     let dead = eventually(Duration::from_secs(20), "three dead deliveries", || async {
-        let (_, list) = admin_get(&app, "/admin/v1/jobs?state=dead&limit=100").await;
+        let (_, list) = app
+            .admin_get_json("/admin/v1/jobs?state=dead&limit=100")
+            .await;
         let data = list["data"].as_array().unwrap().clone();
         (data.len() == 3 && healthy.count() == 1).then_some(data)
     })
@@ -70,24 +61,30 @@ async fn operators_filter_page_and_inspect_jobs() {
             .map(|j| j["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let (_, mine) = admin_get(
-        &app,
-        &format!("/admin/v1/jobs?tenant_id={other_tenant}&queue=webhook_deliveries"),
-    )
-    .await;
+    let (_, mine) = app
+        .admin_get_json(&format!(
+            "/admin/v1/jobs?tenant_id={other_tenant}&queue=webhook_deliveries"
+        ))
+        .await;
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
     assert_eq!(mine["data"][0]["state"], "succeeded");
     let error = dead[0]["last_error"].as_str().unwrap();
     let word = error.split_whitespace().next().unwrap().to_lowercase();
-    let (_, matched) = admin_get(&app, &format!("/admin/v1/jobs?state=dead&error={}", word)).await;
+    let (_, matched) = app
+        .admin_get_json(&format!("/admin/v1/jobs?state=dead&error={}", word))
+        .await;
     assert_eq!(
         matched["data"].as_array().unwrap().len(),
         3,
         "{error} / {word}"
     );
-    let (_, none) = admin_get(&app, "/admin/v1/jobs?state=dead&error=%25_no_such_error").await;
+    let (_, none) = app
+        .admin_get_json("/admin/v1/jobs?state=dead&error=%25_no_such_error")
+        .await;
     assert_eq!(none["data"], serde_json::json!([]));
-    let (_, fan_outs) = admin_get(&app, "/admin/v1/jobs?queue=event_fan_out&state=succeeded").await;
+    let (_, fan_outs) = app
+        .admin_get_json("/admin/v1/jobs?queue=event_fan_out&state=succeeded")
+        .await;
     assert_eq!(fan_outs["data"].as_array().unwrap().len(), 4);
 
     // Pages: each job once, in the same order.
@@ -95,7 +92,7 @@ async fn operators_filter_page_and_inspect_jobs() {
     let mut after = String::new();
     loop {
         let q = format!("/admin/v1/jobs?state=dead&limit=1{after}");
-        let (_, page) = admin_get(&app, &q).await;
+        let (_, page) = app.admin_get_json(&q).await;
         paged.extend(ids(&page));
         if !page["has_more"].as_bool().unwrap() {
             break;
@@ -107,14 +104,16 @@ async fn operators_filter_page_and_inspect_jobs() {
         .map(|j| j["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(paged, all);
-    let (_, newest) = admin_get(&app, "/admin/v1/jobs?limit=100").await;
+    let (_, newest) = app.admin_get_json("/admin/v1/jobs?limit=100").await;
     let newest = ids(&newest);
     let mut sorted = newest.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(newest, sorted, "unfiltered: newest made first");
 
     // One job in detail: the delivery it works on and each attempt.
-    let (status, detail) = admin_get(&app, &format!("/admin/v1/jobs/{}", all[0])).await;
+    let (status, detail) = app
+        .admin_get_json(&format!("/admin/v1/jobs/{}", all[0]))
+        .await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["subject"]["kind"], "webhook_delivery");
     let path = detail["subject"]["path"].as_str().unwrap();
@@ -125,7 +124,7 @@ async fn operators_filter_page_and_inspect_jobs() {
     assert_eq!(attempts[0]["attempt"], 1);
 
     // Dead jobs by error fingerprint: the three failures are one group.
-    let (status, groups) = admin_get(&app, "/admin/v1/jobs/dead-groups").await;
+    let (status, groups) = app.admin_get_json("/admin/v1/jobs/dead-groups").await;
     assert_eq!(status, 200, "{groups}");
     let groups = groups["data"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "{groups:?}");
@@ -133,10 +132,14 @@ async fn operators_filter_page_and_inspect_jobs() {
     assert_eq!(groups[0]["count"], 3);
     assert!(all.contains(&groups[0]["example_id"].as_str().unwrap().to_owned()));
     assert!(!groups[0]["fingerprint"].as_str().unwrap().contains("503"));
-    let (_, none) = admin_get(&app, "/admin/v1/jobs/dead-groups?queue=sync_runs").await;
+    let (_, none) = app
+        .admin_get_json("/admin/v1/jobs/dead-groups?queue=sync_runs")
+        .await;
     assert_eq!(none["data"], serde_json::json!([]));
 
-    let (status, _) = admin_get(&app, &format!("/admin/v1/jobs/{}", uuid::Uuid::now_v7())).await;
+    let (status, _) = app
+        .admin_get_json(&format!("/admin/v1/jobs/{}", uuid::Uuid::now_v7()))
+        .await;
     assert_eq!(status, 404);
     let r = app
         .http
@@ -148,21 +151,11 @@ async fn operators_filter_page_and_inspect_jobs() {
     assert_eq!(r.status(), 401);
 }
 
-async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 async fn dead_jobs(app: &TestApp, n: usize) -> Vec<String> {
     eventually(Duration::from_secs(20), "dead deliveries", || async {
-        let (_, list) = admin_get(app, "/admin/v1/jobs?state=dead&limit=100").await;
+        let (_, list) = app
+            .admin_get_json("/admin/v1/jobs?state=dead&limit=100")
+            .await;
         let ids: Vec<String> = list["data"]
             .as_array()
             .unwrap()
@@ -203,25 +196,21 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
     partner.set_behaviour(Behaviour::Status(200));
 
     // One job: it runs again from its first attempt and its delivery succeeds.
-    let (status, body) = admin_post(
-        &app,
-        &format!("/admin/v1/jobs/{}/retry", dead[0]),
-        json!({}),
-    )
-    .await;
+    let (status, body) = app
+        .admin_post_json(&format!("/admin/v1/jobs/{}/retry", dead[0]), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     eventually(Duration::from_secs(10), "the retried delivery", || async {
         (deliveries(&app, "succeeded").await == 1).then_some(())
     })
     .await;
-    let (_, job) = admin_get(&app, &format!("/admin/v1/jobs/{}", dead[0])).await;
+    let (_, job) = app
+        .admin_get_json(&format!("/admin/v1/jobs/{}", dead[0]))
+        .await;
     assert_eq!(job["state"], "succeeded");
-    let (status, body) = admin_post(
-        &app,
-        &format!("/admin/v1/jobs/{}/retry", dead[0]),
-        json!({}),
-    )
-    .await;
+    let (status, body) = app
+        .admin_post_json(&format!("/admin/v1/jobs/{}/retry", dead[0]), json!({}))
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("job_state_conflict"))
@@ -229,7 +218,9 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
 
     // In bulk: a dry run counts, a wrong confirmation is refused, the right one acts.
     let filter = json!({"action": "retry", "queue": "webhook_deliveries", "state": "dead"});
-    let (status, dry) = admin_post(&app, "/admin/v1/jobs/bulk", filter.clone()).await;
+    let (status, dry) = app
+        .admin_post_json("/admin/v1/jobs/bulk", filter.clone())
+        .await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(
         (
@@ -247,13 +238,15 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
     let mut act = filter.clone();
     act["dry_run"] = json!(false);
     act["confirm"] = json!(2);
-    let (status, body) = admin_post(&app, "/admin/v1/jobs/bulk", act.clone()).await;
+    let (status, body) = app
+        .admin_post_json("/admin/v1/jobs/bulk", act.clone())
+        .await;
     assert_eq!(
         (status, body["code"].as_str(), body["param"].as_str()),
         (409, Some("confirmation_mismatch"), Some("confirm"))
     );
     act["confirm"] = json!(3);
-    let (status, done) = admin_post(&app, "/admin/v1/jobs/bulk", act).await;
+    let (status, done) = app.admin_post_json("/admin/v1/jobs/bulk", act).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(
         (done["done"].as_i64(), done["remaining"].as_i64()),
@@ -267,7 +260,8 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
     .await;
 
     // Cancel: waiting deliveries (their queue paused) are cancelled with their rows.
-    admin_post(&app, "/admin/v1/queues/webhook_deliveries/pause", json!({})).await;
+    app.admin_post_json("/admin/v1/queues/webhook_deliveries/pause", json!({}))
+        .await;
     for i in 0..2 {
         assert_eq!(app.post_order(&key, &format!("c-{i}")).await.status(), 201);
     }
@@ -276,7 +270,9 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
         Duration::from_secs(10),
         "two waiting deliveries",
         || async {
-            let (_, dry) = admin_post(&app, "/admin/v1/jobs/bulk", cancel.clone()).await;
+            let (_, dry) = app
+                .admin_post_json("/admin/v1/jobs/bulk", cancel.clone())
+                .await;
             (dry["matched"] == 2).then_some(dry["matched"].clone())
         },
     )
@@ -284,15 +280,11 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
     let mut act = cancel.clone();
     act["dry_run"] = json!(false);
     act["confirm"] = matched;
-    let (status, done) = admin_post(&app, "/admin/v1/jobs/bulk", act).await;
+    let (status, done) = app.admin_post_json("/admin/v1/jobs/bulk", act).await;
     assert_eq!((status, done["done"].as_i64()), (200, Some(2)));
     assert_eq!(deliveries(&app, "cancelled").await, 2);
-    admin_post(
-        &app,
-        "/admin/v1/queues/webhook_deliveries/resume",
-        json!({}),
-    )
-    .await;
+    app.admin_post_json("/admin/v1/queues/webhook_deliveries/resume", json!({}))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         deliveries(&app, "succeeded").await,
@@ -304,22 +296,18 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
     partner.set_behaviour(Behaviour::Status(503));
     assert_eq!(app.post_order(&key, "d-1").await.status(), 201);
     let dead = dead_jobs(&app, 1).await;
-    let (status, _) = admin_post(
-        &app,
-        &format!("/admin/v1/jobs/{}/discard", dead[0]),
-        json!({}),
-    )
-    .await;
+    let (status, _) = app
+        .admin_post_json(&format!("/admin/v1/jobs/{}/discard", dead[0]), json!({}))
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = admin_get(&app, &format!("/admin/v1/jobs/{}", dead[0])).await;
+    let (status, _) = app
+        .admin_get_json(&format!("/admin/v1/jobs/{}", dead[0]))
+        .await;
     assert_eq!(status, 404);
     assert_eq!(deliveries(&app, "failed").await, 1);
-    let (status, _) = admin_post(
-        &app,
-        &format!("/admin/v1/jobs/{}/explode", dead[0]),
-        json!({}),
-    )
-    .await;
+    let (status, _) = app
+        .admin_post_json(&format!("/admin/v1/jobs/{}/explode", dead[0]), json!({}))
+        .await;
     assert_eq!(status, 404, "no such action");
 
     // Every action is in the audit log.

@@ -330,6 +330,11 @@ async fn the_error_log_lists_failures_of_every_kind_newest_first() {
     // Newer failures (the listing requests are not failures) cannot slip in between.
     assert_eq!(paged[..listed.len()], listed[..]);
 
+    // Another tenant sees none of them.
+    let stranger = app.create_tenant("stranger").await;
+    let (_, stranger) = app.create_key(&stranger, Some(&["logs:read"])).await;
+    let (status, body) = get(&app, &stranger, "/v1/logs/errors").await;
+    assert_eq!((status, &body["data"]), (200, &json!([])), "{body}");
     // A test key sees none of the live failures.
     let (status, body) = get(&app, &test_key, "/v1/logs/errors").await;
     assert_eq!(status, 200);

@@ -5,29 +5,10 @@
 use std::{collections::HashSet, time::Duration};
 
 use serde_json::{Value, json};
-use switchyard_tests::{ADMIN_TOKEN, Behaviour, PartnerServer, TestApp, TestOptions, eventually};
-
-async fn admin_post(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
+use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions, eventually};
 
 async fn queue(app: &TestApp, name: &str) -> Value {
-    let r = app
-        .http
-        .get(app.url("/admin/v1/queues"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let list: Value = r.json().await.unwrap();
+    let (_, list) = app.admin_get_json("/admin/v1/queues").await;
     list["data"]
         .as_array()
         .unwrap()
@@ -52,7 +33,9 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_then_runs_every_job_onc
     .await;
 
     for q in ["event_fan_out", "webhook_deliveries"] {
-        let (status, paused) = admin_post(&app, &format!("/admin/v1/queues/{q}/pause")).await;
+        let (status, paused) = app
+            .admin_post_json(&format!("/admin/v1/queues/{q}/pause"), json!({}))
+            .await;
         assert_eq!(status, 200, "{paused}");
         assert_eq!(paused["paused"], true);
         assert_eq!(queue(&app, q).await["paused"], true);
@@ -75,7 +58,9 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_then_runs_every_job_onc
     );
 
     // Fan-outs resume; their deliveries are born pending behind the paused queue.
-    let (status, resumed) = admin_post(&app, "/admin/v1/queues/event_fan_out/resume").await;
+    let (status, resumed) = app
+        .admin_post_json("/admin/v1/queues/event_fan_out/resume", json!({}))
+        .await;
     assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
     eventually(Duration::from_secs(10), "the fan-outs", || async {
         let n = app.count("SELECT count(*) FROM webhook_deliveries").await;
@@ -92,7 +77,8 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_then_runs_every_job_onc
         5
     );
 
-    admin_post(&app, "/admin/v1/queues/webhook_deliveries/resume").await;
+    app.admin_post_json("/admin/v1/queues/webhook_deliveries/resume", json!({}))
+        .await;
     eventually(Duration::from_secs(10), "every paused webhook", || async {
         (partner.count() == 6).then_some(())
     })
@@ -112,7 +98,9 @@ async fn a_paused_queue_starts_nothing_until_resumed_and_then_runs_every_job_onc
         )
         .await;
     assert_eq!(audited, 4);
-    let (status, body) = admin_post(&app, "/admin/v1/queues/no_such_queue/pause").await;
+    let (status, body) = app
+        .admin_post_json("/admin/v1/queues/no_such_queue/pause", json!({}))
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (404, Some("resource_not_found"))
@@ -135,7 +123,8 @@ async fn a_pause_stops_hand_offs_too() {
         (partner.count() == 1).then_some(())
     })
     .await;
-    admin_post(&app, "/admin/v1/queues/webhook_deliveries/pause").await;
+    app.admin_post_json("/admin/v1/queues/webhook_deliveries/pause", json!({}))
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(partner.count(), 1, "no hand-off while paused");
     assert_eq!(
@@ -143,7 +132,8 @@ async fn a_pause_stops_hand_offs_too() {
             .await,
         1
     );
-    admin_post(&app, "/admin/v1/queues/webhook_deliveries/resume").await;
+    app.admin_post_json("/admin/v1/queues/webhook_deliveries/resume", json!({}))
+        .await;
     eventually(Duration::from_secs(15), "the other three", || async {
         (partner.count() == 4).then_some(())
     })

@@ -7,18 +7,9 @@ use serde_json::Value;
 use switchyard_tests::{TestApp, TestOptions, eventually, process::WorkerProcess};
 
 async fn workers(app: &TestApp) -> Vec<Value> {
-    let r = app
-        .http
-        .get(app.url("/admin/v1/workers"))
-        .bearer_auth(switchyard_tests::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .clone()
+    let (status, list) = app.admin_get_json("/admin/v1/workers").await;
+    assert_eq!(status, 200);
+    list["data"].as_array().unwrap().clone()
 }
 
 fn by_pid(list: &[Value], pid: u32) -> Option<Value> {

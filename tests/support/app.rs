@@ -233,6 +233,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// An operator GET: the status and the JSON body.
+    pub async fn admin_get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// [`admin_post`](Self::admin_post): the status and the JSON body.
+    pub async fn admin_post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.admin_post(path, body).await;
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     /// The body of a GET to `url` (an absolute URL: this app or a process of it), as text.
     pub async fn get_text(&self, url: &str) -> String {
         self.http

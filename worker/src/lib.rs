@@ -31,21 +31,23 @@ use crate::{context::Ctx, wake::WakeHub};
 
 /// A name unique to this process start: apalis worker names and ledger lease owners derive
 /// from it, so no two processes (or restarts) ever share an identity (docs/architecture.md §7).
-fn process_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
+        .map_or_else(|| "host".into(), |h| h.trim().to_owned())
+}
+
+fn process_identity() -> String {
     let nonce = uuid::Uuid::now_v7().simple().to_string();
-    format!("{}-{}-{}", host.trim(), std::process::id(), &nonce[24..])
+    format!("{}-{}-{}", hostname(), std::process::id(), &nonce[24..])
 }
 
 /// How this process reports itself to the worker registry.
 fn identity(owner: &str, cfg: &WorkerConfig) -> workers::Identity {
-    let host = owner.rsplitn(3, '-').nth(2).unwrap_or(owner).to_owned();
     workers::Identity {
         id: owner.to_owned(),
-        host,
+        host: hostname(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         queues: jobs::KINDS

@@ -11,7 +11,6 @@ use poem_openapi::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_shared::{
-    audit::{self, ActorKind},
     input::Text,
     job_actions::{self, JobAction},
     jobs_admin::{self, DeadGroup, Job, JobDetail, JobFilter, JobState},
@@ -21,7 +20,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::{Admin, actor},
+    auth::{Admin, audit_operator},
     error::ApiError,
     json::Json,
     pagination::{self, list_type},
@@ -189,26 +188,6 @@ fn not_applicable(action: JobAction, job: &Job) -> ApiError {
     )
 }
 
-async fn audited(
-    state: &AppState,
-    req: &Request,
-    target_id: Uuid,
-    action: &str,
-    changes: serde_json::Value,
-) -> Result<(), ApiError> {
-    let mut conn = state.services.pool.acquire().await?;
-    let entry = audit::Entry {
-        tenant_id: None,
-        mode: None,
-        action,
-        target_type: "job",
-        target_id,
-        changes,
-    };
-    audit::record(&mut conn, &actor(req, ActorKind::Admin), entry).await?;
-    Ok(())
-}
-
 pub struct JobActionsApi;
 
 #[OpenApi(prefix_path = "/admin/v1/jobs", tag = "ApiTags::Admin")]
@@ -233,14 +212,9 @@ impl JobActionsApi {
         }
         state.services.dispatcher.wake();
         let changes = json!({ "queue": job.queue, "state": job.state });
-        audited(
-            &state,
-            req,
-            id.0,
-            &format!("job.{}", action.0.as_str()),
-            changes,
-        )
-        .await?;
+        let mut conn = pool.acquire().await?;
+        let audit_action = format!("job.{}", action.0.as_str());
+        audit_operator(&mut conn, req, "job", id.0, &audit_action, changes).await?;
         Ok(Json(JobActionResult {
             id: id.0,
             action: action.0,
@@ -301,7 +275,8 @@ impl JobActionsApi {
             "matched": matched, "done": bulk.done,
         });
         let action = format!("jobs.bulk_{}", b.action.as_str());
-        audited(&state, req, Uuid::now_v7(), &action, changes).await?;
+        let mut conn = pool.acquire().await?;
+        audit_operator(&mut conn, req, "job", Uuid::now_v7(), &action, changes).await?;
         Ok(Json(result))
     }
 }

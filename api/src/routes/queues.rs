@@ -7,17 +7,13 @@ use chrono::{DateTime, Utc};
 use poem::{Request, http::StatusCode, web::Data};
 use poem_openapi::{Object, OpenApi, param::Path};
 use serde::Serialize;
-use switchyard_shared::{
-    audit::{self, ActorKind},
-    dispatch::pauses,
-    jobs,
-};
+use switchyard_shared::{audit::ActorKind, dispatch::pauses, jobs};
 use uuid::Uuid;
 
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::{Admin, actor},
+    auth::{Admin, actor, audit_operator},
     error::ApiError,
     json::Json,
 };
@@ -79,24 +75,17 @@ fn known(state: &AppState, queue: &str) -> Result<&'static str, ApiError> {
         })
 }
 
-/// Records an operator's pause or resume in the audit log (target: the queue, by a name-based
-/// UUID, so every entry of one queue shares its id).
+/// Audits a pause or resume; the target is the queue, by a name-based UUID, so every entry of
+/// one queue shares its id.
 async fn audited(
     conn: &mut sqlx::PgConnection,
     req: &Request,
     queue: &str,
     action: &str,
 ) -> Result<(), ApiError> {
-    let entry = audit::Entry {
-        tenant_id: None,
-        mode: None,
-        action,
-        target_type: "queue",
-        target_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, queue.as_bytes()),
-        changes: serde_json::json!({ "queue": queue }),
-    };
-    audit::record(conn, &actor(req, ActorKind::Admin), entry).await?;
-    Ok(())
+    let target = Uuid::new_v5(&Uuid::NAMESPACE_OID, queue.as_bytes());
+    let changes = serde_json::json!({ "queue": queue });
+    audit_operator(conn, req, "queue", target, action, changes).await
 }
 
 #[OpenApi(prefix_path = "/admin/v1/queues", tag = "ApiTags::Admin")]

@@ -16,12 +16,19 @@ use super::requests::{parse_request_id, request_id};
 use crate::{
     error::{Error, Result},
     mode::Mode,
+    queue,
 };
 
+/// The partner API path of the row a `queue`'s jobs work on.
+fn path(queue: &str, id: Uuid) -> Option<String> {
+    queue::subject_path(queue, id).map(|(_, path)| path)
+}
+
 /// What failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ErrorKind {
     /// An API request answered with a 4xx or 5xx status.
     Request,
@@ -67,7 +74,7 @@ pub struct ErrorLogEntry {
 struct Row {
     id: Uuid,
     occurred_at: DateTime<Utc>,
-    kind: String,
+    kind: ErrorKind,
     severe: bool,
     code: String,
     message: String,
@@ -79,7 +86,7 @@ struct Row {
 /// the attempt partitions between its creation and its failure. Endpoint URLs lose their query
 /// string (it may hold a token).
 const ERRORS_SQL: &str = "
-    (SELECT id, uuid_v7_time(id) AS occurred_at, 'request' AS kind, status >= 500 AS severe,
+    (SELECT id, uuid_v7_time(id) AS occurred_at, 'request'::text AS kind, status >= 500 AS severe,
             COALESCE(problem_code, 'http_' || status) AS code,
             method || ' ' || path || ' answered ' || status AS message
        FROM request_logs
@@ -199,27 +206,15 @@ async fn cursor(
 }
 
 fn entry(r: Row) -> ErrorLogEntry {
-    let (kind, id, url) = match r.kind.as_str() {
-        "request" => (ErrorKind::Request, request_id(r.id), None),
-        "webhook_delivery" => (
-            ErrorKind::WebhookDelivery,
-            r.id.to_string(),
-            Some(format!("/v1/webhook-deliveries/{}", r.id)),
-        ),
-        "inbound_event" => (
-            ErrorKind::InboundEvent,
-            r.id.to_string(),
-            Some(format!("/v1/inbound-events/{}", r.id)),
-        ),
-        _ => (
-            ErrorKind::SyncRun,
-            r.id.to_string(),
-            Some(format!("/v1/sync/runs/{}", r.id)),
-        ),
+    let (id, url) = match r.kind {
+        ErrorKind::Request => (request_id(r.id), None),
+        ErrorKind::WebhookDelivery => (r.id.to_string(), path(queue::WEBHOOK_DELIVERIES, r.id)),
+        ErrorKind::InboundEvent => (r.id.to_string(), path(queue::INBOUND_EVENTS, r.id)),
+        ErrorKind::SyncRun => (r.id.to_string(), path(queue::SYNC_RUNS, r.id)),
     };
     ErrorLogEntry {
         id,
-        kind,
+        kind: r.kind,
         severity: if r.severe {
             Severity::Error
         } else {
