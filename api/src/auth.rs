@@ -109,28 +109,6 @@ pub fn actor(req: &Request, kind: ActorKind) -> Actor {
     }
 }
 
-/// Appends an operator's action on the deployment (a queue, jobs: no tenant) to the audit log,
-/// on `conn` (the action's transaction where it has one).
-pub async fn audit_operator(
-    conn: &mut sqlx::PgConnection,
-    req: &Request,
-    target_type: &str,
-    target_id: uuid::Uuid,
-    action: &str,
-    changes: serde_json::Value,
-) -> Result<(), ApiError> {
-    let entry = switchyard_shared::audit::Entry {
-        tenant_id: None,
-        mode: None,
-        action,
-        target_type,
-        target_id,
-        changes,
-    };
-    switchyard_shared::audit::record(conn, &actor(req, ActorKind::Admin), entry).await?;
-    Ok(())
-}
-
 /// An authenticated partner request (authenticated by [`PartnerMiddleware`]).
 pub struct Partner(pub Principal);
 

@@ -3,6 +3,7 @@
 //! call `switchyard_shared`, and shape the response; errors map to HTTP once, in [`error`].
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod idempotency;
 pub mod json;
@@ -41,6 +42,7 @@ use crate::routes::{
     jobs::{JobActionsApi, JobsApi},
     keyring::KeyringApi,
     logs::LogsApi,
+    operators::OperatorsApi,
     ops::OpsApi,
     orders::OrdersApi,
     queues::QueuesApi,
@@ -79,6 +81,8 @@ pub struct AppState {
     pub transport: HttpTransport,
     /// Connection checks of integrations go out through it (SSRF-guarded).
     pub checker: Checker,
+    /// The dashboard's live overview: one poll shared by every watching browser.
+    pub live: dashboard::live::Live,
 }
 
 type Apis = (
@@ -97,7 +101,14 @@ type Apis = (
     KeyringApi,
     InboundApi,
     InboundEventsApi,
-    (LogsApi, WorkersApi, JobsApi, QueuesApi, JobActionsApi),
+    (
+        LogsApi,
+        WorkersApi,
+        JobsApi,
+        QueuesApi,
+        JobActionsApi,
+        OperatorsApi,
+    ),
 );
 
 pub fn openapi() -> OpenApiService<Apis, ()> {
@@ -118,7 +129,14 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             KeyringApi,
             InboundApi,
             InboundEventsApi,
-            (LogsApi, WorkersApi, JobsApi, QueuesApi, JobActionsApi),
+            (
+                LogsApi,
+                WorkersApi,
+                JobsApi,
+                QueuesApi,
+                JobActionsApi,
+                OperatorsApi,
+            ),
         ),
         "Switchyard API",
         env!("CARGO_PKG_VERSION"),
@@ -165,6 +183,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .nest("/dashboard", dashboard::routes())
         .nest("/", api)
         .with(error::ProblemMiddleware(routes))
         .with(idempotency::IdempotencyMiddleware)
@@ -223,6 +242,7 @@ pub async fn serve(
         keys,
         usage,
         request_log,
+        live: dashboard::live::Live::default(),
     });
     let served = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run_with_graceful_shutdown(

@@ -25,6 +25,8 @@ pub enum ActorKind {
     ApiKey(Uuid),
     /// A background job of Switchyard itself (its job id).
     Job(Uuid),
+    /// An operator account, from the dashboard (its id).
+    Operator(Uuid),
 }
 
 impl Actor {
@@ -33,6 +35,7 @@ impl Actor {
             ActorKind::Admin => ("admin", None),
             ActorKind::ApiKey(id) => ("api_key", Some(id)),
             ActorKind::Job(id) => ("system", Some(id)),
+            ActorKind::Operator(id) => ("operator", Some(id)),
         }
     }
 }
@@ -71,6 +74,27 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Appends an operator's action on the deployment (a queue, jobs: no tenant) on `conn` (the
+/// action's transaction where it has one).
+pub async fn record_operator(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    target_type: &str,
+    target_id: Uuid,
+    action: &str,
+    changes: serde_json::Value,
+) -> Result<()> {
+    let entry = Entry {
+        tenant_id: None,
+        mode: None,
+        action,
+        target_type,
+        target_id,
+        changes,
+    };
+    record(conn, actor, entry).await
 }
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object, sqlx::FromRow)]

@@ -145,6 +145,10 @@ pub struct ApiConfig {
         default_value_t = 100_000
     )]
     pub auth_cache_capacity: usize,
+
+    /// How long a dashboard sign-in lasts (absolute; then the dashboard asks again).
+    #[arg(long, env = "SWITCHYARD_DASHBOARD_SESSION_TTL", default_value = "8h", value_parser = parse_duration)]
+    pub dashboard_session_ttl: Duration,
 }
 
 impl ApiConfig {

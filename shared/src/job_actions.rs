@@ -12,11 +12,13 @@
 //!   cannot be interrupted and are skipped.
 //! - **discard**: a dead job leaves the ledger (its row stays as it ended).
 
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    error::Result,
-    jobs_admin::{self, JobFilter},
+    audit::{self, Actor},
+    error::{Error, Result},
+    jobs_admin::{self, Job, JobFilter},
 };
 
 /// An operator's action on jobs.
@@ -158,5 +160,103 @@ pub async fn apply_all(
             break;
         }
     }
+    Ok(out)
+}
+
+/// `409 job_state_conflict`: `job` is not in a state `action` applies to.
+fn not_applicable(action: JobAction, job: &Job) -> Error {
+    let applies = match action {
+        JobAction::Retry => {
+            "pending jobs, and dead or cancelled deliveries, fan-outs and inbound events whose \
+             row is still closed"
+        }
+        JobAction::Cancel => {
+            "pending or queued deliveries, fan-outs, inbound events, sync runs and queue \
+             probes, and running sync runs"
+        }
+        JobAction::Discard => "dead jobs",
+    };
+    Error::conflict(
+        "job_state_conflict",
+        None,
+        format!(
+            "This {} job is {}; `{}` applies to {applies}.",
+            job.queue,
+            job.state.as_str(),
+            action.as_str()
+        ),
+    )
+}
+
+/// An operator's `action` on the job `id`, audited as `actor`'s; the job as it was before.
+/// `409 job_state_conflict` when the job is not in a state the action applies to.
+pub async fn act(pool: &sqlx::PgPool, actor: &Actor, action: JobAction, id: Uuid) -> Result<Job> {
+    let job = jobs_admin::get(pool, id).await?.job;
+    if apply(pool, action, &[id]).await?.is_empty() {
+        return Err(not_applicable(action, &job));
+    }
+    let changes = json!({ "queue": job.queue, "state": job.state });
+    let mut conn = pool.acquire().await?;
+    let name = format!("job.{}", action.as_str());
+    audit::record_operator(&mut conn, actor, "job", id, &name, changes).await?;
+    Ok(job)
+}
+
+/// Jobs one bulk call looks at, at most.
+pub const BULK_MAX: i64 = 100_000;
+
+/// What a bulk action matched and did.
+#[derive(Clone, Debug, serde::Serialize, poem_openapi::Object)]
+pub struct BulkOutcome {
+    pub action: JobAction,
+    pub dry_run: bool,
+    /// Jobs the filter matched when the call began.
+    pub matched: i64,
+    /// Jobs the action looked at (at most 100,000 per call).
+    pub seen: i64,
+    /// Jobs it changed (the others were not in a state it applies to).
+    pub done: i64,
+    /// Matched jobs not looked at yet: call again (with a new dry run) for them.
+    pub remaining: i64,
+}
+
+/// An operator's `action` on every job `filter` matches: a count when `dry_run`, else the
+/// action itself — only if `confirm` is the count matched now (`409 confirmation_mismatch`
+/// otherwise), so nobody acts on more than they were shown. Audited as `actor`'s.
+pub async fn bulk(
+    pool: &sqlx::PgPool,
+    actor: &Actor,
+    action: JobAction,
+    filter: &JobFilter,
+    dry_run: bool,
+    confirm: Option<i64>,
+) -> Result<BulkOutcome> {
+    let matched = jobs_admin::count(pool, filter).await?;
+    let mut out = BulkOutcome {
+        action,
+        dry_run,
+        matched,
+        seen: 0,
+        done: 0,
+        remaining: matched,
+    };
+    if dry_run {
+        return Ok(out);
+    }
+    if confirm != Some(matched) {
+        return Err(Error::conflict(
+            "confirmation_mismatch",
+            Some("confirm"),
+            format!("The filter matches {matched} jobs now: confirm {matched} to act on them."),
+        ));
+    }
+    let bulk = apply_all(pool, action, filter, BULK_MAX).await?;
+    out.seen = bulk.seen;
+    out.done = bulk.done;
+    out.remaining = (matched - bulk.seen).max(0);
+    let changes = json!({ "filter": filter, "matched": matched, "done": bulk.done });
+    let name = format!("jobs.bulk_{}", action.as_str());
+    let mut conn = pool.acquire().await?;
+    audit::record_operator(&mut conn, actor, "job", Uuid::now_v7(), &name, changes).await?;
     Ok(out)
 }

@@ -38,7 +38,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
             JobState::Queued => "queued",
@@ -58,13 +58,19 @@ impl JobState {
 }
 
 /// What a list is filtered by; every field optional.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct JobFilter {
     pub queue: Option<String>,
     pub state: Option<JobState>,
     pub tenant_id: Option<Uuid>,
     /// Jobs whose last error contains this (case-insensitive).
     pub error: Option<String>,
+    /// Jobs made at or after this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Jobs made before this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<DateTime<Utc>>,
 }
 
 /// One job of the ledger.
@@ -108,6 +114,12 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &JobFilter) {
     }
     if let Some(tenant) = filter.tenant_id {
         q.push(" AND tenant_id = ").push_bind(tenant);
+    }
+    if let Some(after) = filter.created_after {
+        q.push(" AND created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filter.created_before {
+        q.push(" AND created_at < ").push_bind(before);
     }
     if let Some(error) = &filter.error {
         let escaped = error
@@ -286,6 +298,45 @@ pub async fn dead_groups(pool: &PgPool, queue: Option<&str>) -> Result<Vec<DeadG
           ORDER BY count(*) DESC, max(finished_at) DESC LIMIT 100",
     )
     .bind(queue)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Jobs of one queue that ended within a window, by outcome.
+#[derive(Clone, Debug, Default, Serialize, sqlx::FromRow)]
+pub struct Finished {
+    pub queue: String,
+    pub succeeded: i64,
+    /// Ended dead (attempts used up).
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// Jobs per queue that ended after `since` (the dashboard's throughput and failure rate). It
+/// reads the finished and dead indexes from `since` on only, so its cost follows the
+/// throughput, not the ledger's size.
+pub async fn finished_since(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<Finished>> {
+    Ok(sqlx::query_as::<_, Finished>(
+        "SELECT queue, count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                count(*) FILTER (WHERE state = 'dead') AS failed,
+                count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+           FROM (SELECT queue, state FROM jobs
+                  WHERE state IN ('succeeded', 'cancelled')
+                    AND finished_at > $1
+                 UNION ALL
+                 SELECT queue, state FROM jobs WHERE state = 'dead' AND finished_at > $1) f
+          GROUP BY queue",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Pending jobs per queue that already ran and wait for their next attempt.
+pub async fn retrying(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT queue, count(*) FROM jobs WHERE state = 'pending' AND attempt > 0 GROUP BY queue",
+    )
     .fetch_all(pool)
     .await?)
 }

@@ -23,6 +23,7 @@ pub mod keyring;
 pub mod logs;
 pub mod mode;
 pub mod net;
+pub mod operators;
 pub mod orders;
 pub mod probes;
 pub mod queue;

@@ -7,6 +7,8 @@ mod backlog;
 mod batching;
 mod breaker;
 mod cancellation;
+mod dashboard;
+mod dashboard_browser;
 mod dead_jobs;
 mod delivery;
 mod durability;

@@ -13,7 +13,7 @@ use switchyard_tests::{Behaviour, PartnerServer, TestApp, TestOptions};
 
 /// The sum of the samples of `name` whose labels include all of `labels`; `None` when there
 /// is no such sample.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, v)) = line.rsplit_once(' ') else {

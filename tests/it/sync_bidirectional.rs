@@ -37,7 +37,7 @@ async fn tables(erp: &mut PgConnection, mes: &mut MySqlConnection) {
     .unwrap();
 }
 
-async fn setup_pair() -> (
+pub(super) async fn setup_pair() -> (
     TestApp,
     String,
     TestDb,
@@ -82,7 +82,7 @@ async fn setup_pair() -> (
 }
 
 /// A MES row as `(title, quantity, state, removed)`.
-async fn mes_row(
+pub(super) async fn mes_row(
     mes: &mut MySqlConnection,
     id: i32,
 ) -> Option<(String, Option<i32>, Option<String>, bool)> {
@@ -96,7 +96,10 @@ async fn mes_row(
 }
 
 /// An ERP row as `(name, qty, status, deleted)`.
-async fn erp_row(erp: &mut PgConnection, id: i32) -> (String, Option<i32>, Option<String>, bool) {
+pub(super) async fn erp_row(
+    erp: &mut PgConnection,
+    id: i32,
+) -> (String, Option<i32>, Option<String>, bool) {
     sqlx::query_as("SELECT name, qty, status, deleted FROM erp.equipment WHERE id = $1")
         .bind(id)
         .fetch_one(erp)
@@ -224,7 +227,7 @@ async fn changes_flow_both_ways_and_the_syncs_own_writes_are_not_read_back() {
 
 /// Changes the same record on both sides: the ERP's `name` (and `qty` when given), the MES's
 /// `title` or `quantity`.
-async fn change_both(
+pub(super) async fn change_both(
     erp: &mut PgConnection,
     mes: &mut MySqlConnection,
     id: i32,
@@ -374,7 +377,7 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
 }
 
 /// The configuration's open conflicts.
-async fn open_conflicts(app: &TestApp, key: &str, config: &str) -> Vec<Value> {
+pub(super) async fn open_conflicts(app: &TestApp, key: &str, config: &str) -> Vec<Value> {
     let page = app
         .partner_get(
             key,
@@ -401,7 +404,7 @@ async fn resolve(app: &TestApp, key: &str, id: &str, body: Value) -> reqwest::St
 }
 
 /// Waits until conflict `id` satisfies `done`, then for the run the resolution started.
-async fn conflict_when(
+pub(super) async fn conflict_when(
     app: &TestApp,
     key: &str,
     config: &str,
@@ -420,7 +423,7 @@ async fn conflict_when(
     c
 }
 
-fn applied(c: &Value) -> bool {
+pub(super) fn applied(c: &Value) -> bool {
     !c["applied_at"].is_null()
 }
 

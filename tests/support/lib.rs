@@ -3,6 +3,8 @@
 //! the outside world. Nothing is shared between tests, so they run in parallel and repeat.
 
 pub mod app;
+pub mod browser;
+pub mod dashboard;
 pub mod db;
 pub mod erp;
 pub mod mariadb;

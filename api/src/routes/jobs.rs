@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use poem::{Request, http::StatusCode, web::Data};
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
 use poem_openapi::{
     Object, OpenApi,
     param::{Path, Query},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use switchyard_shared::{
+    audit::ActorKind,
     input::Text,
-    job_actions::{self, JobAction},
+    job_actions::{self, BulkOutcome, JobAction},
     jobs_admin::{self, DeadGroup, Job, JobDetail, JobFilter, JobState},
 };
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::{Admin, audit_operator},
+    auth::{Admin, actor},
     error::ApiError,
     json::Json,
     pagination::{self, list_type},
@@ -55,6 +56,10 @@ impl JobsApi {
         tenant_id: Query<Option<Uuid>>,
         /// Only jobs whose last error contains this (case-insensitive).
         error: Query<Option<Text<1, 200>>>,
+        /// Only jobs made at or after this time (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only jobs made before this time (RFC 3339).
+        created_before: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
@@ -67,6 +72,8 @@ impl JobsApi {
             state: job_state.0,
             tenant_id: tenant_id.0,
             error: error.0.map(Text::into_string),
+            created_after: created_after.0,
+            created_before: created_before.0,
         };
         let rows =
             jobs_admin::list(&state.services.pool, &filter, limit + 1, starting_after.0).await?;
@@ -146,48 +153,6 @@ fn dry_run_default() -> bool {
     true
 }
 
-/// What a bulk action matched and did.
-#[derive(Object, Serialize)]
-pub struct BulkJobResult {
-    pub action: JobAction,
-    pub dry_run: bool,
-    /// Jobs the filter matched when the call began.
-    pub matched: i64,
-    /// Jobs the action looked at (at most 100,000 per call).
-    pub seen: i64,
-    /// Jobs it changed (the others were not in a state it applies to).
-    pub done: i64,
-    /// Matched jobs not looked at yet: call again (with a new dry run) for them.
-    pub remaining: i64,
-}
-
-/// Jobs one bulk call looks at, at most.
-const BULK_MAX: i64 = 100_000;
-
-fn not_applicable(action: JobAction, job: &Job) -> ApiError {
-    let applies = match action {
-        JobAction::Retry => {
-            "pending jobs, and dead or cancelled deliveries, fan-outs and inbound events whose \
-             row is still closed"
-        }
-        JobAction::Cancel => {
-            "pending or queued deliveries, fan-outs, inbound events, sync runs and queue \
-             probes, and running sync runs"
-        }
-        JobAction::Discard => "dead jobs",
-    };
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "job_state_conflict",
-        format!(
-            "This {} job is {:?}; `{}` applies to {applies}.",
-            job.queue,
-            job.state,
-            action.as_str()
-        ),
-    )
-}
-
 pub struct JobActionsApi;
 
 #[OpenApi(prefix_path = "/admin/v1/jobs", tag = "ApiTags::Admin")]
@@ -204,17 +169,9 @@ impl JobActionsApi {
         /// `retry`, `cancel` or `discard`.
         action: Path<JobAction>,
     ) -> Result<Json<JobActionResult>, ApiError> {
-        let pool = &state.services.pool;
-        let job = jobs_admin::get(pool, id.0).await?.job;
-        let done = job_actions::apply(pool, action.0, &[id.0]).await?;
-        if done.is_empty() {
-            return Err(not_applicable(action.0, &job));
-        }
+        let who = actor(req, ActorKind::Admin);
+        job_actions::act(&state.services.pool, &who, action.0, id.0).await?;
         state.services.dispatcher.wake();
-        let changes = json!({ "queue": job.queue, "state": job.state });
-        let mut conn = pool.acquire().await?;
-        let audit_action = format!("job.{}", action.0.as_str());
-        audit_operator(&mut conn, req, "job", id.0, &audit_action, changes).await?;
         Ok(Json(JobActionResult {
             id: id.0,
             action: action.0,
@@ -235,48 +192,21 @@ impl JobActionsApi {
         req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<BulkJobAction>,
-    ) -> Result<Json<BulkJobResult>, ApiError> {
+    ) -> Result<Json<BulkOutcome>, ApiError> {
         let b = body.0;
         let filter = JobFilter {
             queue: b.queue.map(Text::into_string),
             state: b.state,
             tenant_id: b.tenant_id,
             error: b.error.map(Text::into_string),
+            ..JobFilter::default()
         };
+        let who = actor(req, ActorKind::Admin);
         let pool = &state.services.pool;
-        let matched = jobs_admin::count(pool, &filter).await?;
-        let mut result = BulkJobResult {
-            action: b.action,
-            dry_run: b.dry_run,
-            matched,
-            seen: 0,
-            done: 0,
-            remaining: matched,
-        };
-        if b.dry_run {
-            return Ok(Json(result));
+        let out = job_actions::bulk(pool, &who, b.action, &filter, b.dry_run, b.confirm).await?;
+        if !b.dry_run {
+            state.services.dispatcher.wake();
         }
-        if b.confirm != Some(matched) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "confirmation_mismatch",
-                format!("The filter matches {matched} jobs now: send `confirm: {matched}` to act on them."),
-            )
-            .with_param("confirm"));
-        }
-        let bulk = job_actions::apply_all(pool, b.action, &filter, BULK_MAX).await?;
-        state.services.dispatcher.wake();
-        result.seen = bulk.seen;
-        result.done = bulk.done;
-        result.remaining = (matched - bulk.seen).max(0);
-        let changes = json!({
-            "filter": {"queue": filter.queue, "state": filter.state, "tenant_id": filter.tenant_id,
-                       "error": filter.error},
-            "matched": matched, "done": bulk.done,
-        });
-        let action = format!("jobs.bulk_{}", b.action.as_str());
-        let mut conn = pool.acquire().await?;
-        audit_operator(&mut conn, req, "job", Uuid::now_v7(), &action, changes).await?;
-        Ok(Json(result))
+        Ok(Json(out))
     }
 }

@@ -10,6 +10,7 @@ pub mod integrations;
 pub mod jobs;
 pub mod keyring;
 pub mod logs;
+pub mod operators;
 pub mod ops;
 pub mod orders;
 pub mod queues;

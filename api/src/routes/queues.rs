@@ -8,12 +8,11 @@ use poem::{Request, http::StatusCode, web::Data};
 use poem_openapi::{Object, OpenApi, param::Path};
 use serde::Serialize;
 use switchyard_shared::{audit::ActorKind, dispatch::pauses, jobs};
-use uuid::Uuid;
 
 use super::ApiTags;
 use crate::{
     AppState,
-    auth::{Admin, actor, audit_operator},
+    auth::{Admin, actor},
     error::ApiError,
     json::Json,
 };
@@ -75,19 +74,6 @@ fn known(state: &AppState, queue: &str) -> Result<&'static str, ApiError> {
         })
 }
 
-/// Audits a pause or resume; the target is the queue, by a name-based UUID, so every entry of
-/// one queue shares its id.
-async fn audited(
-    conn: &mut sqlx::PgConnection,
-    req: &Request,
-    queue: &str,
-    action: &str,
-) -> Result<(), ApiError> {
-    let target = Uuid::new_v5(&Uuid::NAMESPACE_OID, queue.as_bytes());
-    let changes = serde_json::json!({ "queue": queue });
-    audit_operator(conn, req, "queue", target, action, changes).await
-}
-
 #[OpenApi(prefix_path = "/admin/v1/queues", tag = "ApiTags::Admin")]
 impl QueuesApi {
     /// Work per queue: the ledger's unfinished jobs, Redis' ready window, and whether an
@@ -138,13 +124,9 @@ impl QueuesApi {
         queue: Path<String>,
     ) -> Result<Json<QueuePause>, ApiError> {
         let queue = known(&state, &queue.0)?;
-        let mut tx = state.services.pool.begin().await?;
-        let by = actor(req, ActorKind::Admin)
-            .request_id
-            .unwrap_or_else(|| "admin".into());
-        let at = pauses::pause(&mut tx, queue, &by).await?;
-        audited(&mut tx, req, queue, "queue.paused").await?;
-        tx.commit().await?;
+        let who = actor(req, ActorKind::Admin);
+        let by = who.request_id.clone().unwrap_or_else(|| "admin".into());
+        let at = pauses::pause_audited(&state.services.pool, &who, queue, &by).await?;
         Ok(Json(QueuePause {
             queue: queue.to_owned(),
             paused: true,
@@ -162,11 +144,8 @@ impl QueuesApi {
         queue: Path<String>,
     ) -> Result<Json<QueuePause>, ApiError> {
         let queue = known(&state, &queue.0)?;
-        let mut tx = state.services.pool.begin().await?;
-        if pauses::resume(&mut tx, queue).await? {
-            audited(&mut tx, req, queue, "queue.resumed").await?;
-        }
-        tx.commit().await?;
+        let who = actor(req, ActorKind::Admin);
+        pauses::resume_audited(&state.services.pool, &who, queue).await?;
         Ok(Json(QueuePause {
             queue: queue.to_owned(),
             paused: false,

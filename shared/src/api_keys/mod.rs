@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod changes;
+pub mod dashboard;
 pub mod input;
 pub mod key_format;
 pub mod usage;

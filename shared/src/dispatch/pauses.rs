@@ -7,7 +7,44 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use crate::error::Result;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Actor},
+    error::Result,
+};
+
+/// Pauses `queue` for an operator, audited as `actor`'s; returns when it was paused.
+pub async fn pause_audited(
+    pool: &PgPool,
+    actor: &Actor,
+    queue: &str,
+    by: &str,
+) -> Result<DateTime<Utc>> {
+    let mut tx = pool.begin().await?;
+    let at = pause(&mut tx, queue, by).await?;
+    audited(&mut tx, actor, queue, "queue.paused").await?;
+    tx.commit().await?;
+    Ok(at)
+}
+
+/// Resumes `queue` for an operator, audited as `actor`'s when it was paused.
+pub async fn resume_audited(pool: &PgPool, actor: &Actor, queue: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if resume(&mut tx, queue).await? {
+        audited(&mut tx, actor, queue, "queue.resumed").await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The audit entry of a pause or resume; the target is the queue, by a name-based UUID, so
+/// every entry of one queue shares its id.
+async fn audited(conn: &mut PgConnection, actor: &Actor, queue: &str, action: &str) -> Result<()> {
+    let target = Uuid::new_v5(&Uuid::NAMESPACE_OID, queue.as_bytes());
+    let changes = serde_json::json!({ "queue": queue });
+    audit::record_operator(conn, actor, "queue", target, action, changes).await
+}
 
 /// Pauses `queue`; returns when it was paused (earlier, if it already was).
 pub async fn pause(conn: &mut PgConnection, queue: &str, by: &str) -> Result<DateTime<Utc>> {

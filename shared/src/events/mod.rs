@@ -5,6 +5,7 @@
 //! [`NewEvent`] in its statement and nothing else.
 
 pub mod catalog;
+pub mod dashboard;
 pub mod id;
 pub mod publish;
 pub mod query;

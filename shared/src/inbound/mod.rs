@@ -3,6 +3,7 @@
 //! `inbound` field out); requests are verified ([`verify`]), stored raw before the `2xx` and
 //! deduplicated ([`receive`]), and processed by the `inbound_events` job ([`events`]).
 
+pub mod dashboard;
 pub mod events;
 pub mod receive;
 pub mod verify;

@@ -3,6 +3,7 @@
 //! in [`input`]; checking a connection is [`connection`].
 
 pub mod connection;
+pub mod dashboard;
 pub mod health;
 pub mod input;
 pub mod logs;

@@ -270,6 +270,14 @@ const PURGES: &[Purge] = &[
         audit: false,
     },
     Purge {
+        table: "dashboard_sessions",
+        sql: "DELETE FROM dashboard_sessions WHERE token_hash IN (
+                SELECT token_hash FROM dashboard_sessions
+                 WHERE expires_at < now() - make_interval(secs => $1)
+                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        audit: false,
+    },
+    Purge {
         table: "idempotency_keys",
         sql: "DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
                 SELECT api_key_id, key FROM idempotency_keys
@@ -333,6 +341,8 @@ pub async fn purge(
             | "sync_conflicts (applied)"
             | "sync_links (deleted)" => cfg.sync,
             "idempotency_keys" => idempotency_ttl,
+            // Expired sessions open nothing; they go at once.
+            "dashboard_sessions" => Duration::ZERO,
             _ => cfg.webhook_history(),
         };
         let n = purge_one(pool, p, keep, None).await?;

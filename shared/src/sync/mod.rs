@@ -20,6 +20,7 @@ pub mod adapters;
 pub mod classify;
 pub mod config;
 pub mod conflicts;
+pub mod dashboard;
 pub mod engine;
 pub mod links;
 pub mod mapping;

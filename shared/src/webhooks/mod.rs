@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod breaker;
 pub mod credentials;
+pub mod dashboard;
 pub mod deliveries;
 pub mod delivery;
 pub mod endpoint_backlog;

@@ -1,0 +1,64 @@
+//! Dead jobs grouped by error fingerprint (the error with its numbers and ids masked), biggest
+//! groups first, each linking to its jobs (where a bulk retry or discard acts on the group).
+
+use std::sync::Arc;
+
+use poem::{Request, Response, web::Data};
+use switchyard_shared::jobs_admin;
+
+use super::{
+    html::{self, esc},
+    session::{failed, signed_in},
+};
+use crate::AppState;
+
+#[poem::handler]
+pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    let signed = match signed_in(req, &state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let groups = match jobs_admin::dead_groups(&state.services.pool, None).await {
+        Ok(g) => g,
+        Err(e) => return failed(&e),
+    };
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            // The group's jobs: its queue and the error's text up to the first masked part.
+            let prefix: String = g
+                .fingerprint
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            let link = format!(
+                "/dashboard/jobs?queue={}&state=dead&error={}",
+                html::url(&g.queue),
+                html::url(&prefix)
+            );
+            vec![
+                esc(&g.queue),
+                format!("<a href=\"{}\">{}</a>", esc(&link), g.count),
+                esc(&g.fingerprint),
+                format!("<a href=\"/dashboard/jobs/{0}\">{0}</a>", g.example_id),
+                html::time(&g.first_at),
+                html::time(&g.last_at),
+            ]
+        })
+        .collect();
+    let body = html::table(
+        &[
+            "queue",
+            "jobs",
+            "error (numbers and ids masked)",
+            "newest",
+            "first",
+            "last",
+        ],
+        &rows,
+        "No dead job.",
+    );
+    html::page(&signed, "dead jobs", "Dead jobs by error", &body)
+}

@@ -1,0 +1,236 @@
+//! The read-only domain pages: webhook endpoints with their health, events, integrations with
+//! their connection status, inbound webhooks and API keys with their usage — across tenants,
+//! newest or unhealthiest first, 200 rows at most (the partner API pages through the rest).
+
+use std::sync::Arc;
+
+use poem::{Request, Response, web::Data};
+use switchyard_shared::{api_keys, events, inbound, integrations, webhooks};
+
+use super::{
+    html::{self, esc},
+    session::{failed, signed_in},
+};
+use crate::AppState;
+
+const ROWS: i64 = 200;
+
+/// Signs the request in, reads the rows, and renders the page.
+macro_rules! page {
+    ($req:expr, $state:expr, $read:expr, $nav:expr, $title:expr, $head:expr, $empty:expr, $row:expr) => {{
+        let signed = match signed_in($req, &$state).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let rows = match $read.await {
+            Ok(r) => r,
+            Err(e) => return failed(&e),
+        };
+        let cells: Vec<Vec<String>> = rows.iter().map($row).collect();
+        html::page(&signed, $nav, $title, &html::table($head, &cells, $empty))
+    }};
+}
+
+fn code(id: impl std::fmt::Display) -> String {
+    format!("<code>{id}</code>")
+}
+
+fn opt(s: &Option<String>) -> String {
+    esc(s.as_deref().unwrap_or("—"))
+}
+
+#[poem::handler]
+pub async fn endpoints_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    page!(
+        req,
+        state,
+        webhooks::dashboard::endpoints(&state.services.pool, ROWS),
+        "endpoints",
+        "Webhook endpoints",
+        &[
+            "endpoint",
+            "tenant",
+            "url",
+            "status",
+            "breaker",
+            "failures in a row",
+            "success (last 100)",
+            "p50",
+            "last attempt"
+        ],
+        "No endpoint.",
+        |e: &webhooks::dashboard::EndpointHealth| {
+            let success = if e.attempts == 0 {
+                "—".to_owned()
+            } else {
+                format!(
+                    "{:.0} % of {}",
+                    100.0 * e.succeeded as f64 / e.attempts as f64,
+                    e.attempts
+                )
+            };
+            let status = match &e.disabled_reason {
+                Some(r) => format!("{} ({})", html::badge(&e.status), esc(r)),
+                None => html::badge(&e.status),
+            };
+            vec![
+                code(e.id),
+                code(e.tenant_id),
+                esc(&e.url),
+                status,
+                html::badge(&e.breaker),
+                e.consecutive_failures.to_string(),
+                success,
+                e.p50_ms.map_or("—".into(), |p| format!("{p:.0} ms")),
+                html::time_opt(&e.last_attempt_at),
+            ]
+        }
+    )
+}
+
+#[poem::handler]
+pub async fn events_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    page!(
+        req,
+        state,
+        events::dashboard::recent(&state.services.pool, ROWS),
+        "events",
+        "Events",
+        &[
+            "event",
+            "tenant",
+            "mode",
+            "type",
+            "source",
+            "ordering key",
+            "occurred",
+            "fan-out"
+        ],
+        "No event.",
+        |e: &events::dashboard::EventRow| vec![
+            code(e.id),
+            code(e.tenant_id),
+            esc(&e.mode),
+            esc(&e.r#type),
+            esc(&e.source),
+            opt(&e.ordering_key),
+            html::time(&e.occurred_at),
+            match &e.fan_out_error {
+                Some(err) => format!("{} {}", html::badge("failed"), esc(err)),
+                None => "ok".into(),
+            },
+        ]
+    )
+}
+
+#[poem::handler]
+pub async fn integrations_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    page!(
+        req,
+        state,
+        integrations::dashboard::integrations(&state.services.pool, ROWS),
+        "integrations",
+        "Integrations",
+        &[
+            "integration",
+            "tenant",
+            "mode",
+            "name",
+            "type",
+            "provider",
+            "connection",
+            "checked",
+            "last error",
+            "calls",
+            "failures"
+        ],
+        "No integration.",
+        |i: &integrations::dashboard::IntegrationRow| vec![
+            code(i.id),
+            code(i.tenant_id),
+            esc(&i.mode),
+            esc(&i.name),
+            esc(&i.r#type),
+            esc(&i.provider),
+            html::badge(&i.connection_status),
+            html::time_opt(&i.last_health_check_at),
+            opt(&i.last_error),
+            i.calls_total.to_string(),
+            i.failures_total.to_string(),
+        ]
+    )
+}
+
+#[poem::handler]
+pub async fn inbound_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    page!(
+        req,
+        state,
+        inbound::dashboard::recent(&state.services.pool, ROWS),
+        "inbound",
+        "Inbound webhooks",
+        &[
+            "event",
+            "tenant",
+            "integration",
+            "status",
+            "verification",
+            "reason",
+            "runs",
+            "error",
+            "received",
+            "processed"
+        ],
+        "No inbound webhook.",
+        |i: &inbound::dashboard::InboundRow| vec![
+            code(i.id),
+            code(i.tenant_id),
+            code(i.integration_id),
+            html::badge(&i.status),
+            esc(&i.verification),
+            opt(&i.reason),
+            i.attempts.to_string(),
+            opt(&i.last_error),
+            html::time(&i.received_at),
+            html::time_opt(&i.processed_at),
+        ]
+    )
+}
+
+#[poem::handler]
+pub async fn keys_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
+    page!(
+        req,
+        state,
+        api_keys::dashboard::keys(&state.services.pool, ROWS),
+        "api keys",
+        "API keys",
+        &[
+            "key",
+            "tenant",
+            "name",
+            "mode",
+            "scopes",
+            "made",
+            "expires",
+            "revoked",
+            "last used",
+            "requests 24 h",
+            "errors 24 h"
+        ],
+        "No API key.",
+        |k: &api_keys::dashboard::KeyRow| vec![
+            format!("<code>{}…{}</code>", esc(&k.key_id), esc(&k.last4)),
+            code(k.tenant_id),
+            esc(&k.name),
+            esc(&k.mode),
+            esc(&k.scopes.join(" ")),
+            html::time(&k.created_at),
+            html::time_opt(&k.expires_at),
+            html::time_opt(&k.revoked_at),
+            html::time_opt(&k.last_used_at),
+            k.requests_day.to_string(),
+            k.errors_day.to_string(),
+        ]
+    )
+}

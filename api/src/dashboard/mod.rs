@@ -1,0 +1,75 @@
+//! The operator dashboard at `/dashboard`: server-rendered HTML with one small script (live
+//! overview, theme), no CDN and no build step. It reads the same domain functions as the admin
+//! API, and every action it offers also exists there (`/admin/v1/jobs…`,
+//! `/admin/v1/queues/{queue}/pause`). Signing in, sessions, CSRF and roles: [`session`].
+//! How it is built and measured: `docs/architecture.md` ("Dashboard").
+
+pub mod dead;
+pub mod domain;
+pub mod html;
+pub mod jobs;
+pub mod live;
+pub mod overview;
+pub mod session;
+pub mod sync;
+pub mod workers;
+
+use poem::{EndpointExt, Response, Route, get, handler, post};
+
+use serde::Deserialize;
+
+/// A form that carries nothing but its CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    pub csrf: Option<String>,
+}
+
+/// Every dashboard route.
+pub fn routes() -> impl poem::Endpoint {
+    Route::new()
+        .at("/", get(overview::page))
+        .at("/live", get(overview::live))
+        .at("/login", get(session::login_form).post(session::login))
+        .at("/logout", post(session::logout))
+        .at("/queues/:queue/:action", post(overview::pause))
+        .at("/jobs", get(jobs::list))
+        .at("/jobs/bulk", post(jobs::bulk))
+        .at("/jobs/:id", get(jobs::detail))
+        .at("/jobs/:id/:action", post(jobs::act))
+        .at("/dead", get(dead::page))
+        .at("/workers", get(workers::page))
+        .at("/endpoints", get(domain::endpoints_page))
+        .at("/events", get(domain::events_page))
+        .at("/integrations", get(domain::integrations_page))
+        .at("/inbound", get(domain::inbound_page))
+        .at("/keys", get(domain::keys_page))
+        .at("/sync", get(sync::page))
+        .at("/sync/conflicts/:id/resolve", post(sync::resolve))
+        .at("/assets/dashboard.css", get(css))
+        .at("/assets/dashboard.js", get(js))
+        .with(poem::middleware::SetHeader::new().overriding("x-robots-tag", "noindex"))
+}
+
+fn asset(content_type: &str, body: &'static str) -> Response {
+    Response::builder()
+        .content_type(content_type)
+        .header("cache-control", "public, max-age=300")
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+}
+
+#[handler]
+fn css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/dashboard.css"),
+    )
+}
+
+#[handler]
+fn js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/dashboard.js"),
+    )
+}
