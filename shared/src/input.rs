@@ -322,6 +322,14 @@ impl DurationText {
 }
 
 pattern_string!(
+    /// An email address: a local part, `@`, a domain; no spaces (254 characters at most).
+    EmailText,
+    "^[^@\\s]{1,64}@[^@\\s]{1,189}$",
+    "an email address like `pat@example.com`",
+    254
+);
+
+pattern_string!(
     /// 1 to 1024 printable ASCII characters (what an HTTP header value may hold).
     PrintableText,
     "^[ -~]{1,1024}$",

@@ -1,11 +1,11 @@
-//! The read-only domain pages: webhook endpoints with their health, events, integrations with
-//! their connection status, inbound webhooks and API keys with their usage — across tenants,
+//! The read-only domain lists: events, integrations with their connection status, inbound
+//! webhooks and API keys with their usage — across tenants,
 //! newest or unhealthiest first, 200 rows at most (the partner API pages through the rest).
 
 use std::sync::Arc;
 
 use poem::{Request, Response, web::Data};
-use switchyard_shared::{api_keys, events, inbound, integrations, webhooks};
+use switchyard_shared::{api_keys, events, inbound, integrations};
 
 use super::{
     html::{self, esc},
@@ -13,10 +13,10 @@ use super::{
 };
 use crate::AppState;
 
-const ROWS: i64 = 200;
+pub(super) const ROWS: i64 = 200;
 
-/// Signs the request in, reads the rows, and renders the page.
-macro_rules! page {
+/// Signs the request in, reads the rows, and renders them as one table.
+macro_rules! list_page {
     ($req:expr, $state:expr, $read:expr, $nav:expr, $title:expr, $head:expr, $empty:expr, $row:expr) => {{
         let signed = match signed_in($req, &$state).await {
             Ok(s) => s,
@@ -31,66 +31,17 @@ macro_rules! page {
     }};
 }
 
-fn code(id: impl std::fmt::Display) -> String {
+pub(super) fn code(id: impl std::fmt::Display) -> String {
     format!("<code>{id}</code>")
 }
 
-fn opt(s: &Option<String>) -> String {
+pub(super) fn opt(s: &Option<String>) -> String {
     esc(s.as_deref().unwrap_or("—"))
 }
 
 #[poem::handler]
-pub async fn endpoints_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    page!(
-        req,
-        state,
-        webhooks::dashboard::endpoints(&state.services.pool, ROWS),
-        "endpoints",
-        "Webhook endpoints",
-        &[
-            "endpoint",
-            "tenant",
-            "url",
-            "status",
-            "breaker",
-            "failures in a row",
-            "success (last 100)",
-            "p50",
-            "last attempt"
-        ],
-        "No endpoint.",
-        |e: &webhooks::dashboard::EndpointHealth| {
-            let success = if e.attempts == 0 {
-                "—".to_owned()
-            } else {
-                format!(
-                    "{:.0} % of {}",
-                    100.0 * e.succeeded as f64 / e.attempts as f64,
-                    e.attempts
-                )
-            };
-            let status = match &e.disabled_reason {
-                Some(r) => format!("{} ({})", html::badge(&e.status), esc(r)),
-                None => html::badge(&e.status),
-            };
-            vec![
-                code(e.id),
-                code(e.tenant_id),
-                esc(&e.url),
-                status,
-                html::badge(&e.breaker),
-                e.consecutive_failures.to_string(),
-                success,
-                e.p50_ms.map_or("—".into(), |p| format!("{p:.0} ms")),
-                html::time_opt(&e.last_attempt_at),
-            ]
-        }
-    )
-}
-
-#[poem::handler]
 pub async fn events_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    page!(
+    list_page!(
         req,
         state,
         events::dashboard::recent(&state.services.pool, ROWS),
@@ -125,7 +76,7 @@ pub async fn events_page(req: &Request, state: Data<&Arc<AppState>>) -> Response
 
 #[poem::handler]
 pub async fn integrations_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    page!(
+    list_page!(
         req,
         state,
         integrations::dashboard::integrations(&state.services.pool, ROWS),
@@ -163,7 +114,7 @@ pub async fn integrations_page(req: &Request, state: Data<&Arc<AppState>>) -> Re
 
 #[poem::handler]
 pub async fn inbound_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    page!(
+    list_page!(
         req,
         state,
         inbound::dashboard::recent(&state.services.pool, ROWS),
@@ -199,7 +150,7 @@ pub async fn inbound_page(req: &Request, state: Data<&Arc<AppState>>) -> Respons
 
 #[poem::handler]
 pub async fn keys_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    page!(
+    list_page!(
         req,
         state,
         api_keys::dashboard::keys(&state.services.pool, ROWS),
@@ -234,3 +185,5 @@ pub async fn keys_page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
         ]
     )
 }
+
+pub(super) use list_page;

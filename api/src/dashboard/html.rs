@@ -45,6 +45,7 @@ const NAV: &[(&str, &str)] = &[
     ("workers", "/dashboard/workers"),
     ("endpoints", "/dashboard/endpoints"),
     ("events", "/dashboard/events"),
+    ("orders", "/dashboard/orders"),
     ("integrations", "/dashboard/integrations"),
     ("inbound", "/dashboard/inbound"),
     ("sync", "/dashboard/sync"),
@@ -53,6 +54,22 @@ const NAV: &[(&str, &str)] = &[
 
 /// A whole page: `body` in the frame, with `active` marked in the navigation.
 pub fn page(signed: &Signed, active: &str, title: &str, body: &str) -> Response {
+    frame(signed, active, title, body, false)
+}
+
+/// A page showing work in progress (a running job, sync runs): its content is fetched again
+/// every two seconds until it shows none.
+pub fn moving_page(
+    signed: &Signed,
+    active: &str,
+    title: &str,
+    body: &str,
+    moving: bool,
+) -> Response {
+    frame(signed, active, title, body, moving)
+}
+
+fn frame(signed: &Signed, active: &str, title: &str, body: &str, moving: bool) -> Response {
     let mut nav = String::new();
     for (name, href) in NAV {
         let current = if *name == active {
@@ -77,9 +94,10 @@ pub fn page(signed: &Signed, active: &str, title: &str, body: &str) -> Response 
          <span class=\"who\">{who} · <em data-role=\"{role}\">{role}</em></span>\
          <button type=\"button\" id=\"theme\" aria-label=\"Switch light or dark\">◐</button>\
          <form method=\"post\" action=\"/dashboard/logout\">{}<button>Sign out</button></form>\
-         </header><main id=\"main\" tabindex=\"-1\"><h1>{title}</h1>{body}</main></body></html>",
+         </header><main id=\"main\" tabindex=\"-1\"{refresh}><h1>{title}</h1>{body}</main></body></html>",
         csrf_field(signed),
         title = esc(title),
+        refresh = if moving { " data-refresh=\"2000\"" } else { "" },
     );
     respond(StatusCode::OK, html)
 }

@@ -354,7 +354,11 @@ pub async fn detail(
             "No attempt yet.",
         ));
     }
-    html::page(&signed, "jobs", &format!("Job {id}"), &body)
+    let moving = matches!(
+        j.state,
+        JobState::Pending | JobState::Queued | JobState::Running
+    );
+    html::moving_page(&signed, "jobs", &format!("Job {id}"), &body, moving)
 }
 
 /// Retry, cancel or discard one job.

@@ -6,9 +6,11 @@
 
 pub mod dead;
 pub mod domain;
+pub mod endpoints;
 pub mod html;
 pub mod jobs;
 pub mod live;
+pub mod orders;
 pub mod overview;
 pub mod session;
 pub mod sync;
@@ -38,7 +40,10 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/jobs/:id/:action", post(jobs::act))
         .at("/dead", get(dead::page))
         .at("/workers", get(workers::page))
-        .at("/endpoints", get(domain::endpoints_page))
+        .at("/endpoints", get(endpoints::list))
+        .at("/endpoints/:id", get(endpoints::detail))
+        .at("/orders", get(orders::list))
+        .at("/orders/:id", get(orders::detail))
         .at("/events", get(domain::events_page))
         .at("/integrations", get(domain::integrations_page))
         .at("/inbound", get(domain::inbound_page))

@@ -176,7 +176,10 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
         &run_rows,
         "No sync run.",
     ));
-    html::page(&signed, "sync", "Sync", &body)
+    let moving = runs
+        .iter()
+        .any(|r| r.status == "pending" || r.status == "running");
+    html::moving_page(&signed, "sync", "Sync", &body, moving)
 }
 
 #[derive(Deserialize)]

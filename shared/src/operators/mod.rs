@@ -15,6 +15,7 @@ use crate::{
     audit::{self, Actor},
     crypto::{constant_time_eq, hmac_sha256, random_base62},
     error::{Error, Result},
+    input::{EmailText, Text},
 };
 
 /// What a signed-in person may do.
@@ -60,10 +61,8 @@ pub struct Operator {
 #[oai(deny_unknown_fields)]
 pub struct NewOperator {
     /// Sign-in name; unique, case-insensitive.
-    #[oai(validator(min_length = 3, max_length = 254, pattern = r"^[^@\s]+@[^@\s]+$"))]
-    pub email: String,
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub email: EmailText,
+    pub name: Text<1, 200>,
     pub role: Role,
 }
 
@@ -89,8 +88,8 @@ pub async fn create(
          RETURNING id, email, name, role, created_at",
     )
     .bind(Uuid::now_v7())
-    .bind(new.email.trim())
-    .bind(new.name.trim())
+    .bind(new.email.as_str())
+    .bind(new.name.as_str())
     .bind(new.role)
     .bind(&hash(pepper, &secret)[..])
     .fetch_optional(&mut *tx)

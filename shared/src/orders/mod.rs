@@ -4,6 +4,7 @@
 //! one statement; the worker fans events out to webhooks, in order per order and endpoint.
 
 pub mod changes;
+pub mod dashboard;
 pub mod feed;
 pub mod input;
 

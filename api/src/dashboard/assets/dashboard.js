@@ -62,6 +62,28 @@
     source.onerror = function () { status.classList.add("stale"); };
   }
 
+  // Pages showing work in progress say so (data-refresh on <main>): their content is fetched
+  // again until it shows none, unless someone is using a form.
+  function refresh() {
+    var main = document.getElementById("main");
+    var every = main && Number(main.getAttribute("data-refresh"));
+    if (!every) return;
+    var timer = setInterval(function () {
+      if (!main.getAttribute("data-refresh")) { clearInterval(timer); return; }
+      var focused = document.activeElement;
+      if (focused && focused.form) return;
+      fetch(location.href, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var next = new DOMParser().parseFromString(html, "text/html").getElementById("main");
+          if (!next) return;
+          main.innerHTML = next.innerHTML;
+          if (!next.getAttribute("data-refresh")) main.removeAttribute("data-refresh");
+        });
+    }, every);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var button = document.getElementById("theme");
     if (button) {
@@ -92,5 +114,6 @@
       }
     });
     live();
+    refresh();
   });
 })();

@@ -1,0 +1,51 @@
+//! Orders as the operator dashboard shows them, across tenants: the newest, and one order's
+//! history (read with [`super::history`] in the order's own tenant and mode).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{error::Result, mode::Mode, tenants::Scope};
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub mode: String,
+    pub external_id: String,
+    pub provider: String,
+    pub status: String,
+    pub currency: String,
+    pub total: i64,
+    pub event_seq: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The newest orders (ids are UUIDv7: newest by primary key).
+pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<OrderRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, tenant_id, mode, external_id, provider, status, currency, total, event_seq,
+                updated_at
+           FROM orders ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The tenant and mode order `id` belongs to.
+pub async fn scope_of(pool: &PgPool, id: Uuid) -> Result<Option<Scope>> {
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT tenant_id, mode FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    let Some((tenant_id, mode)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Scope {
+        tenant_id,
+        mode: Mode::parse(&mode)?,
+    }))
+}
