@@ -279,6 +279,9 @@ pub struct Cli {
 
 /// Runs the API (and the worker with `--with-worker`) until SIGTERM/Ctrl-C or `shutdown`.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(endpoint) = &cli.common.otlp_endpoint {
+        telemetry::otlp::install(endpoint, "switchyard-api", cli.common.otlp_sample_ratio);
+    }
     let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES).await?;
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, with_worker = cli.with_worker, "switchyard-api listening");

@@ -1,13 +1,15 @@
 //! Every request gets an id (`Request-Id: req_…`), a W3C trace context (the caller's
 //! `traceparent` continued, or a new trace; events it writes keep it), a tracing span, an
-//! access-log line and a metrics sample labelled by operation (bounded cardinality).
+//! access-log line, a metrics sample labelled by operation (bounded cardinality), and, when
+//! traces are exported, a `SERVER` span.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
 use poem_openapi::OperationId;
+use serde_json::json;
 use switchyard_shared::telemetry::{
-    metrics as m,
+    metrics as m, otlp,
     trace::{self, TraceParent},
 };
 use tracing::Instrument;
@@ -36,12 +38,12 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         // The caller's trace goes on through this request (a new span of it), or one starts.
-        let trace = req
+        let caller = req
             .headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
-            .map_or_else(TraceParent::root, |t| t.child());
+            .and_then(TraceParent::parse);
+        let trace = caller.map_or_else(TraceParent::root, |t| t.child());
         let span = tracing::info_span!("request", request_id = %id, %method, %path,
             trace_id = %trace.trace_id_hex(), tenant_id = tracing::field::Empty);
         let started = Instant::now();
@@ -66,6 +68,25 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
                 "request"
             );
         });
+        if otlp::enabled() {
+            let end = SystemTime::now();
+            otlp::record(otlp::Span {
+                trace,
+                parent: caller.map(|c| c.span_id),
+                name: format!("{method} {operation}"),
+                kind: otlp::Kind::Server,
+                start: end - elapsed,
+                end,
+                attributes: vec![
+                    ("http.request.method", json!(method.as_str())),
+                    ("url.path", json!(path)),
+                    ("http.response.status_code", json!(status)),
+                    ("switchyard.operation", json!(operation)),
+                    ("switchyard.request_id", json!(id)),
+                ],
+                failed: status >= 500,
+            });
+        }
         Ok(resp)
     }
 }

@@ -72,6 +72,16 @@ pub struct CommonConfig {
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
 
+    /// An OpenTelemetry collector's OTLP/HTTP base URL (`http://otel-collector:4318`): spans
+    /// of API requests and webhook attempts are exported to it. Unset: nothing is exported.
+    #[arg(long, env = "SWITCHYARD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The share of traces exported (0 to 1), decided by trace id so every process keeps the
+    /// same traces whole.
+    #[arg(long, env = "SWITCHYARD_OTLP_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
+
     /// Ready tasks allowed in Redis per queue; the rest waits in Postgres.
     #[arg(long, env = "SWITCHYARD_HIGH_WATER_MARK", default_value_t = 1000)]
     pub high_water_mark: u32,

@@ -94,3 +94,131 @@ async fn a_requests_traceparent_reaches_every_attempt_of_the_webhooks_it_causes(
             .unwrap();
     assert_eq!(parts(&stored).0, TRACE_ID);
 }
+
+/// An OpenTelemetry collector's OTLP/HTTP endpoint: keeps every span it is sent.
+struct Collector {
+    url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    _stop: tokio_util::sync::CancellationToken,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        use poem::{EndpointExt, Route, handler, post, web::Data, web::Json};
+        type Spans = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+        #[handler]
+        fn traces(Json(body): Json<serde_json::Value>, spans: Data<&Spans>) -> &'static str {
+            let mut all = spans.lock().unwrap();
+            for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+                let service = rs["resource"]["attributes"][0]["value"]["stringValue"].clone();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for s in ss["spans"].as_array().into_iter().flatten() {
+                        let mut s = s.clone();
+                        s["service"] = service.clone();
+                        all.push(s);
+                    }
+                }
+            }
+            "{}"
+        }
+        let spans: Spans = Default::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = switchyard_tests::partner::serve(
+            listener,
+            Route::new()
+                .at("/v1/traces", post(traces))
+                .data(spans.clone()),
+        );
+        Collector {
+            url: format!("http://{addr}"),
+            spans,
+            _stop: stop,
+        }
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    span["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == key))
+        .map_or(&serde_json::Value::Null, |kv| &kv["value"])
+}
+
+#[tokio::test]
+async fn spans_of_the_request_and_its_webhook_reach_an_opentelemetry_collector() {
+    let collector = Collector::start().await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["order.created"])
+        .await;
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    env.push(("SWITCHYARD_OTLP_ENDPOINT".into(), collector.url.clone()));
+    let (_api, base) = switchyard_tests::process::Process::spawn_api(&env).await;
+    let r = app
+        .http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&key)
+        .header("traceparent", PARENT)
+        .json(&TestApp::order_body("exported"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sent = eventually(Duration::from_secs(15), "the webhook", || async {
+        partner
+            .received()
+            .first()
+            .map(|r| parts(r.header("traceparent")))
+    })
+    .await;
+    let spans = eventually(Duration::from_secs(15), "both spans exported", || async {
+        let spans = collector.spans();
+        let server = spans
+            .iter()
+            .find(|s| s["kind"] == 2 && s["traceId"] == TRACE_ID)
+            .cloned();
+        let client = spans.iter().find(|s| s["kind"] == 3).cloned();
+        server.zip(client)
+    })
+    .await;
+    let (server, client) = spans;
+    // The request: a span of the caller's trace, under the caller's span.
+    assert_eq!(server["name"], "POST createOrder", "{server}");
+    assert_eq!(server["parentSpanId"], "00f067aa0ba902b7");
+    assert_eq!(server["service"], "switchyard-api");
+    assert_eq!(
+        attribute(&server, "http.response.status_code")["intValue"],
+        "201"
+    );
+    assert_eq!(server["status"]["code"], 1);
+    // The attempt: the very span the partner was told of, under the request's span.
+    assert_eq!(client["traceId"], TRACE_ID);
+    assert_eq!(client["spanId"], sent.1.as_str(), "{client}");
+    assert_eq!(client["parentSpanId"], server["spanId"]);
+    assert_eq!(
+        attribute(&client, "http.response.status_code")["intValue"],
+        "200"
+    );
+    assert_eq!(
+        attribute(&client, "server.address")["stringValue"],
+        "127.0.0.1"
+    );
+    let start: u128 = client["startTimeUnixNano"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let end: u128 = client["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert!(end >= start);
+    let metrics = app.get_text(&format!("{base}/metrics")).await;
+    let exported =
+        super::metrics::value(&metrics, "switchyard_otlp_spans_exported_total", &[]).unwrap_or(0.0);
+    assert!(exported >= 2.0, "{exported}");
+}

@@ -22,6 +22,9 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging(&cli.common.log_format);
+    if let Some(endpoint) = &cli.common.otlp_endpoint {
+        telemetry::otlp::install(endpoint, "switchyard-worker", cli.common.otlp_sample_ratio);
+    }
     let services = Services::connect(cli.common.clone(), &switchyard_worker::QUEUES).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(switchyard_worker::shutdown_on_signal(shutdown.clone()));

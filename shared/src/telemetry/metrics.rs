@@ -39,6 +39,10 @@ catalogue! {
         "Partner requests refused with 429, by the limit that refused them (`auth_failures`: a locked-out client address).";
     REQUEST_LOGS_DROPPED = "switchyard_request_logs_dropped_total", Counter, [],
         "Request-log entries dropped because too many waited for Postgres.";
+    OTLP_SPANS_EXPORTED = "switchyard_otlp_spans_exported_total", Counter, [],
+        "Spans sent to the OpenTelemetry collector (`SWITCHYARD_OTLP_ENDPOINT`).";
+    OTLP_SPANS_DROPPED = "switchyard_otlp_spans_dropped_total", Counter, [],
+        "Spans not sent: the export buffer was full, or the collector refused or could not be reached.";
     DASHBOARD_POLLS = "switchyard_dashboard_overview_polls_total", Counter, [],
         "Reads of the queues for the dashboard's live overview: one a second per API replica while anyone watches, however many do.";
     INBOUND_EVENTS = "switchyard_inbound_events_total", Counter, ["outcome"],

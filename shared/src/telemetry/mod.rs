@@ -1,7 +1,9 @@
 //! Structured logs and the Prometheus recorder, set up once per process; the metric catalogue
-//! ([`metrics`]); W3C trace context carried from requests to webhooks ([`trace`]).
+//! ([`metrics`]); W3C trace context carried from requests to webhooks ([`trace`]), and its
+//! spans exported to an OpenTelemetry collector when one is configured ([`otlp`]).
 
 pub mod metrics;
+pub mod otlp;
 pub mod trace;
 
 use std::sync::OnceLock;

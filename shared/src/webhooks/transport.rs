@@ -7,9 +7,13 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde_json::json;
 
 use super::{credentials::Credentials, delivery::Target, send, send::AttemptResult};
-use crate::net::{self, Egress};
+use crate::{
+    net::{self, Egress},
+    telemetry::{otlp, trace::TraceParent},
+};
 
 /// Makes one attempt of a message to an endpoint. Never fails: every failure (refused address,
 /// timeout, an error answer) is a classified [`AttemptResult`] for the engine to log and decide on.
@@ -52,12 +56,69 @@ impl Transport for HttpTransport {
         credentials: &'a Credentials,
         timeout: Duration,
     ) -> BoxFuture<'a, AttemptResult> {
-        Box::pin(send::send(
-            &self.client,
-            target,
-            credentials,
-            &self.egress,
-            timeout,
-        ))
+        Box::pin(async move {
+            let start = std::time::SystemTime::now();
+            let result = send::send(&self.client, target, credentials, &self.egress, timeout).await;
+            if otlp::enabled() {
+                otlp::record(attempt_span(target, &result, start));
+            }
+            result
+        })
+    }
+}
+
+/// The attempt as a `CLIENT` span: the span id its `traceparent` header carried, under the
+/// span that wrote the event (when the message kept one).
+fn attempt_span(
+    target: &Target,
+    result: &AttemptResult,
+    start: std::time::SystemTime,
+) -> otlp::Span {
+    let sent = result
+        .request_headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .and_then(|(_, v)| TraceParent::parse(v))
+        .unwrap_or_else(|| TraceParent::of_message(target.message_id));
+    let parent = target
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .map(|t| t.span_id);
+    let host = url::Url::parse(&target.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut attributes = vec![
+        ("http.request.method", json!("POST")),
+        ("server.address", json!(host)),
+        (
+            "switchyard.delivery_id",
+            json!(target.delivery_id.to_string()),
+        ),
+        (
+            "switchyard.endpoint_id",
+            json!(target.endpoint_id.to_string()),
+        ),
+        (
+            "switchyard.message_id",
+            json!(target.message_id.to_string()),
+        ),
+    ];
+    if let Some(status) = result.status_code {
+        attributes.push(("http.response.status_code", json!(status)));
+    }
+    if let Some(class) = result.error_class {
+        attributes.push(("error.type", json!(class)));
+    }
+    otlp::Span {
+        trace: sent,
+        parent,
+        name: "POST webhook".into(),
+        kind: otlp::Kind::Client,
+        start,
+        end: start + result.duration,
+        attributes,
+        failed: !result.succeeded(),
     }
 }
