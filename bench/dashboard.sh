@@ -26,35 +26,38 @@ start() {
   for _ in $(seq 100); do curl -sf $BASE/readyz >/dev/null && break; sleep 0.2; done
 }
 
-psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB" postgres
+psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
 redis-cli --scan --pattern 'sydashbench:*' | xargs -r redis-cli del >/dev/null
 start # migrates
 kill $API; wait $API 2>/dev/null || true
 
 echo "seeding $JOBS jobs and the domain rows …"
-sql <<SQL
+sql -v ON_ERROR_STOP=1 <<SQL
 CREATE FUNCTION pg_temp.v7(t timestamptz) RETURNS uuid LANGUAGE sql AS
   \$\$ SELECT (left(uuid_v7_floor(t)::text, 19) || substr(gen_random_uuid()::text, 20))::uuid \$\$;
-CREATE TEMP TABLE tenants_seed AS SELECT gen_random_uuid() AS id, i FROM generate_series(0, 99) i;
+CREATE TEMP TABLE tenants_seed AS SELECT gen_random_uuid() AS id, n FROM generate_series(0, 99) n;
+INSERT INTO tenants (id, name) SELECT id, 'tenant ' || n FROM tenants_seed;
 CREATE TEMP TABLE seed AS
 SELECT i, now() - (i * (86400000.0 / $JOBS)) * interval '1 millisecond' AS t,
        (ARRAY['webhook_deliveries', 'event_fan_out', 'inbound_events', 'sync_runs', 'webhook_replays'])[1 + i % 5] AS queue,
        ts.id AS tenant,
        CASE WHEN i % 100 < 85 THEN 'succeeded' WHEN i % 100 < 90 THEN 'dead'
             WHEN i % 100 < 96 THEN 'pending' ELSE 'cancelled' END AS state
-  FROM generate_series(1, $JOBS) s(i) JOIN tenants_seed ts ON ts.i = s.i % 100;
+  FROM generate_series(1, $JOBS) s(i) JOIN tenants_seed ts ON ts.n = s.i % 100;
 INSERT INTO jobs (id, queue, tenant_id, subject_id, state, attempt, max_attempts, run_at, last_error,
-                  created_at, updated_at, finished_at)
+                  created_at, updated_at, finished_at, error_fingerprint)
 SELECT pg_temp.v7(t), queue, tenant, gen_random_uuid(), state,
        CASE WHEN state = 'pending' THEN i % 2 WHEN state = 'dead' THEN 8 ELSE 1 END, 8,
        CASE WHEN state = 'pending' THEN now() + ((i % 7200) - 3600) * interval '1 second' ELSE t END,
        CASE WHEN state = 'dead' THEN 'HTTP ' || (500 + i % 50) || ' from the endpoint after ' || (i % 900) || ' ms' END,
-       t, t, CASE WHEN state IN ('succeeded', 'dead', 'cancelled') THEN t END
+       t, t, CASE WHEN state IN ('succeeded', 'dead', 'cancelled') THEN t END, NULL
   FROM seed;
+-- What the trigger writes when a job dies (seeded jobs are born dead).
+UPDATE jobs SET error_fingerprint = job_error_fingerprint(last_error) WHERE state = 'dead';
 INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_ciphertext, secret_key_id, mode)
-SELECT gen_random_uuid(), t.id, 'https://partner-' || t.i || '-' || n || '.example/hooks', ARRAY['order.*'],
+SELECT gen_random_uuid(), t.id, 'https://partner-' || t.n || '-' || k || '.example/hooks', ARRAY['order.*'],
        '\x00', 'bench', 'live'
-  FROM tenants_seed t, generate_series(1, 2) n;
+  FROM tenants_seed t, generate_series(1, 2) k;
 INSERT INTO webhook_attempts (id, tenant_id, delivery_id, endpoint_id, message_id, attempt,
                               webhook_timestamp, status_code, duration_ms, created_at)
 SELECT pg_temp.v7(now() - n * interval '30 seconds'), e.tenant_id, gen_random_uuid(), e.id,
@@ -64,11 +67,15 @@ SELECT pg_temp.v7(now() - n * interval '30 seconds'), e.tenant_id, gen_random_uu
 INSERT INTO events (id, tenant_id, mode, type, data, source, occurred_at)
 SELECT pg_temp.v7(now() - g.i * interval '500 ms'), ts.id,
        'live', 'order.created', '{}', 'order', now() - g.i * interval '500 ms'
-  FROM generate_series(1, 100000) g(i) JOIN tenants_seed ts ON ts.i = g.i % 100;
+  FROM generate_series(1, 100000) g(i) JOIN tenants_seed ts ON ts.n = g.i % 100;
 INSERT INTO orders (id, tenant_id, mode, external_id, status, currency, items, subtotal, total, customer)
 SELECT pg_temp.v7(now() - g.i * interval '1 second'), ts.id,
-       'live', 'ext-' || g.i, 'received', 'EUR', '[]', 1000, 1000, '{}'
-  FROM generate_series(1, 50000) g(i) JOIN tenants_seed ts ON ts.i = g.i % 100;
+       'live', 'ext-' || g.i, 'received', 'EUR', '[]', 1000, 1000, '{"name": "Bench"}'
+  FROM generate_series(1, 50000) g(i) JOIN tenants_seed ts ON ts.n = g.i % 100;
+VACUUM ANALYZE;
+-- A ledger in service has its hint bits set and its visibility map current; a fresh bulk load
+-- has neither until something reads it all.
+SELECT count(*) FROM jobs WHERE last_error IS NOT NULL OR tenant_id IS NULL;
 VACUUM ANALYZE;
 SQL
 echo "seeded: $(sql -c 'SELECT count(*) FROM jobs') jobs"
@@ -104,7 +111,15 @@ admin "GET /admin/v1/queues" /admin/v1/queues
 admin "GET /admin/v1/jobs?state=dead" "/admin/v1/jobs?state=dead&limit=50"
 admin "GET /admin/v1/jobs/dead-groups" /admin/v1/jobs/dead-groups
 echo "== dashboard pages"
-page "overview (first viewer: waits for a poll)" /dashboard
+# Nobody watched for longer than the poller's grace: the page waits for the first read.
+first=()
+for _ in 1 2 3 4 5; do
+  sleep 7
+  first+=("$(curl -s -o /dev/null -w '%{time_total}' -H "cookie: $COOKIE" $BASE/dashboard)")
+done
+printf '%s\n' "${first[@]}" | sort -n | awk '{ a[NR] = $1 } END {
+  printf "PAGE %-44s median %6.1f ms   worst %6.1f ms\n", "overview (first viewer: waits for a read)", a[3] * 1000, a[5] * 1000 }'
+page "overview (the poller runs)" /dashboard
 page "jobs (all, newest first)" /dashboard/jobs
 page "jobs: next page (keyset)" "/dashboard/jobs?after=$AFTER"
 page "jobs: state=succeeded" "/dashboard/jobs?state=succeeded"

@@ -280,22 +280,27 @@ pub struct DeadGroup {
     pub last_at: DateTime<Utc>,
 }
 
-/// Dead jobs grouped by queue and error fingerprint, biggest groups first (100 at most). Reads
-/// the dead jobs' partial index (`jobs_dead`): as many rows as the dead-job retention keeps.
+/// Dead jobs grouped by queue and error fingerprint, biggest groups first (100 at most). The
+/// fingerprint is written when a job dies (`job_error_fingerprint`, migration
+/// `dead_job_groups`), so the groups come from one index (`jobs_dead_groups`) and each
+/// group's newest job from the same index.
 pub async fn dead_groups(pool: &PgPool, queue: Option<&str>) -> Result<Vec<DeadGroup>> {
     Ok(sqlx::query_as(
-        "SELECT queue, fingerprint, count(*) AS count,
-                (array_agg(id ORDER BY finished_at DESC))[1] AS example_id,
-                (array_agg(last_error ORDER BY finished_at DESC))[1] AS example_error,
-                min(finished_at) AS first_at, max(finished_at) AS last_at
-           FROM (SELECT id, queue, last_error, finished_at,
-                        regexp_replace(left(COALESCE(last_error, ''), 300),
-                                       '[0-9a-f]{8}-[0-9a-f-]{27}|[0-9]+', '#', 'g')
-                            AS fingerprint
-                   FROM jobs WHERE state = 'dead' AND finished_at IS NOT NULL
-                    AND ($1::text IS NULL OR queue = $1)) d
-          GROUP BY queue, fingerprint
-          ORDER BY count(*) DESC, max(finished_at) DESC LIMIT 100",
+        "SELECT g.queue, g.fingerprint, g.count, e.id AS example_id, e.last_error AS example_error,
+                g.first_at, g.last_at
+           FROM (SELECT queue, error_fingerprint AS fingerprint, count(*) AS count,
+                        min(finished_at) AS first_at, max(finished_at) AS last_at
+                   FROM jobs
+                  WHERE state = 'dead' AND finished_at IS NOT NULL
+                    AND ($1::text IS NULL OR queue = $1)
+                  GROUP BY queue, error_fingerprint
+                  ORDER BY count(*) DESC, max(finished_at) DESC LIMIT 100) g
+          CROSS JOIN LATERAL (
+                SELECT id, last_error FROM jobs j
+                 WHERE j.state = 'dead' AND j.queue = g.queue
+                   AND j.error_fingerprint = g.fingerprint AND j.finished_at IS NOT NULL
+                 ORDER BY j.finished_at DESC LIMIT 1) e
+          ORDER BY g.count DESC, g.last_at DESC",
     )
     .bind(queue)
     .fetch_all(pool)
@@ -328,15 +333,6 @@ pub async fn finished_since(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<F
           GROUP BY queue",
     )
     .bind(since)
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Pending jobs per queue that already ran and wait for their next attempt.
-pub async fn retrying(pool: &PgPool) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT queue, count(*) FROM jobs WHERE state = 'pending' AND attempt > 0 GROUP BY queue",
-    )
     .fetch_all(pool)
     .await?)
 }

@@ -409,8 +409,9 @@ async fn the_overview_is_read_once_a_second_however_many_watch() {
         (2.0..=5.0).contains(&read),
         "three watchers for 3.5 s cost one read a second, not three: {read}"
     );
-    // Nobody watches any more: the reads stop.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Nobody watches any more: the reads stop (five seconds later, so that moving between
+    // pages finds the poller running).
+    tokio::time::sleep(Duration::from_millis(7000)).await;
     let settled = polls().await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(polls().await, settled);

@@ -29,7 +29,7 @@ const COLUMNS: &[(&str, &str)] = &[
     ("due", "due"),
     ("redis_ready", "in Redis"),
     ("running", "running"),
-    ("retrying", "retrying"),
+    ("waiting", "not due yet"),
     ("dead", "dead"),
     ("latency", "latency"),
     ("done_minute", "done 1 min"),
@@ -54,7 +54,7 @@ fn cell(q: &QueueRow, field: &str) -> String {
         "due" => q.due.to_string(),
         "redis_ready" => q.redis_ready.to_string(),
         "running" => q.running.to_string(),
-        "retrying" => q.retrying.to_string(),
+        "waiting" => q.waiting.to_string(),
         "dead" => q.dead.to_string(),
         "latency" => format!("{:.1} s", q.oldest_due_age_seconds),
         "done_minute" => q.done_minute.to_string(),
@@ -126,8 +126,8 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
         "<p class=\"live\" aria-live=\"polite\"><span id=\"live-state\">live</span> · updated \
          <span id=\"live-at\">{at}</span></p>\
          <div class=\"scroll\"><table id=\"overview\"><thead>{head}</thead><tbody>{rows}</tbody></table></div>\
-         <p class=\"hint\">Latency: how long the oldest due job has waited. Retrying: pending \
-         jobs that ran before. In Redis: tasks handed to workers, not yet claimed. A paused \
+         <p class=\"hint\">Latency: how long the oldest due job has waited. Not due yet: pending \
+         jobs waiting for a retry backoff, a throttled endpoint or their schedule. In Redis: tasks handed to workers, not yet claimed. A paused \
          queue dispatches, claims and starts nothing until resumed; its jobs wait.</p>"
     );
     html::page(&signed, "overview", "Overview", &body)

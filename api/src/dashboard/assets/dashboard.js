@@ -14,7 +14,7 @@
     due: function (q) { return q.due; },
     redis_ready: function (q) { return q.redis_ready; },
     running: function (q) { return q.running; },
-    retrying: function (q) { return q.retrying; },
+    waiting: function (q) { return q.waiting; },
     dead: function (q) { return q.dead; },
     latency: function (q) { return q.oldest_due_age_seconds.toFixed(1) + " s"; },
     done_minute: function (q) { return q.done_minute; },
