@@ -55,6 +55,24 @@ pub struct Tenant {
 
 const COLUMNS: &str = "id, name, rate_limit_per_minute, created_at";
 
+/// The tenant and mode of row `id` of `table` (a table with `tenant_id` and `mode`): how an
+/// operator's page, which lists across tenants, reads one row with the tenant-scoped functions.
+pub async fn scope_of_row(pool: &PgPool, table: &'static str, id: Uuid) -> Result<Option<Scope>> {
+    let row: Option<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, mode FROM {table} WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((tenant_id, mode)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Scope {
+        tenant_id,
+        mode: Mode::parse(&mode)?,
+    }))
+}
+
 pub async fn create(pool: &PgPool, actor: &Actor, new: CreateTenant) -> Result<Tenant> {
     let name = new.name.into_string();
     let limit = new.rate_limit_per_minute.map(|n| n.get() as i32);

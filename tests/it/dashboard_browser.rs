@@ -60,6 +60,17 @@ async fn an_operator_watches_retries_and_bulk_retries_in_the_browser() {
         "no navigation happened"
     );
     b.screenshot("overview").await;
+    // The theme switch: dark, remembered across pages.
+    let theme = b.find("#theme").await;
+    b.click(&theme).await;
+    b.goto(&app.url("/dashboard")).await;
+    let dark = b
+        .script("return document.documentElement.getAttribute('data-theme');")
+        .await;
+    assert_eq!(dark, "dark");
+    b.screenshot("overview-dark").await;
+    let theme = b.find("#theme").await;
+    b.click(&theme).await;
 
     // Failed deliveries: open one, retry it once the partner is back, see it succeed.
     let (_, other_key) = app.partner_account().await;

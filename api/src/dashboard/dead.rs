@@ -8,20 +8,16 @@ use switchyard_shared::jobs_admin;
 
 use super::{
     html::{self, esc},
-    session::{failed, signed_in},
+    session::{or_failed, signed_in},
 };
 use crate::AppState;
 
 #[poem::handler]
 pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let groups = match jobs_admin::dead_groups(&state.services.pool, None).await {
-        Ok(g) => g,
-        Err(e) => return failed(&e),
-    };
+    let signed = page_try!(signed_in(req, &state).await);
+    let groups = page_try!(or_failed(
+        jobs_admin::dead_groups(&state.services.pool, None).await
+    ));
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| {

@@ -9,7 +9,7 @@ use switchyard_shared::{api_keys, events, inbound, integrations};
 
 use super::{
     html::{self, esc},
-    session::{failed, signed_in},
+    session::{or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -18,14 +18,8 @@ pub(super) const ROWS: i64 = 200;
 /// Signs the request in, reads the rows, and renders them as one table.
 macro_rules! list_page {
     ($req:expr, $state:expr, $read:expr, $nav:expr, $title:expr, $head:expr, $empty:expr, $row:expr) => {{
-        let signed = match signed_in($req, &$state).await {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
-        let rows = match $read.await {
-            Ok(r) => r,
-            Err(e) => return failed(&e),
-        };
+        let signed = page_try!(signed_in($req, &$state).await);
+        let rows = page_try!(or_failed($read.await));
         let cells: Vec<Vec<String>> = rows.iter().map($row).collect();
         html::page(&signed, $nav, $title, &html::table($head, &cells, $empty))
     }};

@@ -8,13 +8,16 @@ use poem::{
     http::StatusCode,
     web::{Data, Path},
 };
-use switchyard_shared::webhooks::{self, dashboard::EndpointHealth};
+use switchyard_shared::{
+    tenants,
+    webhooks::{self, dashboard::EndpointHealth},
+};
 use uuid::Uuid;
 
 use super::{
     domain::{ROWS, code, list_page, opt},
     html::{self, esc},
-    session::{failed, signed_in},
+    session::{failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -77,23 +80,19 @@ pub async fn detail(
     state: Data<&Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     let pool = &state.services.pool;
     let Ok(id) = Uuid::parse_str(&id) else {
         return html::problem(StatusCode::NOT_FOUND, "No such endpoint.");
     };
-    let tenant = match webhooks::dashboard::endpoint_tenant(pool, id).await {
-        Ok(Some(t)) => t,
+    let tenant = match tenants::scope_of_row(pool, "webhook_endpoints", id).await {
+        Ok(Some(s)) => s.tenant_id,
         Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such endpoint."),
         Err(e) => return failed(&e),
     };
-    let attempts = match webhooks::attempts::list_for_endpoint(pool, tenant, id, 100, None).await {
-        Ok(a) => a,
-        Err(e) => return failed(&e),
-    };
+    let attempts = page_try!(or_failed(
+        webhooks::attempts::list_for_endpoint(pool, tenant, id, 100, None).await
+    ));
     let rows: Vec<Vec<String>> = attempts
         .iter()
         .map(|a| {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{
     CsrfForm,
     html::{self, esc},
-    session::{Signed, acting, failed, signed_in},
+    session::{Signed, acting, failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -181,10 +181,7 @@ pub async fn list(
     state: Data<&Arc<AppState>>,
     Query(f): Query<Filters>,
 ) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     if let Ok(id) = Uuid::parse_str(f.id.trim()) {
         return html::redirect(&format!("/dashboard/jobs/{id}"));
     }
@@ -198,10 +195,9 @@ pub async fn list(
         }
     };
     let after = f.after.as_deref().and_then(|a| Uuid::parse_str(a).ok());
-    let rows = match jobs_admin::list(&state.services.pool, &filter, PAGE + 1, after).await {
-        Ok(r) => r,
-        Err(e) => return failed(&e),
-    };
+    let rows = page_try!(or_failed(
+        jobs_admin::list(&state.services.pool, &filter, PAGE + 1, after).await
+    ));
     let more = rows.len() as i64 > PAGE;
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -268,17 +264,11 @@ pub async fn detail(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     let Ok(id) = Uuid::parse_str(&id) else {
         return html::problem(StatusCode::NOT_FOUND, "No such job.");
     };
-    let d = match jobs_admin::get(&state.services.pool, id).await {
-        Ok(d) => d,
-        Err(e) => return failed(&e),
-    };
+    let d = page_try!(or_failed(jobs_admin::get(&state.services.pool, id).await));
     let j = &d.job;
     let mut body = String::new();
     if let Some(done) = done
@@ -369,10 +359,7 @@ pub async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let signed = match acting(req, &state, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(acting(req, &state, form.csrf.as_deref()).await);
     let (Ok(id), Some(action)) = (Uuid::parse_str(&id), parse_action(&action)) else {
         return html::problem(StatusCode::NOT_FOUND, "No such job or action.");
     };
@@ -409,10 +396,7 @@ pub async fn bulk(
     state: Data<&Arc<AppState>>,
     Form(form): Form<BulkForm>,
 ) -> Response {
-    let signed = match acting(req, &state, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(acting(req, &state, form.csrf.as_deref()).await);
     let Some(action) = form.action.as_deref().and_then(parse_action) else {
         return html::problem(StatusCode::BAD_REQUEST, "Choose retry, cancel or discard.");
     };
@@ -473,7 +457,7 @@ fn confirm_page(
          (<code>{}</code>).</p>\
          <form method=\"post\" action=\"/dashboard/jobs/bulk\" class=\"confirm\">{}{}\
          <input type=\"hidden\" name=\"action\" value=\"{a}\">\
-         <label>Type <strong>{matched}</strong> to {a} them \
+         <label><span>Type <strong>{matched}</strong> to {a} them</span>\
          <input name=\"confirm\" inputmode=\"numeric\" autocomplete=\"off\" required autofocus></label>\
          <button type=\"submit\" class=\"danger\">{a} {matched} jobs</button></form>\
          <p><a href=\"/dashboard/jobs?{}\">Cancel</a></p>",

@@ -4,6 +4,17 @@
 //! `/admin/v1/queues/{queue}/pause`). Signing in, sessions, CSRF and roles: [`session`].
 //! How it is built and measured: `docs/architecture.md` ("Dashboard").
 
+/// The value of `$e` (a `Result<T, Response>`), or that response answered at once: a page's
+/// way of stopping at a refusal (not signed in, no right to act) or a failure.
+macro_rules! page_try {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(answer_now) => return answer_now,
+        }
+    };
+}
+
 pub mod dead;
 pub mod domain;
 pub mod endpoints;

@@ -8,13 +8,16 @@ use poem::{
     http::StatusCode,
     web::{Data, Path},
 };
-use switchyard_shared::orders::{self, dashboard::OrderRow};
+use switchyard_shared::{
+    orders::{self, dashboard::OrderRow},
+    tenants,
+};
 use uuid::Uuid;
 
 use super::{
     domain::{ROWS, code, list_page},
     html::{self, esc},
-    session::{failed, signed_in},
+    session::{failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -62,23 +65,17 @@ pub async fn detail(
     state: Data<&Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     let pool = &state.services.pool;
     let Ok(id) = Uuid::parse_str(&id) else {
         return html::problem(StatusCode::NOT_FOUND, "No such order.");
     };
-    let scope = match orders::dashboard::scope_of(pool, id).await {
+    let scope = match tenants::scope_of_row(pool, "orders", id).await {
         Ok(Some(s)) => s,
         Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such order."),
         Err(e) => return failed(&e),
     };
-    let history = match orders::history(pool, scope, id, 500, None).await {
-        Ok(h) => h,
-        Err(e) => return failed(&e),
-    };
+    let history = page_try!(or_failed(orders::history(pool, scope, id, 500, None).await));
     let rows: Vec<Vec<String>> = history
         .iter()
         .map(|h| {

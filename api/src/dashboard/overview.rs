@@ -19,7 +19,7 @@ use super::{
     CsrfForm,
     html::{self, esc},
     live::{Overview, QueueRow},
-    session::{acting, failed, signed_in},
+    session::{acting, failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -69,20 +69,14 @@ fn cell(q: &QueueRow, field: &str) -> String {
 
 #[poem::handler]
 pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     let mut rx = state.live.watch(&state.services);
     if rx.borrow().at.is_none() {
         let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
     }
     let overview: Arc<Overview> = rx.borrow().clone();
     // Pauses fresh, not from the last poll: this page is where one lands after pausing.
-    let paused = match pauses::paused(&state.services.pool).await {
-        Ok(p) => p,
-        Err(e) => return failed(&e),
-    };
+    let paused = page_try!(or_failed(pauses::paused(&state.services.pool).await));
     let can_act = signed.session.role.can_act();
     let mut rows = String::new();
     for q in &overview.queues {
@@ -164,10 +158,7 @@ pub async fn pause(
     Path((queue, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let signed = match acting(req, &state, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(acting(req, &state, form.csrf.as_deref()).await);
     let Some(queue) = state.services.queues.names().iter().find(|q| **q == queue) else {
         return html::problem(StatusCode::NOT_FOUND, "No such queue.");
     };

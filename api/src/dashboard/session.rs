@@ -123,6 +123,12 @@ fn same_origin(req: &Request) -> bool {
         .is_some_and(|(_, rest)| !host.is_empty() && rest == host)
 }
 
+/// `r`, its error as the page that explains it ([`failed`]).
+#[allow(clippy::result_large_err)] // answered at once by `page_try!`, never carried along
+pub fn or_failed<T>(r: switchyard_shared::Result<T>) -> Result<T, Response> {
+    r.map_err(|e| failed(&e))
+}
+
 /// The page for a failure of ours (logged; no detail shown).
 pub fn failed(e: &switchyard_shared::Error) -> Response {
     match e {
@@ -229,10 +235,9 @@ pub async fn login(
         ));
     };
     let ttl = state.config.dashboard_session_ttl;
-    let (token, _) = match sessions::start(pool, operator_id, role, ttl).await {
-        Ok(t) => t,
-        Err(e) => return failed(&e),
-    };
+    let (token, _) = page_try!(or_failed(
+        sessions::start(pool, operator_id, role, ttl).await
+    ));
     let mut resp = html::redirect(&next);
     let secure = if over_tls(req, &state) {
         "; Secure"

@@ -18,6 +18,7 @@ use switchyard_shared::{
         dashboard,
         runs::{self, Trigger, Triggered},
     },
+    tenants,
 };
 use uuid::Uuid;
 
@@ -42,10 +43,7 @@ fn json(v: &Option<serde_json::Value>) -> String {
 
 #[poem::handler]
 pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(signed_in(req, &state).await);
     let pool = &state.services.pool;
     let (configs, runs, open) = match tokio::try_join!(
         dashboard::configurations(pool, ROWS),
@@ -196,10 +194,7 @@ pub async fn resolve(
     Path(id): Path<String>,
     Form(form): Form<ResolveForm>,
 ) -> Response {
-    let signed = match acting(req, &state, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let signed = page_try!(acting(req, &state, form.csrf.as_deref()).await);
     let resolution = match form.resolution.as_deref() {
         Some("source") => Choice::Source,
         Some("target") => Choice::Target,
@@ -209,7 +204,7 @@ pub async fn resolve(
         return html::problem(StatusCode::NOT_FOUND, "No such conflict.");
     };
     let pool = &state.services.pool;
-    let scope = match dashboard::conflict_scope(pool, id).await {
+    let scope = match tenants::scope_of_row(pool, "sync_conflicts", id).await {
         Ok(Some(s)) => s,
         Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such conflict."),
         Err(e) => return failed(&e),

@@ -8,20 +8,16 @@ use switchyard_shared::workers;
 
 use super::{
     html::{self, esc},
-    session::{failed, signed_in},
+    session::{or_failed, signed_in},
 };
 use crate::AppState;
 
 #[poem::handler]
 pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
-    let signed = match signed_in(req, &state).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let list = match workers::list(&state.services.pool, Duration::from_secs(86_400)).await {
-        Ok(l) => l,
-        Err(e) => return failed(&e),
-    };
+    let signed = page_try!(signed_in(req, &state).await);
+    let list = page_try!(or_failed(
+        workers::list(&state.services.pool, Duration::from_secs(86_400)).await
+    ));
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|w| {

@@ -1,12 +1,12 @@
-//! Orders as the operator dashboard shows them, across tenants: the newest, and one order's
-//! history (read with [`super::history`] in the order's own tenant and mode).
+//! Orders as the operator dashboard shows them, across tenants: the newest (one order's
+//! history is read with [`super::history`] in the order's own tenant and mode).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{error::Result, mode::Mode, tenants::Scope};
+use crate::error::Result;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct OrderRow {
@@ -32,20 +32,4 @@ pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<OrderRow>> {
     .bind(limit)
     .fetch_all(pool)
     .await?)
-}
-
-/// The tenant and mode order `id` belongs to.
-pub async fn scope_of(pool: &PgPool, id: Uuid) -> Result<Option<Scope>> {
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT tenant_id, mode FROM orders WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((tenant_id, mode)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(Scope {
-        tenant_id,
-        mode: Mode::parse(&mode)?,
-    }))
 }

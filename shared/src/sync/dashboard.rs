@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{error::Result, mode::Mode, tenants::Scope};
+use crate::error::Result;
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct ConfigurationRow {
@@ -93,20 +93,4 @@ pub async fn open_conflicts(pool: &PgPool, limit: i64) -> Result<Vec<ConflictRow
     .bind(limit)
     .fetch_all(pool)
     .await?)
-}
-
-/// The tenant and mode conflict `id` belongs to.
-pub async fn conflict_scope(pool: &PgPool, id: Uuid) -> Result<Option<Scope>> {
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT tenant_id, mode FROM sync_conflicts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((tenant_id, mode)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(Scope {
-        tenant_id,
-        mode: Mode::parse(&mode)?,
-    }))
 }

@@ -50,13 +50,3 @@ pub async fn endpoints(pool: &PgPool, limit: i64) -> Result<Vec<EndpointHealth>>
     .fetch_all(pool)
     .await?)
 }
-
-/// The tenant endpoint `id` belongs to (its attempts are read in that tenant).
-pub async fn endpoint_tenant(pool: &PgPool, id: Uuid) -> Result<Option<Uuid>> {
-    Ok(
-        sqlx::query_scalar("SELECT tenant_id FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
-}
