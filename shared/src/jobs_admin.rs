@@ -336,3 +336,14 @@ pub async fn finished_since(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<F
     .fetch_all(pool)
     .await?)
 }
+
+/// Per queue, how long the oldest task handed to Redis has waited for a worker to claim it
+/// (seconds). Reads the queued jobs' partial index: at most the high-water mark per queue.
+pub async fn oldest_queued_age(pool: &PgPool) -> Result<Vec<(String, f64)>> {
+    Ok(sqlx::query_as(
+        "SELECT queue, extract(epoch FROM now() - min(queued_at))::float8
+           FROM jobs WHERE state = 'queued' GROUP BY queue",
+    )
+    .fetch_all(pool)
+    .await?)
+}

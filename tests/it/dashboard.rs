@@ -52,7 +52,10 @@ fn location(r: &reqwest::Response) -> String {
 #[tokio::test]
 async fn sign_in_takes_valid_credentials_only_and_sessions_end() {
     let app = TestApp::spawn(TestOptions {
-        args: vec!["--dashboard-session-ttl=2s".into()],
+        args: vec![
+            "--dashboard-session-ttl=2s".into(),
+            "--trusted-proxies=127.0.0.1/32".into(),
+        ],
         ..TestOptions::no_worker()
     })
     .await;
@@ -110,6 +113,28 @@ async fn sign_in_takes_valid_credentials_only_and_sessions_end() {
         .unwrap();
     assert_eq!(location(&r), "/dashboard");
 
+    // Behind a TLS-terminating proxy the cookie is Secure; over plain HTTP it cannot be.
+    let r = http
+        .post(app.url("/dashboard/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("secret", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let r = http
+        .post(app.url("/dashboard/login"))
+        .form(&[("secret", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
     let d = Dashboard::sign_in(&app.base, None, ADMIN_TOKEN).await;
     let (status, html) = d.page("/dashboard").await;
     assert_eq!(status, 200);

@@ -34,7 +34,10 @@ pub struct QueueRow {
     /// Pending jobs not due yet: retry backoffs, throttled endpoints, schedules.
     pub waiting: i64,
     pub dead: i64,
+    /// Dispatcher lag: how long the oldest due job has waited to be handed to Redis.
     pub oldest_due_age_seconds: f64,
+    /// Latency: how long the oldest ready job (due, or in Redis unclaimed) has waited.
+    pub latency_seconds: f64,
     pub redis_ready: u64,
     pub paused: bool,
     pub done_minute: i64,
@@ -154,6 +157,10 @@ async fn read(s: &Services, slow: &Slow) -> switchyard_shared::Result<Overview> 
     let names = s.queues.names();
     let stats = jobs::queue_stats(pool, names).await?;
     let paused = pauses::paused(pool).await?;
+    let queued_age: HashMap<String, f64> = jobs_admin::oldest_queued_age(pool)
+        .await?
+        .into_iter()
+        .collect();
     let by_queue = |rows: Vec<jobs_admin::Finished>| -> HashMap<String, jobs_admin::Finished> {
         rows.into_iter().map(|f| (f.queue.clone(), f)).collect()
     };
@@ -187,6 +194,9 @@ async fn read(s: &Services, slow: &Slow) -> switchyard_shared::Result<Overview> 
             queued: q.queued,
             running: q.running,
             dead: q.dead,
+            latency_seconds: q
+                .oldest_due_age_seconds
+                .max(queued_age.get(&q.queue).copied().unwrap_or(0.0)),
             oldest_due_age_seconds: q.oldest_due_age_seconds,
             queue: q.queue,
         });

@@ -32,6 +32,7 @@ const COLUMNS: &[(&str, &str)] = &[
     ("waiting", "not due yet"),
     ("dead", "dead"),
     ("latency", "latency"),
+    ("lag", "dispatcher lag"),
     ("done_minute", "done 1 min"),
     ("failed_minute", "failed 1 min"),
     ("done_hour", "done 1 h"),
@@ -56,7 +57,8 @@ fn cell(q: &QueueRow, field: &str) -> String {
         "running" => q.running.to_string(),
         "waiting" => q.waiting.to_string(),
         "dead" => q.dead.to_string(),
-        "latency" => format!("{:.1} s", q.oldest_due_age_seconds),
+        "latency" => format!("{:.1} s", q.latency_seconds),
+        "lag" => format!("{:.1} s", q.oldest_due_age_seconds),
         "done_minute" => q.done_minute.to_string(),
         "failed_minute" => q.failed_minute.to_string(),
         "done_hour" => q.done_hour.to_string(),
@@ -120,7 +122,8 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
         "<p class=\"live\" aria-live=\"polite\"><span id=\"live-state\">live</span> · updated \
          <span id=\"live-at\">{at}</span></p>\
          <div class=\"scroll\"><table id=\"overview\"><thead>{head}</thead><tbody>{rows}</tbody></table></div>\
-         <p class=\"hint\">Latency: how long the oldest due job has waited. Not due yet: pending \
+         <p class=\"hint\">Latency: how long the oldest ready job (due, or in Redis unclaimed) has waited. \
+         Dispatcher lag: how long the oldest due job has waited to be handed to Redis. Not due yet: pending \
          jobs waiting for a retry backoff, a throttled endpoint or their schedule. In Redis: tasks handed to workers, not yet claimed. A paused \
          queue dispatches, claims and starts nothing until resumed; its jobs wait.</p>"
     );
