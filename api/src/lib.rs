@@ -83,6 +83,9 @@ pub struct AppState {
     pub checker: Checker,
     /// The dashboard's live overview: one poll shared by every watching browser.
     pub live: dashboard::live::Live,
+    /// Cancelled when the API begins to shut down: long-lived responses (the dashboard's
+    /// event streams) end then instead of holding the drain.
+    pub shutdown: CancellationToken,
 }
 
 type Apis = (
@@ -243,6 +246,7 @@ pub async fn serve(
         usage,
         request_log,
         live: dashboard::live::Live::default(),
+        shutdown: shutdown.clone(),
     });
     let served = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run_with_graceful_shutdown(

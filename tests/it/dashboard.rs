@@ -397,7 +397,7 @@ async fn every_action_from_the_dashboard_is_audited() {
 #[tokio::test]
 async fn the_overview_is_read_once_a_second_however_many_watch() {
     let app = TestApp::spawn(TestOptions::no_worker()).await;
-    let (_api, base) = app.api_with_worker().await;
+    let (mut api, base) = app.api_with_worker().await;
     let d = Dashboard::sign_in(&base, None, ADMIN_TOKEN).await;
     let polls = || async {
         let text = app.get_text(&format!("{base}/metrics")).await;
@@ -440,6 +440,14 @@ async fn the_overview_is_read_once_a_second_however_many_watch() {
     let settled = polls().await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(polls().await, settled);
+
+    // A watcher's stream ends when the API shuts down: it does not hold the drain (20 s).
+    let mut stream = d.get("/dashboard/live").await.bytes_stream();
+    assert!(stream.next().await.is_some());
+    let started = std::time::Instant::now();
+    let status = api.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 #[tokio::test]

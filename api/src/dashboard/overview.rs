@@ -130,7 +130,8 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     html::page(&signed, "overview", "Overview", &body)
 }
 
-/// Server-sent events: the overview as JSON on every poll, until the session ends.
+/// Server-sent events: the overview as JSON on every poll, until the session ends or the API
+/// shuts down.
 #[poem::handler]
 pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     let signed = match signed_in(req, &state).await {
@@ -139,14 +140,22 @@ pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     };
     let rx = state.live.watch(&state.services);
     let until = signed.session.expires_at;
-    let stream = futures::stream::unfold((rx, true), move |(mut rx, first)| async move {
-        // The first message is the latest read, if there was one yet.
-        if !first || rx.borrow().at.is_none() {
-            let left = (until - Utc::now()).to_std().ok()?;
-            tokio::time::timeout(left, rx.changed()).await.ok()?.ok()?;
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold((rx, true), move |(mut rx, first)| {
+        let shutdown = shutdown.clone();
+        async move {
+            // The first message is the latest read, if there was one yet. The stream ends with
+            // the session, or when the API shuts down.
+            if !first || rx.borrow().at.is_none() {
+                let left = (until - Utc::now()).to_std().ok()?;
+                tokio::select! {
+                    changed = tokio::time::timeout(left, rx.changed()) => changed.ok()?.ok()?,
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+            let data = serde_json::to_string(&**rx.borrow_and_update()).ok()?;
+            Some((Event::message(data), (rx, false)))
         }
-        let data = serde_json::to_string(&**rx.borrow_and_update()).ok()?;
-        Some((Event::message(data), (rx, false)))
     });
     SSE::new(stream)
         .keep_alive(Duration::from_secs(15))
