@@ -154,7 +154,17 @@ async fn sign_in_takes_valid_credentials_only_and_sessions_end() {
     assert_eq!(r.status(), 303);
     assert!(location(&r).contains("error=expired"), "{}", location(&r));
     assert_eq!(d.get("/dashboard/live").await.status(), 401);
-
+    // A form sent after the end comes back to the overview after signing in, not to itself.
+    let r = d
+        .post(
+            "/dashboard/queues/webhook_deliveries/pause",
+            &[("csrf", "x")],
+        )
+        .await;
+    assert_eq!(
+        location(&r),
+        "/dashboard/login?next=%2Fdashboard&error=expired"
+    );
     // Signing out ends a session at once.
     let d = Dashboard::sign_in(&app.base, Some(&email), &secret).await;
     let csrf = d.csrf().await;
@@ -284,6 +294,10 @@ async fn every_action_from_the_dashboard_is_audited() {
     let (status, html) = d.page("/dashboard/jobs?tenant=nope").await;
     assert_eq!(status, 200);
     assert!(html.contains("is not a tenant id"));
+    let (_, html) = d.page("/dashboard/jobs?id=nope").await;
+    assert!(html.contains("is not a job id"));
+    let r = d.get(&format!("/dashboard/jobs?id={first}")).await;
+    assert_eq!(location(&r), format!("/dashboard/jobs/{first}"));
 
     // Discard one.
     let r = d
@@ -447,7 +461,11 @@ async fn the_overview_is_read_once_a_second_however_many_watch() {
     let started = std::time::Instant::now();
     let status = api.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

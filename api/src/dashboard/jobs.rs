@@ -182,11 +182,22 @@ pub async fn list(
     Query(f): Query<Filters>,
 ) -> Response {
     let signed = page_try!(signed_in(req, &state).await);
-    if let Ok(id) = Uuid::parse_str(f.id.trim()) {
-        return html::redirect(&format!("/dashboard/jobs/{id}"));
-    }
     let queues = state.services.queues.names();
     let mut body = f.form(queues);
+    match f.id.trim() {
+        "" => {}
+        id => match Uuid::parse_str(id) {
+            Ok(id) => return html::redirect(&format!("/dashboard/jobs/{id}")),
+            Err(_) => {
+                let _ = write!(
+                    body,
+                    "<p class=\"error\" role=\"alert\">`{}` is not a job id.</p>",
+                    esc(id)
+                );
+                return html::page(&signed, "jobs", "Jobs", &body);
+            }
+        },
+    }
     let filter = match f.parse(queues) {
         Ok(filter) => filter,
         Err(e) => {

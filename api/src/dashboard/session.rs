@@ -58,10 +58,14 @@ fn cookie_token(req: &Request) -> Option<String> {
 /// The signed-in session, or a redirect to the sign-in page (which comes back here after).
 pub async fn signed_in(req: &Request, state: &AppState) -> Result<Signed, Response> {
     let back = |why: &str| {
-        let next = req
-            .original_uri()
-            .path_and_query()
-            .map_or("/dashboard", |p| p.as_str());
+        // After signing in, a page comes back; a form's target cannot be fetched again.
+        let next = match req.method() {
+            &poem::http::Method::GET => req
+                .original_uri()
+                .path_and_query()
+                .map_or("/dashboard", |p| p.as_str()),
+            _ => "/dashboard",
+        };
         html::redirect(&format!("/dashboard/login?next={}{why}", html::url(next)))
     };
     let Some(token) = cookie_token(req) else {
