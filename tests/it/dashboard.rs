@@ -51,7 +51,7 @@ fn location(r: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn sign_in_takes_valid_credentials_only_and_sessions_end() {
-    let app = TestApp::spawn(TestOptions {
+    let mut app = TestApp::spawn(TestOptions {
         args: vec![
             "--dashboard-session-ttl=2s".into(),
             "--trusted-proxies=127.0.0.1/32".into(),
@@ -165,12 +165,56 @@ async fn sign_in_takes_valid_credentials_only_and_sessions_end() {
         location(&r),
         "/dashboard/login?next=%2Fdashboard&error=expired"
     );
+    // The janitor removes expired sessions (a worker runs it).
+    app.start_worker();
+    eventually(
+        Duration::from_secs(15),
+        "expired sessions purged",
+        || async {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM dashboard_sessions WHERE expires_at < now()",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+
     // Signing out ends a session at once.
     let d = Dashboard::sign_in(&app.base, Some(&email), &secret).await;
     let csrf = d.csrf().await;
     let r = d.post("/dashboard/logout", &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(d.get("/dashboard").await.status(), 303);
+}
+
+#[tokio::test]
+async fn too_many_failed_sign_ins_lock_the_address_out() {
+    let app = TestApp::spawn(TestOptions {
+        args: vec!["--auth-failures-per-minute=2".into()],
+        ..TestOptions::no_worker()
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |secret: &'static str| {
+        http.post(app.url("/dashboard/login"))
+            .form(&[("secret", secret)])
+            .send()
+    };
+    for _ in 0..2 {
+        let r = sign_in("wrong-token").await.unwrap();
+        assert!(location(&r).contains("error=invalid"));
+    }
+    // The third failure is one too many; then even the right token waits.
+    assert_eq!(sign_in("wrong-token").await.unwrap().status(), 429);
+    let r = sign_in(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("set-cookie").is_none());
 }
 
 #[tokio::test]

@@ -207,11 +207,14 @@ pub async fn login(
         );
     }
     let ip = client_ip(req, &state.config.trusted_proxies);
-    if let Some(secs) = ip.and_then(|ip| state.lockouts.locked(ip)) {
-        return html::problem(
+    let locked_out = |secs: u64| {
+        html::problem(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("Too many failed sign-ins from this address; retry in {secs} s."),
-        );
+        )
+    };
+    if let Some(secs) = ip.and_then(|ip| state.lockouts.locked(ip)) {
+        return locked_out(secs);
     }
     let secret = form.secret.unwrap_or_default();
     let email = form.email.unwrap_or_default();
@@ -230,7 +233,10 @@ pub async fn login(
     let Some((operator_id, role)) = who else {
         if let Some(ip) = ip {
             let limit = state.config.auth_failure_limit(ip);
-            state.lockouts.failed(&state.limiter, ip, limit).await;
+            // The failure that was one too many is answered as the lockout it starts.
+            if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
+                return locked_out(secs);
+            }
         }
         tracing::warn!(?ip, "dashboard sign-in refused");
         return html::redirect(&format!(
