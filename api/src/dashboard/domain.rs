@@ -4,8 +4,12 @@
 
 use std::sync::Arc;
 
-use poem::{Request, Response, web::Data};
-use switchyard_shared::{api_keys, events, inbound, integrations};
+use poem::{Request, Response, http::StatusCode, web::Data};
+use switchyard_shared::{
+    api_keys, events, inbound, integrations,
+    tenants::{self, Scope},
+};
+use uuid::Uuid;
 
 use super::{
     html::{self, esc},
@@ -23,6 +27,23 @@ macro_rules! list_page {
         let cells: Vec<Vec<String>> = rows.iter().map($row).collect();
         html::page(&signed, $nav, $title, &html::table($head, &cells, $empty))
     }};
+}
+
+/// The row of `table` the path's `id` names, with its tenant and mode; a "No such `what`" page
+/// when the id is malformed or names nothing.
+#[allow(clippy::result_large_err)] // answered at once by `page_try!`
+pub(super) async fn row_in_path(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    id: &str,
+    what: &str,
+) -> Result<(Uuid, Scope), Response> {
+    let missing = || html::problem(StatusCode::NOT_FOUND, &format!("No such {what}."));
+    let id = Uuid::parse_str(id).map_err(|_| missing())?;
+    match or_failed(tenants::scope_of_row(pool, table, id).await)? {
+        Some(scope) => Ok((id, scope)),
+        None => Err(missing()),
+    }
 }
 
 pub(super) fn code(id: impl std::fmt::Display) -> String {

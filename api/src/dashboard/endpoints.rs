@@ -5,19 +5,14 @@ use std::sync::Arc;
 
 use poem::{
     Request, Response,
-    http::StatusCode,
     web::{Data, Path},
 };
-use switchyard_shared::{
-    tenants,
-    webhooks::{self, dashboard::EndpointHealth},
-};
-use uuid::Uuid;
+use switchyard_shared::webhooks::{self, dashboard::EndpointHealth};
 
 use super::{
-    domain::{ROWS, code, list_page, opt},
+    domain::{ROWS, code, list_page, opt, row_in_path},
     html::{self, esc},
-    session::{failed, or_failed, signed_in},
+    session::{or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -82,14 +77,8 @@ pub async fn detail(
 ) -> Response {
     let signed = page_try!(signed_in(req, &state).await);
     let pool = &state.services.pool;
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return html::problem(StatusCode::NOT_FOUND, "No such endpoint.");
-    };
-    let tenant = match tenants::scope_of_row(pool, "webhook_endpoints", id).await {
-        Ok(Some(s)) => s.tenant_id,
-        Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such endpoint."),
-        Err(e) => return failed(&e),
-    };
+    let (id, scope) = page_try!(row_in_path(pool, "webhook_endpoints", &id, "endpoint").await);
+    let tenant = scope.tenant_id;
     let attempts = page_try!(or_failed(
         webhooks::attempts::list_for_endpoint(pool, tenant, id, 100, None).await
     ));

@@ -89,8 +89,8 @@ impl Filters {
         })
     }
 
-    /// The filter as a query string (for the next page's link), without the page position.
-    fn query(&self) -> String {
+    /// The filter's fields as the form names them (the job id and page position aside).
+    fn fields(&self) -> [(&'static str, &String); 6] {
         [
             ("queue", &self.queue),
             ("state", &self.state),
@@ -99,24 +99,22 @@ impl Filters {
             ("from", &self.from),
             ("to", &self.to),
         ]
-        .iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| format!("{k}={}", html::url(v.trim())))
-        .collect::<Vec<_>>()
-        .join("&")
+    }
+
+    /// The filter as a query string (for the next page's link), without the page position.
+    fn query(&self) -> String {
+        self.fields()
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| format!("{k}={}", html::url(v.trim())))
+            .collect::<Vec<_>>()
+            .join("&")
     }
 
     /// The filter as hidden fields (for the bulk forms).
     fn hidden(&self) -> String {
         let mut out = String::new();
-        for (k, v) in [
-            ("queue", &self.queue),
-            ("state", &self.state),
-            ("tenant", &self.tenant),
-            ("error", &self.error),
-            ("from", &self.from),
-            ("to", &self.to),
-        ] {
+        for (k, v) in self.fields() {
             let _ = write!(
                 out,
                 "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",

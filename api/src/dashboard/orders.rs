@@ -5,19 +5,14 @@ use std::sync::Arc;
 
 use poem::{
     Request, Response,
-    http::StatusCode,
     web::{Data, Path},
 };
-use switchyard_shared::{
-    orders::{self, dashboard::OrderRow},
-    tenants,
-};
-use uuid::Uuid;
+use switchyard_shared::orders::{self, dashboard::OrderRow};
 
 use super::{
-    domain::{ROWS, code, list_page},
+    domain::{ROWS, code, list_page, row_in_path},
     html::{self, esc},
-    session::{failed, or_failed, signed_in},
+    session::{or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -67,14 +62,7 @@ pub async fn detail(
 ) -> Response {
     let signed = page_try!(signed_in(req, &state).await);
     let pool = &state.services.pool;
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return html::problem(StatusCode::NOT_FOUND, "No such order.");
-    };
-    let scope = match tenants::scope_of_row(pool, "orders", id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such order."),
-        Err(e) => return failed(&e),
-    };
+    let (id, scope) = page_try!(row_in_path(pool, "orders", &id, "order").await);
     let history = page_try!(or_failed(orders::history(pool, scope, id, 500, None).await));
     let rows: Vec<Vec<String>> = history
         .iter()

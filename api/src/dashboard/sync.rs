@@ -18,11 +18,10 @@ use switchyard_shared::{
         dashboard,
         runs::{self, Trigger, Triggered},
     },
-    tenants,
 };
-use uuid::Uuid;
 
 use super::{
+    domain::row_in_path,
     html::{self, esc},
     session::{acting, failed, signed_in},
 };
@@ -200,15 +199,8 @@ pub async fn resolve(
         Some("target") => Choice::Target,
         _ => return html::problem(StatusCode::BAD_REQUEST, "Choose source or target."),
     };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return html::problem(StatusCode::NOT_FOUND, "No such conflict.");
-    };
     let pool = &state.services.pool;
-    let scope = match tenants::scope_of_row(pool, "sync_conflicts", id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return html::problem(StatusCode::NOT_FOUND, "No such conflict."),
-        Err(e) => return failed(&e),
-    };
+    let (id, scope) = page_try!(row_in_path(pool, "sync_conflicts", &id, "conflict").await);
     let done = async {
         let mut tx = pool.begin().await?;
         let by = format!("dashboard:{}", signed.session.who);

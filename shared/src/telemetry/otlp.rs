@@ -18,7 +18,10 @@ use std::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{metrics as m, trace::TraceParent};
+use super::{
+    metrics as m,
+    trace::{TraceParent, hex},
+};
 
 /// Spans waiting to be sent, at most.
 const BUFFER: usize = 10_000;
@@ -131,10 +134,6 @@ async fn run(url: String, service: &'static str, mut rx: mpsc::Receiver<Span>) {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn nanos(t: SystemTime) -> String {

@@ -31,6 +31,11 @@ fn random_span() -> [u8; 8] {
     s
 }
 
+/// `bytes` as lower-case hex (how `traceparent` and OTLP write ids).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn hex_to<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -93,17 +98,14 @@ impl TraceParent {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        self.trace_id.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.trace_id)
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-", self.trace_id_hex())?;
-        for b in self.span_id {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "-{:02x}", self.flags)
+        let (trace, span) = (hex(&self.trace_id), hex(&self.span_id));
+        write!(f, "00-{trace}-{span}-{:02x}", self.flags)
     }
 }
 
