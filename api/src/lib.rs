@@ -18,6 +18,7 @@ use std::{sync::Arc, time::Duration};
 use clap::Parser;
 use poem::{Endpoint, EndpointExt, Route, listener::TcpAcceptor};
 use poem_openapi::OpenApiService;
+use switchyard_destinations::Destinations;
 use switchyard_shared::{
     api_keys::{cache::KeyCache, usage::UsageRecorder},
     config::{ApiConfig, CommonConfig, WorkerConfig},
@@ -35,6 +36,7 @@ use crate::routes::{
     admin::AdminApi,
     api_keys::ApiKeysApi,
     audit_events::AuditEventsApi,
+    destination_kinds::DestinationKindsApi,
     event_types::EventTypesApi,
     events::EventsApi,
     inbound::{InboundApi, InboundEventsApi},
@@ -78,7 +80,8 @@ pub struct AppState {
     pub request_log: RequestLogger,
     /// Test sends to partner endpoints go out through it (SSRF-guarded); its egress rules
     /// also vet endpoint URLs when they are saved.
-    pub transport: HttpTransport,
+    /// Test sends go out through it; its egress rules vet every address saved.
+    pub transport: Destinations,
     /// Connection checks of integrations go out through it (SSRF-guarded).
     pub checker: Checker,
     /// The dashboard's live overview: one poll shared by every watching browser.
@@ -95,7 +98,7 @@ type Apis = (
     AuditEventsApi,
     WebhookEndpointsApi,
     WebhookDeliveriesApi,
-    WebhookReplaysApi,
+    (WebhookReplaysApi, DestinationKindsApi),
     EventsApi,
     EventTypesApi,
     OrdersApi,
@@ -123,7 +126,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             AuditEventsApi,
             WebhookEndpointsApi,
             WebhookDeliveriesApi,
-            WebhookReplaysApi,
+            (WebhookReplaysApi, DestinationKindsApi),
             EventsApi,
             EventTypesApi,
             OrdersApi,
@@ -228,10 +231,15 @@ pub async fn serve(
                 .run(services.pool.clone(), background.clone()),
         ),
     ];
-    let transport = HttpTransport::new(
-        services.config.egress(),
-        Duration::from_secs(5),
-        Duration::from_secs(30),
+    let transport = Destinations::new(
+        HttpTransport::new(
+            services.config.egress(),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ),
+        services.pool.clone(),
+        services.secrets.keyring.clone(),
+        services.config.slack_api_url.clone(),
     );
     let checker = Checker::new(services.config.egress());
     let state = Arc::new(AppState {

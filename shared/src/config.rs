@@ -60,6 +60,14 @@ pub struct CommonConfig {
     #[arg(long, env = "SWITCHYARD_OUTBOUND_ALLOWLIST", value_delimiter = ',', value_parser = parse_cidr)]
     pub outbound_allowlist: Vec<Cidr>,
 
+    /// Slack's Web API, where `slack` destinations with a bot token post (`chat.postMessage`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_SLACK_API_URL",
+        default_value = "https://slack.com/api"
+    )]
+    pub slack_api_url: String,
+
     /// Refuse to start without real secrets (also `SWITCHYARD_ENV=production`).
     #[arg(long, default_value_t = false)]
     pub production: bool,

@@ -57,6 +57,7 @@ pub const KINDS: &[SealedKind] = &[
     crate::webhooks::rekey::HEADERS,
     crate::webhooks::rekey::AUTH,
     crate::webhooks::rekey::ED25519,
+    crate::webhooks::rekey::CONFIG,
     crate::idempotency::SEALED_RESPONSES,
     crate::integrations::vault::SEALED_CREDENTIALS,
 ];

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod destinations;
 pub mod dispatch;
 pub mod duration;
 pub mod error;

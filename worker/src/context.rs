@@ -7,6 +7,7 @@ use std::{
 };
 
 use sqlx::PgPool;
+use switchyard_destinations::Destinations;
 use switchyard_shared::{
     config::WorkerConfig,
     crypto::Keyring,
@@ -116,10 +117,15 @@ impl Ctx {
                 group_concurrency,
             },
             // Endpoints may ask for up to 30 s; each request sets its own timeout.
-            transport: Arc::new(HttpTransport::new(
-                common.egress(),
-                cfg.webhook_connect_timeout,
-                Duration::from_secs(30).max(cfg.webhook_timeout),
+            transport: Arc::new(Destinations::new(
+                HttpTransport::new(
+                    common.egress(),
+                    cfg.webhook_connect_timeout,
+                    Duration::from_secs(30).max(cfg.webhook_timeout),
+                ),
+                services.pool.clone(),
+                services.secrets.keyring.clone(),
+                common.slack_api_url.clone(),
             )),
             keyring,
             checker: Checker::new(common.egress()),

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit_events;
+pub mod destination_kinds;
 pub mod event_types;
 pub mod events;
 pub mod inbound;

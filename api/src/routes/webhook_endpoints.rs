@@ -6,6 +6,7 @@ use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
     api_keys::Scope,
+    destinations::{self, preview},
     queue::WEBHOOK_REPLAYS,
     webhooks::{attempts, credentials, deliveries, endpoints, replays, stats},
 };
@@ -45,14 +46,23 @@ impl WebhookEndpointsApi {
         let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
-        let url = endpoints::validate_url(&body.0.url, state.transport.egress()).await?;
+        let input = &body.0;
+        let destination = destinations::prepare(
+            &s.pool,
+            p.scope(),
+            state.transport.egress(),
+            input.kind.unwrap_or_default(),
+            input.url.as_deref(),
+            input.config.clone(),
+        )
+        .await?;
         let mut tx = s.pool.begin().await?;
         let created = endpoints::create(
             &mut tx,
             &s.secrets.keyring,
             state.endpoint_rules(),
             p.scope(),
-            url,
+            destination,
             body.0,
         )
         .await?;
@@ -109,10 +119,15 @@ impl WebhookEndpointsApi {
         let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
-        let url = match &body.0.url {
-            Some(u) => Some(endpoints::validate_url(u, state.transport.egress()).await?),
-            None => None,
-        };
+        let destination = destinations::prepare_change(
+            &s.pool,
+            p.scope(),
+            state.transport.egress(),
+            id.0,
+            body.0.url.as_deref(),
+            body.0.config.clone(),
+        )
+        .await?;
         let mut tx = s.pool.begin().await?;
         let endpoint = endpoints::update(
             &mut tx,
@@ -120,7 +135,7 @@ impl WebhookEndpointsApi {
             state.endpoint_rules(),
             p.scope(),
             id.0,
-            url,
+            destination,
             body.0,
         )
         .await?;
@@ -149,6 +164,27 @@ impl WebhookEndpointsApi {
         let rotated =
             endpoints::rotate_secret(&mut tx, &s.secrets.keyring, p.scope(), id.0, body.0).await?;
         op.commit(tx, Json(rotated)).await
+    }
+
+    /// Render what the endpoint would send for an event — a sample `order.created`, or the
+    /// `event_type` and `data` given — without sending anything: the webhook body, the Slack or
+    /// Discord message, the email, the broker message or the API call, from the endpoint's
+    /// templates. A template that fails on this event is a `422 template_render_failed`.
+    #[oai(
+        path = "/:id/preview",
+        method = "post",
+        operation_id = "previewWebhookEndpoint"
+    )]
+    async fn preview(
+        &self,
+        auth: Partner,
+        state: Data<&Arc<AppState>>,
+        id: Path<Uuid>,
+        body: Json<preview::PreviewInput>,
+    ) -> Result<Json<preview::Preview>, ApiError> {
+        let p = auth.require(Scope::WebhooksRead)?;
+        let shown = preview::preview(&state.services.pool, p.scope(), id.0, body.0).await?;
+        Ok(Json(shown))
     }
 
     /// Send a signed test message to the endpoint now and return the attempt (status, timings,

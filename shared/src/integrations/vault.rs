@@ -87,6 +87,9 @@ pub enum Purpose {
     SyncRun,
     /// A preview of a sync configuration's next run (`delta`).
     SyncPreview,
+    /// Deliveries of an email or HTTP-action destination (opened once a minute at most per
+    /// endpoint and worker).
+    Delivery,
 }
 
 impl Purpose {
@@ -96,6 +99,7 @@ impl Purpose {
             Purpose::HealthCheck => "health_check",
             Purpose::SyncRun => "sync_run",
             Purpose::SyncPreview => "sync_preview",
+            Purpose::Delivery => "delivery",
         }
     }
 }

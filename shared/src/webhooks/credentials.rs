@@ -197,6 +197,17 @@ pub fn seal_headers(
     keyring.seal(&json, &aad("headers", tenant_id, endpoint_id))
 }
 
+/// Seals a destination's secret settings (`crate::destinations`).
+pub fn seal_config(
+    keyring: &Keyring,
+    tenant_id: Uuid,
+    endpoint_id: Uuid,
+    secrets: &BTreeMap<String, String>,
+) -> (String, Vec<u8>) {
+    let json = serde_json::to_vec(secrets).expect("a map of strings serialises");
+    keyring.seal(&json, &aad("config", tenant_id, endpoint_id))
+}
+
 pub fn seal_auth(
     keyring: &Keyring,
     tenant_id: Uuid,
@@ -232,6 +243,8 @@ pub struct Sealed {
     pub headers_key_id: Option<String>,
     pub auth_ciphertext: Option<Vec<u8>>,
     pub auth_key_id: Option<String>,
+    pub config_ciphertext: Option<Vec<u8>>,
+    pub config_key_id: Option<String>,
 }
 
 /// An endpoint's credentials, opened for one attempt.
@@ -241,6 +254,8 @@ pub struct Credentials {
     pub ed25519: Option<Ed25519KeyPair>,
     /// Custom headers and the `authorization` header, all sent and all redacted in logs.
     pub headers: Vec<(String, String)>,
+    /// A destination's secret settings (`crate::destinations`), redacted in logs.
+    pub config: BTreeMap<String, String>,
 }
 
 impl Sealed {
@@ -310,10 +325,17 @@ impl Sealed {
                 .map_err(|e| Error::Internal(anyhow::anyhow!("stored auth: {e}")))?;
             headers.push(("authorization".to_owned(), auth.authorization()));
         }
+        let mut config = BTreeMap::new();
+        if let (Some(kid), Some(sealed)) = (&self.config_key_id, &self.config_ciphertext) {
+            let plain = self.open_one(keyring, "config", kid, sealed)?;
+            config = serde_json::from_slice(&plain)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored config secrets: {e}")))?;
+        }
         Ok(Credentials {
             hmac_keys,
             ed25519,
             headers,
+            config,
         })
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{credentials::Sealed, send::AttemptResult};
 use super::{deliveries::DeliveryStatus, retry_schedule::RetrySchedule};
-use crate::{dispatch::BreakerState, error::Result, jobs::Outcome};
+use crate::{destinations::DestinationKind, dispatch::BreakerState, error::Result, jobs::Outcome};
 
 /// How attempts turn into retries: the deployment's defaults and the throttling rules.
 #[derive(Clone, Debug)]
@@ -38,6 +38,10 @@ pub struct Target {
     pub traceparent: Option<String>,
     pub endpoint_id: Uuid,
     pub url: String,
+    /// How the delivery leaves, and its settings without the secrets (`crate::destinations`).
+    pub kind: DestinationKind,
+    pub config: Option<sqlx::types::Json<serde_json::Value>>,
+    pub description: Option<String>,
     pub endpoint_active: bool,
     /// Secrets, keys and auth, still sealed.
     #[sqlx(flatten)]
@@ -88,11 +92,11 @@ impl Target {
 }
 
 /// The endpoint's columns of a [`Target`] (prefix `e.`; `g.` its dispatch group).
-const ENDPOINT_COLUMNS: &str = "e.id AS endpoint_id, e.url,
+const ENDPOINT_COLUMNS: &str = "e.id AS endpoint_id, e.url, e.kind, e.config, e.description,
     (e.status = 'enabled' AND e.deleted_at IS NULL) AS endpoint_active,
     e.secret_ciphertext, e.secret_key_id, e.previous_secrets, e.ed25519_ciphertext,
     e.ed25519_key_id, e.headers_ciphertext, e.headers_key_id, e.auth_ciphertext,
-    e.auth_key_id, e.retry_schedule_ms, e.timeout_ms, g.breaker, g.paused_until, g.probe_job,
+    e.auth_key_id, e.config_ciphertext, e.config_key_id, e.retry_schedule_ms, e.timeout_ms, g.breaker, g.paused_until, g.probe_job,
     now() AS db_now";
 
 /// The statement of [`load_targets`] (public so a test can check its plan).
@@ -199,6 +203,13 @@ pub fn decide(
             },
             status: DeliveryStatus::Failed,
             disable: Some("gone"),
+        };
+    }
+    if result.permanent {
+        return Decision {
+            outcome: Outcome::Dead { error },
+            status: DeliveryStatus::Failed,
+            disable: None,
         };
     }
     let Some(base) = schedule.delay_after(attempt) else {

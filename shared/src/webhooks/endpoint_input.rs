@@ -6,27 +6,40 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use poem_openapi::types::MaybeUndefined;
-use reqwest::Url;
 use serde::Deserialize;
 
 use super::credentials::AuthInput;
+use crate::destinations::DestinationKind;
 use crate::events::types::EventTypePattern;
 use crate::{
     error::{Error, Result},
     input::{DurationText, Int, PrintableText, Text},
-    net::{self, Egress},
 };
 
 /// Custom headers: name → value (at most 20; values printable ASCII).
 pub type Headers = BTreeMap<String, PrintableText>;
 
+/// A destination's settings, checked against its kind (`crate::destinations`).
+pub type DestinationConfig = BTreeMap<String, serde_json::Value>;
+
 #[derive(Clone, Debug, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// HTTPS (or HTTP) URL that receives POSTed events, at most 2048 characters; it must not
-    /// point at a non-public address.
-    pub url: Text<1, 2048>,
+    /// For `kind: http` (the default): the HTTPS (or HTTP) URL that receives POSTed events, at
+    /// most 2048 characters; it must not point at a non-public address. Other kinds take
+    /// their address in `config`.
+    #[oai(nullable)]
+    pub url: Option<Text<1, 2048>>,
+    /// How deliveries leave: `http` (signed webhooks, default), `slack`, `discord`, `email`,
+    /// `rabbitmq`, `nats` or `http_action`. Cannot be changed later.
+    #[oai(nullable)]
+    pub kind: Option<DestinationKind>,
+    /// For kinds other than `http`: the destination's settings, as `GET /v1/destination-kinds`
+    /// describes them (at most 64 KiB). Its secret fields are stored encrypted and never
+    /// shown again.
+    #[oai(nullable, validator(max_properties = 50))]
+    pub config: Option<DestinationConfig>,
     /// 1 to 100 event types to deliver; `order.*` style wildcards allowed (exact names must be
     /// in the catalog). Default: `["*"]`.
     #[oai(nullable, validator(min_items = 1, max_items = 100))]
@@ -95,8 +108,13 @@ impl EndpointStatus {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct UpdateEndpoint {
+    /// Only for `http` endpoints.
     #[oai(nullable)]
     pub url: Option<Text<1, 2048>>,
+    /// Only for kinds other than `http`: replaces the whole configuration, its secrets
+    /// included.
+    #[oai(nullable, validator(max_properties = 50))]
+    pub config: Option<DestinationConfig>,
     #[oai(nullable, validator(min_items = 1, max_items = 100))]
     pub event_types: Option<Vec<EventTypePattern>>,
     #[serde(default)]
@@ -230,15 +248,6 @@ pub(super) fn patch<T, U>(
         MaybeUndefined::Null => (true, None),
         MaybeUndefined::Value(v) => (true, Some(check(v)?)),
     })
-}
-
-/// An endpoint URL that passed [`validate_url`]: the only kind an endpoint can be given.
-#[derive(Clone, Debug)]
-pub struct VettedUrl(pub(super) Url);
-
-/// Parses and vets an endpoint URL (see [`net::vet_url`]).
-pub async fn validate_url(raw: &str, egress: &Egress) -> Result<VettedUrl> {
-    net::vet_url(raw, egress, "url").await.map(VettedUrl)
 }
 
 /// What bounds an endpoint's settings beyond their own ranges.

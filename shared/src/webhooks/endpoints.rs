@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
 pub use super::endpoint_input::{
-    CreateEndpoint, EndpointStatus, Rules, UpdateEndpoint, VettedUrl, format_duration, validate_url,
+    CreateEndpoint, EndpointStatus, Rules, UpdateEndpoint, format_duration,
 };
 use super::{
     credentials::{self, EndpointAuth, PreviousSecret, RotateSecret, RotatedSecret},
@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     crypto::Keyring,
+    destinations::{DestinationKind, Prepared},
     error::{Error, Result},
     events::{catalog, types as event_types},
     input::Text,
@@ -32,7 +33,16 @@ pub struct Endpoint {
     pub id: Uuid,
     /// `live` or `test`: receives only events of orders of the same mode.
     pub mode: String,
+    /// How deliveries leave (`http` = signed webhooks).
+    pub kind: DestinationKind,
+    /// Where deliveries go: the webhook URL, or for other kinds the destination without its
+    /// secrets (`amqp://broker:5672`, `mailto:ops@example.com`, `slack:#orders`).
     pub url: String,
+    /// The destination's settings without its secrets (`null` for `http`).
+    #[oai(nullable)]
+    pub config: Option<serde_json::Value>,
+    /// Names of the secret settings stored (values are never shown).
+    pub config_secrets: Vec<String>,
     #[oai(nullable)]
     pub description: Option<String>,
     pub event_types: Vec<String>,
@@ -85,7 +95,10 @@ pub struct Endpoint {
 struct EndpointRow {
     id: Uuid,
     mode: String,
+    kind: DestinationKind,
     url: String,
+    config: Option<Json<serde_json::Value>>,
+    config_secret_names: Vec<String>,
     description: Option<String>,
     event_types: Vec<String>,
     status: String,
@@ -119,7 +132,10 @@ impl From<EndpointRow> for Endpoint {
         Endpoint {
             id: r.id,
             mode: r.mode,
+            kind: r.kind,
             url: r.url,
+            config: r.config.map(|c| c.0),
+            config_secrets: r.config_secret_names,
             description: r.description,
             event_types: r.event_types,
             status: r.status,
@@ -154,7 +170,8 @@ pub struct CreatedEndpoint {
     pub secret: String,
 }
 
-const COLUMNS: &str = "e.id, e.mode, e.url, e.description, e.event_types, e.status, \
+const COLUMNS: &str = "e.id, e.mode, e.kind, e.url, e.config, e.config_secret_names, \
+    e.description, e.event_types, e.status, \
     e.disabled_reason, e.disabled_at, e.retry_schedule_ms, e.timeout_ms, e.header_names, \
     e.auth_type, e.ed25519_public_key, e.max_concurrency, e.rate_limit, \
     COALESCE(g.breaker, 'closed') AS circuit_state, \
@@ -171,18 +188,18 @@ const SYNC_GROUP: &str = "g0 AS (
            rate_per_second = EXCLUDED.rate_per_second,
            tat = CASE WHEN EXCLUDED.rate_per_second IS NULL THEN NULL ELSE dispatch_groups.tat END)";
 
-/// Creates an endpoint on `conn` (the caller's transaction) at `url` (vetted beforehand; the
-/// `url` field of `input` is not looked at again).
+/// Creates an endpoint on `conn` (the caller's transaction) for `destination` (checked
+/// beforehand by `destinations::prepare`; `url`, `kind` and `config` of `input` are not looked
+/// at again).
 pub async fn create(
     conn: &mut PgConnection,
     keyring: &Keyring,
     rules: Rules,
     scope: Scope,
-    url: VettedUrl,
+    destination: Prepared,
     input: CreateEndpoint,
 ) -> Result<CreatedEndpoint> {
     let tenant_id = scope.tenant_id;
-    let url = url.0;
     let event_types = event_types::validate_filter(input.event_types)?;
     catalog::check_filter(conn, scope, &event_types).await?;
     let description = input.description.map(Text::into_string);
@@ -214,6 +231,7 @@ pub async fn create(
         .ed25519_signing
         .unwrap_or(false)
         .then(|| credentials::new_ed25519(keyring, tenant_id, id));
+    let config = sealed_config(keyring, tenant_id, id, &destination);
     let row = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(format!(
         "WITH e AS (
             INSERT INTO webhook_endpoints
@@ -221,16 +239,17 @@ pub async fn create(
                  secret_key_id, retry_schedule_ms, timeout_ms, headers_key_id,
                  headers_ciphertext, header_names, auth_key_id, auth_ciphertext, auth_type,
                  ed25519_key_id, ed25519_ciphertext, ed25519_public_key, max_concurrency,
-                 rate_limit, operational, fifo)
+                 rate_limit, operational, fifo, kind, config, config_secret_names,
+                 config_key_id, config_ciphertext)
             VALUES ($1, $2, $8, $3, $4, $5, $6, $7, $9, $10, $11, $12, COALESCE($13, '{{}}'),
-                    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+                    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
             RETURNING *),
          {SYNC_GROUP}
          SELECT {COLUMNS} FROM e LEFT JOIN dispatch_groups g ON g.key = e.id"
     )))
     .bind(id)
     .bind(tenant_id)
-    .bind(url.as_str())
+    .bind(&destination.url)
     .bind(description)
     .bind(&event_types)
     .bind(sealed)
@@ -251,6 +270,11 @@ pub async fn create(
     .bind(rate_limit)
     .bind(input.operational.unwrap_or(false))
     .bind(input.fifo.unwrap_or(false))
+    .bind(destination.kind)
+    .bind(destination.public.as_ref().map(Json))
+    .bind(&config.0)
+    .bind(&config.1)
+    .bind(&config.2)
     .fetch_one(conn)
     .await?;
     Ok(CreatedEndpoint {
@@ -261,18 +285,28 @@ pub async fn create(
 
 /// Applies a partial update on `conn` (the caller's transaction): the change in one
 /// statement; then, when it disabled the endpoint, the cancellation of everything pending for
-/// it, or, when it enabled it with `replay_missed`, the replay of what it missed. `url` is the
-/// vetted `input.url`, if the update has one.
+/// it, or, when it enabled it with `replay_missed`, the replay of what it missed.
+/// `destination` is the checked `input.url` or `input.config`, if the update has one.
 pub async fn update(
     conn: &mut PgConnection,
     keyring: &Keyring,
     rules: Rules,
     scope: Scope,
     id: Uuid,
-    url: Option<VettedUrl>,
+    destination: Option<Prepared>,
     input: UpdateEndpoint,
 ) -> Result<Endpoint> {
-    let url = url.map(|u| u.0.to_string());
+    let url = destination.as_ref().map(|d| d.url.clone());
+    let config = destination
+        .as_ref()
+        .filter(|d| d.kind != DestinationKind::Http)
+        .map(|d| {
+            (
+                d.kind,
+                d.public.clone(),
+                sealed_config(keyring, scope.tenant_id, id, d),
+            )
+        });
     let event_types = input
         .event_types
         .map(|t| event_types::validate_filter(Some(t)))
@@ -346,6 +380,10 @@ pub async fn update(
                 ed25519_public_key = CASE WHEN NOT $21 OR (ed25519_key_id IS NOT NULL AND $22::text IS NOT NULL)
                                           THEN ed25519_public_key ELSE $24 END,
                 url = COALESCE($4, url),
+                config = CASE WHEN $31::text IS NULL THEN config ELSE $32 END,
+                config_secret_names = CASE WHEN $31::text IS NULL THEN config_secret_names ELSE $33 END,
+                config_key_id = CASE WHEN $31::text IS NULL THEN config_key_id ELSE $34 END,
+                config_ciphertext = CASE WHEN $31::text IS NULL THEN config_ciphertext ELSE $35 END,
                 event_types = COALESCE($5, event_types),
                 description = CASE WHEN $6 THEN $7 ELSE description END,
                 retry_schedule_ms = CASE WHEN $8 THEN $9 ELSE retry_schedule_ms END,
@@ -359,6 +397,7 @@ pub async fn update(
                                    ELSE disabled_at END,
                 updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL
+            AND ($31::text IS NULL OR kind = $31)
       RETURNING *),
          {SYNC_GROUP}
          SELECT {COLUMNS},
@@ -398,6 +437,11 @@ pub async fn update(
     .bind(rate_limit.1)
     .bind(input.operational)
     .bind(input.fifo)
+    .bind(config.as_ref().map(|c| c.0))
+    .bind(config.as_ref().and_then(|c| c.1.clone()).map(Json))
+    .bind(config.as_ref().map(|c| c.2.0.clone()).unwrap_or_default())
+    .bind(config.as_ref().and_then(|c| c.2.1.clone()))
+    .bind(config.as_ref().and_then(|c| c.2.2.clone()))
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Error::not_found("webhook endpoint"))?;
@@ -414,6 +458,24 @@ pub async fn update(
             Some(endpoint_backlog::replay_since(conn, scope, &endpoint, since).await?);
     }
     Ok(endpoint)
+}
+
+/// A destination's secret settings, sealed for the endpoint: `(names, key id, ciphertext)`.
+fn sealed_config(
+    keyring: &Keyring,
+    tenant_id: Uuid,
+    id: Uuid,
+    destination: &Prepared,
+) -> (Vec<String>, Option<String>, Option<Vec<u8>>) {
+    if destination.secrets.is_empty() {
+        return (Vec::new(), None, None);
+    }
+    let (kid, sealed) = credentials::seal_config(keyring, tenant_id, id, &destination.secrets);
+    (
+        destination.secrets.keys().cloned().collect(),
+        Some(kid),
+        Some(sealed),
+    )
 }
 
 /// Attempts allowed to work the API schedules (replays, manual retries) when the endpoint has

@@ -38,6 +38,7 @@ pub const SECRET: SealedKind = column_kind!("webhook_endpoint.secret", "secret")
 pub const HEADERS: SealedKind = column_kind!("webhook_endpoint.headers", "headers");
 pub const AUTH: SealedKind = column_kind!("webhook_endpoint.auth", "auth");
 pub const ED25519: SealedKind = column_kind!("webhook_endpoint.ed25519", "ed25519");
+pub const CONFIG: SealedKind = column_kind!("webhook_endpoint.config", "config");
 
 pub const PREVIOUS_SECRETS: SealedKind = SealedKind {
     name: "webhook_endpoint.previous_secret",

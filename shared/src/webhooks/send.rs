@@ -50,12 +50,16 @@ pub struct AttemptResult {
     pub response_size: Option<i64>,
     /// The endpoint's `Retry-After`, if it sent one.
     pub retry_after: Option<Duration>,
+    /// A failure no retry can mend (an SMTP 5xx, a template that cannot render, a request
+    /// the API refuses as malformed): the delivery fails now.
+    pub permanent: bool,
 }
 
 impl AttemptResult {
-    /// Only 2xx counts (Standard Webhooks); redirects are failures.
+    /// Only 2xx counts (Standard Webhooks); redirects are failures. Destinations that are not
+    /// HTTP (brokers, SMTP) have no status code: no error class is their success.
     pub fn succeeded(&self) -> bool {
-        self.error_class.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
+        self.error_class.is_none() && self.status_code.is_none_or(|s| (200..300).contains(&s))
     }
 
     /// 429, 502, 503, 504 and timeouts mean "slow down", not "broken".
@@ -64,7 +68,7 @@ impl AttemptResult {
             || self.error_class == Some("timeout")
     }
 
-    fn failed(
+    pub fn failed(
         ts: i64,
         started: Instant,
         class: &'static str,
@@ -128,7 +132,46 @@ pub(super) async fn send(
         )
         .collect();
     sent_headers.extend(credentials.headers.iter().cloned());
-    let url = match Url::parse(&target.url) {
+    let request = Outbound {
+        method: reqwest::Method::POST,
+        url: &target.url,
+        headers: sent_headers,
+        logged: headers,
+        body: payload.as_bytes().to_vec(),
+    };
+    exchange(client, egress, request, ts, started, timeout).await
+}
+
+/// One HTTP request of an attempt, as sent and as logged.
+pub struct Outbound<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a str,
+    /// Every header sent.
+    pub headers: Vec<(String, String)>,
+    /// The same as the attempt log shows them: secrets redacted.
+    pub logged: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Makes one request through the SSRF-guarded client and classifies what came back (the
+/// status, the headers, a capped body, `Retry-After`); a failure to connect within the first
+/// second gets one immediate second try. Shared by every destination that speaks HTTP.
+pub async fn exchange(
+    client: &reqwest::Client,
+    egress: &Egress,
+    request: Outbound<'_>,
+    ts: i64,
+    started: Instant,
+    timeout: Duration,
+) -> AttemptResult {
+    let Outbound {
+        method,
+        url,
+        headers: sent_headers,
+        logged: headers,
+        body: payload,
+    } = request;
+    let url = match Url::parse(url) {
         Ok(u) => u,
         Err(e) => {
             let msg = format!("invalid URL: {e}");
@@ -139,11 +182,11 @@ pub(super) async fn send(
         return AttemptResult::failed(ts, started, "blocked_address", e.to_string(), headers);
     }
     let build = || {
-        let mut request = client.post(url.clone()).timeout(timeout);
+        let mut request = client.request(method.clone(), url.clone()).timeout(timeout);
         for (name, value) in &sent_headers {
             request = request.header(name, value);
         }
-        request.body(payload.to_owned())
+        request.body(payload.clone())
     };
     let (mut sent, mut connect) = net::timed(build().send()).await;
     let mut reset_note = None;
@@ -227,6 +270,7 @@ pub(super) async fn send(
         response_body: Some(String::from_utf8_lossy(&body).into_owned()),
         response_size: Some(declared.map_or(seen as i64, |d| d as i64)),
         retry_after,
+        permanent: false,
     }
 }
 

@@ -42,6 +42,11 @@ impl HttpTransport {
         }
     }
 
+    /// The SSRF-guarded client, for other destinations that speak HTTP.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The egress rules this transport enforces (endpoint URLs are checked against them when
     /// saved, too).
     pub fn egress(&self) -> &Egress {

@@ -1,0 +1,262 @@
+//! Email over SMTP (lettre, tokio, rustls). The server is the integration's credential `url`:
+//! `smtp://user:pass@host:587` (STARTTLS required), `smtps://user:pass@host:465` (implicit
+//! TLS), `?tls=opportunistic` or `?tls=none` for relays on a trusted network. The host passes
+//! the egress rules and the connection goes to the checked address (TLS still verifies the
+//! name). A `5xx` answer fails the delivery (the server refuses the mail for good); a `4xx`
+//! or a lost connection retries it. `Message-ID` is the same on every retry.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart, SinglePart, header::ContentType},
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Tls, TlsParameters},
+    },
+};
+use switchyard_shared::{destinations::render::Email, webhooks::send::AttemptResult};
+
+use crate::{Attempt, integrations::Integration};
+
+/// How long a server's transport (and the address it was checked at) is kept.
+const TTL: Duration = Duration::from_secs(300);
+
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// SMTP transports (each with its own connection pool) by server URL.
+#[derive(Default)]
+pub(crate) struct Pool {
+    transports: Mutex<HashMap<String, (Instant, Transport)>>,
+}
+
+impl Pool {
+    pub(crate) async fn send(
+        &self,
+        at: &Attempt<'_>,
+        integration: &Integration,
+        mail: Email,
+    ) -> AttemptResult {
+        let Some(url) = integration.credentials.get("url") else {
+            return at.failed(
+                "integration",
+                format!("integration {} has no credential `url`", integration.id),
+            );
+        };
+        let message = match build(&mail) {
+            Ok(m) => m,
+            Err(e) => {
+                let mut r = at.failed("message", format!("the email cannot be built: {e}"));
+                r.permanent = true;
+                return r;
+            }
+        };
+        let transport = match self.transport(at, url).await {
+            Ok(t) => t,
+            Err((class, e)) => return at.failed(class, e),
+        };
+        match tokio::time::timeout(at.timeout, transport.send(message)).await {
+            Ok(Ok(response)) => at.delivered(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
+            Ok(Err(e)) => {
+                let class = if e.is_permanent() {
+                    "smtp_rejected"
+                } else if e.is_transient() {
+                    "smtp_deferred"
+                } else if e.is_timeout() {
+                    "timeout"
+                } else if e.is_tls() {
+                    "tls"
+                } else {
+                    "connect"
+                };
+                let mut r = at.failed(class, format!("SMTP: {e}"));
+                r.permanent = e.is_permanent();
+                r
+            }
+            Err(_) => at.failed("timeout", "the SMTP server did not answer in time"),
+        }
+    }
+
+    async fn transport(
+        &self,
+        at: &Attempt<'_>,
+        raw: &str,
+    ) -> Result<Transport, (&'static str, String)> {
+        if let Some((made, t)) = self.transports.lock().expect("smtp lock").get(raw)
+            && made.elapsed() < TTL
+        {
+            return Ok(t.clone());
+        }
+        let server = Server::parse(raw).map_err(|e| ("config", e))?;
+        let addrs = at
+            .egress
+            .resolve(&server.host, server.port)
+            .await
+            .map_err(|e| match e {
+                switchyard_shared::net::ResolveError::Blocked { .. } => {
+                    ("blocked_address", e.to_string())
+                }
+                switchyard_shared::net::ResolveError::Lookup { .. } => ("dns", e.to_string()),
+            })?;
+        let ip = addrs
+            .first()
+            .ok_or(("dns", format!("`{}` has no address", server.host)))?
+            .ip();
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_owned()).map_err(|e| ("tls", format!("TLS setup: {e}")))
+        };
+        let mode = match server.tls {
+            TlsMode::Implicit => Tls::Wrapper(tls(&server.host)?),
+            TlsMode::Required => Tls::Required(tls(&server.host)?),
+            TlsMode::Opportunistic => Tls::Opportunistic(tls(&server.host)?),
+            TlsMode::None => Tls::None,
+        };
+        let mut builder = Transport::builder_dangerous(ip.to_string())
+            .port(server.port)
+            .tls(mode)
+            .timeout(Some(at.timeout));
+        if let Some((user, pass)) = server.credentials {
+            builder = builder.credentials(Credentials::new(user, pass));
+        }
+        let transport = builder.build();
+        let mut transports = self.transports.lock().expect("smtp lock");
+        transports.retain(|_, (made, _)| made.elapsed() < TTL);
+        transports.insert(raw.to_owned(), (Instant::now(), transport.clone()));
+        Ok(transport)
+    }
+}
+
+fn build(mail: &Email) -> Result<Message, String> {
+    let mailbox = |s: &str| s.parse::<Mailbox>().map_err(|e| format!("`{s}`: {e}"));
+    let mut b = Message::builder()
+        .from(mailbox(&mail.from)?)
+        .subject(mail.subject.clone())
+        .message_id(Some(mail.message_id.clone()));
+    for to in &mail.to {
+        b = b.to(mailbox(to)?);
+    }
+    if let Some(r) = &mail.reply_to {
+        b = b.reply_to(mailbox(r)?);
+    }
+    let text = |t: &str| {
+        SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .body(t.to_owned())
+    };
+    let html = |t: &str| {
+        SinglePart::builder()
+            .header(ContentType::TEXT_HTML)
+            .body(t.to_owned())
+    };
+    let built = match (&mail.text, &mail.html) {
+        (Some(t), Some(h)) => b.multipart(
+            MultiPart::alternative()
+                .singlepart(text(t))
+                .singlepart(html(h)),
+        ),
+        (Some(t), None) => b.singlepart(text(t)),
+        (None, Some(h)) => b.singlepart(html(h)),
+        (None, None) => b.singlepart(text("")),
+    };
+    built.map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsMode {
+    Implicit,
+    Required,
+    Opportunistic,
+    None,
+}
+
+/// An SMTP server URL.
+#[derive(Debug)]
+struct Server {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    credentials: Option<(String, String)>,
+}
+
+impl Server {
+    fn parse(raw: &str) -> Result<Server, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("the SMTP URL is not valid: {e}"))?;
+        let (tls, port) = match url.scheme() {
+            "smtps" => (TlsMode::Implicit, 465),
+            "smtp" => {
+                let asked = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "tls")
+                    .map(|(_, v)| v.into_owned());
+                let mode = match asked.as_deref() {
+                    None | Some("required") => TlsMode::Required,
+                    Some("opportunistic") => TlsMode::Opportunistic,
+                    Some("none") => TlsMode::None,
+                    Some(other) => {
+                        return Err(format!(
+                            "`tls={other}` is not required, opportunistic or none"
+                        ));
+                    }
+                };
+                (mode, 587)
+            }
+            other => return Err(format!("`{other}://` is not smtp:// or smtps://")),
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the SMTP URL has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let decode = |s: &str| percent_decode(s);
+        let credentials = (!url.username().is_empty()).then(|| {
+            (
+                decode(url.username()),
+                decode(url.password().unwrap_or_default()),
+            )
+        });
+        Ok(Server {
+            host,
+            port: url.port().unwrap_or(port),
+            tls,
+            credentials,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_tls_and_default_ports() {
+        let s = Server::parse("smtp://user%40x:p%2Bw+d@mail.example.com").unwrap();
+        assert_eq!((s.port, s.tls), (587, TlsMode::Required));
+        assert_eq!(s.credentials, Some(("user@x".into(), "p+w+d".into())));
+        let s = Server::parse("smtps://mail.example.com").unwrap();
+        assert_eq!(
+            (s.port, s.tls, s.credentials),
+            (465, TlsMode::Implicit, None)
+        );
+        let s = Server::parse("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert_eq!((s.port, s.tls), (2525, TlsMode::None));
+        assert!(Server::parse("smtp://h?tls=maybe").is_err());
+        assert!(Server::parse("http://h").is_err());
+    }
+}

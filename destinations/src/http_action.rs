@@ -1,0 +1,79 @@
+//! Templated API calls to an HTTP integration: its `base_url` plus the rendered path, its
+//! credentials as authentication (`bearer_token`, `username` + `password`, `api_key`), the
+//! rendered headers and a JSON or form-encoded body, and an `Idempotency-Key` that is the same
+//! on every retry of a delivery, so an API that honours it (Stripe does) acts once.
+
+use switchyard_shared::{
+    destinations::render::ActionBody,
+    integrations::connection,
+    net,
+    webhooks::{credentials::REDACTED, send::AttemptResult},
+};
+
+use crate::{Attempt, http, integrations::Integration};
+
+/// A rendered action.
+pub(crate) struct Action {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub idempotency_key: String,
+    pub body: ActionBody,
+}
+
+pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action) -> AttemptResult {
+    let Some(base) = integration.base_url.as_deref() else {
+        return at.failed(
+            "integration",
+            format!("integration {} has no `base_url`", integration.id),
+        );
+    };
+    let url = format!("{}{}", base.trim_end_matches('/'), a.path);
+    let (content_type, body) = match a.body {
+        ActionBody::None => (None, Vec::new()),
+        ActionBody::Json(v) => (
+            Some("application/json; charset=utf-8"),
+            serde_json::to_vec(&v).unwrap_or_default(),
+        ),
+        ActionBody::Form(fields) => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &fields {
+                form.append_pair(k, v);
+            }
+            (
+                Some("application/x-www-form-urlencoded"),
+                form.finish().into_bytes(),
+            )
+        }
+    };
+    let mut headers = vec![
+        ("user-agent".to_owned(), net::USER_AGENT.to_owned()),
+        ("idempotency-key".to_owned(), a.idempotency_key),
+    ];
+    if let Some(ct) = content_type {
+        headers.push(("content-type".to_owned(), ct.to_owned()));
+    }
+    headers.extend(a.headers);
+    let mut logged = headers.clone();
+    for (name, value) in connection::auth_headers(
+        &integration.credentials,
+        integration.api_key_header.as_deref(),
+    ) {
+        logged.push((name.clone(), REDACTED.to_owned()));
+        headers.push((name, value));
+    }
+    let method = reqwest::Method::from_bytes(a.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let request = http::Request {
+        method,
+        url,
+        headers,
+        logged,
+        body,
+    };
+    let mut result = http::exchange(at, request).await;
+    http::final_client_errors(&mut result);
+    if let Some(body) = result.response_body.as_mut() {
+        *body = connection::redact(body, &integration.credentials);
+    }
+    result
+}

@@ -1,0 +1,292 @@
+//! The transports of every destination kind behind the delivery engine's one boundary
+//! ([`Transport`]): signed webhooks (`switchyard_shared::webhooks::transport`), and here Slack,
+//! Discord, templated HTTP actions, email over SMTP, RabbitMQ and NATS. Each renders what it
+//! sends with `switchyard_shared::destinations::render` (the same code the preview runs) and
+//! turns what happened into an [`AttemptResult`] for the engine to log and decide on: the
+//! ledger, retries, caps, breaker, replay and FIFO do not know which kind they move.
+//! Adding a kind: its settings in `shared::destinations`, a module here, one arm in
+//! [`Destinations::send_other`] (docs/destinations.md).
+
+mod discord;
+mod email;
+mod http;
+mod http_action;
+mod integrations;
+mod nats;
+mod rabbitmq;
+mod slack;
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use switchyard_shared::{
+    crypto::Keyring,
+    destinations::{
+        DestinationKind, Settings,
+        render::{self, Delivery, Rendered},
+    },
+    net::Egress,
+    webhooks::{
+        credentials::{Credentials, REDACTED},
+        delivery::Target,
+        send::AttemptResult,
+        transport::{HttpTransport, Transport},
+        webhook_id,
+    },
+};
+
+pub use integrations::Integrations;
+
+/// Every destination kind, as one [`Transport`]: chosen per attempt by the endpoint's kind.
+/// Broker and SMTP connections are pooled for the life of the process and opened again after
+/// a failure.
+pub struct Destinations {
+    http: HttpTransport,
+    integrations: Integrations,
+    /// Slack's Web API (`https://slack.com/api`; a test points it elsewhere).
+    slack_api: String,
+    amqp: rabbitmq::Pool,
+    nats: nats::Pool,
+    smtp: email::Pool,
+}
+
+impl Destinations {
+    pub fn new(http: HttpTransport, pool: PgPool, keyring: Keyring, slack_api: String) -> Self {
+        Destinations {
+            integrations: Integrations::new(pool, keyring),
+            slack_api: slack_api.trim_end_matches('/').to_owned(),
+            amqp: rabbitmq::Pool::default(),
+            nats: nats::Pool::default(),
+            smtp: email::Pool::default(),
+            http,
+        }
+    }
+
+    /// The egress rules every destination's address passes.
+    pub fn egress(&self) -> &Egress {
+        self.http.egress()
+    }
+
+    async fn send_other(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> AttemptResult {
+        let started = Instant::now();
+        let ts = chrono::Utc::now().timestamp();
+        let failed = |class: &'static str, message: String, permanent: bool| {
+            let mut r = AttemptResult::failed(ts, started, class, message, Vec::new());
+            r.permanent = permanent;
+            r
+        };
+        let settings = match Settings::from_stored(
+            target.kind,
+            target.config.as_ref().map(|c| &c.0),
+            &credentials.config,
+        ) {
+            Ok(s) => s,
+            Err(e) => return failed("config", format!("the stored settings: {e}"), true),
+        };
+        let msg_id = webhook_id(target.message_id);
+        let delivery = Delivery {
+            payload: target.payload.as_deref().unwrap_or_default(),
+            webhook_id: &msg_id,
+            delivery_id: target.delivery_id,
+            endpoint_id: target.endpoint_id,
+            description: target.description.as_deref(),
+        };
+        let rendered = match render::render(&settings, &delivery) {
+            Ok(r) => r,
+            // The same template fails the same way on every retry.
+            Err(e) => return failed("template", e.to_string(), true),
+        };
+        let at = Attempt {
+            ts,
+            started,
+            timeout,
+            egress: self.http.egress(),
+            client: self.http.client(),
+        };
+        let body = delivery.payload.as_bytes().to_vec();
+        let mut result = match (&settings, rendered) {
+            (Settings::Slack(c), Rendered::Slack { body, .. }) => {
+                slack::send(&at, &self.slack_api, c, body).await
+            }
+            (Settings::Discord(c), Rendered::Discord { body }) => {
+                discord::send(&at, &c.webhook_url, body).await
+            }
+            (
+                Settings::HttpAction(c),
+                Rendered::HttpAction {
+                    method,
+                    path,
+                    headers,
+                    idempotency_key,
+                    body,
+                },
+            ) => {
+                let action = http_action::Action {
+                    method,
+                    path,
+                    headers,
+                    idempotency_key,
+                    body,
+                };
+                match self.integrations.get(c.integration_id, target).await {
+                    Ok(i) => http_action::send(&at, &i, action).await,
+                    Err(e) => failed("integration", e, false),
+                }
+            }
+            (Settings::Email(c), Rendered::Email(mail)) => {
+                match self.integrations.get(c.integration_id, target).await {
+                    Ok(i) => self.smtp.send(&at, &i, mail).await,
+                    Err(e) => failed("integration", e, false),
+                }
+            }
+            (
+                Settings::Rabbitmq(c),
+                Rendered::Rabbitmq {
+                    exchange,
+                    routing_key,
+                    message_id,
+                    event_type,
+                    ..
+                },
+            ) => {
+                let publish = rabbitmq::Publish {
+                    exchange,
+                    routing_key,
+                    message_id,
+                    event_type,
+                    body,
+                };
+                self.amqp.send(&at, &c.url, publish).await
+            }
+            (
+                Settings::Nats(c),
+                Rendered::Nats {
+                    subject,
+                    msg_id,
+                    jetstream,
+                    ..
+                },
+            ) => {
+                let event_type = serde_json::from_str::<serde_json::Value>(delivery.payload)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                let publish = nats::Publish {
+                    subject,
+                    msg_id,
+                    jetstream,
+                    event_type,
+                    body,
+                };
+                self.nats.send(&at, &c.url, publish).await
+            }
+            (s, _) => failed(
+                "config",
+                format!("no transport for `{}`", s.kind().as_str()),
+                true,
+            ),
+        };
+        // Secrets never reach the attempt log, whatever a server echoed back.
+        redact(&mut result, credentials);
+        result
+    }
+}
+
+/// What every transport gets for one attempt.
+pub(crate) struct Attempt<'a> {
+    /// The `webhook-timestamp` of the attempt (seconds).
+    pub ts: i64,
+    pub started: Instant,
+    pub timeout: Duration,
+    pub egress: &'a Egress,
+    /// The SSRF-guarded HTTP client.
+    pub client: &'a reqwest::Client,
+}
+
+impl Attempt<'_> {
+    /// A failed attempt of class `class`.
+    pub fn failed(&self, class: &'static str, message: impl Into<String>) -> AttemptResult {
+        AttemptResult::failed(self.ts, self.started, class, message.into(), Vec::new())
+    }
+
+    /// A succeeded attempt with the server's answer for the log.
+    pub fn delivered(&self, answer: String) -> AttemptResult {
+        AttemptResult {
+            webhook_timestamp: self.ts,
+            duration: self.started.elapsed(),
+            response_size: Some(answer.len() as i64),
+            response_body: Some(answer),
+            ..Default::default()
+        }
+    }
+}
+
+/// The broker URL to connect to: its host resolved and every address checked against the
+/// egress rules; for plain-text schemes the host is replaced by the checked address, so the
+/// connection goes exactly there. (TLS schemes keep the name, which the certificate must
+/// match; their address is checked, and looked up again by the client.)
+pub(crate) async fn broker_address(
+    raw: &str,
+    default_port: u16,
+    egress: &Egress,
+) -> Result<String, (&'static str, String)> {
+    let mut url =
+        url::Url::parse(raw).map_err(|e| ("config", format!("invalid broker URL: {e}")))?;
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .ok_or(("config", "the broker URL has no host".to_owned()))?;
+    let port = url.port().unwrap_or(default_port);
+    let addrs = egress.resolve(&host, port).await.map_err(|e| match e {
+        switchyard_shared::net::ResolveError::Blocked { .. } => ("blocked_address", e.to_string()),
+        switchyard_shared::net::ResolveError::Lookup { .. } => ("dns", e.to_string()),
+    })?;
+    let first = addrs
+        .first()
+        .ok_or(("dns", format!("`{host}` has no address")))?;
+    if matches!(url.scheme(), "amqp" | "nats") {
+        url.set_ip_host(first.ip())
+            .map_err(|_| ("config", "the broker URL cannot take an address".to_owned()))?;
+    }
+    Ok(url.to_string())
+}
+
+/// Replaces every secret setting's value in what the attempt log keeps.
+fn redact(result: &mut AttemptResult, credentials: &Credentials) {
+    for secret in credentials.config.values().filter(|v| v.len() >= 4) {
+        let scrub = |s: &mut String| {
+            if s.contains(secret.as_str()) {
+                *s = s.replace(secret.as_str(), REDACTED);
+            }
+        };
+        if let Some(m) = result.error_message.as_mut() {
+            scrub(m);
+        }
+        if let Some(b) = result.response_body.as_mut() {
+            scrub(b);
+        }
+        for (_, v) in result.request_headers.iter_mut() {
+            scrub(v);
+        }
+    }
+}
+
+impl Transport for Destinations {
+    fn send<'a>(
+        &'a self,
+        target: &'a Target,
+        credentials: &'a Credentials,
+        timeout: Duration,
+    ) -> BoxFuture<'a, AttemptResult> {
+        match target.kind {
+            DestinationKind::Http => self.http.send(target, credentials, timeout),
+            _ => Box::pin(self.send_other(target, credentials, timeout)),
+        }
+    }
+}

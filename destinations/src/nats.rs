@@ -1,0 +1,107 @@
+//! NATS: a JetStream publish with `Nats-Msg-Id` = the `webhook-id`, so the stream stores a
+//! message once however often it is retried within its duplicate window (2 minutes by
+//! default), and the attempt succeeds only on the stream's ack; or, with `jetstream: false`, a
+//! core NATS publish flushed to the server (nothing acknowledges storage there). The body is
+//! the JSON a webhook carries, with `type`, `webhook-id` and `webhook-timestamp` headers.
+//!
+//! One client per server URL and process; the client reconnects by itself after a server
+//! restart, and an attempt made meanwhile times out and is retried.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_nats::{Client, HeaderMap, jetstream};
+use switchyard_shared::webhooks::send::AttemptResult;
+use tokio::sync::Mutex;
+
+use crate::Attempt;
+
+/// A message to publish.
+pub(crate) struct Publish {
+    pub subject: String,
+    pub msg_id: String,
+    pub jetstream: bool,
+    pub event_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Clients by server URL.
+#[derive(Default)]
+pub(crate) struct Pool {
+    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+}
+
+impl Pool {
+    pub(crate) async fn send(&self, at: &Attempt<'_>, url: &str, p: Publish) -> AttemptResult {
+        let client = match tokio::time::timeout(at.timeout, self.client(at, url)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err((class, e))) => return at.failed(class, e),
+            Err(_) => return at.failed("timeout", "connecting to the NATS server timed out"),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", p.msg_id.as_str());
+        headers.insert("type", p.event_type.as_str());
+        headers.insert("webhook-id", p.msg_id.as_str());
+        headers.insert("webhook-timestamp", at.ts.to_string().as_str());
+        if !p.jetstream {
+            let sent = async {
+                client
+                    .publish_with_headers(p.subject.clone(), headers, p.body.into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.flush().await.map_err(|e| e.to_string())
+            };
+            return match tokio::time::timeout(at.timeout, sent).await {
+                Ok(Ok(())) => at.delivered(format!("published to `{}` (core NATS)", p.subject)),
+                Ok(Err(e)) => at.failed("broker", format!("publish failed: {e}")),
+                Err(_) => at.failed(
+                    "timeout",
+                    "the NATS server did not take the message in time",
+                ),
+            };
+        }
+        let js = jetstream::new(client);
+        let acked = async {
+            js.publish_with_headers(p.subject.clone(), headers, p.body.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(at.timeout, acked).await {
+            Ok(Ok(ack)) => at.delivered(
+                serde_json::json!({
+                    "stream": ack.stream,
+                    "seq": ack.sequence,
+                    "duplicate": ack.duplicate,
+                })
+                .to_string(),
+            ),
+            // `no responders`: no stream takes the subject (yet).
+            Ok(Err(e)) => at.failed(
+                "broker",
+                format!("JetStream publish to `{}` failed: {e}", p.subject),
+            ),
+            Err(_) => at.failed("timeout", "JetStream did not acknowledge in time"),
+        }
+    }
+
+    async fn client(&self, at: &Attempt<'_>, url: &str) -> Result<Client, (&'static str, String)> {
+        let slot = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots.entry(url.to_owned()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let address = crate::broker_address(url, 4222, at.egress).await?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(at.timeout)
+            .name("switchyard")
+            .connect(address.as_str())
+            .await
+            .map_err(|e| ("connect", format!("cannot connect to the NATS server: {e}")))?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}

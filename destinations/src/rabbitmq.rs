@@ -1,0 +1,162 @@
+//! RabbitMQ (AMQP 0.9.1): a persistent message (`delivery_mode` 2) whose body is the JSON a
+//! webhook carries, `message_id` = the `webhook-id`, `type` and a `webhook-timestamp` header,
+//! published `mandatory` on a channel in confirm mode. The attempt succeeds only on the
+//! broker's ack of a routed message: a nack, a return (no queue bound to the routing key) or a
+//! lost connection fails it, and the engine retries with the same `message_id`.
+//!
+//! One connection and one confirm channel per broker URL and process, shared by concurrent
+//! attempts (confirms are matched per publish); a failure drops them and the next attempt
+//! connects again, so a broker restart costs the attempts in flight a retry, nothing more.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use switchyard_shared::webhooks::send::AttemptResult;
+use tokio::sync::Mutex;
+
+use crate::Attempt;
+
+/// A message to publish.
+pub(crate) struct Publish {
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+}
+
+struct Link {
+    /// Kept so the connection lives as long as its channel.
+    _connection: Connection,
+    channel: Channel,
+}
+
+/// Connections by broker URL: one slot each, so connecting to a slow broker holds up only
+/// the attempts to that broker.
+#[derive(Default)]
+pub(crate) struct Pool {
+    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Arc<Link>>>>>>,
+}
+
+impl Pool {
+    pub(crate) async fn send(&self, at: &Attempt<'_>, url: &str, p: Publish) -> AttemptResult {
+        let link = match tokio::time::timeout(at.timeout, self.link(at, url)).await {
+            Ok(Ok(link)) => link,
+            Ok(Err((class, e))) => return at.failed(class, e),
+            Err(_) => return at.failed("timeout", "connecting to the broker timed out"),
+        };
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "type".into(),
+            AMQPValue::LongString(p.event_type.as_str().into()),
+        );
+        headers.insert(
+            "webhook-id".into(),
+            AMQPValue::LongString(p.message_id.as_str().into()),
+        );
+        headers.insert("webhook-timestamp".into(), AMQPValue::LongLongInt(at.ts));
+        let properties = BasicProperties::default()
+            .with_message_id(p.message_id.as_str().into())
+            .with_type(p.event_type.as_str().into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_timestamp(at.ts.max(0) as u64)
+            .with_headers(headers);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let publish = async {
+            link.channel
+                .basic_publish(
+                    p.exchange.as_str().into(),
+                    p.routing_key.as_str().into(),
+                    options,
+                    &p.body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = match tokio::time::timeout(at.timeout, publish).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.drop_link(url, &link).await;
+                return at.failed("broker", format!("publish failed: {e}"));
+            }
+            Err(_) => {
+                // The confirm may still come; the retry carries the same message_id.
+                self.drop_link(url, &link).await;
+                return at.failed("timeout", "the broker did not confirm in time");
+            }
+        };
+        let target = format!("exchange `{}`, routing key `{}`", p.exchange, p.routing_key);
+        match confirmation {
+            Confirmation::Ack(None) => at.delivered(format!("ack: {target}")),
+            Confirmation::Ack(Some(returned)) => at.failed(
+                "unroutable",
+                format!(
+                    "returned unroutable ({} {}): no queue is bound for {target}",
+                    returned.reply_code, returned.reply_text
+                ),
+            ),
+            Confirmation::Nack(_) => at.failed(
+                "broker",
+                format!("nack: the broker did not store the message for {target}"),
+            ),
+            Confirmation::NotRequested => at.failed("broker", "publisher confirms are off"),
+        }
+    }
+
+    /// The live connection to `url`, opened (after an egress check of the host) if needed.
+    async fn link(&self, at: &Attempt<'_>, url: &str) -> Result<Arc<Link>, (&'static str, String)> {
+        let slot = self.slot(url);
+        let mut slot = slot.lock().await;
+        if let Some(link) = slot.as_ref()
+            && link.channel.status().connected()
+        {
+            return Ok(link.clone());
+        }
+        *slot = None;
+        let target = crate::broker_address(url, 5672, at.egress).await?;
+        let connection = Connection::connect(&target, ConnectionProperties::default())
+            .await
+            .map_err(|e| ("connect", format!("cannot connect to the broker: {e}")))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| ("connect", format!("cannot open a channel: {e}")))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| ("connect", format!("cannot turn on publisher confirms: {e}")))?;
+        let link = Arc::new(Link {
+            _connection: connection,
+            channel,
+        });
+        *slot = Some(link.clone());
+        Ok(link)
+    }
+
+    fn slot(&self, url: &str) -> Arc<Mutex<Option<Arc<Link>>>> {
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots.entry(url.to_owned()).or_default().clone()
+    }
+
+    async fn drop_link(&self, url: &str, link: &Arc<Link>) {
+        let slot = self.slot(url);
+        let mut slot = slot.lock().await;
+        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+            *slot = None;
+        }
+        let channel = link.channel.clone();
+        tokio::spawn(async move {
+            let close = channel.close(200, "reconnecting".into());
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        });
+    }
+}
