@@ -218,7 +218,9 @@ impl ApiResponse for ApiError {
             (413, "Request body too large."),
             (
                 422,
-                "The `Idempotency-Key` was used before with different parameters.",
+                "Well-formed but not processable: the `Idempotency-Key` was used before with \
+                 different parameters, or a template does not parse or render (`param` names \
+                 it; the detail gives the line and column).",
             ),
             (
                 429,

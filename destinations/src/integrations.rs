@@ -32,10 +32,13 @@ pub struct Integration {
     pub credentials: Opened,
 }
 
+type Cached = (Instant, Arc<Integration>);
+
 pub struct Integrations {
     pool: PgPool,
     keyring: Keyring,
-    cache: Mutex<HashMap<(Uuid, Uuid), (Instant, Arc<Integration>)>>,
+    /// By (integration, endpoint): when opened, and what.
+    cache: Mutex<HashMap<(Uuid, Uuid), Cached>>,
 }
 
 impl Integrations {

@@ -35,11 +35,14 @@ struct Link {
     channel: Channel,
 }
 
+/// A broker's connection, once opened.
+type Slot = Arc<Mutex<Option<Arc<Link>>>>;
+
 /// Connections by broker URL: one slot each, so connecting to a slow broker holds up only
 /// the attempts to that broker.
 #[derive(Default)]
 pub(crate) struct Pool {
-    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Arc<Link>>>>>>,
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 impl Pool {
@@ -142,7 +145,7 @@ impl Pool {
         Ok(link)
     }
 
-    fn slot(&self, url: &str) -> Arc<Mutex<Option<Arc<Link>>>> {
+    fn slot(&self, url: &str) -> Slot {
         let mut slots = self.slots.lock().expect("slots lock");
         slots.entry(url.to_owned()).or_default().clone()
     }

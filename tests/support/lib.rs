@@ -11,10 +11,12 @@ pub mod mariadb;
 pub mod partner;
 pub mod process;
 pub mod rest_erp;
+pub mod smtp;
 
 pub use app::{TestApp, TestOptions};
 pub use erp::ErpServer;
 pub use partner::{Behaviour, PartnerServer, Received, Reply};
+pub use smtp::SmtpServer;
 
 use std::time::{Duration, Instant};
 

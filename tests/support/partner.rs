@@ -60,6 +60,8 @@ impl Reply {
 
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// The path and query it was sent to.
+    pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: Instant,
@@ -85,6 +87,8 @@ struct State {
 }
 
 pub struct PartnerServer {
+    /// `http://127.0.0.1:port`: every path is answered the same way.
+    pub base: String,
     pub url: String,
     state: Arc<State>,
     stop: CancellationToken,
@@ -125,7 +129,12 @@ async fn receive(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respons
             }
         }
     };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.as_str().to_owned());
     state.received.lock().unwrap().push(Received {
+        path,
         headers,
         body,
         at: Instant::now(),
@@ -162,9 +171,13 @@ impl PartnerServer {
         });
         let stop = serve(
             listener,
-            Route::new().at("/hook", post(receive)).data(state.clone()),
+            Route::new()
+                .at("/hook", post(receive))
+                .at("/*path", post(receive))
+                .data(state.clone()),
         );
         PartnerServer {
+            base: format!("http://{addr}"),
             url: format!("http://{addr}/hook"),
             state,
             stop,

@@ -182,9 +182,9 @@ pub(super) fn check_json_template(
     template::render_json(field, source, sample)
         .map(|_| ())
         .map_err(|e| {
-            Error::invalid(
+            template::unprocessable(
                 "template_invalid",
-                format!("config.{field}"),
+                &format!("config.{field}"),
                 format!(
                     "`config.{field}` does not render JSON for a sample event: {}",
                     e.message

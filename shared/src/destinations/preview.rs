@@ -99,9 +99,9 @@ pub async fn preview(
         description: description.as_deref(),
     };
     let rendered = render::render(&settings, &delivery).map_err(|e| {
-        Error::invalid(
+        super::template::unprocessable(
             "template_render_failed",
-            format!("config.{}", e.field),
+            &format!("config.{}", e.field),
             e.to_string(),
         )
     })?;

@@ -56,7 +56,7 @@ fn name(escape: Escape) -> &'static str {
 /// column of the first error.
 pub fn validate(param: &str, source: &str) -> Result<()> {
     if source.len() > MAX_TEMPLATE_BYTES {
-        return Err(Error::invalid(
+        return Err(unprocessable(
             "template_invalid",
             param,
             format!("`{param}` is longer than {MAX_TEMPLATE_BYTES} bytes."),
@@ -66,7 +66,7 @@ pub fn validate(param: &str, source: &str) -> Result<()> {
         .map(|_| ())
         .map_err(|e| {
             let (line, column) = position(source, &e);
-            Error::invalid(
+            unprocessable(
                 "template_invalid",
                 param,
                 format!(
@@ -76,6 +76,15 @@ pub fn validate(param: &str, source: &str) -> Result<()> {
                 ),
             )
         })
+}
+
+/// A `422`: the request is well-formed, the template in it is not.
+pub fn unprocessable(code: &'static str, param: &str, detail: String) -> Error {
+    Error::Unprocessable {
+        code,
+        param: Some(param.to_owned()),
+        detail,
+    }
 }
 
 /// Line and column (1-based) of a template error.
@@ -180,7 +189,7 @@ mod tests {
     #[test]
     fn errors_name_line_and_column() {
         let e = validate("config.text", "ok\nHello {{ data.id ").unwrap_err();
-        let Error::Invalid { param, detail, .. } = e else {
+        let Error::Unprocessable { param, detail, .. } = e else {
             panic!()
         };
         assert_eq!(param.as_deref(), Some("config.text"));
