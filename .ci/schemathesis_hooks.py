@@ -41,7 +41,9 @@ def before_call(ctx, case, **kwargs):
 # - orders: the amounts must add up within 64 bits, the discount within the amount, and a
 #   claimed `total` must equal Switchyard's (tests/it/orders.rs, api_errors.rs);
 # - keys: `expires_at` must be in the future (tests/it/api_keys.rs);
-# - endpoints: the URL must not point at a non-public address, exact event types must be in the
+# - endpoints: an `http` endpoint has a `url` and no `config`, other kinds the reverse, with
+#   templates that parse and render JSON where JSON is sent, and an integration of the right
+#   provider (tests/it/destinations.rs, brokers.rs); the URL must not point at a non-public address, exact event types must be in the
 #   catalog, delays at most 7 days and all together within the payload retention, the timeout
 #   1 s to 30 s, header names HTTP tokens Switchyard does not set itself (tests/it/ssrf.rs,
 #   delivery.rs, retries.rs, signing.rs);
@@ -89,8 +91,15 @@ def _without_nul(value):
     return value
 
 
-def _repair_endpoint(body, ctx_now):
-    if "url" in body:
+def _repair_endpoint(body, ctx_now, create):
+    # Positive cases create `http` endpoints, so later updates may change their `url`: a
+    # `config` is for the other kinds, whose settings (templates that parse, an SMTP or HTTP
+    # integration of the tenant, broker URLs) tests/it/destinations.rs and brokers.rs cover.
+    body.pop("config", None)
+    if create:
+        body["kind"] = "http"
+        body["url"] = "https://partner.example/hooks"
+    elif "url" in body:
         body["url"] = "https://partner.example/hooks"
     if isinstance(body.get("event_types"), list):
         body["event_types"] = [
@@ -210,7 +219,7 @@ def keep_semantic_rules(ctx, case, **kwargs):
     if path == "/v1/orders" and method == "POST":
         _repair_order(body)
     if path.startswith("/v1/webhook-endpoints") and path.count("/") <= 3:
-        _repair_endpoint(body, now)
+        _repair_endpoint(body, now, create=method == "POST" and path == "/v1/webhook-endpoints")
     if path.startswith("/v1/integrations") and path.count("/") <= 3:
         _repair_integration(body)
     if path.startswith("/v1/event-types") and isinstance(body.get("schema"), dict):

@@ -1,4 +1,4 @@
--- Destinations beyond signed HTTP webhooks (docs/destinations.md): an endpoint's kind, its
+-- Destinations beyond signed HTTP webhooks (README, "Destinations"): an endpoint's kind, its
 -- settings and, sealed apart from them, the settings that are secrets. For kinds other than
 -- `http`, `url` holds where deliveries go without any secret (`amqp://host:5672`,
 -- `mailto:ops@example.com`), for lists and the dashboard.

@@ -5,7 +5,7 @@
 //! turns what happened into an [`AttemptResult`] for the engine to log and decide on: the
 //! ledger, retries, caps, breaker, replay and FIFO do not know which kind they move.
 //! Adding a kind: its settings in `shared::destinations`, a module here, one arm in
-//! [`Destinations::send_other`] (docs/destinations.md).
+//! [`Destinations::send_other`] (README, "Destinations").
 
 mod discord;
 mod email;

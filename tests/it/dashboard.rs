@@ -555,7 +555,9 @@ async fn the_domain_pages_show_every_tenants_work_and_no_secret() {
     );
     let (_, html) = d.page("/dashboard/endpoints").await;
     assert!(
-        html.contains(&partner.url) && html.contains("100 % of 2"),
+        html.contains(&partner.url)
+            && html.contains("100 % of 2")
+            && html.contains("<span class=\"badge http\">http</span>"),
         "{html}"
     );
     let (_, html) = d.page(&format!("/dashboard/endpoints/{endpoint}")).await;

@@ -27,7 +27,8 @@ pub async fn list(req: &Request, state: Data<&Arc<AppState>>) -> Response {
         &[
             "endpoint",
             "tenant",
-            "url",
+            "kind",
+            "destination",
             "status",
             "breaker",
             "failures in a row",
@@ -56,6 +57,7 @@ pub async fn list(req: &Request, state: Data<&Arc<AppState>>) -> Response {
                     e.id
                 ),
                 code(e.tenant_id),
+                html::badge(&e.kind),
                 esc(&e.url),
                 status,
                 html::badge(&e.breaker),
@@ -79,6 +81,7 @@ pub async fn detail(
     let pool = &state.services.pool;
     let (id, scope) = page_try!(row_in_path(pool, "webhook_endpoints", &id, "endpoint").await);
     let tenant = scope.tenant_id;
+    let endpoint = page_try!(or_failed(webhooks::endpoints::get(pool, scope, id).await));
     let attempts = page_try!(or_failed(
         webhooks::attempts::list_for_endpoint(pool, tenant, id, 100, None).await
     ));
@@ -98,7 +101,10 @@ pub async fn detail(
         })
         .collect();
     let body = format!(
-        "<p>Tenant <code>{tenant}</code>. Newest attempts first.</p>{}",
+        "<p>Tenant <code>{tenant}</code>. Kind {}, to <code>{}</code>. Newest attempts \
+         first.</p>{}",
+        html::badge(endpoint.kind.as_str()),
+        esc(&endpoint.url),
         html::table(
             &[
                 "at",

@@ -3,7 +3,7 @@
 //! HTTP integration — and, beyond `http`, a `config` whose secret fields are sealed. The
 //! delivery engine (ledger, retries, caps, breaker, attempts, replay, FIFO) is the same for
 //! all; a kind is its settings here ([`config`]), what it renders ([`render`]), and its
-//! transport in the `switchyard-destinations` crate (docs/destinations.md).
+//! transport in the `switchyard-destinations` crate (README, "Destinations").
 
 pub mod catalogue;
 pub mod config;
@@ -435,6 +435,13 @@ pub async fn prepare(
             format!("A `{}` endpoint needs a `config`.", kind.as_str()),
         ));
     };
+    if config.len() > 50 {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "config",
+            "`config` has at most 50 fields.",
+        ));
+    }
     let config = Value::Object(config.into_iter().collect());
     if config.to_string().len() > MAX_CONFIG_BYTES {
         return Err(Error::invalid(

@@ -66,6 +66,13 @@ pub async fn preview(
     .await?;
     let (kind, config, secret_names, description) =
         row.ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    if input.data.as_ref().is_some_and(|d| d.len() > 200) {
+        return Err(Error::invalid(
+            "parameter_invalid",
+            "data",
+            "`data` has at most 200 fields.",
+        ));
+    }
     let data = input.data.map(|d| Value::Object(d.into_iter().collect()));
     if data
         .as_ref()

@@ -2,7 +2,7 @@
 //! includes, bounded work (fuel) and bounded output. A template sees one event:
 //! `{id, type, timestamp, data, endpoint: {id, description}}`. Undefined values render empty,
 //! so a field an event lacks does not fail a delivery. Checked when saved (the line and
-//! column of an error), rendered per attempt (docs/destinations.md).
+//! column of an error), rendered per attempt (README, "Destinations").
 
 use std::sync::LazyLock;
 

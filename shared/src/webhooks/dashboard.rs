@@ -14,6 +14,8 @@ pub struct EndpointHealth {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub mode: String,
+    /// `http`, `slack`, `rabbitmq`, … (`crate::destinations`).
+    pub kind: String,
     pub url: String,
     pub status: String,
     pub disabled_reason: Option<String>,
@@ -30,17 +32,17 @@ pub struct EndpointHealth {
 /// Endpoints (not deleted), unhealthy first, `limit` at most.
 pub async fn endpoints(pool: &PgPool, limit: i64) -> Result<Vec<EndpointHealth>> {
     Ok(sqlx::query_as(
-        "SELECT e.id, e.tenant_id, e.mode, e.url, e.status, e.disabled_reason,
+        "SELECT e.id, e.tenant_id, e.mode, e.kind, e.url, e.status, e.disabled_reason,
                 COALESCE(g.breaker, 'closed') AS breaker, e.consecutive_failures,
                 a.attempts, a.succeeded, a.p50_ms, a.last_attempt_at
            FROM webhook_endpoints e
            LEFT JOIN dispatch_groups g ON g.key = e.id
            CROSS JOIN LATERAL (
                SELECT count(*) AS attempts,
-                      count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS succeeded,
+                      count(*) FILTER (WHERE error_class IS NULL) AS succeeded,
                       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_ms,
                       max(created_at) AS last_attempt_at
-                 FROM (SELECT status_code, duration_ms, created_at FROM webhook_attempts w
+                 FROM (SELECT error_class, duration_ms, created_at FROM webhook_attempts w
                         WHERE w.endpoint_id = e.id ORDER BY w.id DESC LIMIT 100) l) a
           WHERE e.deleted_at IS NULL
           ORDER BY (e.status = 'disabled') DESC, e.consecutive_failures DESC, e.created_at DESC
