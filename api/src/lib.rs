@@ -239,7 +239,7 @@ pub async fn serve(
         ),
         services.pool.clone(),
         services.secrets.keyring.clone(),
-        services.config.slack_api_url.clone(),
+        &services.config,
     );
     let checker = Checker::new(services.config.egress());
     let state = Arc::new(AppState {

@@ -9,6 +9,7 @@
 
 mod backlog;
 mod baseline;
+mod brokers;
 mod floor;
 mod receiver;
 
@@ -80,6 +81,14 @@ struct Args {
     /// ledger at this database (the running system's) and time them through the worker.
     #[arg(long)]
     queue_floor: Option<String>,
+    /// Where deliveries go: `http` (signed webhooks to the local receiver), `rabbitmq` (a
+    /// durable queue per endpoint at --amqp-url) or `nats` (a JetStream stream at --nats-url).
+    #[arg(long, default_value = "http")]
+    destination: String,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// Only measure raw apalis-redis consuming `--orders` (at most 7,000) no-op tasks at
     /// `--concurrency`, then exit.
     #[arg(long, default_value_t = false)]
@@ -137,10 +146,22 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let receiver = Receiver::start(&args.receiver_listen).await?;
-    let (key, endpoints, secrets) = setup(&http, &args, &receiver.url).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let broker = (args.destination != "http").then(|| brokers::Broker {
+        url: if args.destination == "rabbitmq" {
+            args.amqp_url.clone()
+        } else {
+            args.nats_url.clone()
+        },
+        kind: args.destination.clone(),
+        run: run.clone(),
+    });
+    if let Some(b) = &broker {
+        b.start(args.endpoints, &receiver).await?;
+    }
+    let (key, endpoints, secrets) = setup(&http, &args, &receiver.url, broker.as_ref()).await?;
     receiver.set_secrets(secrets);
 
-    let run = uuid::Uuid::new_v4().simple().to_string();
     let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut api_latency: Vec<Duration> = Vec::with_capacity(args.orders);
     let mut failures = 0usize;
@@ -263,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     println!(
-        "scenario  {}={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
+        "scenario  destination={} {}={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
+        args.destination,
         if args.events { "events" } else { "orders" },
         args.orders,
         if args.rate.is_some() {
@@ -310,6 +332,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(b) = backlog {
         b.report(expected, report.unique, drained, &window);
     }
+    if let Some(b) = &broker {
+        b.clean_up(args.endpoints).await?;
+    }
     if lost > 0 || report.bad_signatures > 0 || failures > 0 {
         bail!("the run lost work, failed requests or saw bad signatures");
     }
@@ -335,6 +360,7 @@ async fn setup(
     http: &reqwest::Client,
     args: &Args,
     receiver_url: &str,
+    broker: Option<&brokers::Broker>,
 ) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
     let admin = |path: &str, body: Value| {
         http.post(format!("{}{path}", args.api))
@@ -382,7 +408,10 @@ async fn setup(
     };
     let (mut ids, mut secrets) = (Vec::new(), Vec::new());
     for i in 0..args.endpoints {
-        let mut body = json!({"url": format!("{receiver_url}/{i}"), "event_types": [event_type]});
+        let mut body = match broker {
+            Some(b) => b.endpoint(i, event_type),
+            None => json!({"url": format!("{receiver_url}/{i}"), "event_types": [event_type]}),
+        };
         if args.backlog {
             body["rate_limit"] = json!(1);
         }

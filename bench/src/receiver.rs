@@ -22,6 +22,7 @@ struct State {
     last_at: Option<Instant>,
 }
 
+#[derive(Clone)]
 pub struct Receiver {
     pub url: String,
     state: Arc<Mutex<State>>,
@@ -117,6 +118,22 @@ impl Receiver {
             .iter()
             .map(|s| signing::secret_key(s).expect("whsec_ secret"))
             .collect();
+    }
+
+    /// A message a broker consumer received for endpoint `endpoint` (no signature to check:
+    /// brokers carry none).
+    pub fn record(&self, endpoint: usize, id: String, body: &[u8]) {
+        let now = Instant::now();
+        let order_id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["data"]["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut s = self.state.lock().unwrap();
+        s.total += 1;
+        s.last_at = Some(now);
+        if s.seen.insert((id, endpoint)) {
+            s.first_seen.entry(order_id).or_default().push(now);
+        }
     }
 
     pub fn unique_count(&self) -> usize {

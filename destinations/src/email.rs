@@ -16,7 +16,7 @@ use lettre::{
     message::{Mailbox, MultiPart, SinglePart, header::ContentType},
     transport::smtp::{
         authentication::Credentials,
-        client::{Tls, TlsParameters},
+        client::{Certificate, Tls, TlsParameters},
     },
 };
 use switchyard_shared::{destinations::render::Email, webhooks::send::AttemptResult};
@@ -29,12 +29,20 @@ const TTL: Duration = Duration::from_secs(300);
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
 /// SMTP transports (each with its own connection pool) by server URL.
-#[derive(Default)]
 pub(crate) struct Pool {
     transports: Mutex<HashMap<String, (Instant, Transport)>>,
+    /// PEM certificates of CAs trusted besides the public ones (`SWITCHYARD_SMTP_CA_FILE`).
+    extra_roots: Option<Vec<u8>>,
 }
 
 impl Pool {
+    pub(crate) fn new(extra_roots: Option<Vec<u8>>) -> Self {
+        Pool {
+            transports: Mutex::new(HashMap::new()),
+            extra_roots,
+        }
+    }
+
     pub(crate) async fn send(
         &self,
         at: &Attempt<'_>,
@@ -111,7 +119,17 @@ impl Pool {
             .ok_or(("dns", format!("`{}` has no address", server.host)))?
             .ip();
         let tls = |host: &str| {
-            TlsParameters::new(host.to_owned()).map_err(|e| ("tls", format!("TLS setup: {e}")))
+            let mut params = TlsParameters::builder(host.to_owned());
+            if let Some(pem) = &self.extra_roots {
+                for cert in pem_certificates(pem) {
+                    let cert = Certificate::from_pem(cert.as_bytes())
+                        .map_err(|e| ("tls", format!("SWITCHYARD_SMTP_CA_FILE: {e}")))?;
+                    params = params.add_root_certificate(cert);
+                }
+            }
+            params
+                .build()
+                .map_err(|e| ("tls", format!("TLS setup: {e}")))
         };
         let mode = match server.tls {
             TlsMode::Implicit => Tls::Wrapper(tls(&server.host)?),
@@ -132,6 +150,18 @@ impl Pool {
         transports.insert(raw.to_owned(), (Instant::now(), transport.clone()));
         Ok(transport)
     }
+}
+
+/// Each `BEGIN CERTIFICATE` block of a PEM file.
+fn pem_certificates(pem: &[u8]) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    text.split_inclusive(END)
+        .filter_map(|block| {
+            let start = block.find("-----BEGIN CERTIFICATE-----")?;
+            block.ends_with(END).then(|| block[start..].to_owned())
+        })
+        .collect()
 }
 
 fn build(mail: &Email) -> Result<Message, String> {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use switchyard_shared::{
+    config::CommonConfig,
     crypto::Keyring,
     destinations::{
         DestinationKind, Settings,
@@ -52,13 +53,14 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    pub fn new(http: HttpTransport, pool: PgPool, keyring: Keyring, slack_api: String) -> Self {
+    /// `config` gives Slack's Web API address and the extra CAs SMTP TLS trusts.
+    pub fn new(http: HttpTransport, pool: PgPool, keyring: Keyring, config: &CommonConfig) -> Self {
         Destinations {
             integrations: Integrations::new(pool, keyring),
-            slack_api: slack_api.trim_end_matches('/').to_owned(),
+            slack_api: config.slack_api_url.trim_end_matches('/').to_owned(),
             amqp: rabbitmq::Pool::default(),
             nats: nats::Pool::default(),
-            smtp: email::Pool::default(),
+            smtp: email::Pool::new(config.smtp_ca_file.as_ref().map(|p| p.0.clone())),
             http,
         }
     }

@@ -30,8 +30,7 @@ pub(crate) struct Publish {
 }
 
 struct Link {
-    /// Kept so the connection lives as long as its channel.
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
 }
 
@@ -138,7 +137,7 @@ impl Pool {
             .await
             .map_err(|e| ("connect", format!("cannot turn on publisher confirms: {e}")))?;
         let link = Arc::new(Link {
-            _connection: connection,
+            connection,
             channel,
         });
         *slot = Some(link.clone());
@@ -156,9 +155,10 @@ impl Pool {
         if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
             *slot = None;
         }
-        let channel = link.channel.clone();
+        // Closing the connection (if the broker still hears it) closes its channel too.
+        let link = link.clone();
         tokio::spawn(async move {
-            let close = channel.close(200, "reconnecting".into());
+            let close = link.connection.close(200, "reconnecting".into());
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         });
     }

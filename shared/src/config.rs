@@ -68,6 +68,11 @@ pub struct CommonConfig {
     )]
     pub slack_api_url: String,
 
+    /// A PEM file of certificate authorities trusted, besides the public ones, by `email`
+    /// destinations' SMTP TLS (relays with certificates of a private CA).
+    #[arg(long, env = "SWITCHYARD_SMTP_CA_FILE", value_parser = read_pem)]
+    pub smtp_ca_file: Option<PemFile>,
+
     /// Refuse to start without real secrets (also `SWITCHYARD_ENV=production`).
     #[arg(long, default_value_t = false)]
     pub production: bool,
@@ -179,6 +184,18 @@ impl ApiConfig {
             window_secs: 60,
         }
     }
+}
+
+/// The contents of a PEM file of certificates, read at start.
+#[derive(Clone, Debug)]
+pub struct PemFile(pub Vec<u8>);
+
+fn read_pem(path: &str) -> Result<PemFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("`{path}` holds no PEM certificate"));
+    }
+    Ok(PemFile(bytes))
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {

@@ -310,3 +310,56 @@ async fn email_retries_a_4xx_fails_on_a_5xx_and_keeps_one_message_id() {
         .await;
     switchyard_tests::problem(r, 400, "parameter_invalid", Some("config.integration_id")).await;
 }
+
+#[tokio::test]
+async fn email_goes_over_starttls_and_implicit_tls_and_never_falls_back_to_plain_text() {
+    let certs = std::env::temp_dir().join(format!("switchyard-smtp-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = switchyard_tests::smtp::test_certificates(&certs);
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "1s".into(),
+        args: vec![format!("--smtp-ca-file={}", ca.display())],
+        ..Default::default()
+    })
+    .await;
+    let key = account(&app).await;
+    use switchyard_tests::smtp::Security;
+    let starttls = SmtpServer::start_with(vec![250], Security::StartTls, Some(&certs)).await;
+    let implicit = SmtpServer::start_with(vec![250], Security::Implicit, Some(&certs)).await;
+    let plain = SmtpServer::start(vec![250]).await;
+    let mut endpoints = Vec::new();
+    for (code, url) in [
+        ("starttls", format!("smtp://localhost:{}", starttls.port)),
+        ("implicit", format!("smtps://localhost:{}", implicit.port)),
+        ("no-tls-offered", format!("smtp://localhost:{}", plain.port)),
+    ] {
+        let r = app
+            .partner_post(
+                &key,
+                "/v1/integrations",
+                json!({"name": code, "code": code,
+                "type": "email", "provider": "smtp", "credentials": {"url": url}}),
+            )
+            .await;
+        let i: Value = r.json().await.unwrap();
+        let e = app
+            .create_endpoint_with(&key, json!({"kind": "email", "event_types": ["order.created"],
+                "config": {"integration_id": i["id"], "from": "hub@example.com", "to": ["ops@example.com"],
+                           "subject": "Order {{ data.external_id }}", "text": "hello"}}))
+            .await;
+        endpoints.push(e["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(app.post_order(&key, "PO-TLS").await.status(), 201);
+    deliveries(&app, &key, &endpoints[0], "succeeded", 1).await;
+    deliveries(&app, &key, &endpoints[1], "succeeded", 1).await;
+    assert!(
+        starttls.mails()[0].tls && implicit.mails()[0].tls,
+        "both under TLS"
+    );
+    // STARTTLS is required unless the URL says otherwise: a relay without it gets nothing.
+    deliveries(&app, &key, &endpoints[2], "failed", 1).await;
+    assert!(plain.mails().is_empty());
+    let a = attempts(&app, &key, &endpoints[2]).await;
+    assert!(!a[0]["error_class"].is_null(), "{a:?}");
+    let _ = std::fs::remove_dir_all(&certs);
+}

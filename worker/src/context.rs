@@ -125,7 +125,7 @@ impl Ctx {
                 ),
                 services.pool.clone(),
                 services.secrets.keyring.clone(),
-                common.slack_api_url.clone(),
+                common,
             )),
             keyring,
             checker: Checker::new(common.egress()),
