@@ -302,6 +302,11 @@ async fn every_mutating_partner_route_replays_its_first_answer() {
             json!({}),
         ),
         (
+            "previewWebhookEndpoint",
+            format!("/v1/webhook-endpoints/{endpoint}/preview"),
+            json!({}),
+        ),
+        (
             "cancelWebhookReplay",
             format!("/v1/webhook-replays/{replay}/cancel"),
             json!({}),

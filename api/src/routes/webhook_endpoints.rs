@@ -178,13 +178,16 @@ impl WebhookEndpointsApi {
     async fn preview(
         &self,
         auth: Partner,
+        #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
         body: Json<preview::PreviewInput>,
     ) -> Result<Json<preview::Preview>, ApiError> {
         let p = auth.require(Scope::WebhooksRead)?;
-        let shown = preview::preview(&state.services.pool, p.scope(), id.0, body.0).await?;
-        Ok(Json(shown))
+        let op = idem.begin(p).await?;
+        let pool = &state.services.pool;
+        let shown = preview::preview(pool, p.scope(), id.0, body.0).await?;
+        op.commit(pool.begin().await?, Json(shown)).await
     }
 
     /// Send a signed test message to the endpoint now and return the attempt (status, timings,
