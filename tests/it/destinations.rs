@@ -398,3 +398,41 @@ async fn http_actions_call_stripe_style_apis_form_encoded_with_one_idempotency_k
     let failed = deliveries(&app, &key, id, "failed", 1).await;
     assert_eq!(failed[0]["attempts"], 1, "{failed:?}");
 }
+
+#[tokio::test]
+async fn destination_addresses_pass_the_egress_rules() {
+    let app = TestApp::spawn(TestOptions {
+        allow_private: false,
+        ..TestOptions::no_worker()
+    })
+    .await;
+    let key = account(&app).await;
+    let cases = [
+        (
+            json!({"kind": "slack", "config": {"webhook_url": "http://127.0.0.1:9/services/x", "text": "x"}}),
+            "config.webhook_url",
+        ),
+        (
+            json!({"kind": "discord", "config": {"webhook_url": "http://[::1]:9/api/webhooks/1/t", "content": "x"}}),
+            "config.webhook_url",
+        ),
+        (
+            json!({"kind": "rabbitmq", "config": {"url": "amqp://guest:guest@127.0.0.1:5672/%2f", "routing_key": "q"}}),
+            "config.url",
+        ),
+        (
+            json!({"kind": "nats", "config": {"url": "nats://10.0.0.7:4222", "subject": "s"}}),
+            "config.url",
+        ),
+        (
+            json!({"kind": "nats", "config": {"url": "nats://localhost:4222", "subject": "s"}}),
+            "config.url",
+        ),
+    ];
+    for (body, param) in cases {
+        let r = app
+            .partner_post(&key, "/v1/webhook-endpoints", body.clone())
+            .await;
+        problem(r, 400, "url_not_allowed", Some(param)).await;
+    }
+}
