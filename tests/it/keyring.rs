@@ -59,6 +59,12 @@ async fn rotation_moves_every_sealed_kind_to_the_new_key_and_the_old_key_can_go(
                    "ed25519_signing": true, "event_types": ["webhook.test"]}),
         )
         .await;
+    // A destination's secret settings are sealed too.
+    app.create_endpoint_with(
+        &key,
+        json!({"kind": "nats", "config": {"url": "nats://user:pw@127.0.0.1:4222", "subject": "s"}}),
+    )
+    .await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
     let first_secret = endpoint["secret"].as_str().unwrap().to_owned();
     let r = app
@@ -115,9 +121,9 @@ async fn rotation_moves_every_sealed_kind_to_the_new_key_and_the_old_key_can_go(
     assert_eq!(
         old_rows,
         json!({"idempotency.response": 1, "integration.credential": 4,
-               "webhook_endpoint.auth": 1, "webhook_endpoint.ed25519": 1,
-               "webhook_endpoint.headers": 1, "webhook_endpoint.previous_secret": 1,
-               "webhook_endpoint.secret": 1})
+               "webhook_endpoint.auth": 1, "webhook_endpoint.config": 1,
+               "webhook_endpoint.ed25519": 1, "webhook_endpoint.headers": 1,
+               "webhook_endpoint.previous_secret": 1, "webhook_endpoint.secret": 2})
     );
 
     // A new active key in front of the old one; a process with that keyring rotates.
