@@ -19,6 +19,7 @@ mod slack;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use serde_json::json;
 use sqlx::PgPool;
 use switchyard_shared::{
     config::CommonConfig,
@@ -28,6 +29,7 @@ use switchyard_shared::{
         render::{self, Delivery, Rendered},
     },
     net::Egress,
+    telemetry::{otlp, trace::TraceParent},
     webhooks::{
         credentials::{Credentials, REDACTED},
         delivery::Target,
@@ -196,7 +198,47 @@ impl Destinations {
         };
         // Secrets never reach the attempt log, whatever a server echoed back.
         redact(&mut result, credentials);
+        if otlp::enabled() {
+            otlp::record(attempt_span(target, &result));
+        }
         result
+    }
+}
+
+/// The attempt as a `CLIENT` span (`PRODUCER` semantics are the broker's own business): a hop
+/// of the trace the event was written under, like a webhook attempt's.
+fn attempt_span(target: &Target, result: &AttemptResult) -> otlp::Span {
+    let end = std::time::SystemTime::now();
+    let trace = target.traceparent.as_deref().and_then(TraceParent::parse);
+    let parent = trace.as_ref().map(|t| t.span_id);
+    let trace = trace.map_or_else(|| TraceParent::of_message(target.message_id), |t| t.child());
+    let mut attributes = vec![
+        ("switchyard.destination_kind", json!(target.kind.as_str())),
+        (
+            "switchyard.delivery_id",
+            json!(target.delivery_id.to_string()),
+        ),
+        (
+            "switchyard.endpoint_id",
+            json!(target.endpoint_id.to_string()),
+        ),
+        (
+            "switchyard.message_id",
+            json!(target.message_id.to_string()),
+        ),
+    ];
+    if let Some(class) = result.error_class {
+        attributes.push(("error.type", json!(class)));
+    }
+    otlp::Span {
+        trace,
+        parent,
+        name: format!("send {}", target.kind.as_str()),
+        kind: otlp::Kind::Client,
+        start: end - result.duration,
+        end,
+        attributes,
+        failed: !result.succeeded(),
     }
 }
 
