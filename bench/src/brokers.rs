@@ -63,7 +63,7 @@ impl Broker {
                 let mut consumer = channel
                     .basic_consume(
                         self.queue(i).as_str().into(),
-                        "bench".into(),
+                        format!("bench-{i}").as_str().into(),
                         no_ack,
                         FieldTable::default(),
                     )
