@@ -29,6 +29,21 @@ pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action)
         );
     };
     let url = format!("{}{}", base.trim_end_matches('/'), a.path);
+    // Checked again on the joined URL: the same origin as the base, under its path.
+    let within = match (url::Url::parse(base), url::Url::parse(&url)) {
+        (Ok(b), Ok(u)) => {
+            b.origin() == u.origin() && u.path().starts_with(b.path().trim_end_matches('/'))
+        }
+        _ => false,
+    };
+    if !within {
+        let mut r = at.failed(
+            "config",
+            format!("the action's URL leaves the integration's base URL ({base})"),
+        );
+        r.permanent = true;
+        return r;
+    }
     let (content_type, body) = match a.body {
         ActionBody::None => (None, Vec::new()),
         ActionBody::Json(v) => (

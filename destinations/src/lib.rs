@@ -301,23 +301,39 @@ pub(crate) async fn broker_address(
     Ok(url.to_string())
 }
 
-/// Replaces every secret setting's value in what the attempt log keeps.
+/// Replaces every secret setting's value in what the attempt log keeps — and, for secrets
+/// that are URLs, their path and password on their own (a server may quote them in another
+/// form, e.g. in a `Location` header).
 fn redact(result: &mut AttemptResult, credentials: &Credentials) {
-    for secret in credentials.config.values().filter(|v| v.len() >= 4) {
-        let scrub = |s: &mut String| {
+    let mut secrets: Vec<String> = Vec::new();
+    for value in credentials.config.values() {
+        secrets.push(value.clone());
+        if let Ok(url) = url::Url::parse(value) {
+            secrets.push(url.path().to_owned());
+            secrets.extend(url.password().map(str::to_owned));
+        }
+    }
+    secrets.retain(|s| s.len() >= 4 && s != "/");
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let scrub = |s: &mut String| {
+        for secret in &secrets {
             if s.contains(secret.as_str()) {
                 *s = s.replace(secret.as_str(), REDACTED);
             }
-        };
-        if let Some(m) = result.error_message.as_mut() {
-            scrub(m);
         }
-        if let Some(b) = result.response_body.as_mut() {
-            scrub(b);
-        }
-        for (_, v) in result.request_headers.iter_mut() {
-            scrub(v);
-        }
+    };
+    if let Some(m) = result.error_message.as_mut() {
+        scrub(m);
+    }
+    if let Some(b) = result.response_body.as_mut() {
+        scrub(b);
+    }
+    for (_, v) in result
+        .request_headers
+        .iter_mut()
+        .chain(result.response_headers.iter_mut())
+    {
+        scrub(v);
     }
 }
 

@@ -92,11 +92,20 @@ impl Pool {
         };
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+            // Reconnecting by itself, or given up: a new client to a freshly checked address.
+            if c.connection_state() == async_nats::connection::State::Connected {
+                return Ok(c.clone());
+            }
+            *slot = None;
         }
         let address = crate::broker_address(url, 4222, at.egress).await?;
+        // Only the checked address: servers a NATS server announces are not followed (they
+        // have not passed the egress rules), and a client that cannot reconnect is replaced.
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(at.timeout)
+            .ignore_discovered_servers()
+            .retain_servers_order()
+            .max_reconnects(Some(3))
             .name("switchyard")
             .connect(address.as_str())
             .await

@@ -87,12 +87,12 @@ impl Pool {
         let confirmation = match tokio::time::timeout(at.timeout, publish).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                self.drop_link(url, &link).await;
+                self.drop_link(url, &link);
                 return at.failed("broker", format!("publish failed: {e}"));
             }
             Err(_) => {
                 // The confirm may still come; the retry carries the same message_id.
-                self.drop_link(url, &link).await;
+                self.drop_link(url, &link);
                 return at.failed("timeout", "the broker did not confirm in time");
             }
         };
@@ -149,15 +149,18 @@ impl Pool {
         slots.entry(url.to_owned()).or_default().clone()
     }
 
-    async fn drop_link(&self, url: &str, link: &Arc<Link>) {
-        let slot = self.slot(url);
-        let mut slot = slot.lock().await;
-        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
-            *slot = None;
-        }
-        // Closing the connection (if the broker still hears it) closes its channel too.
-        let link = link.clone();
+    /// Forgets a broken link and closes it, in the background: the attempt that found it broken
+    /// does not wait for a slot another attempt may hold while connecting.
+    fn drop_link(&self, url: &str, link: &Arc<Link>) {
+        let (slot, link) = (self.slot(url), link.clone());
         tokio::spawn(async move {
+            {
+                let mut slot = slot.lock().await;
+                if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    *slot = None;
+                }
+            }
+            // Closing the connection (if the broker still hears it) closes its channel too.
             let close = link.connection.close(200, "reconnecting".into());
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         });

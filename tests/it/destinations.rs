@@ -392,6 +392,30 @@ async fn http_actions_call_stripe_style_apis_form_encoded_with_one_idempotency_k
             .any(|a| a.to_string().contains("sk_test_51secret"))
     );
 
+    // A path takes event data as one segment: it cannot climb out of the path it is given,
+    // nor leave the integration's host.
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/webhook-endpoints",
+            json!({"kind": "http_action",
+            "config": {"integration_id": integration["id"], "path": ".attacker.example/x"}}),
+        )
+        .await;
+    problem(r, 400, "parameter_invalid", Some("config.path")).await;
+    let by_id = app
+        .create_endpoint_with(&key, json!({"kind": "http_action", "event_types": ["order.created"],
+            "config": {"integration_id": integration["id"], "method": "POST",
+                       "path": "/v1/customers/{{ data.external_id }}", "body": "{\"ref\": {{ data.external_id }}}"}}))
+        .await;
+    stripe.set_behaviour(Behaviour::Status(200));
+    assert_eq!(app.post_order(&key, "../../v1/charges").await.status(), 201);
+    deliveries(&app, &key, by_id["id"].as_str().unwrap(), "succeeded", 1).await;
+    let put = stripe.received().into_iter().last().unwrap();
+    assert_eq!(put.path, "/v1/customers/..%2F..%2Fv1%2Fcharges");
+    assert_eq!(put.json(), json!({"ref": "../../v1/charges"}));
+    stripe.set_behaviour(Behaviour::Status(400));
+
     // A 4xx that says the request is wrong fails the delivery at once (no retry).
     stripe.set_behaviour(Behaviour::Status(400));
     assert_eq!(app.post_order(&key, "PO-3").await.status(), 201);

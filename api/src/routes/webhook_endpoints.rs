@@ -166,8 +166,8 @@ impl WebhookEndpointsApi {
         op.commit(tx, Json(rotated)).await
     }
 
-    /// Render what the endpoint would send for an event — a sample `order.created`, or the
-    /// `event_type` and `data` given — without sending anything: the webhook body, the Slack or
+    /// Render what the endpoint would send for an event — a sample `order.created` (send
+    /// `{}`), or the `event_type` and `data` given — without sending anything: the webhook body, the Slack or
     /// Discord message, the email, the broker message or the API call, from the endpoint's
     /// templates. A template that fails on this event is a `422 template_render_failed`.
     #[oai(

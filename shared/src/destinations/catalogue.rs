@@ -34,6 +34,13 @@ fn object(required: &[&str], properties: Value) -> Value {
     })
 }
 
+/// `schema`, requiring at least one of `fields`.
+fn any_of(mut schema: Value, fields: &[&str]) -> Value {
+    let options: Vec<Value> = fields.iter().map(|f| json!({"required": [f]})).collect();
+    schema["anyOf"] = Value::Array(options);
+    schema
+}
+
 /// Every kind, in a stable order.
 pub fn all() -> Vec<DestinationKindInfo> {
     DestinationKind::ALL.iter().map(|k| info(*k)).collect()
@@ -57,11 +64,14 @@ fn info(kind: DestinationKind) -> DestinationKindInfo {
                 "type": "object",
                 "additionalProperties": false,
                 "required": ["text"],
-                "oneOf": [{"required": ["webhook_url"]}, {"required": ["bot_token", "channel"]}],
+                "oneOf": [
+                    {"required": ["webhook_url"], "not": {"anyOf": [{"required": ["bot_token"]}, {"required": ["channel"]}]}},
+                    {"required": ["bot_token", "channel"], "not": {"required": ["webhook_url"]}},
+                ],
                 "properties": {
                     "webhook_url": {"type": "string", "format": "uri", "description": "Secret. An incoming-webhook URL."},
-                    "bot_token": {"type": "string", "description": "Secret. A bot token (`xoxb-…`) with `chat:write`."},
-                    "channel": {"type": "string", "maxLength": 80, "description": "With `bot_token`: channel id or `#name`."},
+                    "bot_token": {"type": "string", "minLength": 1, "maxLength": 512, "description": "Secret. A bot token (`xoxb-…`) with `chat:write`."},
+                    "channel": {"type": "string", "minLength": 1, "maxLength": 80, "description": "With `bot_token`: channel id or `#name`."},
                     "text": string(template),
                     "blocks": string("A template rendering a JSON array of Block Kit blocks."),
                 },
@@ -71,14 +81,17 @@ fn info(kind: DestinationKind) -> DestinationKindInfo {
             "Discord",
             "A message through a Discord webhook (`?wait=true`). Honours 429 `retry_after`.",
             &["content", "embeds"],
-            object(
-                &["webhook_url"],
-                json!({
-                    "webhook_url": {"type": "string", "format": "uri", "description": "Secret. `https://discord.com/api/webhooks/{id}/{token}`."},
-                    "content": string("A template; at most 2000 characters rendered."),
-                    "embeds": string("A template rendering a JSON array of embeds."),
-                    "username": {"type": "string", "maxLength": 80},
-                }),
+            any_of(
+                object(
+                    &["webhook_url"],
+                    json!({
+                        "webhook_url": {"type": "string", "format": "uri", "description": "Secret. `https://discord.com/api/webhooks/{id}/{token}`."},
+                        "content": string("A template; at most 2000 characters rendered."),
+                        "embeds": string("A template rendering a JSON array of embeds."),
+                        "username": {"type": "string", "minLength": 1, "maxLength": 80},
+                    }),
+                ),
+                &["content", "embeds"],
             ),
         ),
         DestinationKind::Email => (
@@ -94,24 +107,27 @@ fn info(kind: DestinationKind) -> DestinationKindInfo {
                 "templates.*.text",
                 "templates.*.html",
             ],
-            object(
-                &["integration_id", "from", "to", "subject"],
-                json!({
-                    "integration_id": {"type": "string", "format": "uuid"},
-                    "from": {"type": "string", "format": "email"},
-                    "to": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "format": "email"}},
-                    "reply_to": {"type": "string", "format": "email"},
-                    "subject": string(template),
-                    "text": string(template),
-                    "html": string("A template; values are HTML-escaped."),
-                    "templates": {
-                        "type": "object",
-                        "description": "Per event type: templates replacing the defaults.",
-                        "maxProperties": 100,
-                        "additionalProperties": object(&[], json!({
-                            "subject": string(template), "text": string(template), "html": string(template)})),
-                    },
-                }),
+            any_of(
+                object(
+                    &["integration_id", "from", "to", "subject"],
+                    json!({
+                        "integration_id": {"type": "string", "format": "uuid"},
+                        "from": {"type": "string", "format": "email"},
+                        "to": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string", "format": "email"}},
+                        "reply_to": {"type": "string", "format": "email"},
+                        "subject": string(template),
+                        "text": string(template),
+                        "html": string("A template; values are HTML-escaped."),
+                        "templates": {
+                            "type": "object",
+                            "description": "Per event type: templates replacing the defaults.",
+                            "maxProperties": 100,
+                            "additionalProperties": object(&[], json!({
+                                "subject": string(template), "text": string(template), "html": string(template)})),
+                        },
+                    }),
+                ),
+                &["text", "html"],
             ),
         ),
         DestinationKind::Rabbitmq => (
@@ -168,5 +184,81 @@ fn info(kind: DestinationKind) -> DestinationKindInfo {
         secret_fields: kind.secret_fields().iter().map(|s| (*s).into()).collect(),
         template_fields: templates.iter().map(|s| (*s).into()).collect(),
         config_schema: schema,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::destinations::Settings;
+
+    /// A valid config of each kind (as the README shows them).
+    fn examples() -> Vec<(DestinationKind, Value)> {
+        let id = uuid::Uuid::nil();
+        vec![
+            (
+                DestinationKind::Slack,
+                json!({"webhook_url": "https://hooks.slack.com/services/T/B/x", "text": "{{ type }}"}),
+            ),
+            (
+                DestinationKind::Slack,
+                json!({"bot_token": "xoxb-1", "channel": "#orders", "text": "x"}),
+            ),
+            (
+                DestinationKind::Discord,
+                json!({"webhook_url": "https://discord.com/api/webhooks/1/t", "embeds": "[]"}),
+            ),
+            (
+                DestinationKind::Email,
+                json!({"integration_id": id, "from": "a@example.com", "to": ["b@example.com"], "subject": "s", "html": "<p>x</p>",
+                                            "templates": {"order.cancelled": {"subject": "c"}}}),
+            ),
+            (
+                DestinationKind::Rabbitmq,
+                json!({"url": "amqp://u:p@rabbit:5672/%2f", "exchange": "orders", "routing_key": "o.{{ type }}"}),
+            ),
+            (
+                DestinationKind::Nats,
+                json!({"url": "nats://nats:4222", "subject": "orders.{{ type }}", "jetstream": false}),
+            ),
+            (
+                DestinationKind::HttpAction,
+                json!({"integration_id": id, "method": "POST", "path": "/v1/customers",
+                                                 "form": {"email": "{{ data.customer.email }}"}}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_schema_takes_what_the_server_takes_and_refuses_unknown_fields() {
+        let schemas: std::collections::HashMap<DestinationKind, Value> = all()
+            .into_iter()
+            .map(|k| (k.kind, k.config_schema))
+            .collect();
+        assert!(schemas[&DestinationKind::Http].is_null());
+        for (kind, config) in examples() {
+            let settings = Settings::parse(kind, config.clone()).expect("the server takes it");
+            settings.check().expect("and its checks pass");
+            let schema = jsonschema::validator_for(&schemas[&kind]).expect("a valid schema");
+            assert!(schema.is_valid(&config), "{kind:?}: {config}");
+            let mut unknown = config.clone();
+            unknown["colour"] = json!("red");
+            assert!(
+                !schema.is_valid(&unknown),
+                "{kind:?} refuses unknown fields"
+            );
+            assert!(Settings::parse(kind, unknown).is_err());
+        }
+        // What the checks refuse beyond types, the schemas refuse too.
+        let slack = jsonschema::validator_for(&schemas[&DestinationKind::Slack]).unwrap();
+        assert!(
+            !slack.is_valid(&json!({"webhook_url": "https://h/x", "channel": "#c", "text": "x"}))
+        );
+        let discord = jsonschema::validator_for(&schemas[&DestinationKind::Discord]).unwrap();
+        assert!(!discord.is_valid(&json!({"webhook_url": "https://h/x"})));
+        let email = jsonschema::validator_for(&schemas[&DestinationKind::Email]).unwrap();
+        assert!(!email.is_valid(&json!({"integration_id": uuid::Uuid::nil(), "from": "a@b.c", "to": ["d@e.f"], "subject": "s"})));
     }
 }

@@ -307,6 +307,14 @@ impl Settings {
             }
             Settings::Nats(c) => check_template("subject", &c.subject)?,
             Settings::HttpAction(c) => {
+                if !c.path.starts_with('/') || c.path.starts_with("//") {
+                    return Err(Error::invalid(
+                        "parameter_invalid",
+                        "config.path",
+                        "`config.path` starts with one `/`: it goes after the integration's \
+                         base URL.",
+                    ));
+                }
                 check_template("path", &c.path)?;
                 if c.headers.len() > 20 {
                     return Err(Error::invalid(
@@ -323,14 +331,8 @@ impl Settings {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
                     if !token
-                        || [
-                            "authorization",
-                            "content-type",
-                            "content-length",
-                            "host",
-                            "idempotency-key",
-                        ]
-                        .contains(&lower.as_str())
+                        || crate::webhooks::credentials::reserved_header(&lower)
+                        || lower == "idempotency-key"
                     {
                         return Err(Error::invalid(
                             "parameter_invalid",

@@ -229,9 +229,16 @@ pub fn render(settings: &Settings, delivery: &Delivery<'_>) -> Result<Rendered, 
         Settings::HttpAction(c) => {
             let path = one_line(
                 "path",
-                template::render("path", &c.path, Escape::None, &ctx)?,
+                template::render("path", &c.path, Escape::Path, &ctx)?,
                 2048,
             )?;
+            // The path goes after the integration's base URL: it must not reach another host.
+            if !path.starts_with('/') || path.starts_with("//") {
+                return Err(RenderError {
+                    field: "path".into(),
+                    message: format!("renders to `{path}`, which does not start with one `/`"),
+                });
+            }
             let mut headers = Vec::new();
             for (name, t) in &c.headers {
                 let value = template::render(&format!("headers.{name}"), t, Escape::None, &ctx)?;

@@ -4,7 +4,7 @@
 //! so a field an event lacks does not fail a delivery. Checked when saved (the line and
 //! column of an error), rendered per attempt (README, "Destinations").
 
-use std::sync::LazyLock;
+use std::{fmt::Write as _, sync::LazyLock};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::Value;
@@ -29,6 +29,10 @@ pub enum Escape {
     /// Values are JSON-encoded where they stand (bodies that must be JSON): `{{ data.id }}`
     /// gives `"ord_1"` with its quotes.
     Json,
+    /// Values are percent-encoded as one path segment (URL paths): `{{ data.id }}` holding
+    /// `../x` gives `..%2Fx`, so event data cannot leave the path the template sets; a value
+    /// that is exactly `.` or `..` fails.
+    Path,
 }
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -39,7 +43,34 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_auto_escape_callback(|name| match name {
         "html" => AutoEscape::Html,
         "json" => AutoEscape::Json,
+        "path" => AutoEscape::Custom("path".into()),
         _ => AutoEscape::None,
+    });
+    env.set_formatter(|out, state, value| {
+        if !matches!(state.auto_escape(), AutoEscape::Custom(n) if n == "path") {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        if value.is_undefined() || value.is_none() {
+            return Ok(());
+        }
+        let text = value.to_string();
+        if value.is_safe() {
+            return Ok(out.write_str(&text)?);
+        }
+        if text == "." || text == ".." {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "a path segment cannot be `.` or `..`",
+            ));
+        }
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.write_char(b as char)?;
+            } else {
+                write!(out, "%{b:02X}")?;
+            }
+        }
+        Ok(())
     });
     env
 });
@@ -49,6 +80,7 @@ fn name(escape: Escape) -> &'static str {
         Escape::None => "text",
         Escape::Html => "html",
         Escape::Json => "json",
+        Escape::Path => "path",
     }
 }
 
@@ -230,6 +262,26 @@ mod tests {
             .unwrap(),
             "A,B,"
         );
+    }
+
+    #[test]
+    fn path_values_stay_one_segment() {
+        let c = json!({"data": {"id": "../../v1/charges?x=1", "dot": "..", "ok": "cus_1"}});
+        assert_eq!(
+            render("p", "/v1/customers/{{ data.id }}", Escape::Path, &c).unwrap(),
+            "/v1/customers/..%2F..%2Fv1%2Fcharges%3Fx%3D1"
+        );
+        assert_eq!(
+            render(
+                "p",
+                "/v1/customers/{{ data.ok }}/{{ data.missing }}",
+                Escape::Path,
+                &c
+            )
+            .unwrap(),
+            "/v1/customers/cus_1/"
+        );
+        assert!(render("p", "/v1/{{ data.dot }}", Escape::Path, &c).is_err());
     }
 
     #[test]

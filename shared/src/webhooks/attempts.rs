@@ -19,10 +19,15 @@ pub struct Attempt {
     pub attempt: i32,
     /// The `webhook-timestamp` header sent with this attempt.
     pub webhook_timestamp: i64,
+    /// The HTTP status; `null` for destinations that are not HTTP (brokers, SMTP) and for
+    /// attempts that got no answer.
     #[oai(nullable)]
     pub status_code: Option<i32>,
     /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `circuit_open`
-    /// or `body_too_large`; `null` on success.
+    /// or `body_too_large`; for other destination kinds also `api_error` (Slack's `ok:
+    /// false`), `broker` (a nack or a failed publish), `unroutable` (no queue bound),
+    /// `smtp_rejected` (5xx), `smtp_deferred` (4xx), `template`, `config`, `integration` or
+    /// `message`; `null` on success.
     #[oai(nullable)]
     pub error_class: Option<String>,
     #[oai(nullable)]

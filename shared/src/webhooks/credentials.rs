@@ -25,7 +25,7 @@ const MAX_HEADERS: usize = 20;
 pub const REDACTED: &str = "[redacted]";
 
 /// Names our requests set themselves, or that would break HTTP framing.
-fn reserved_header(name: &str) -> bool {
+pub(crate) fn reserved_header(name: &str) -> bool {
     matches!(
         name,
         "host"

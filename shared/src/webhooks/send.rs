@@ -34,7 +34,8 @@ pub struct AttemptResult {
     pub webhook_timestamp: i64,
     pub status_code: Option<u16>,
     /// `dns`, `connect`, `tls`, `timeout`, `http_status`, `blocked_address`, `circuit_open`
-    /// or `body_too_large`; `None` on success.
+    /// or `body_too_large`, and the classes of other destination kinds (`attempts::Attempt`);
+    /// `None` on success.
     pub error_class: Option<&'static str>,
     pub error_message: Option<String>,
     pub duration: Duration,
