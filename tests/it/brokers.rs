@@ -155,8 +155,13 @@ async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_rest
 }
 
 #[tokio::test]
-async fn nats_jetstream_stores_each_message_once_even_when_a_publish_is_retried() {
-    let app = TestApp::spawn(TestOptions::default()).await;
+async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_server_restart() {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "1s,1s,1s,2s,2s,5s,5s,5s".into(),
+        breaker_min_attempts: 1000,
+        ..Default::default()
+    })
+    .await;
     let key = account(&app).await;
     let name = format!("SY{}", Uuid::now_v7().simple());
     let client = async_nats::connect(NATS).await.unwrap();
@@ -214,7 +219,77 @@ async fn nats_jetstream_stores_each_message_once_even_when_a_publish_is_retried(
             .get("Nats-Msg-Id")
             .is_some_and(|v| v.as_str().starts_with("msg_"))
     );
+
+    // The server restarts while orders come: attempts fail while it is down, the worker's
+    // client reconnects (or is replaced), and every message is stored once.
+    drop(js);
+    restart_nats_server(|| app.post_orders(&key, "nats-down", 5, 5)).await;
+    app.post_orders(&key, "nats-up", 5, 5).await;
+    deliveries(&app, &key, &id, "succeeded", 13).await;
+    let failed = attempts(&app, &key, &id)
+        .await
+        .into_iter()
+        .filter(|a| !a["error_class"].is_null())
+        .count();
+    assert!(failed > 0, "attempts failed while the server was down");
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(&name).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 13);
     js.delete_stream(&name).await.unwrap();
+}
+
+/// Stops the machine's NATS server, runs `while_down`, and starts it again with the command
+/// the machine starts it with (its JetStream store is on disk, so streams survive).
+async fn restart_nats_server<F: Future<Output = ()>>(while_down: impl FnOnce() -> F) {
+    let stopped = std::process::Command::new("pkill")
+        .args(["-x", "nats-server"])
+        .status()
+        .unwrap();
+    assert!(stopped.success(), "nats-server was running");
+    eventually(
+        Duration::from_secs(10),
+        "the NATS server is down",
+        || async {
+            tokio::net::TcpStream::connect("127.0.0.1:4222")
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    while_down().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::process::Command::new("start-stop-daemon")
+        .args([
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/nats-server",
+            "--",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+            "-js",
+            "-sd",
+            "/var/lib/nats-server",
+            "-l",
+            "/var/log/nats-server.log",
+        ])
+        .status()
+        .unwrap();
+    assert!(started.success(), "nats-server started again");
+    eventually(
+        Duration::from_secs(20),
+        "the NATS server is back",
+        || async {
+            let client = async_nats::connect(NATS).await.ok()?;
+            client.flush().await.ok()
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
