@@ -29,12 +29,12 @@ use switchyard_shared::{
         render::{self, Delivery, Rendered},
     },
     net::Egress,
-    telemetry::{otlp, trace::TraceParent},
+    telemetry::otlp,
     webhooks::{
         credentials::{Credentials, REDACTED},
         delivery::Target,
         send::AttemptResult,
-        transport::{HttpTransport, Transport},
+        transport::{HttpTransport, Transport, attempt_span},
         webhook_id,
     },
 };
@@ -199,46 +199,13 @@ impl Destinations {
         // Secrets never reach the attempt log, whatever a server echoed back.
         redact(&mut result, credentials);
         if otlp::enabled() {
-            otlp::record(attempt_span(target, &result));
+            let kind = target.kind.as_str();
+            let start = std::time::SystemTime::now() - result.duration;
+            let attributes = vec![("switchyard.destination_kind", json!(kind))];
+            let span = attempt_span(target, &result, start, format!("send {kind}"), attributes);
+            otlp::record(span);
         }
         result
-    }
-}
-
-/// The attempt as a `CLIENT` span (`PRODUCER` semantics are the broker's own business): a hop
-/// of the trace the event was written under, like a webhook attempt's.
-fn attempt_span(target: &Target, result: &AttemptResult) -> otlp::Span {
-    let end = std::time::SystemTime::now();
-    let trace = target.traceparent.as_deref().and_then(TraceParent::parse);
-    let parent = trace.as_ref().map(|t| t.span_id);
-    let trace = trace.map_or_else(|| TraceParent::of_message(target.message_id), |t| t.child());
-    let mut attributes = vec![
-        ("switchyard.destination_kind", json!(target.kind.as_str())),
-        (
-            "switchyard.delivery_id",
-            json!(target.delivery_id.to_string()),
-        ),
-        (
-            "switchyard.endpoint_id",
-            json!(target.endpoint_id.to_string()),
-        ),
-        (
-            "switchyard.message_id",
-            json!(target.message_id.to_string()),
-        ),
-    ];
-    if let Some(class) = result.error_class {
-        attributes.push(("error.type", json!(class)));
-    }
-    otlp::Span {
-        trace,
-        parent,
-        name: format!("send {}", target.kind.as_str()),
-        kind: otlp::Kind::Client,
-        start: end - result.duration,
-        end,
-        attributes,
-        failed: !result.succeeded(),
     }
 }
 

@@ -65,38 +65,36 @@ impl Transport for HttpTransport {
             let start = std::time::SystemTime::now();
             let result = send::send(&self.client, target, credentials, &self.egress, timeout).await;
             if otlp::enabled() {
-                otlp::record(attempt_span(target, &result, start));
+                let attributes = http_attributes(target, &result);
+                let span = attempt_span(target, &result, start, "POST webhook".into(), attributes);
+                otlp::record(span);
             }
             result
         })
     }
 }
 
-/// The attempt as a `CLIENT` span: the span id its `traceparent` header carried, under the
-/// span that wrote the event (when the message kept one).
-fn attempt_span(
+/// An attempt as a `CLIENT` span of the trace the event was written under: the span id its
+/// `traceparent` header carried when it had one (webhooks), else a child of the event's span.
+/// `name` and `attributes` are the destination's; the delivery's ids and the error class are
+/// added here. Used by every destination kind.
+pub fn attempt_span(
     target: &Target,
     result: &AttemptResult,
     start: std::time::SystemTime,
+    name: String,
+    mut attributes: Vec<(&'static str, serde_json::Value)>,
 ) -> otlp::Span {
-    let sent = result
+    let written = target.traceparent.as_deref().and_then(TraceParent::parse);
+    let parent = written.as_ref().map(|t| t.span_id);
+    let trace = result
         .request_headers
         .iter()
         .find(|(k, _)| k == "traceparent")
         .and_then(|(_, v)| TraceParent::parse(v))
+        .or_else(|| written.map(|t| t.child()))
         .unwrap_or_else(|| TraceParent::of_message(target.message_id));
-    let parent = target
-        .traceparent
-        .as_deref()
-        .and_then(TraceParent::parse)
-        .map(|t| t.span_id);
-    let host = url::Url::parse(&target.url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut attributes = vec![
-        ("http.request.method", json!("POST")),
-        ("server.address", json!(host)),
+    attributes.extend([
         (
             "switchyard.delivery_id",
             json!(target.delivery_id.to_string()),
@@ -109,21 +107,37 @@ fn attempt_span(
             "switchyard.message_id",
             json!(target.message_id.to_string()),
         ),
-    ];
-    if let Some(status) = result.status_code {
-        attributes.push(("http.response.status_code", json!(status)));
-    }
+    ]);
     if let Some(class) = result.error_class {
         attributes.push(("error.type", json!(class)));
     }
     otlp::Span {
-        trace: sent,
+        trace,
         parent,
-        name: "POST webhook".into(),
+        name,
         kind: otlp::Kind::Client,
         start,
         end: start + result.duration,
         attributes,
         failed: !result.succeeded(),
     }
+}
+
+/// A webhook attempt's span attributes: the method, the host and the status.
+fn http_attributes(
+    target: &Target,
+    result: &AttemptResult,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let host = url::Url::parse(&target.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut attributes = vec![
+        ("http.request.method", json!("POST")),
+        ("server.address", json!(host)),
+    ];
+    if let Some(status) = result.status_code {
+        attributes.push(("http.response.status_code", json!(status)));
+    }
+    attributes
 }
