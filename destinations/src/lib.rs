@@ -174,13 +174,10 @@ impl Destinations {
                     subject,
                     msg_id,
                     jetstream,
+                    event_type,
                     ..
                 },
             ) => {
-                let event_type = serde_json::from_str::<serde_json::Value>(delivery.payload)
-                    .ok()
-                    .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-                    .unwrap_or_default();
                 let publish = nats::Publish {
                     subject,
                     msg_id,

@@ -298,6 +298,25 @@ where
     }
 }
 
+/// Names our requests set themselves, or that would break HTTP framing.
+pub fn reserved_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-type"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "user-agent"
+            | "authorization"
+    ) || name.starts_with("webhook-")
+        || name.starts_with("proxy-")
+}
+
 /// The `user-agent` of outbound requests.
 pub const USER_AGENT: &str = concat!("Switchyard-Webhooks/", env!("CARGO_PKG_VERSION"));
 

@@ -20,6 +20,25 @@ use crate::destinations::{account, attempts, deliveries};
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NATS: &str = "nats://127.0.0.1:4222";
 
+/// Retries that outlast a broker restart (about 20 s in all), and a breaker that stays closed
+/// through the failures it causes.
+fn outlasting_a_restart() -> TestOptions {
+    TestOptions {
+        retry_schedule: "1s,1s,1s,2s,2s,5s,5s,5s".into(),
+        breaker_min_attempts: 1000,
+        ..Default::default()
+    }
+}
+
+/// How many attempts to the endpoint failed.
+async fn failed_attempts(app: &TestApp, key: &str, endpoint: &str) -> usize {
+    attempts(app, key, endpoint)
+        .await
+        .iter()
+        .filter(|a| !a["error_class"].is_null())
+        .count()
+}
+
 fn rabbitmqctl(args: &[&str]) {
     let out = std::process::Command::new("rabbitmqctl")
         .args(args)
@@ -34,12 +53,7 @@ fn rabbitmqctl(args: &[&str]) {
 
 #[tokio::test]
 async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_restart() {
-    let app = TestApp::spawn(TestOptions {
-        retry_schedule: "1s,1s,1s,2s,2s,5s,5s,5s".into(),
-        breaker_min_attempts: 1000,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(outlasting_a_restart()).await;
     let key = account(&app).await;
     let queue = format!("switchyard-test-{}", Uuid::now_v7().simple());
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
@@ -82,13 +96,8 @@ async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_rest
         .map(|d| d["webhook_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(expected.len(), 30);
-    let failed: Vec<Value> = attempts(&app, &key, &id)
-        .await
-        .into_iter()
-        .filter(|a| !a["error_class"].is_null())
-        .collect();
     assert!(
-        !failed.is_empty(),
+        failed_attempts(&app, &key, &id).await > 0,
         "attempts failed while the broker was down"
     );
 
@@ -156,12 +165,7 @@ async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_rest
 
 #[tokio::test]
 async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_server_restart() {
-    let app = TestApp::spawn(TestOptions {
-        retry_schedule: "1s,1s,1s,2s,2s,5s,5s,5s".into(),
-        breaker_min_attempts: 1000,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn(outlasting_a_restart()).await;
     let key = account(&app).await;
     let name = format!("SY{}", Uuid::now_v7().simple());
     let client = async_nats::connect(NATS).await.unwrap();
@@ -226,12 +230,10 @@ async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_serv
     restart_nats_server(|| app.post_orders(&key, "nats-down", 5, 5)).await;
     app.post_orders(&key, "nats-up", 5, 5).await;
     deliveries(&app, &key, &id, "succeeded", 13).await;
-    let failed = attempts(&app, &key, &id)
-        .await
-        .into_iter()
-        .filter(|a| !a["error_class"].is_null())
-        .count();
-    assert!(failed > 0, "attempts failed while the server was down");
+    assert!(
+        failed_attempts(&app, &key, &id).await > 0,
+        "attempts failed while the server was down"
+    );
     let client = async_nats::connect(NATS).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(&name).await.unwrap();

@@ -305,6 +305,7 @@ async fn discord_waits_for_the_message_and_honours_retry_after_in_json() {
     let discord = PartnerServer::start(Behaviour::Replies(vec![
         Reply::status(429)
             .header("content-type", "application/json")
+            .header("location", "https://discord.example/api/webhooks/42/token?wait=true")
             .body(r#"{"message": "You are being rate limited.", "retry_after": 1.5, "global": false}"#),
         Reply::status(200).body(r#"{"id": "1100", "content": "x"}"#),
     ]))
@@ -329,6 +330,15 @@ async fn discord_waits_for_the_message_and_honours_retry_after_in_json() {
     assert_eq!(
         sent[1].json(),
         json!({"content": "Order PO-5", "username": "Switchyard", "allowed_mentions": {"parse": []}})
+    );
+    // The webhook's token never reaches the attempt log, even quoted by the server in a header.
+    let logged = attempts(&app, &key, e["id"].as_str().unwrap()).await;
+    assert_eq!(logged[0]["status_code"], 429);
+    assert!(
+        !logged
+            .iter()
+            .any(|a| a.to_string().contains("webhooks/42/token")),
+        "{logged:?}"
     );
 }
 

@@ -6,9 +6,9 @@ use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
     api_keys::Scope,
-    destinations::{self, preview},
+    destinations,
     queue::WEBHOOK_REPLAYS,
-    webhooks::{attempts, credentials, deliveries, endpoints, replays, stats},
+    webhooks::{attempts, credentials, deliveries, destination, endpoints, replays, stats},
 };
 use uuid::Uuid;
 
@@ -119,7 +119,7 @@ impl WebhookEndpointsApi {
         let p = auth.require(Scope::WebhooksWrite)?;
         let op = idem.begin(p).await?;
         let s = &state.services;
-        let destination = destinations::prepare_change(
+        let destination = destination::prepare_change(
             &s.pool,
             p.scope(),
             state.transport.egress(),
@@ -181,12 +181,12 @@ impl WebhookEndpointsApi {
         #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
-        body: Json<preview::PreviewInput>,
-    ) -> Result<Json<preview::Preview>, ApiError> {
+        body: Json<destination::PreviewInput>,
+    ) -> Result<Json<destination::Preview>, ApiError> {
         let p = auth.require(Scope::WebhooksRead)?;
         let op = idem.begin(p).await?;
         let pool = &state.services.pool;
-        let shown = preview::preview(pool, p.scope(), id.0, body.0).await?;
+        let shown = destination::preview(pool, p.scope(), id.0, body.0).await?;
         op.commit(pool.begin().await?, Json(shown)).await
     }
 

@@ -8,11 +8,10 @@
 pub mod catalogue;
 pub mod config;
 mod prepare;
-pub mod preview;
 pub mod render;
 pub mod template;
 
-pub use prepare::{Prepared, prepare, prepare_change};
+pub use prepare::{Prepared, prepare};
 
 use std::collections::BTreeMap;
 
@@ -330,10 +329,7 @@ impl Settings {
                         && name
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-                    if !token
-                        || crate::webhooks::credentials::reserved_header(&lower)
-                        || lower == "idempotency-key"
-                    {
+                    if !token || crate::net::reserved_header(&lower) || lower == "idempotency-key" {
                         return Err(Error::invalid(
                             "parameter_invalid",
                             format!("config.headers.{name}"),

@@ -191,31 +191,3 @@ async fn integration(
     }
     Ok(base_url)
 }
-
-/// Checks the new `url` or `config` of an update against the endpoint's kind (kinds do not
-/// change); `None` when the update has neither.
-pub async fn prepare_change(
-    pool: &PgPool,
-    scope: Scope,
-    egress: &Egress,
-    endpoint_id: Uuid,
-    url: Option<&str>,
-    config: Option<BTreeMap<String, Value>>,
-) -> Result<Option<Prepared>> {
-    if url.is_none() && config.is_none() {
-        return Ok(None);
-    }
-    let kind: Option<DestinationKind> = sqlx::query_scalar(
-        "SELECT kind FROM webhook_endpoints
-          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL",
-    )
-    .bind(scope.tenant_id)
-    .bind(endpoint_id)
-    .bind(scope.mode.as_str())
-    .fetch_optional(pool)
-    .await?;
-    let kind = kind.ok_or_else(|| Error::not_found("webhook endpoint"))?;
-    prepare(pool, scope, egress, kind, url, config)
-        .await
-        .map(Some)
-}

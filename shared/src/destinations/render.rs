@@ -54,6 +54,8 @@ pub enum Rendered {
         /// stream's duplicate window.
         msg_id: String,
         jetstream: bool,
+        /// The `type` header.
+        event_type: String,
         body: Value,
     },
     HttpAction {
@@ -223,6 +225,7 @@ pub fn render(settings: &Settings, delivery: &Delivery<'_>) -> Result<Rendered, 
                 subject,
                 msg_id: delivery.webhook_id.to_owned(),
                 jetstream: c.jetstream,
+                event_type,
                 body: body(),
             }
         }

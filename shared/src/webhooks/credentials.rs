@@ -16,6 +16,7 @@ use crate::{
     crypto::Keyring,
     error::{Error, Result},
     input::{DurationText, PrintableText, pattern_string},
+    net,
 };
 
 /// Old signing secrets kept signing after a rotation.
@@ -23,25 +24,6 @@ pub const MAX_PREVIOUS_SECRETS: usize = 10;
 const MAX_HEADERS: usize = 20;
 /// Shown in attempt logs instead of credential values.
 pub const REDACTED: &str = "[redacted]";
-
-/// Names our requests set themselves, or that would break HTTP framing.
-pub(crate) fn reserved_header(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "content-type"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "user-agent"
-            | "authorization"
-    ) || name.starts_with("webhook-")
-        || name.starts_with("proxy-")
-}
 
 /// What identifies the row a sealed value belongs to (AAD).
 pub(super) fn aad(purpose: &str, tenant_id: Uuid, endpoint_id: Uuid) -> Vec<u8> {
@@ -175,7 +157,7 @@ pub fn validate_headers(
                 format!("`{name}` is not a valid header name."),
             ));
         }
-        if reserved_header(&lower) {
+        if net::reserved_header(&lower) {
             return Err(Error::invalid(
                 "parameter_invalid",
                 param,

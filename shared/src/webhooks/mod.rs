@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod deliveries;
 pub mod delivery;
+pub mod destination;
 pub mod endpoint_backlog;
 pub mod endpoint_input;
 pub mod endpoints;

@@ -1,24 +1,46 @@
-//! `POST /v1/webhook-endpoints/{id}/preview`: what the endpoint would send for an event — a
-//! sample order event, or the type and data given — rendered by the same code the transports
+//! An endpoint's destination (`crate::destinations`) as the endpoint routes change and show it:
+//! a new `url` or `config` checked against the endpoint's kind, and
+//! `POST /v1/webhook-endpoints/{id}/preview` — what the endpoint would send for an event (a
+//! sample order event, or the type and data given), rendered by the same code the transports
 //! run, without sending anything. Secrets are not opened: they never appear in a message.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{PgPool, types::Json};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{
-    DestinationKind, Settings,
-    render::{self, Delivery},
-};
+use super::{credentials::REDACTED, endpoints, webhook_id};
 use crate::{
+    destinations::{
+        self, DestinationKind, Prepared, Settings,
+        render::{self, Delivery},
+    },
     error::{Error, Result},
     events::types::EventTypeName,
+    net::Egress,
     tenants::Scope,
-    webhooks::{credentials::REDACTED, webhook_id},
 };
+
+/// Checks the new `url` or `config` of an update against the endpoint's kind (kinds do not
+/// change); `None` when the update has neither.
+pub async fn prepare_change(
+    pool: &PgPool,
+    scope: Scope,
+    egress: &Egress,
+    endpoint_id: Uuid,
+    url: Option<&str>,
+    config: Option<BTreeMap<String, Value>>,
+) -> Result<Option<Prepared>> {
+    if url.is_none() && config.is_none() {
+        return Ok(None);
+    }
+    let kind = endpoints::get(pool, scope, endpoint_id).await?.kind;
+    destinations::prepare(pool, scope, egress, kind, url, config)
+        .await
+        .map(Some)
+}
 
 /// Body of a preview: the event to render (default: a sample `order.created`).
 #[derive(Clone, Debug, Default, Deserialize, poem_openapi::Object)]
@@ -49,23 +71,7 @@ pub async fn preview(
     endpoint_id: Uuid,
     input: PreviewInput,
 ) -> Result<Preview> {
-    type Row = (
-        DestinationKind,
-        Option<Json<Value>>,
-        Vec<String>,
-        Option<String>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT kind, config, config_secret_names, description FROM webhook_endpoints
-          WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL",
-    )
-    .bind(scope.tenant_id)
-    .bind(endpoint_id)
-    .bind(scope.mode.as_str())
-    .fetch_optional(pool)
-    .await?;
-    let (kind, config, secret_names, description) =
-        row.ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    let endpoint = endpoints::get(pool, scope, endpoint_id).await?;
     if input.data.as_ref().is_some_and(|d| d.len() > 200) {
         return Err(Error::invalid(
             "parameter_invalid",
@@ -84,11 +90,12 @@ pub async fn preview(
             "`data` is larger than 64 KiB.",
         ));
     }
-    let secrets = secret_names
+    let secrets = endpoint
+        .config_secrets
         .into_iter()
         .map(|n| (n, REDACTED.to_owned()))
         .collect();
-    let settings = Settings::from_stored(kind, config.as_ref().map(|c| &c.0), &secrets)?;
+    let settings = Settings::from_stored(endpoint.kind, endpoint.config.as_ref(), &secrets)?;
     let sample = render::sample_context(input.event_type.as_deref(), data);
     // The sample context holds the webhook body's fields plus `id` and `endpoint`.
     let payload = serde_json::json!({
@@ -103,10 +110,10 @@ pub async fn preview(
         webhook_id: &msg,
         delivery_id: Uuid::nil(),
         endpoint_id,
-        description: description.as_deref(),
+        description: endpoint.description.as_deref(),
     };
     let rendered = render::render(&settings, &delivery).map_err(|e| {
-        super::template::unprocessable(
+        destinations::template::unprocessable(
             "template_render_failed",
             &format!("config.{}", e.field),
             e.to_string(),
@@ -116,5 +123,8 @@ pub async fn preview(
     if let Value::Object(m) = &mut message {
         m.remove("kind");
     }
-    Ok(Preview { kind, message })
+    Ok(Preview {
+        kind: endpoint.kind,
+        message,
+    })
 }
