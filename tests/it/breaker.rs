@@ -241,3 +241,62 @@ async fn fewer_attempts_than_the_minimum_never_trip_the_breaker() {
     })
     .await;
 }
+
+/// After a trip, every parked delivery is due at the same moment, so the dispatcher's probe may
+/// be a later change of an order whose earlier change is still pending. That probe hands the
+/// probe to the earlier change and sends it in its place (`breaker::pass_probe`): the endpoint
+/// recovers at its first cool-down, and the changes still arrive in order.
+#[tokio::test]
+async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_one_instead() {
+    let app = TestApp::spawn(TestOptions {
+        breaker_cooldown: "1s".into(),
+        breaker_min_attempts: 3,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(
+            &key,
+            json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"] }),
+        )
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let order: Value = app.post_order(&key, "probe-1").await.json().await.unwrap();
+    let order_id = order["id"].as_str().unwrap();
+    for n in 1..=5 {
+        let path = format!("/v1/orders/{order_id}");
+        let r = app
+            .partner_patch(&key, &path, json!({ "notes": format!("change {n}") }))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        (group(&app, &id).await.is_some_and(|(b, _)| b == "open")).then_some(())
+    })
+    .await;
+
+    // The partner recovers before the first cool-down ends: the first probe succeeds whichever
+    // delivery the dispatcher picked.
+    partner.set_behaviour(Behaviour::Status(200));
+    eventually(
+        Duration::from_secs(8),
+        "the breaker to close and all six changes to arrive",
+        || async {
+            let ok = partner.received().into_iter().filter(|r| r.status == 200);
+            (ok.count() == 6 && group(&app, &id).await == Some(("closed".into(), 0))).then_some(())
+        },
+    )
+    .await;
+    let notes: Vec<Value> = partner
+        .received()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json()["data"]["notes"].clone())
+        .collect();
+    let expected: Vec<Value> = std::iter::once(json!("extra basil"))
+        .chain((1..=5).map(|n| json!(format!("change {n}"))))
+        .collect();
+    assert_eq!(notes, expected, "in the order of the changes");
+}

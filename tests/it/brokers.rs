@@ -241,6 +241,91 @@ async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_serv
     js.delete_stream(&name).await.unwrap();
 }
 
+/// The engine's rules hold for a broker as for HTTP: a FIFO NATS endpoint whose subject no
+/// stream takes yet fails, trips the breaker (its deliveries parked in the ledger), is probed
+/// after the cool-down, closes once the stream exists, and the stream then holds every message
+/// once, in the order the orders were taken.
+#[tokio::test]
+async fn a_fifo_nats_endpoint_without_its_stream_trips_the_breaker_and_delivers_in_order_once_it_exists()
+ {
+    let app = TestApp::spawn(TestOptions {
+        breaker_cooldown: "1s".into(),
+        breaker_min_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let key = account(&app).await;
+    let name = format!("SY{}", Uuid::now_v7().simple());
+    let e = app
+        .create_endpoint_with(
+            &key,
+            json!({"kind": "nats", "event_types": ["order.created"], "fifo": true,
+                   "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"],
+                   "config": {"url": NATS, "subject": format!("{name}.orders")}}),
+        )
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    app.post_orders(&key, "fifo", 6, 1).await;
+
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT breaker FROM dispatch_groups WHERE key = $1::uuid")
+                .bind(&id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        (state.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    let v = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
+        .await;
+    assert_eq!(v["circuit_state"], "open");
+    let failed = attempts(&app, &key, &id).await;
+    assert!(failed.len() >= 4, "{failed:?}");
+    for a in &failed {
+        assert_eq!(a["error_class"], "broker", "{a}");
+        assert!(
+            a["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("no stream found"),
+            "{a}"
+        );
+    }
+    let heads: HashSet<&str> = failed
+        .iter()
+        .map(|a| a["delivery_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(heads.len(), 1, "FIFO: only the first delivery is attempted");
+
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    deliveries(&app, &key, &id, "succeeded", 6).await;
+    let v = app
+        .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))
+        .await;
+    assert_eq!(v["circuit_state"], "closed");
+    assert_eq!(stream.info().await.unwrap().state.messages, 6);
+    let mut order = Vec::new();
+    for seq in 1..=6 {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let body: Value = serde_json::from_slice(&msg.payload).unwrap();
+        order.push(body["data"]["external_id"].as_str().unwrap().to_owned());
+    }
+    let posted: Vec<String> = (0..6).map(|i| format!("fifo-{i}")).collect();
+    assert_eq!(order, posted, "stored in the order the orders were taken");
+    js.delete_stream(&name).await.unwrap();
+}
+
 /// Stops the machine's NATS server, runs `while_down`, and starts it again with the command
 /// the machine starts it with (its JetStream store is on disk, so streams survive).
 async fn restart_nats_server<F: Future<Output = ()>>(while_down: impl FnOnce() -> F) {

@@ -21,7 +21,7 @@ use crate::{
 
 /// How long a half-open group waits for its probe before allowing another one: longer than
 /// the longest request (30 s) plus claiming and recording.
-const PROBE_WINDOW: TimeDelta = TimeDelta::seconds(40);
+pub const PROBE_WINDOW: TimeDelta = TimeDelta::seconds(40);
 /// Most groups one pass looks at (the ones waiting longest first).
 const GROUPS_PER_PASS: i64 = 1000;
 

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 pub use self::{
     fast_path::FastPath,
-    groups::{BreakerState, DUE_WORK_SQL},
+    groups::{BreakerState, DUE_WORK_SQL, PROBE_WINDOW},
     reconcile::Repairs,
 };
 use crate::telemetry::metrics as m;

@@ -90,6 +90,101 @@ pub async fn park(
     Ok(parked)
 }
 
+/// A half-open endpoint's probe that must wait for an earlier delivery (a FIFO endpoint's
+/// older message, or an earlier event of the same order) hands the probe to that delivery,
+/// which the run sends in its place. The dispatcher picks a probe by due time, and after a
+/// trip every parked delivery is due at the same moment: without this, a probe that must wait
+/// would hold the half-open endpoint for the whole probe window, and the next pick could be
+/// another one that must wait, so a FIFO backlog could stay stuck long after the endpoint
+/// recovered.
+///
+/// One statement: this job waits until `until`, then `after` (as any delivery that must wait) and, only if
+/// this run still held it and it is still the group's probe, the earlier delivery's job,
+/// waiting in the ledger, is committed `running` under this process's lease (`lease`) and named
+/// the probe for a new probe window. Returns whether this run still held its job, and the job
+/// to run next if the probe was passed on; `None` when the earlier delivery is not waiting in
+/// the ledger (it is running or queued, and its own outcome moves the breaker).
+pub async fn pass_probe(
+    pool: &PgPool,
+    job: &Lease,
+    target: &Target,
+    until: DateTime<Utc>,
+    after: Duration,
+    lease: Duration,
+) -> Result<(bool, Option<Lease>)> {
+    let query = sqlx::query(concat!(
+        "WITH waits AS (",
+        defer_sql!(),
+        " RETURNING id),
+         me AS (
+            SELECT d.endpoint_id, d.message_id, d.ordering_key, d.ordering_seq, e.fifo
+              FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+             WHERE d.id = $6),
+         first AS (
+            SELECT COALESCE(
+                (SELECT p.id FROM webhook_deliveries p, me
+                  WHERE me.fifo AND p.endpoint_id = me.endpoint_id AND p.status = 'pending'
+                    AND p.message_id < me.message_id
+                  ORDER BY p.endpoint_id, p.message_id LIMIT 1),
+                (SELECT p.id FROM webhook_deliveries p, me
+                  WHERE p.endpoint_id = me.endpoint_id AND p.ordering_key = me.ordering_key
+                    AND p.ordering_seq < me.ordering_seq AND p.status = 'pending'
+                  ORDER BY p.endpoint_id, p.ordering_key, p.ordering_seq LIMIT 1)) AS id),
+         grp AS (
+            SELECT g.key FROM dispatch_groups g
+             WHERE g.key = $7 AND g.probe_job = $1 AND EXISTS (SELECT 1 FROM waits)
+               FOR UPDATE),
+         next AS (
+            SELECT j.id FROM jobs j, first f, grp
+             WHERE j.group_key = grp.key AND j.state = 'pending' AND j.subject_id = f.id
+             LIMIT 1 FOR UPDATE OF j SKIP LOCKED),
+         started AS (
+            UPDATE jobs j
+               SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
+                   queued_at = now(), updated_at = now(), lease_owner = $3,
+                   lease_until = now() + make_interval(secs => $8)
+              FROM next WHERE j.id = next.id
+         RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
+                   j.dispatch_seq, j.last_error, j.run_at),
+         probe AS (
+            UPDATE dispatch_groups g
+               SET probe_job = s.id, paused_until = now() + make_interval(secs => $9),
+                   updated_at = now()
+              FROM started s, grp WHERE g.key = grp.key)
+         SELECT EXISTS (SELECT 1 FROM waits) AS waited, s.id, s.queue, s.tenant_id, s.subject_id,
+                s.attempt, s.max_attempts, s.dispatch_seq, s.last_error, s.run_at
+           FROM (SELECT 1) one LEFT JOIN started s ON true"
+    ));
+    let window = crate::dispatch::PROBE_WINDOW.as_seconds_f64();
+    let row = jobs::bind_defer(query, job, Some(until), after)
+        .bind(target.delivery_id)
+        .bind(target.endpoint_id)
+        .bind(lease.as_secs_f64())
+        .bind(window)
+        .fetch_one(pool)
+        .await?;
+    let waited: bool = row.try_get("waited")?;
+    let id: Option<Uuid> = row.try_get("id")?;
+    let next = match id {
+        Some(id) => Some(Lease {
+            job: ClaimedJob {
+                id,
+                queue: row.try_get("queue")?,
+                tenant_id: row.try_get("tenant_id")?,
+                subject_id: row.try_get("subject_id")?,
+                attempt: row.try_get("attempt")?,
+                max_attempts: row.try_get("max_attempts")?,
+                dispatch_seq: row.try_get("dispatch_seq")?,
+                last_error: row.try_get("last_error")?,
+                run_at: row.try_get("run_at")?,
+            },
+            owner: job.owner.clone(),
+        }),
+        None => None,
+    };
+    Ok((waited, next))
+}
+
 /// What an attempt did to the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {

@@ -251,8 +251,11 @@ pub async fn fan_out(
             )
         })
         .collect();
+    // The message takes its event's id (UUIDv7, made when the event was accepted): messages,
+    // and so a FIFO endpoint's deliveries, follow the order events were accepted in, not the
+    // order their fan-outs happened to run in.
     let row = jobs::bind_finish(sqlx::query(FAN_OUT_SQL), job, &Outcome::Succeeded)
-        .bind(Uuid::now_v7())
+        .bind(event.id)
         .bind(event.tenant_id)
         .bind(event.id)
         .bind(&event.event_type)
