@@ -244,7 +244,7 @@ async fn fewer_attempts_than_the_minimum_never_trip_the_breaker() {
 
 /// After a trip, every parked delivery is due at the same moment, so the dispatcher's probe may
 /// be a later change of an order whose earlier change is still pending. That probe hands the
-/// probe to the earlier change and sends it in its place (`breaker::pass_probe`): the endpoint
+/// probe to the earlier change and sends it in its place (`webhooks::ordering`): the endpoint
 /// recovers at its first cool-down, and the changes still arrive in order.
 #[tokio::test]
 async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_one_instead() {

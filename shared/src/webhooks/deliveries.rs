@@ -187,7 +187,7 @@ pub async fn retry(
                    FROM webhook_deliveries d WHERE d.id = $4"
         ),
         ") UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),
-                      updated_at = now()
+                      updated_at = now(), job_id = $1
                 WHERE id = $4"
     ))
     .bind(Uuid::now_v7())

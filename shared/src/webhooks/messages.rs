@@ -172,9 +172,9 @@ pub const FAN_OUT_SQL: &str = concat!(
             LIMIT 1),
          d AS (
             INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
-                                            ordering_key, ordering_seq)
-            SELECT t.d, $9, m.id, t.e, $18, $19
-              FROM UNNEST($13::uuid[], $14::uuid[]) AS t(d, e), m
+                                            ordering_key, ordering_seq, job_id)
+            SELECT t.d, $9, m.id, t.e, $18, $19, t.j
+              FROM UNNEST($13::uuid[], $14::uuid[], $15::uuid[]) AS t(d, e, j), m
              WHERE EXISTS (SELECT 1 FROM fin)
             ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id),
          t AS (

@@ -13,6 +13,7 @@ pub mod endpoint_input;
 pub mod endpoints;
 pub mod messages;
 pub mod operational;
+pub mod ordering;
 pub mod record;
 pub mod rekey;
 pub mod replays;

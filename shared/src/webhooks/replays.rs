@@ -299,15 +299,16 @@ pub async fn run_batch(pool: &PgPool, job: &Lease) -> Result<Step> {
         sqlx::query(concat!(
             "WITH d AS (
                 INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id,
-                                                ordering_key, ordering_seq)
-                SELECT t.id, $1, t.m, $2, t.ok, t.os
+                                                ordering_key, ordering_seq, job_id)
+                SELECT t.id, $1, t.m, $2, t.ok, t.os, gen_random_uuid()
                   FROM UNNEST($3::uuid[], $4::uuid[], $5::text[], $6::bigint[]) AS t(id, m, ok, os)
                 ON CONFLICT (message_id, endpoint_id) DO UPDATE
-                   SET status = 'pending', next_attempt_at = now(), updated_at = now()
+                   SET status = 'pending', next_attempt_at = now(), updated_at = now(),
+                       job_id = EXCLUDED.job_id
                  WHERE webhook_deliveries.status <> 'pending'
-                RETURNING id)",
+                RETURNING id, job_id)",
             insert_jobs_from_sql!(
-                "SELECT gen_random_uuid(), $7, $1, d.id, $8, $2, now(), 'pending', 0, NULL, NULL
+                "SELECT d.job_id, $7, $1, d.id, $8, $2, now(), 'pending', 0, NULL, NULL
                    FROM d"
             )
         ))

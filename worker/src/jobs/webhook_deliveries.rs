@@ -10,7 +10,7 @@ use switchyard_shared::{
     webhooks::{
         breaker::{self, Transition},
         deliveries::DeliveryStatus,
-        delivery, operational, record,
+        delivery, operational, ordering, record,
     },
 };
 
@@ -54,18 +54,12 @@ pub async fn run(ctx: &Ctx, job: &Lease, may_hand_on: bool) -> switchyard_shared
     }
     if let Some(until) = target.waiting_for {
         // An earlier event of the same order to this endpoint (or, FIFO, any earlier message
-        // to it) is still pending: it goes first. A half-open endpoint's probe hands the probe
-        // to it and sends it in its place.
+        // to it) is still pending: it goes first, in this slot if it is due.
         metrics::counter!(m::JOBS_DEFERRED, "queue" => "webhook_deliveries").increment(1);
-        if target.probe_job == Some(job.id) {
-            let (_, next) =
-                breaker::pass_probe(&ctx.pool, job, &target, until, ORDERING_RETRY, ctx.lease)
-                    .await?;
-            return Ok(next);
-        }
-        let mut conn = ctx.pool.acquire().await?;
-        jobs::defer(&mut conn, job, Some(until), ORDERING_RETRY).await?;
-        return Ok(None);
+        let first =
+            ordering::run_first_instead(&ctx.pool, job, &target, until, ORDERING_RETRY, ctx.lease)
+                .await?;
+        return Ok(first);
     }
     let credentials = target.sealed.open(&ctx.keyring, target.db_now)?;
     let timeout = target.timeout(&ctx.policy);
