@@ -120,13 +120,17 @@ const DISCARD_SQL: &str = "DELETE FROM jobs WHERE id = ANY($1) AND state = 'dead
 
 /// Applies `action` to the jobs `ids` (one statement); returns those it acted on — the others
 /// were not in a state the action applies to.
-pub async fn apply(pool: &sqlx::PgPool, action: JobAction, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+pub async fn apply(
+    conn: &mut sqlx::PgConnection,
+    action: JobAction,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>> {
     let q = match action {
         JobAction::Retry => sqlx::query_scalar(RETRY_SQL).bind(ids),
         JobAction::Cancel => sqlx::query_scalar(CANCEL_SQL).bind(ids).bind(REASON),
         JobAction::Discard => sqlx::query_scalar(DISCARD_SQL).bind(ids),
     };
-    Ok(q.fetch_all(pool).await?)
+    Ok(q.fetch_all(conn).await?)
 }
 
 /// Jobs per statement of a bulk action.
@@ -140,22 +144,38 @@ pub struct Bulk {
     pub done: i64,
 }
 
-/// Applies `action` to every job `filter` matches, `max` at most, a batch per statement
-/// (each its own transaction: a long bulk action holds no lock for long).
+/// Who runs a bulk action, under which audit id, and how many jobs it matched when it began.
+pub struct BulkAudit<'a> {
+    pub actor: &'a Actor,
+    pub id: Uuid,
+    pub matched: i64,
+}
+
+/// Applies `action` to every job `filter` matches, `max` at most, a batch per transaction (a
+/// long bulk action holds no lock for long). Each batch commits with its audit event, so
+/// whatever a bulk action did is audited even if it stops half-way.
 pub async fn apply_all(
     pool: &sqlx::PgPool,
     action: JobAction,
     filter: &JobFilter,
     max: i64,
+    audit: &BulkAudit<'_>,
 ) -> Result<Bulk> {
     let mut out = Bulk::default();
     let mut before = None;
+    let name = format!("jobs.bulk_{}", action.as_str());
     while out.seen < max {
         let ids = jobs_admin::ids(pool, filter, BATCH.min(max - out.seen), before).await?;
         let Some(last) = ids.last() else { break };
         before = Some(*last);
         out.seen += ids.len() as i64;
-        out.done += apply(pool, action, &ids).await?.len() as i64;
+        let mut tx = pool.begin().await?;
+        let done = apply(&mut tx, action, &ids).await?.len() as i64;
+        let changes = json!({ "filter": filter, "matched": audit.matched, "seen": ids.len(),
+                              "done": done });
+        audit::record_operator(&mut tx, audit.actor, "job", audit.id, &name, changes).await?;
+        tx.commit().await?;
+        out.done += done;
         if (ids.len() as i64) < BATCH {
             break;
         }
@@ -192,13 +212,15 @@ fn not_applicable(action: JobAction, job: &Job) -> Error {
 /// `409 job_state_conflict` when the job is not in a state the action applies to.
 pub async fn act(pool: &sqlx::PgPool, actor: &Actor, action: JobAction, id: Uuid) -> Result<Job> {
     let job = jobs_admin::get(pool, id).await?.job;
-    if apply(pool, action, &[id]).await?.is_empty() {
+    // The action and its audit event commit together.
+    let mut tx = pool.begin().await?;
+    if apply(&mut tx, action, &[id]).await?.is_empty() {
         return Err(not_applicable(action, &job));
     }
     let changes = json!({ "queue": job.queue, "state": job.state });
-    let mut conn = pool.acquire().await?;
     let name = format!("job.{}", action.as_str());
-    audit::record_operator(&mut conn, actor, "job", id, &name, changes).await?;
+    audit::record_operator(&mut tx, actor, "job", id, &name, changes).await?;
+    tx.commit().await?;
     Ok(job)
 }
 
@@ -250,13 +272,15 @@ pub async fn bulk(
             format!("The filter matches {matched} jobs now: confirm {matched} to act on them."),
         ));
     }
-    let bulk = apply_all(pool, action, filter, BULK_MAX).await?;
+    // One audit event per batch, each committed with what its batch did, all under one id.
+    let audit = BulkAudit {
+        actor,
+        id: Uuid::now_v7(),
+        matched,
+    };
+    let bulk = apply_all(pool, action, filter, BULK_MAX, &audit).await?;
     out.seen = bulk.seen;
     out.done = bulk.done;
     out.remaining = (matched - bulk.seen).max(0);
-    let changes = json!({ "filter": filter, "matched": matched, "done": bulk.done });
-    let name = format!("jobs.bulk_{}", action.as_str());
-    let mut conn = pool.acquire().await?;
-    audit::record_operator(&mut conn, actor, "job", Uuid::now_v7(), &name, changes).await?;
     Ok(out)
 }

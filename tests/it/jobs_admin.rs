@@ -316,3 +316,60 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
         .await;
     assert_eq!(audited, 4, "retry, bulk retry, bulk cancel, discard");
 }
+
+/// An operator's action commits with its audit event: when the event cannot be written, the
+/// action does not happen (one job, or a bulk action's batch).
+#[tokio::test]
+async fn a_job_action_whose_audit_event_cannot_be_written_does_not_happen() {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "100ms".into(),
+        breaker_min_attempts: 1000,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(503)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["order.created"])
+        .await;
+    for i in 0..2 {
+        assert_eq!(app.post_order(&key, &format!("a-{i}")).await.status(), 201);
+    }
+    let dead = dead_jobs(&app, 2).await;
+    let dead_now = || async {
+        app.count("SELECT count(*) FROM jobs WHERE state = 'dead'")
+            .await
+    };
+    sqlx::query(
+        "ALTER TABLE audit_events ADD CONSTRAINT no_job_events CHECK (target_type <> 'job')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let (status, _) = app
+        .admin_post_json(&format!("/admin/v1/jobs/{}/retry", dead[0]), json!({}))
+        .await;
+    assert_eq!(status, 500);
+    let bulk = json!({"action": "retry", "queue": "webhook_deliveries", "state": "dead",
+                      "dry_run": false, "confirm": 2});
+    let (status, _) = app
+        .admin_post_json("/admin/v1/jobs/bulk", bulk.clone())
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        dead_now().await,
+        2,
+        "nothing was retried without its audit event"
+    );
+
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT no_job_events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, done) = app.admin_post_json("/admin/v1/jobs/bulk", bulk).await;
+    assert_eq!((status, done["done"].as_i64()), (200, Some(2)), "{done}");
+    let audited = app
+        .count("SELECT count(*) FROM audit_events WHERE action = 'jobs.bulk_retry'")
+        .await;
+    assert_eq!(audited, 1, "one batch, one event");
+}
