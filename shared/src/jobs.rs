@@ -402,6 +402,31 @@ macro_rules! defer_sql {
 }
 pub(crate) use defer_sql;
 
+/// Starts, under this process's lease, the pending jobs a CTE named `next` (one `id` column)
+/// picked and locked: committed `running` as a dispatch would (a new `dispatch_seq`, one more
+/// attempt), without a trip through Redis or a claim; the process runs them after the commit.
+/// `$owner` and `$lease` (seconds) are the placeholders of the lease. Returns the columns of a
+/// [`ClaimedJob`] and the job's `group_key`. Used by a success that hands its endpoint slot on
+/// (`webhooks::record`) and by a delivery that runs an earlier one in its place
+/// (`webhooks::ordering`).
+macro_rules! start_next_sql {
+    ($owner:literal, $lease:literal) => {
+        concat!(
+            "UPDATE jobs j
+                SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
+                    queued_at = now(), updated_at = now(), lease_owner = ",
+            $owner,
+            ", lease_until = now() + make_interval(secs => ",
+            $lease,
+            ")
+               FROM next WHERE j.id = next.id
+          RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
+                    j.dispatch_seq, j.last_error, j.group_key, j.run_at"
+        )
+    };
+}
+pub(crate) use start_next_sql;
+
 /// Binds `$1..$5` of `defer_sql!()`.
 pub(crate) fn bind_defer<'q>(
     query: PgQuery<'q>,

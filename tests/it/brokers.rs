@@ -20,6 +20,10 @@ use crate::destinations::{account, attempts, deliveries};
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NATS: &str = "nats://127.0.0.1:4222";
 
+/// The machine's NATS server, which one test stops and starts again: that test holds it
+/// alone, the others share it, so none sees the restart unless it is testing it.
+static NATS_SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Retries that outlast a broker restart (about 20 s in all), and a breaker that stays closed
 /// through the failures it causes.
 fn outlasting_a_restart() -> TestOptions {
@@ -163,21 +167,29 @@ async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_rest
     assert_eq!(a[0]["error_class"], "unroutable", "{a:?}");
 }
 
+/// A JetStream stream named `name` taking the subjects `name.>`.
+async fn create_stream(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> async_nats::jetstream::stream::Stream {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_server_restart() {
+    let _alone = NATS_SERVER.write().await;
     let app = TestApp::spawn(outlasting_a_restart()).await;
     let key = account(&app).await;
     let name = format!("SY{}", Uuid::now_v7().simple());
     let client = async_nats::connect(NATS).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{name}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = create_stream(&js, &name).await;
     let e = app
         .create_endpoint_with(
             &key,
@@ -248,6 +260,7 @@ async fn nats_jetstream_stores_each_message_once_when_retried_and_through_a_serv
 #[tokio::test]
 async fn a_fifo_nats_endpoint_without_its_stream_trips_the_breaker_and_delivers_in_order_once_it_exists()
  {
+    let _shared = NATS_SERVER.read().await;
     let app = TestApp::spawn(TestOptions {
         breaker_cooldown: "1s".into(),
         breaker_min_attempts: 4,
@@ -301,14 +314,7 @@ async fn a_fifo_nats_endpoint_without_its_stream_trips_the_breaker_and_delivers_
 
     let client = async_nats::connect(NATS).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{name}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut stream = create_stream(&js, &name).await;
     deliveries(&app, &key, &id, "succeeded", 6).await;
     let v = app
         .partner_get(&key, &format!("/v1/webhook-endpoints/{id}"))

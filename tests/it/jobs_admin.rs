@@ -167,6 +167,26 @@ async fn dead_jobs(app: &TestApp, n: usize) -> Vec<String> {
     .await
 }
 
+/// An app whose partner answers 503 (no breaker in the way) and `n` orders whose deliveries
+/// died: the app, the partner, the partner's API key and the dead jobs' ids.
+async fn dead_deliveries(n: usize) -> (TestApp, PartnerServer, String, Vec<String>) {
+    let app = TestApp::spawn(TestOptions {
+        retry_schedule: "100ms,100ms".into(),
+        breaker_min_attempts: 1000,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(503)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["order.created"])
+        .await;
+    for i in 0..n {
+        assert_eq!(app.post_order(&key, &format!("r-{i}")).await.status(), 201);
+    }
+    let dead = dead_jobs(&app, n).await;
+    (app, partner, key, dead)
+}
+
 async fn deliveries(app: &TestApp, status: &str) -> i64 {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1")
         .bind(status)
@@ -178,21 +198,7 @@ async fn deliveries(app: &TestApp, status: &str) -> i64 {
 
 #[tokio::test]
 async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
-    let app = TestApp::spawn(TestOptions {
-        retry_schedule: "100ms,100ms".into(),
-        // Failing on purpose: no breaker in the way.
-        breaker_min_attempts: 1000,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(503)).await;
-    let (_, key) = app.partner_account().await;
-    app.create_endpoint(&key, &partner.url, &["order.created"])
-        .await;
-    for i in 0..4 {
-        assert_eq!(app.post_order(&key, &format!("r-{i}")).await.status(), 201);
-    }
-    let dead = dead_jobs(&app, 4).await;
+    let (app, partner, key, dead) = dead_deliveries(4).await;
     partner.set_behaviour(Behaviour::Status(200));
 
     // One job: it runs again from its first attempt and its delivery succeeds.
@@ -321,20 +327,7 @@ async fn operators_retry_cancel_and_discard_jobs_one_by_one_or_in_bulk() {
 /// action does not happen (one job, or a bulk action's batch).
 #[tokio::test]
 async fn a_job_action_whose_audit_event_cannot_be_written_does_not_happen() {
-    let app = TestApp::spawn(TestOptions {
-        retry_schedule: "100ms".into(),
-        breaker_min_attempts: 1000,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(503)).await;
-    let (_, key) = app.partner_account().await;
-    app.create_endpoint(&key, &partner.url, &["order.created"])
-        .await;
-    for i in 0..2 {
-        assert_eq!(app.post_order(&key, &format!("a-{i}")).await.status(), 201);
-    }
-    let dead = dead_jobs(&app, 2).await;
+    let (app, _partner, _, dead) = dead_deliveries(2).await;
     let dead_now = || async {
         app.count("SELECT count(*) FROM jobs WHERE state = 'dead'")
             .await

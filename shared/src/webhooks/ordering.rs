@@ -13,12 +13,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{FromRow, PgPool};
 
 use super::delivery::Target;
 use crate::{
     error::Result,
-    jobs::{self, ClaimedJob, Lease, defer_sql},
+    jobs::{self, ClaimedJob, Lease, defer_sql, start_next_sql},
 };
 
 /// One statement: this job waits until `until` plus `after`, as any delivery that must wait;
@@ -60,14 +60,9 @@ pub async fn run_first_instead(
              WHERE j.id = f.job_id AND j.group_key = $7 AND j.state = 'pending'
                AND j.run_at <= now() AND EXISTS (SELECT 1 FROM waits)
                FOR UPDATE OF j SKIP LOCKED),
-         started AS (
-            UPDATE jobs j
-               SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
-                   queued_at = now(), updated_at = now(), lease_owner = $3,
-                   lease_until = now() + make_interval(secs => $8)
-              FROM next WHERE j.id = next.id
-         RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
-                   j.dispatch_seq, j.last_error, j.run_at),
+         started AS (",
+        start_next_sql!("$3", "$8"),
+        "),
          probe AS (
             UPDATE dispatch_groups g
                SET probe_job = s.id, paused_until = now() + make_interval(secs => $9),
@@ -89,17 +84,7 @@ pub async fn run_first_instead(
         return Ok(None);
     };
     Ok(Some(Lease {
-        job: ClaimedJob {
-            id: row.try_get("id")?,
-            queue: row.try_get("queue")?,
-            tenant_id: row.try_get("tenant_id")?,
-            subject_id: row.try_get("subject_id")?,
-            attempt: row.try_get("attempt")?,
-            max_attempts: row.try_get("max_attempts")?,
-            dispatch_seq: row.try_get("dispatch_seq")?,
-            last_error: row.try_get("last_error")?,
-            run_at: row.try_get("run_at")?,
-        },
+        job: ClaimedJob::from_row(&row)?,
         owner: job.owner.clone(),
     }))
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     error::Result,
     events::{NewEvent, events_json, insert_events_sql},
-    jobs::{self, ClaimedJob, Lease, Outcome, finish_many_sql, finish_sql},
+    jobs::{self, ClaimedJob, Lease, Outcome, finish_many_sql, finish_sql, start_next_sql},
 };
 
 fn headers_json(h: &[(String, String)]) -> serde_json::Value {
@@ -206,14 +206,7 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                AND (g.paused_until IS NULL OR g.paused_until <= now())
                AND NOT EXISTS (SELECT 1 FROM queue_pauses p
                                 WHERE p.queue = 'webhook_deliveries')),
-         started AS (
-            UPDATE jobs j
-               SET state = 'running', dispatch_seq = j.dispatch_seq + 1, attempt = j.attempt + 1,
-                   queued_at = now(), updated_at = now(), lease_owner = $31,
-                   lease_until = now() + make_interval(secs => $32)
-              FROM next WHERE j.id = next.id
-         RETURNING j.id, j.queue, j.tenant_id, j.subject_id, j.attempt, j.max_attempts,
-                   j.dispatch_seq, j.last_error, j.group_key, j.run_at)
+         started AS ({start})
          SELECT ARRAY(SELECT id FROM fin) AS recorded,
                 ARRAY(SELECT id FROM endpoint WHERE reason IS NOT NULL) AS disabled,
                 ARRAY(SELECT reason FROM endpoint WHERE reason IS NOT NULL) AS reasons,
@@ -234,6 +227,7 @@ pub static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
                 ARRAY(SELECT group_key FROM started) AS next_groups,
                 ARRAY(SELECT run_at FROM started) AS next_run_ats",
         finish = finish_many_sql!(),
+        start = start_next_sql!("$31", "$32"),
     )
 });
 
