@@ -11,7 +11,8 @@
 # endpoint's deliveries still waiting: Postgres CPU while nothing happens.
 # Then the queue floor (this build only): raw apalis-redis no-op tasks beside no-op probe jobs
 # through the whole ledger path (`switchyard-bench --queue-floor`).
-# SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout floor events).
+# SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout floor events,
+# and fifo: 60 orders to two strict-FIFO endpoints, only when named).
 # With pg_stat_statements preloaded, each scenario also reports statements per delivery, and
 # the top statements by total time go to /tmp/compare-<build>-<round>-statements.txt.
 set -euo pipefail
@@ -88,6 +89,8 @@ for round in $(seq "$ROUNDS"); do
     measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
     sleep 5
     measure fanout 20000 --orders 2000 --concurrency 50 --endpoints 10
+    # Strict FIFO (opt-in: SCENARIOS=fifo): two FIFO endpoints, one delivery at a time each.
+    measure fifo 120 --orders 60 --concurrency 10 --endpoints 2 --fifo --drain-timeout-secs 90
     # Queue floor (this build only: the baseline may predate probe jobs): raw apalis-redis
     # consuming no-op tasks at the worker's consumer concurrency (32), then 20,000 no-op jobs
     # through the ledger, the dispatcher, Redis, the claim and the finish.

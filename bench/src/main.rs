@@ -60,6 +60,10 @@ struct Args {
     /// Reports the backlog, the drain rate and the largest Redis window seen while draining.
     #[arg(long, default_value_t = false)]
     backlog: bool,
+    /// Make the endpoints strict FIFO (`fifo: true`): one delivery at a time each, in the order
+    /// the events were accepted; the receiver checks that order.
+    #[arg(long, default_value_t = false)]
+    fifo: bool,
     /// Send an Idempotency-Key header with every order.
     #[arg(long, default_value_t = false)]
     idempotency_keys: bool,
@@ -284,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     println!(
-        "scenario  destination={} {}={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={}",
+        "scenario  destination={} {}={} concurrency={} rate={} endpoints={} idempotency_keys={} dead_endpoint={} fifo={}",
         args.destination,
         if args.events { "events" } else { "orders" },
         args.orders,
@@ -296,7 +300,8 @@ async fn main() -> anyhow::Result<()> {
         args.rate.map_or("max".into(), |r| format!("{r}/s")),
         args.endpoints,
         args.idempotency_keys,
-        args.dead_endpoint
+        args.dead_endpoint,
+        args.fifo
     );
     println!(
         "ingest    {} accepted, {} failed, {:.0} orders/s",
@@ -329,6 +334,9 @@ async fn main() -> anyhow::Result<()> {
         report.total - report.unique,
         report.bad_signatures
     );
+    if args.fifo {
+        println!("fifo      {} messages out of order", report.out_of_order);
+    }
     if let Some(b) = backlog {
         b.report(expected, report.unique, drained, &window);
     }
@@ -414,6 +422,9 @@ async fn setup(
         };
         if args.backlog {
             body["rate_limit"] = json!(1);
+        }
+        if args.fifo {
+            body["fifo"] = json!(true);
         }
         let ep: Value = http
             .post(format!("{}/v1/webhook-endpoints", args.api))

@@ -20,6 +20,10 @@ struct State {
     total: usize,
     bad_signatures: usize,
     last_at: Option<Instant>,
+    /// Per endpoint, the highest `webhook-id` seen so far (ids sort in message order), and how
+    /// many first arrivals came after a later message's.
+    highest: HashMap<usize, String>,
+    out_of_order: usize,
 }
 
 #[derive(Clone)]
@@ -34,6 +38,8 @@ pub struct Report {
     pub total: usize,
     pub bad_signatures: usize,
     pub last_at: Option<Instant>,
+    /// Messages that reached an endpoint after a later one (what FIFO endpoints must never see).
+    pub out_of_order: usize,
 }
 
 #[handler]
@@ -81,8 +87,14 @@ async fn receive(
     }
     s.total += 1;
     s.last_at = Some(now);
-    if s.seen.insert((id, endpoint)) {
+    if s.seen.insert((id.clone(), endpoint)) {
         s.first_seen.entry(order_id).or_default().push(now);
+        match s.highest.get(&endpoint) {
+            Some(h) if *h > id => s.out_of_order += 1,
+            _ => {
+                s.highest.insert(endpoint, id);
+            }
+        }
     }
     "ok"
 }
@@ -148,6 +160,7 @@ impl Receiver {
             total: s.total,
             bad_signatures: s.bad_signatures,
             last_at: s.last_at,
+            out_of_order: s.out_of_order,
         }
     }
 }
