@@ -6,9 +6,9 @@
 //! message order: fan-outs run concurrently, and after a breaker trip every parked delivery is
 //! due at the same moment. Before, an admitted delivery that had to wait only went back to the
 //! ledger, and the next pick could be another one that had to wait: behind a FIFO endpoint's
-//! cap of one, each message waited for a pass over most of the backlog (60 messages took
-//! ~30 s), and a half-open breaker's probe that had to wait held the endpoint for the whole
-//! probe window. Now the slot goes to the delivery that is next, at once.
+//! cap of one, each message waited for about one pass over the backlog (60 messages took about
+//! a minute, docs/benchmarks.md), and a half-open breaker's probe that had to wait held the
+//! endpoint for the whole probe window. Now the slot goes at once to the delivery that is next.
 
 use std::time::Duration;
 
