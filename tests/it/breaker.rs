@@ -276,9 +276,24 @@ async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_on
         (group(&app, &id).await.is_some_and(|(b, _)| b == "open")).then_some(())
     })
     .await;
+    // The parked deliveries are all due at the cool-down's end; which one a pass picks among
+    // equal due times is up to Postgres. Make it the last change, one millisecond ahead of
+    // the others: the probe is then sure to be a delivery that must wait.
+    let moved = sqlx::query(
+        "UPDATE jobs SET run_at = run_at - interval '1 millisecond'
+          WHERE id = (SELECT j.id FROM jobs j JOIN webhook_deliveries d ON d.id = j.subject_id
+                       WHERE d.endpoint_id = $1::uuid AND j.state = 'pending'
+                       ORDER BY d.ordering_seq DESC LIMIT 1)",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(moved, 1);
 
-    // The partner recovers before the first cool-down ends: the first probe succeeds whichever
-    // delivery the dispatcher picked.
+    // The partner recovers before the first cool-down ends: the probe succeeds, whichever
+    // delivery it had to send first.
     partner.set_behaviour(Behaviour::Status(200));
     eventually(
         Duration::from_secs(8),

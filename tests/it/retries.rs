@@ -444,11 +444,7 @@ async fn a_fifo_endpoint_gets_messages_one_at_a_time_in_order_even_through_failu
     )
     .await;
     // Arrival order: m1 (500), m1 (200), m2 (500), m2 (200), … — message ids (UUIDv7) ascending.
-    let ids: Vec<String> = partner
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
+    let ids = partner.ids();
     assert_eq!(ids.len(), 2 * n);
     for pair in ids.chunks(2) {
         assert_eq!(
@@ -465,8 +461,8 @@ async fn a_fifo_endpoint_gets_messages_one_at_a_time_in_order_even_through_failu
 
 /// A FIFO endpoint's cap is one, and deliveries are admitted by due time, which is not message
 /// order (fan-outs run concurrently). An admitted delivery that must wait for an older message
-/// runs that one in its slot (`webhooks::ordering`): each message is admitted about twice, and
-/// a backlog drains at the partner's pace. Before, it went back to the ledger and the next
+/// runs that one in its slot (`webhooks::ordering`): each message is admitted about twice, one
+/// message going out right after another. Before, it went back to the ledger and the next
 /// pick was often another that had to wait: 60 messages were admitted 642 times and had not
 /// all arrived after 60 s.
 #[tokio::test]
@@ -482,11 +478,7 @@ async fn a_fifo_backlog_drains_with_each_message_admitted_about_twice() {
         (partner.received().len() >= n).then_some(())
     })
     .await;
-    let ids: Vec<String> = partner
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
+    let ids = partner.ids();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "in message order");

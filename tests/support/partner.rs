@@ -202,8 +202,8 @@ impl PartnerServer {
         self.state.received.lock().unwrap().len()
     }
 
-    /// Distinct `webhook-id`s seen (each is one message).
-    pub fn unique_ids(&self) -> HashSet<String> {
+    /// The `webhook-id` of every request, in the order they arrived.
+    pub fn ids(&self) -> Vec<String> {
         self.state
             .received
             .lock()
@@ -211,6 +211,11 @@ impl PartnerServer {
             .iter()
             .map(|r| r.header("webhook-id").to_owned())
             .collect()
+    }
+
+    /// Distinct `webhook-id`s seen (each is one message).
+    pub fn unique_ids(&self) -> HashSet<String> {
+        self.ids().into_iter().collect()
     }
 }
 
