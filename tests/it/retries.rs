@@ -452,6 +452,15 @@ async fn a_fifo_endpoint_gets_messages_one_at_a_time_in_order_even_through_failu
             "a message's retry comes before the next message: {ids:?}"
         );
     }
+    // The next message, admitted while the failed one waits for its retry, never sends it
+    // early (webhooks::ordering starts only a due delivery): each retry keeps its 300 ms.
+    for pair in partner.received().chunks(2) {
+        let waited = pair[1].at - pair[0].at;
+        assert!(
+            waited >= Duration::from_millis(290),
+            "retried after {waited:?}"
+        );
+    }
     let firsts: Vec<&String> = ids.iter().step_by(2).collect();
     let mut sorted = firsts.clone();
     sorted.sort();
