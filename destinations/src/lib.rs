@@ -7,13 +7,14 @@
 //! Adding a kind: its settings in `shared::destinations`, a module here, one arm in
 //! [`Destinations::send_other`] (README, "Destinations").
 
+pub mod broker;
 mod discord;
 mod email;
 mod http;
 mod http_action;
 mod integrations;
-mod nats;
-mod rabbitmq;
+pub mod nats;
+pub mod rabbitmq;
 mod slack;
 
 use std::time::{Duration, Instant};
@@ -55,13 +56,14 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    /// `config` gives Slack's Web API address and the extra CAs SMTP TLS trusts.
+    /// `config` gives Slack's Web API address and the extra CAs SMTP and broker TLS trust.
     pub fn new(http: HttpTransport, pool: PgPool, keyring: Keyring, config: &CommonConfig) -> Self {
+        let broker_roots = config.broker_ca_file.as_ref().map(|p| p.0.clone());
         Destinations {
             integrations: Integrations::new(pool, keyring),
             slack_api: config.slack_api_url.trim_end_matches('/').to_owned(),
-            amqp: rabbitmq::Pool::default(),
-            nats: nats::Pool::default(),
+            amqp: rabbitmq::Pool::new(broker_roots.clone()),
+            nats: nats::Pool::new(broker_roots),
             smtp: email::Pool::new(config.smtp_ca_file.as_ref().map(|p| p.0.clone())),
             http,
         }
@@ -233,36 +235,6 @@ impl Attempt<'_> {
             ..Default::default()
         }
     }
-}
-
-/// The broker URL to connect to: its host resolved and every address checked against the
-/// egress rules; for plain-text schemes the host is replaced by the checked address, so the
-/// connection goes exactly there. (TLS schemes keep the name, which the certificate must
-/// match; their address is checked, and looked up again by the client.)
-pub(crate) async fn broker_address(
-    raw: &str,
-    default_port: u16,
-    egress: &Egress,
-) -> Result<String, (&'static str, String)> {
-    let mut url =
-        url::Url::parse(raw).map_err(|e| ("config", format!("invalid broker URL: {e}")))?;
-    let host = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .ok_or(("config", "the broker URL has no host".to_owned()))?;
-    let port = url.port().unwrap_or(default_port);
-    let addrs = egress.resolve(&host, port).await.map_err(|e| match e {
-        switchyard_shared::net::ResolveError::Blocked { .. } => ("blocked_address", e.to_string()),
-        switchyard_shared::net::ResolveError::Lookup { .. } => ("dns", e.to_string()),
-    })?;
-    let first = addrs
-        .first()
-        .ok_or(("dns", format!("`{host}` has no address")))?;
-    if matches!(url.scheme(), "amqp" | "nats") {
-        url.set_ip_host(first.ip())
-            .map_err(|_| ("config", "the broker URL cannot take an address".to_owned()))?;
-    }
-    Ok(url.to_string())
 }
 
 /// Replaces every secret setting's value in what the attempt log keeps — and, for secrets

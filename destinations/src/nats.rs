@@ -5,15 +5,19 @@
 //! the JSON a webhook carries, with `type`, `webhook-id` and `webhook-timestamp` headers.
 //!
 //! One client per server URL and process; the client reconnects by itself after a server
-//! restart, and an attempt made meanwhile times out and is retried.
+//! restart, and an attempt made meanwhile times out and is retried. Connections go to the
+//! address the egress rules checked ([`crate::broker`]).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use async_nats::{Client, HeaderMap, jetstream};
+use async_nats::{Client, ConnectOptions, HeaderMap, jetstream};
 use switchyard_shared::webhooks::send::AttemptResult;
 use tokio::sync::Mutex;
 
-use crate::Attempt;
+use crate::{
+    Attempt,
+    broker::{BrokerAddress, pinned_tls},
+};
 
 /// A message to publish.
 pub(crate) struct Publish {
@@ -25,12 +29,20 @@ pub(crate) struct Publish {
 }
 
 /// Clients by server URL.
-#[derive(Default)]
 pub(crate) struct Pool {
     slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+    /// PEM certificates of CAs trusted besides the public ones (`SWITCHYARD_BROKER_CA_FILE`).
+    extra_roots: Option<Vec<u8>>,
 }
 
 impl Pool {
+    pub(crate) fn new(extra_roots: Option<Vec<u8>>) -> Pool {
+        Pool {
+            slots: Default::default(),
+            extra_roots,
+        }
+    }
+
     pub(crate) async fn send(&self, at: &Attempt<'_>, url: &str, p: Publish) -> AttemptResult {
         let client = match tokio::time::timeout(at.timeout, self.client(at, url)).await {
             Ok(Ok(c)) => c,
@@ -98,19 +110,36 @@ impl Pool {
             }
             *slot = None;
         }
-        let address = crate::broker_address(url, 4222, at.egress).await?;
-        // Only the checked address: servers a NATS server announces are not followed (they
-        // have not passed the egress rules), and a client that cannot reconnect is replaced.
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(at.timeout)
-            .ignore_discovered_servers()
-            .retain_servers_order()
-            .max_reconnects(Some(3))
-            .name("switchyard")
-            .connect(address.as_str())
+        let address = BrokerAddress::resolve(url, 4222, at.egress).await?;
+        let client = connect(&address, self.extra_roots.as_deref(), at.timeout)
             .await
             .map_err(|e| ("connect", format!("cannot connect to the NATS server: {e}")))?;
         *slot = Some(client.clone());
         Ok(client)
     }
+}
+
+/// Connects to `address.addr` only: servers a NATS server announces are not followed (they
+/// have not passed the egress rules), and a client that cannot reconnect is replaced. TLS —
+/// `tls://`, or a server that requires it — verifies the certificate against `address.host`,
+/// trusting the system's roots and `extra_roots` (PEM).
+pub async fn connect(
+    address: &BrokerAddress,
+    extra_roots: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Client, String> {
+    let mut options = ConnectOptions::new()
+        .connection_timeout(timeout)
+        .ignore_discovered_servers()
+        .retain_servers_order()
+        .max_reconnects(Some(3))
+        .name("switchyard")
+        .tls_client_config(pinned_tls(&address.host, extra_roots)?);
+    if address.url.scheme() == "tls" {
+        options = options.require_tls(true);
+    }
+    options
+        .connect(address.url.as_str())
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -7,18 +7,21 @@
 //! One connection and one confirm channel per broker URL and process, shared by concurrent
 //! attempts (confirms are matched per publish); a failure drops them and the next attempt
 //! connects again, so a broker restart costs the attempts in flight a retry, nothing more.
+//! Connections go to the address the egress rules checked ([`crate::broker`]).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    tcp::{AsyncTcpStream, TLSConfig},
     types::{AMQPValue, FieldTable},
+    uri::{AMQPScheme, AMQPUri},
 };
 use switchyard_shared::webhooks::send::AttemptResult;
 use tokio::sync::Mutex;
 
-use crate::Attempt;
+use crate::{Attempt, broker::BrokerAddress};
 
 /// A message to publish.
 pub(crate) struct Publish {
@@ -39,12 +42,20 @@ type Slot = Arc<Mutex<Option<Arc<Link>>>>;
 
 /// Connections by broker URL: one slot each, so connecting to a slow broker holds up only
 /// the attempts to that broker.
-#[derive(Default)]
 pub(crate) struct Pool {
     slots: std::sync::Mutex<HashMap<String, Slot>>,
+    /// PEM certificates of CAs trusted besides the public ones (`SWITCHYARD_BROKER_CA_FILE`).
+    extra_roots: Option<String>,
 }
 
 impl Pool {
+    pub(crate) fn new(extra_roots: Option<Vec<u8>>) -> Pool {
+        Pool {
+            slots: Default::default(),
+            extra_roots: extra_roots.map(|pem| String::from_utf8_lossy(&pem).into_owned()),
+        }
+    }
+
     pub(crate) async fn send(&self, at: &Attempt<'_>, url: &str, p: Publish) -> AttemptResult {
         let link = match tokio::time::timeout(at.timeout, self.link(at, url)).await {
             Ok(Ok(link)) => link,
@@ -124,8 +135,8 @@ impl Pool {
             return Ok(link.clone());
         }
         *slot = None;
-        let target = crate::broker_address(url, 5672, at.egress).await?;
-        let connection = Connection::connect(&target, ConnectionProperties::default())
+        let address = BrokerAddress::resolve(url, 5672, at.egress).await?;
+        let connection = connect(&address, self.extra_roots.as_deref())
             .await
             .map_err(|e| ("connect", format!("cannot connect to the broker: {e}")))?;
         let channel = connection
@@ -165,4 +176,37 @@ impl Pool {
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         });
     }
+}
+
+/// Opens an AMQP connection to `address.addr` (also when it reconnects); `amqps` verifies the
+/// broker's certificate against `address.host`, trusting the public roots and `extra_roots`.
+pub async fn connect(
+    address: &BrokerAddress,
+    extra_roots: Option<&str>,
+) -> Result<Connection, String> {
+    let uri: AMQPUri = address.url.as_str().parse()?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let (addr, host) = (address.addr, address.host.clone());
+    let roots = extra_roots.map(str::to_owned);
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let stream = AsyncTcpStream::connect(&runtime, addr).await?;
+            let stream = match uri.scheme {
+                AMQPScheme::AMQP => stream,
+                AMQPScheme::AMQPS => {
+                    let tls = TLSConfig {
+                        identity: None,
+                        cert_chain: roots.as_deref(),
+                    };
+                    stream.into_tls(&host, tls).await?
+                }
+            };
+            Ok(stream)
+        },
+        ConnectionProperties::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

@@ -73,6 +73,11 @@ pub struct CommonConfig {
     #[arg(long, env = "SWITCHYARD_SMTP_CA_FILE", value_parser = read_pem)]
     pub smtp_ca_file: Option<PemFile>,
 
+    /// A PEM file of certificate authorities trusted, besides the public ones, by `rabbitmq`
+    /// (`amqps`) and `nats` (TLS) destinations (brokers with certificates of a private CA).
+    #[arg(long, env = "SWITCHYARD_BROKER_CA_FILE", value_parser = read_pem)]
+    pub broker_ca_file: Option<PemFile>,
+
     /// Refuse to start without real secrets (also `SWITCHYARD_ENV=production`).
     #[arg(long, default_value_t = false)]
     pub production: bool,

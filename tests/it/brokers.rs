@@ -24,6 +24,9 @@ const NATS: &str = "nats://127.0.0.1:4222";
 /// alone, the others share it, so none sees the restart unless it is testing it.
 static NATS_SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+/// The same for the machine's RabbitMQ, which one test restarts.
+pub(crate) static RABBITMQ_SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Retries that outlast a broker restart (about 20 s in all), and a breaker that stays closed
 /// through the failures it causes.
 fn outlasting_a_restart() -> TestOptions {
@@ -57,6 +60,7 @@ fn rabbitmqctl(args: &[&str]) {
 
 #[tokio::test]
 async fn rabbitmq_gets_every_message_confirmed_with_its_id_through_a_broker_restart() {
+    let _alone = RABBITMQ_SERVER.write().await;
     let app = TestApp::spawn(outlasting_a_restart()).await;
     let key = account(&app).await;
     let queue = format!("switchyard-test-{}", Uuid::now_v7().simple());

@@ -6,6 +6,7 @@ mod api_keys;
 mod backlog;
 mod batching;
 mod breaker;
+mod broker_tls;
 mod brokers;
 mod cancellation;
 mod dashboard;

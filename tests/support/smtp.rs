@@ -59,7 +59,8 @@ pub struct SmtpServer {
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
-/// A test CA and a certificate it issued for `localhost`, in `dir`; returns the CA's PEM file.
+/// A test CA and a certificate it issued for `localhost` and `broker.invalid` (a name that
+/// never resolves), in `dir`; returns the CA's PEM file.
 pub fn test_certificates(dir: &Path) -> PathBuf {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
@@ -110,7 +111,7 @@ pub fn test_certificates(dir: &Path) -> PathBuf {
     .concat());
     std::fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        "subjectAltName=DNS:localhost,DNS:broker.invalid\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
     run(&[
