@@ -8,7 +8,6 @@
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -22,13 +21,6 @@ use serde_json::json;
 use switchyard_destinations::{broker::BrokerAddress, nats, rabbitmq};
 use switchyard_tests::{TestApp, TestOptions};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        ServerConfig,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    },
-};
 use uuid::Uuid;
 
 use crate::{
@@ -56,16 +48,20 @@ fn address(scheme_and_credentials: &str, host: &str, port: u16) -> BrokerAddress
     }
 }
 
+/// An app trusting the CA `ca` for brokers, and a partner key of its.
+async fn trusting(ca: &Path) -> (TestApp, String) {
+    let app = TestApp::spawn(TestOptions {
+        args: vec![format!("--broker-ca-file={}", ca.display())],
+        ..Default::default()
+    })
+    .await;
+    let key = account(&app).await;
+    (app, key)
+}
+
 /// Accepts TLS with the test certificate and passes the bytes to the machine's RabbitMQ.
 async fn amqps_terminator(certs: &Path) -> u16 {
-    switchyard_shared::install_crypto_provider();
-    let chain = vec![CertificateDer::from_pem_file(certs.join("leaf.pem")).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(certs.join("leaf.key")).unwrap();
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = switchyard_tests::smtp::test_acceptor(certs);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -107,12 +103,7 @@ async fn rabbitmq_over_amqps_reaches_the_checked_address_and_verifies_the_host_n
     assert!(untrusted.is_err(), "the test CA is trusted only when given");
 
     // Through the engine: an `amqps` endpoint, the CA from --broker-ca-file.
-    let app = TestApp::spawn(TestOptions {
-        args: vec![format!("--broker-ca-file={}", ca.display())],
-        ..Default::default()
-    })
-    .await;
-    let key = account(&app).await;
+    let (app, key) = trusting(&ca).await;
     let queue = format!("switchyard-test-{}", Uuid::now_v7().simple());
     let local = Connection::connect(
         "amqp://guest:guest@127.0.0.1:5672/%2f",
@@ -221,12 +212,7 @@ async fn nats_over_tls_reaches_the_checked_address_and_verifies_the_host_name() 
     assert!(untrusted.is_err(), "the test CA is trusted only when given");
 
     // Through the engine: a `tls://` endpoint, the CA from --broker-ca-file.
-    let app = TestApp::spawn(TestOptions {
-        args: vec![format!("--broker-ca-file={}", ca.display())],
-        ..Default::default()
-    })
-    .await;
-    let key = account(&app).await;
+    let (app, key) = trusting(&ca).await;
     let subject = format!("tls.{}", Uuid::now_v7().simple());
     let mut received = client.subscribe(subject.clone()).await.unwrap();
     client.flush().await.unwrap();

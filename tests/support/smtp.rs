@@ -134,6 +134,18 @@ pub fn test_certificates(dir: &Path) -> PathBuf {
     dir.join("ca.pem")
 }
 
+/// A TLS server configuration with the certificate [`test_certificates`] made in `dir`.
+pub fn test_acceptor(dir: &Path) -> TlsAcceptor {
+    switchyard_shared::install_crypto_provider();
+    let chain = vec![CertificateDer::from_pem_file(dir.join("leaf.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 impl SmtpServer {
     /// Answers the n-th message with the n-th of `replies` (the last one repeats).
     pub async fn start(replies: Vec<u16>) -> SmtpServer {
@@ -147,16 +159,7 @@ impl SmtpServer {
         security: Security,
         certs: Option<&Path>,
     ) -> SmtpServer {
-        switchyard_shared::install_crypto_provider();
-        let acceptor = certs.map(|dir| {
-            let chain = vec![CertificateDer::from_pem_file(dir.join("leaf.pem")).unwrap()];
-            let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
-            let config = ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap();
-            TlsAcceptor::from(Arc::new(config))
-        });
+        let acceptor = certs.map(test_acceptor);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
