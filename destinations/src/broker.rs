@@ -5,10 +5,16 @@
 //! still carry the URL's host name: RabbitMQ's stream sends it as SNI and verifies it; NATS
 //! verifies it through [`pinned_tls`] (its client would otherwise check the address).
 //! Both trust the public roots plus the CAs of `SWITCHYARD_BROKER_CA_FILE`.
+//!
+//! Connections are kept per broker URL ([`Slots`]) and closed once unused for [`IDLE`]: a URL
+//! no endpoint uses any more (deleted, or its credentials rotated) does not hold a connection
+//! for the life of the process.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, LazyLock},
+    time::{Duration, Instant},
 };
 
 use rustls::{
@@ -20,6 +26,57 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 use switchyard_shared::net::{Egress, ResolveError};
+
+/// How long a broker connection may stay unused before it is closed.
+pub(crate) const IDLE: Duration = Duration::from_secs(300);
+
+/// One slot per broker URL: a connection, once opened. Connecting to a slow broker holds up
+/// only the attempts to that broker (its slot's lock).
+pub(crate) type Slot<T> = Arc<tokio::sync::Mutex<Option<T>>>;
+
+/// Slots by broker URL, each with when it was last taken.
+pub(crate) struct Slots<T> {
+    map: std::sync::Mutex<HashMap<String, (Slot<T>, Instant)>>,
+    idle: Duration,
+}
+
+impl<T: Send + 'static> Slots<T> {
+    pub(crate) fn new(idle: Duration) -> Slots<T> {
+        Slots {
+            map: Default::default(),
+            idle,
+        }
+    }
+
+    /// The slot of `url`. Slots unused for longer than the idle time are dropped on the way,
+    /// their connections handed to `close` in the background.
+    pub(crate) fn get(&self, url: &str, close: fn(T)) -> Slot<T> {
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("slots lock");
+        let mut idle = Vec::new();
+        map.retain(|u, (slot, used)| {
+            let keep = u == url || now.duration_since(*used) < self.idle;
+            if !keep {
+                idle.push(slot.clone());
+            }
+            keep
+        });
+        if !idle.is_empty() {
+            tokio::spawn(async move {
+                for slot in idle {
+                    if let Some(conn) = slot.lock().await.take() {
+                        close(conn);
+                    }
+                }
+            });
+        }
+        let (slot, used) = map
+            .entry(url.to_owned())
+            .or_insert_with(|| (Slot::default(), now));
+        *used = now;
+        slot.clone()
+    }
+}
 
 /// A broker URL whose host passed the egress rules.
 #[derive(Clone, Debug)]
@@ -131,5 +188,35 @@ impl ServerCertVerifier for PinnedName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    static CLOSED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+    #[tokio::test]
+    async fn a_connection_unused_for_the_idle_time_is_closed_at_the_next_use_of_the_pool() {
+        let slots = Slots::new(Duration::from_secs(2));
+        let close = |c: u32| CLOSED.lock().unwrap().push(c);
+        *slots.get("amqp://a", close).lock().await = Some(1);
+        *slots.get("amqp://b", close).lock().await = Some(2);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        // Both idle for longer than 2 s: taking `a` keeps it and closes `b`; `c`, just used,
+        // stays.
+        assert_eq!(slots.get("amqp://a", close).lock().await.as_ref(), Some(&1));
+        *slots.get("amqp://c", close).lock().await = Some(3);
+        assert_eq!(slots.get("amqp://a", close).lock().await.as_ref(), Some(&1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*CLOSED.lock().unwrap(), vec![2]);
+        assert!(
+            slots.get("amqp://b", close).lock().await.is_none(),
+            "b opens anew"
+        );
+        assert_eq!(slots.get("amqp://c", close).lock().await.as_ref(), Some(&3));
     }
 }

@@ -8,15 +8,14 @@
 //! restart, and an attempt made meanwhile times out and is retried. Connections go to the
 //! address the egress rules checked ([`crate::broker`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, HeaderMap, jetstream};
 use switchyard_shared::webhooks::send::AttemptResult;
-use tokio::sync::Mutex;
 
 use crate::{
     Attempt,
-    broker::{BrokerAddress, pinned_tls},
+    broker::{BrokerAddress, IDLE, Slots, pinned_tls},
 };
 
 /// A message to publish.
@@ -30,7 +29,7 @@ pub(crate) struct Publish {
 
 /// Clients by server URL.
 pub(crate) struct Pool {
-    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+    slots: Slots<Client>,
     /// PEM certificates of CAs trusted besides the public ones (`SWITCHYARD_BROKER_CA_FILE`).
     extra_roots: Option<Vec<u8>>,
 }
@@ -38,7 +37,7 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(extra_roots: Option<Vec<u8>>) -> Pool {
         Pool {
-            slots: Default::default(),
+            slots: Slots::new(IDLE),
             extra_roots,
         }
     }
@@ -98,10 +97,10 @@ impl Pool {
     }
 
     async fn client(&self, at: &Attempt<'_>, url: &str) -> Result<Client, (&'static str, String)> {
-        let slot = {
-            let mut slots = self.slots.lock().expect("slots lock");
-            slots.entry(url.to_owned()).or_default().clone()
-        };
+        let slot = self.slots.get(url, |client| {
+            // Closes the connection once what was published is flushed.
+            tokio::spawn(async move { client.drain().await });
+        });
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {
             // Reconnecting by itself, or given up: a new client to a freshly checked address.

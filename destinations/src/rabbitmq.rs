@@ -9,7 +9,7 @@
 //! connects again, so a broker restart costs the attempts in flight a retry, nothing more.
 //! Connections go to the address the egress rules checked ([`crate::broker`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
@@ -19,9 +19,11 @@ use lapin::{
     uri::{AMQPScheme, AMQPUri},
 };
 use switchyard_shared::webhooks::send::AttemptResult;
-use tokio::sync::Mutex;
 
-use crate::{Attempt, broker::BrokerAddress};
+use crate::{
+    Attempt,
+    broker::{BrokerAddress, IDLE, Slots},
+};
 
 /// A message to publish.
 pub(crate) struct Publish {
@@ -37,13 +39,9 @@ struct Link {
     channel: Channel,
 }
 
-/// A broker's connection, once opened.
-type Slot = Arc<Mutex<Option<Arc<Link>>>>;
-
-/// Connections by broker URL: one slot each, so connecting to a slow broker holds up only
-/// the attempts to that broker.
+/// Connections by broker URL.
 pub(crate) struct Pool {
-    slots: std::sync::Mutex<HashMap<String, Slot>>,
+    slots: Slots<Arc<Link>>,
     /// PEM certificates of CAs trusted besides the public ones (`SWITCHYARD_BROKER_CA_FILE`).
     extra_roots: Option<String>,
 }
@@ -51,7 +49,7 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(extra_roots: Option<Vec<u8>>) -> Pool {
         Pool {
-            slots: Default::default(),
+            slots: Slots::new(IDLE),
             extra_roots: extra_roots.map(|pem| String::from_utf8_lossy(&pem).into_owned()),
         }
     }
@@ -155,9 +153,10 @@ impl Pool {
         Ok(link)
     }
 
-    fn slot(&self, url: &str) -> Slot {
-        let mut slots = self.slots.lock().expect("slots lock");
-        slots.entry(url.to_owned()).or_default().clone()
+    fn slot(&self, url: &str) -> crate::broker::Slot<Arc<Link>> {
+        self.slots.get(url, |link| {
+            tokio::spawn(close(link, "idle"));
+        })
     }
 
     /// Forgets a broken link and closes it, in the background: the attempt that found it broken
@@ -171,11 +170,15 @@ impl Pool {
                     *slot = None;
                 }
             }
-            // Closing the connection (if the broker still hears it) closes its channel too.
-            let close = link.connection.close(200, "reconnecting".into());
-            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+            close(link, "reconnecting").await;
         });
     }
+}
+
+/// Closes the connection (if the broker still hears it), which closes its channel too.
+async fn close(link: Arc<Link>, reason: &str) {
+    let close = link.connection.close(200, reason.into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
 }
 
 /// Opens an AMQP connection to `address.addr` (also when it reconnects); `amqps` verifies the
