@@ -222,3 +222,96 @@ async fn spans_of_the_request_and_its_webhook_reach_an_opentelemetry_collector()
         super::metrics::value(&metrics, "switchyard_otlp_spans_exported_total", &[]).unwrap_or(0.0);
     assert!(exported >= 2.0, "{exported}");
 }
+
+/// Posts an order from a trace whose id starts with `head` (16 hex digits); its trace id.
+async fn post_traced(app: &TestApp, base: &str, key: &str, head: &str, n: usize) -> String {
+    let trace_id = format!("{head}{:016x}", n + 1);
+    let r = app
+        .http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(key)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&TestApp::order_body(&format!("sampled-{head}-{n}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    trace_id
+}
+
+#[tokio::test]
+async fn a_sample_ratio_keeps_whole_traces_and_a_collector_that_is_down_costs_only_spans() {
+    let collector = Collector::start().await;
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["order.created"])
+        .await;
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    env.push(("SWITCHYARD_OTLP_ENDPOINT".into(), collector.url.clone()));
+    env.push(("SWITCHYARD_OTLP_SAMPLE_RATIO".into(), "0.5".into()));
+    let (sampling, base) = switchyard_tests::process::Process::spawn_api(&env).await;
+    // Traces are kept by their id's first 8 bytes (below half of 2^64 at 0.5), in every
+    // process alike: the ones posted first are dropped, the ones posted last kept.
+    let mut dropped = Vec::new();
+    for n in 0..5 {
+        dropped.push(post_traced(&app, &base, &key, "c000000000000000", n).await);
+    }
+    let mut kept = Vec::new();
+    for n in 0..5 {
+        kept.push(post_traced(&app, &base, &key, "1000000000000000", n).await);
+    }
+    eventually(Duration::from_secs(15), "every webhook", || async {
+        (partner.received().len() == 10).then_some(())
+    })
+    .await;
+    // Each kept trace whole: its request's span and its attempt's.
+    let spans = eventually(Duration::from_secs(15), "the kept traces", || async {
+        let spans = collector.spans();
+        kept.iter()
+            .all(|t| {
+                let of = |kind: i64| {
+                    spans
+                        .iter()
+                        .any(|s| s["traceId"] == *t && s["kind"] == kind)
+                };
+                of(2) && of(3)
+            })
+            .then_some(spans)
+    })
+    .await;
+    for t in &dropped {
+        assert!(
+            !spans.iter().any(|s| s["traceId"] == *t),
+            "trace {t} is not sampled, none of its spans is exported"
+        );
+    }
+
+    // A collector that cannot be reached: orders and webhooks go on; the spans are dropped
+    // and counted (both the request's and the attempt's: this process alone runs now).
+    drop(sampling);
+    let mut env = app.process_env();
+    env.push(("SWITCHYARD_WITH_WORKER".into(), "true".into()));
+    env.push((
+        "SWITCHYARD_OTLP_ENDPOINT".into(),
+        "http://127.0.0.1:9".into(),
+    ));
+    let (_down, base) = switchyard_tests::process::Process::spawn_api(&env).await;
+    post_traced(&app, &base, &key, "2000000000000000", 0).await;
+    eventually(Duration::from_secs(15), "the webhook", || async {
+        (partner.received().len() == 11).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the spans counted as dropped",
+        || async {
+            let metrics = app.get_text(&format!("{base}/metrics")).await;
+            let dropped =
+                super::metrics::value(&metrics, "switchyard_otlp_spans_dropped_total", &[]);
+            dropped.filter(|d| *d >= 2.0)
+        },
+    )
+    .await;
+}
