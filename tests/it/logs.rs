@@ -391,3 +391,58 @@ async fn a_key_sees_where_it_stands_on_every_rate_limit() {
             >= 1
     );
 }
+
+/// While Postgres refuses request logs they wait in memory, at most `MAX_PENDING` of them;
+/// past that new ones are dropped (counted), and once Postgres takes them again every kept
+/// entry is written once.
+#[tokio::test]
+async fn request_logs_wait_for_postgres_within_their_memory_bound() {
+    use switchyard_shared::{
+        logs::requests::{MAX_PENDING, RequestEntry, RequestLogger},
+        mode::Mode,
+    };
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let tenant = uuid::Uuid::now_v7();
+    let entry = |path: String| RequestEntry {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant,
+        mode: Mode::Live,
+        api_key_id: uuid::Uuid::nil(),
+        method: "GET".into(),
+        path,
+        operation: "getOrder",
+        status: 200,
+        duration_ms: 1.0,
+        client_ip: None,
+        idempotency_key: None,
+        problem_code: None,
+    };
+    sqlx::query("ALTER TABLE request_logs ADD CONSTRAINT refused CHECK (false)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let logger = RequestLogger::default();
+    for i in 0..MAX_PENDING {
+        logger.record(entry(format!("/v1/orders/{i}")));
+    }
+    assert!(logger.flush(&app.pool).await.is_err(), "refused, kept");
+    for i in 0..7 {
+        logger.record(entry(format!("/v1/late/{i}")));
+    }
+    assert!(logger.flush(&app.pool).await.is_err(), "refused again");
+    sqlx::query("ALTER TABLE request_logs DROP CONSTRAINT refused")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    logger.flush(&app.pool).await.unwrap();
+    let (written, late): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE path LIKE '/v1/late/%')
+           FROM request_logs WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(written, MAX_PENDING as i64, "every kept entry, once");
+    assert_eq!(late, 0, "entries past the bound were dropped");
+}
