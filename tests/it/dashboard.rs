@@ -536,11 +536,27 @@ async fn the_domain_pages_show_every_tenants_work_and_no_secret() {
     .await;
     let password = "s3cret-erp-password";
     let (_, integrations_key) = app.create_key(&tenant, Some(&["integrations:write"])).await;
-    super::sync::integration(
+    let failing = super::sync::integration(
         &app,
         &integrations_key,
         "postgres",
         &format!("postgres://erp:{password}@127.0.0.1:1/erp"),
+    )
+    .await;
+    // Its check fails (nothing listens on port 1); a younger one, never checked, lists after it.
+    let r = app
+        .partner_post(
+            &integrations_key,
+            &format!("/v1/integrations/{failing}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let unchecked = super::sync::integration(
+        &app,
+        &integrations_key,
+        "mysql",
+        "mysql://root@127.0.0.1:1/erp",
     )
     .await;
     let d = Dashboard::sign_in(&app.base, None, ADMIN_TOKEN).await;
@@ -573,6 +589,11 @@ async fn the_domain_pages_show_every_tenants_work_and_no_secret() {
         html.contains("postgres") && !html.contains(password),
         "{html}"
     );
+    let at = |id: &str| {
+        html.find(id)
+            .unwrap_or_else(|| panic!("{id} listed: {html}"))
+    };
+    assert!(at(&failing) < at(&unchecked), "failing first: {html}");
     let (_, html) = d.page("/dashboard/keys").await;
     assert!(html.contains(&tenant) && !html.contains(&key), "{html}");
     for page in [

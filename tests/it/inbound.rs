@@ -336,6 +336,21 @@ async fn refused_bodies_are_recorded_headers_redacted_and_unknown_urls_are_404()
         )
         .await;
     problem(r, 409, "inbound_event_rejected", None).await;
+    // A failed one is, and the answer shows it waiting again (what the retry did).
+    let r = t
+        .app
+        .partner_post(
+            &t.key,
+            &format!(
+                "/v1/inbound-events/{}/retry",
+                events[0]["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    let retried: Value = r.json().await.unwrap();
+    assert_eq!(retried["status"], "pending", "{retried}");
+    assert!(retried["last_error"].is_null(), "{retried}");
     // A new URL: the old one stops at once.
     let r = t
         .app

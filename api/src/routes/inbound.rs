@@ -271,7 +271,8 @@ impl InboundEventsApi {
         let s = &state.services;
         let mut tx = s.pool.begin().await?;
         let task = events::retry(&mut tx, p.scope(), id.0).await?;
-        let event = events::get(&s.pool, p.scope(), id.0).await?;
+        // Read in the transaction: the answer (and its stored replay) shows the retry.
+        let event = events::get(&mut *tx, p.scope(), id.0).await?;
         let answer = op.commit(tx, Json(event)).await?;
         state.fast_path.push(INBOUND_EVENTS, vec![task]);
         Ok(answer)

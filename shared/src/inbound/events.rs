@@ -86,14 +86,20 @@ impl InboundEvent {
 const COLUMNS: &str = "id, integration_id, status, dedupe_id, verification, reason, \
     content_type, headers, body, attempts, last_error, result, received_at, processed_at";
 
-pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<InboundEvent> {
+/// The inbound event `id` of `scope`, read through `db` (a pool, or the transaction that just
+/// changed it).
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    scope: Scope,
+    id: Uuid,
+) -> Result<InboundEvent> {
     sqlx::query_as::<_, InboundEvent>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND mode = $2 AND id = $3"
     )))
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .map(InboundEvent::with_body)
     .ok_or_else(|| Error::not_found("inbound event"))

@@ -100,10 +100,11 @@ pub fn verify(
             .trim()
             .parse()
             .map_err(|_| format!("timestamp `{ts}` is not a number"))?;
-        if (now - t).abs() > i64::from(rules.tolerance_seconds) {
+        // `abs_diff`: any i64 a sender writes, even i64::MIN, neither overflows nor passes.
+        let away = now.abs_diff(t);
+        if away > u64::from(rules.tolerance_seconds) {
             Err(format!(
-                "the timestamp is {} s away from now (tolerance {} s): expired or replayed",
-                (now - t).abs(),
+                "the timestamp is {away} s away from now (tolerance {} s): expired or replayed",
                 rules.tolerance_seconds
             ))
         } else {
@@ -306,6 +307,20 @@ mod tests {
             assert!(old.is_ok());
         }
         ok
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_refused_without_overflow() {
+        let r = rules(Scheme::StandardWebhooks);
+        for ts in [i64::MIN, i64::MAX, NOW + i64::MIN] {
+            let headers = Headers::from([
+                ("webhook-id".into(), "msg_1".into()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                ("webhook-signature".into(), "v1,bm90LWl0".into()),
+            ]);
+            let e = verify(&r, &["whsec_eA==".to_owned()], &headers, b"{}", NOW).unwrap_err();
+            assert!(e.contains("tolerance"), "{ts}: {e}");
+        }
     }
 
     #[test]

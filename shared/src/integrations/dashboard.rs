@@ -29,7 +29,7 @@ pub async fn integrations(pool: &PgPool, limit: i64) -> Result<Vec<IntegrationRo
         "SELECT id, tenant_id, mode, name, type, provider, connection_status,
                 last_health_check_at, last_error, calls_total, failures_total
            FROM integrations WHERE deleted_at IS NULL
-          ORDER BY (connection_status = 'failed') DESC, created_at DESC LIMIT $1",
+          ORDER BY (connection_status = 'error') DESC, created_at DESC LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
