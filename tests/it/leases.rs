@@ -188,3 +188,47 @@ async fn retries_wait_on_the_database_clock_whatever_the_worker_clock_says() {
     }
     assert!(started.elapsed() >= Duration::from_secs(3));
 }
+
+/// A worker whose lease ran out while it was recording its outcome keeps that outcome: the
+/// reconciler skips a job whose row is locked and never moves one that is no longer running.
+/// (Before, a pass that found the expired lease waited for the record's lock, then wrote
+/// `pending` over the recorded `succeeded`.)
+#[tokio::test]
+async fn the_reconciler_never_overwrites_an_outcome_being_recorded() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, state, max_attempts, dispatch_seq,
+                           lease_owner, lease_until)
+         VALUES ($1, $2, $1, $1, 'running', 3, 1, 'a-frozen-worker', now() - interval '1 s')",
+    )
+    .bind(id)
+    .bind(switchyard_shared::queue::EVENT_FAN_OUT)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut recording = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_owner = NULL,
+                         lease_until = NULL
+          WHERE id = $1 AND lease_owner = 'a-frozen-worker'",
+    )
+    .bind(id)
+    .execute(&mut *recording)
+    .await
+    .unwrap();
+    let dispatcher =
+        switchyard_shared::dispatch::Dispatcher::new(app.pool.clone(), app.queues.clone(), 16);
+    let pass = tokio::spawn(async move { dispatcher.reconcile(Duration::from_secs(30)).await });
+    // The pass runs meanwhile: it skips the locked row (or, before, waited for it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    recording.commit().await.unwrap();
+    let repairs = pass.await.unwrap().unwrap();
+    assert_eq!(repairs.expired_leases, 0);
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "succeeded");
+}

@@ -20,12 +20,16 @@ pub struct Repairs {
 impl Dispatcher {
     /// One reconciler pass. `lost_after` is how long a queued job may be missing from Redis.
     pub async fn reconcile(&self, lost_after: Duration) -> Result<Repairs> {
+        // A locked row is being recorded or renewed by its worker: skipped, never waited for
+        // (after the wait, the update would overwrite that outcome). The outer condition
+        // is checked again on the row as it is when the update takes it.
         let expired_leases = sqlx::query(
             "UPDATE jobs
                 SET state = 'pending', run_at = now(), lease_owner = NULL, lease_until = NULL,
                     last_error = 'lease expired: worker lost', updated_at = now()
               WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < now()
-                            LIMIT 5000)",
+                            LIMIT 5000 FOR UPDATE SKIP LOCKED)
+                AND state = 'running' AND lease_until < now()",
         )
         .execute(&self.pool)
         .await?
