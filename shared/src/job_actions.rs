@@ -5,7 +5,8 @@
 //!
 //! - **retry**: a pending job becomes due now (one already due keeps its place); a dead or cancelled delivery, fan-out or inbound
 //!   event runs again from its first attempt, its row reopened — only if the row is still
-//!   closed (a delivery resent meanwhile already has a job). Other dead jobs are skipped.
+//!   closed and by its newest job (a delivery resent meanwhile already has a job; of two
+//!   dead jobs of one row, only the last runs). Other dead jobs are skipped.
 //! - **cancel**: a pending or queued delivery, fan-out, inbound event, sync run or queue probe
 //!   ends `cancelled`, its row closed (`cancelled`, fan-out failed, inbound `failed`, run
 //!   `cancelled`); a running sync run is asked to stop (within one batch). Other running jobs
@@ -45,35 +46,47 @@ impl JobAction {
 
 const REASON: &str = "cancelled by an operator";
 
-/// `$1` the job ids; returns the ids acted on.
+/// `$1` the job ids; returns the ids acted on. A closed row is reopened by one job only: of
+/// the ids given, the newest job of each row; for a delivery, only the job it names as its
+/// current one (a delivery resent since has another). Each row is locked when checked, so a
+/// resend or another retry at the same moment sees it reopened and does not add a job.
 const RETRY_SQL: &str = "
     WITH due AS (
         UPDATE jobs j SET run_at = LEAST(j.run_at, now()), updated_at = now()
          WHERE j.id = ANY($1) AND j.state = 'pending'
         RETURNING j.id, j.queue, j.subject_id),
+    closed AS (
+        SELECT DISTINCT ON (j.subject_id) j.id FROM jobs j
+         WHERE j.id = ANY($1) AND j.state IN ('dead', 'cancelled')
+         ORDER BY j.subject_id, j.id DESC),
     revived AS (
         UPDATE jobs j
            SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL,
                lease_owner = NULL, lease_until = NULL, updated_at = now()
-         WHERE j.id = ANY($1) AND j.state IN ('dead', 'cancelled')
+          FROM closed c
+         WHERE j.id = c.id AND j.state IN ('dead', 'cancelled')
            AND CASE j.queue
                  WHEN 'webhook_deliveries' THEN EXISTS (
                      SELECT 1 FROM webhook_deliveries d
-                      WHERE d.id = j.subject_id AND d.status IN ('failed', 'cancelled'))
+                      WHERE d.id = j.subject_id AND d.status IN ('failed', 'cancelled')
+                        AND (d.job_id = j.id OR d.job_id IS NULL) FOR UPDATE)
                  WHEN 'event_fan_out' THEN EXISTS (
                      SELECT 1 FROM events e
-                      WHERE e.id = j.subject_id AND e.fan_out_failed_at IS NOT NULL)
+                      WHERE e.id = j.subject_id AND e.fan_out_failed_at IS NOT NULL FOR UPDATE)
                  WHEN 'inbound_events' THEN EXISTS (
                      SELECT 1 FROM inbound_events i
-                      WHERE i.id = j.subject_id AND i.status = 'failed')
+                      WHERE i.id = j.subject_id AND i.status = 'failed' FOR UPDATE)
                  ELSE false END
         RETURNING j.id, j.queue, j.subject_id),
     d AS (
-        UPDATE webhook_deliveries
-           SET status = 'pending', next_attempt_at = LEAST(next_attempt_at, now()),
-               updated_at = now()
-         WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'webhook_deliveries'
-                      UNION ALL SELECT subject_id FROM due WHERE queue = 'webhook_deliveries')),
+        UPDATE webhook_deliveries w
+           SET status = 'pending', next_attempt_at = LEAST(w.next_attempt_at, now()),
+               updated_at = now(), job_id = COALESCE(r.job_id, w.job_id)
+          FROM (SELECT subject_id, id AS job_id FROM revived
+                 WHERE queue = 'webhook_deliveries'
+                UNION ALL SELECT subject_id, NULL FROM due
+                 WHERE queue = 'webhook_deliveries') r
+         WHERE w.id = r.subject_id),
     e AS (
         UPDATE events SET fan_out_failed_at = NULL, fan_out_error = NULL
          WHERE id IN (SELECT subject_id FROM revived WHERE queue = 'event_fan_out')),

@@ -366,3 +366,48 @@ async fn a_job_action_whose_audit_event_cannot_be_written_does_not_happen() {
         .await;
     assert_eq!(audited, 1, "one batch, one event");
 }
+
+/// A delivery that died, was resent by its partner and died again has two dead jobs; a bulk
+/// retry of dead jobs revives only the one the delivery names, so it is sent once, not twice
+/// at the same time.
+#[tokio::test]
+async fn a_bulk_retry_revives_a_delivery_by_its_current_job_only() {
+    let (app, partner, key, dead) = dead_deliveries(1).await;
+    let delivery: uuid::Uuid = sqlx::query_scalar("SELECT subject_id FROM jobs WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&dead[0]).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/webhook-deliveries/{delivery}/retry"),
+            json!({}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let both = dead_jobs(&app, 2).await;
+    let sent = partner.count();
+    partner.set_behaviour(Behaviour::Status(200));
+    let act = json!({"action": "retry", "queue": "webhook_deliveries", "state": "dead",
+                     "dry_run": false, "confirm": 2});
+    let (status, done) = app.admin_post_json("/admin/v1/jobs/bulk", act).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["done"], 1, "one job of the two: {done}");
+    eventually(Duration::from_secs(10), "the delivery", || async {
+        (deliveries(&app, "succeeded").await == 1).then_some(())
+    })
+    .await;
+    let (current, states): (uuid::Uuid, Vec<String>) = sqlx::query_as(
+        "SELECT d.job_id, array_agg(j.state ORDER BY j.id)
+           FROM webhook_deliveries d JOIN jobs j ON j.subject_id = d.id
+          WHERE d.id = $1 GROUP BY d.job_id",
+    )
+    .bind(delivery)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(states, ["dead", "succeeded"], "the first job stays dead");
+    assert!(both.contains(&current.to_string()));
+    assert_eq!(partner.count(), sent + 1, "sent once");
+}
