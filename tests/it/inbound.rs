@@ -445,3 +445,41 @@ async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
         .await;
     assert_eq!(event["source"], "inbound");
 }
+
+/// A sender's event id too long for the dedupe index still deduplicates (by its digest); a
+/// body Postgres' JSON cannot hold (a `\u0000`, in an id or anywhere) is refused with a
+/// reason, not stored to fail on every attempt. Never a 500.
+#[tokio::test]
+async fn long_event_ids_deduplicate_and_unstorable_bodies_are_refused() {
+    let t = Inbound::new().await;
+    let (_, path) = t
+        .integration(
+            "odd",
+            json!({"scheme": "none", "dedupe": "/id", "action": {"type": "store"}}),
+        )
+        .await;
+    // Random, so it does not compress below the index's limit (about 2.7 KB).
+    let long: String = (0..300)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let body = json!({"id": long}).to_string();
+    let r = t.post(&path, &[], &body).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let first: Value = r.json().await.unwrap();
+    let r = t.post(&path, &[], &body).await;
+    assert_eq!(r.status(), 200, "the same id again: a duplicate");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&again["id"], &again["duplicate"]),
+        (&first["id"], &json!(true))
+    );
+    // Another long id, sharing its first 9,600 characters: another event.
+    let other = json!({"id": format!("{long}y")}).to_string();
+    assert_eq!(t.post(&path, &[], &other).await.status(), 202);
+
+    for body in [r#"{"id": "a\u0000b"}"#, r#"{"note": ["a\u0000b"]}"#] {
+        let r = t.post(&path, &[], body).await;
+        let p = problem(r, 400, "body_invalid", Some("body")).await;
+        assert!(p["detail"].as_str().unwrap().contains("u0000"), "{p}");
+    }
+}

@@ -6,6 +6,7 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::Utc;
+use sha2::Digest;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
@@ -91,9 +92,14 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
             ));
         }
     };
-    if serde_json::from_slice::<serde_json::Value>(req.body).is_err() {
-        // Verified but not JSON: recorded as a failure with its reason, never processed.
-        let reason = "the body is not valid JSON";
+    let parsed = serde_json::from_slice::<serde_json::Value>(req.body);
+    if let Some(reason) = match &parsed {
+        Err(_) => Some("the body is not valid JSON"),
+        // Postgres' JSON cannot hold it: processing would fail on every attempt.
+        Ok(v) if holds_nul(v) => Some("the body holds a `\\u0000` character"),
+        Ok(_) => None,
+    } {
+        // Verified but unusable: recorded as a failure with its reason, never processed.
         store_rejected(pool, &target, &req, "verified", reason).await?;
         return Err(Error::invalid(
             "body_invalid",
@@ -101,6 +107,7 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
             format!("Rejected: {reason}."),
         ));
     }
+    let dedupe_id = verified.event_id.as_deref().map(dedupe_key);
     let id = Uuid::now_v7();
     let job = NewJob::new(
         INBOUND_EVENTS,
@@ -133,7 +140,7 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
     .bind(target.scope.tenant_id)
     .bind(target.scope.mode.as_str())
     .bind(target.id)
-    .bind(&verified.event_id)
+    .bind(&dedupe_id)
     .bind(verification)
     .bind(&content_type)
     .bind(Json(stored_headers(&req.headers)))
@@ -152,10 +159,33 @@ pub async fn receive(pool: &PgPool, keyring: &Keyring, req: Incoming<'_>) -> Res
           WHERE integration_id = $1 AND dedupe_id = $2 AND status <> 'rejected'",
     )
     .bind(target.id)
-    .bind(&verified.event_id)
+    .bind(&dedupe_id)
     .fetch_one(pool)
     .await?;
     Ok(Receipt::Duplicate { id: first })
+}
+
+/// The sender's event id as the dedupe column keeps it: as sent, or — longer than 200 bytes,
+/// or holding a NUL, which the column and its unique index cannot take — `sha256:` and its
+/// digest, the same for every copy of the event.
+fn dedupe_key(event_id: &str) -> String {
+    if event_id.len() <= 200 && !event_id.contains('\0') {
+        return event_id.to_owned();
+    }
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Whether a string or key anywhere in `v` holds a NUL character.
+fn holds_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// The integration of `token` with its sealed inbound secrets, in one round trip.
