@@ -341,7 +341,26 @@ async fn every_conflict_strategy_settles_a_record_changed_on_both_sides() {
     let bad = json!({"resolution": "merged", "data": {"color": "red"}});
     assert_eq!(resolve(&app, &key, id, bad).await, 400);
     let merged = json!({"resolution": "merged", "data": {"title": "Merged 5"}});
-    assert_eq!(resolve(&app, &key, id, merged).await, 200);
+    // Two people at the same moment (both past the open check while the row is held): one
+    // resolution is stored, the other is told it came second.
+    let mut held = app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE sync_conflicts SET updated_at = now() WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held.commit().await.unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        resolve(&app, &key, id, merged.clone()),
+        resolve(&app, &key, id, merged.clone()),
+        release
+    );
+    let mut both = [a.as_u16(), b.as_u16()];
+    both.sort();
+    assert_eq!(both, [200, 409]);
     assert_eq!(
         resolve(&app, &key, id, json!({"resolution": "source"})).await,
         409

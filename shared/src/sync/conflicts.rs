@@ -316,11 +316,7 @@ pub async fn resolve(
 ) -> Result<SyncConflict> {
     let c = get(&mut *conn, scope, id).await?;
     if c.status != ConflictStatus::Open {
-        return Err(Error::conflict(
-            "sync_conflict_resolved",
-            None,
-            "The conflict is resolved already.",
-        ));
+        return Err(resolved_already());
     }
     let invalid = |detail: String| Error::invalid("parameter_invalid", "data", detail);
     let data = match (body.resolution, body.data) {
@@ -368,19 +364,28 @@ pub async fn resolve(
         Choice::Target => Resolution::Target,
         Choice::Merged => Resolution::Merged,
     };
-    Ok(
-        sqlx::query_as::<_, SyncConflict>(sqlx::AssertSqlSafe(format!(
-            "UPDATE sync_conflicts
+    // Only while still open, checked on the row as the update takes it: of two people (or a
+    // person and a run that finds the sides equal) at the same moment, the second is told.
+    sqlx::query_as::<_, SyncConflict>(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_conflicts
             SET status = 'resolved', resolution = $2, resolved_data = $3, resolved_by = $4,
                 resolved_at = now(), updated_at = now()
-          WHERE id = $1 RETURNING {COLUMNS}"
-        )))
-        .bind(id)
-        .bind(resolution)
-        .bind(data)
-        .bind(by)
-        .fetch_one(conn)
-        .await?,
+          WHERE id = $1 AND status = 'open' RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(resolution)
+    .bind(data)
+    .bind(by)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(resolved_already)
+}
+
+fn resolved_already() -> Error {
+    Error::conflict(
+        "sync_conflict_resolved",
+        None,
+        "The conflict is resolved already.",
     )
 }
 
