@@ -432,7 +432,8 @@ impl<E: Endpoint> Endpoint for PanicEndpoint<E> {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let method = req.method().clone();
+        let path = crate::request_id::path_for_logs(req.uri().path());
         match std::panic::AssertUnwindSafe(self.0.call(req))
             .catch_unwind()
             .await

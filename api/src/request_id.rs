@@ -36,7 +36,7 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         let id = format!("req_{}", uuid::Uuid::now_v7().simple());
         req.extensions_mut().insert(RequestId(id.clone()));
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let path = path_for_logs(req.uri().path());
         // The caller's trace goes on through this request (a new span of it), or one starts.
         let caller = req
             .headers()
@@ -88,5 +88,14 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
             });
         }
         Ok(resp)
+    }
+}
+
+/// A request's path as logs and traces keep it: an inbound URL's token is a credential (with
+/// scheme `none`, the only one), so only its first characters are kept.
+pub(crate) fn path_for_logs(path: &str) -> String {
+    match path.strip_prefix("/inbound/") {
+        Some(token) => format!("/inbound/{}…", token.chars().take(7).collect::<String>()),
+        None => path.to_owned(),
     }
 }

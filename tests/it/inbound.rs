@@ -483,3 +483,35 @@ async fn long_event_ids_deduplicate_and_unstorable_bodies_are_refused() {
         assert!(p["detail"].as_str().unwrap().contains("u0000"), "{p}");
     }
 }
+
+/// An inbound URL's token is a credential: the API's log keeps only its first characters.
+#[tokio::test]
+async fn the_api_log_keeps_no_inbound_token() {
+    let t = Inbound::new().await;
+    let (_, path) = t
+        .integration(
+            "logged",
+            json!({"scheme": "none", "action": {"type": "store"}}),
+        )
+        .await;
+    let token = path.strip_prefix("/inbound/").unwrap().to_owned();
+    let (api, base) = switchyard_tests::process::Process::spawn_api(&t.app.process_env()).await;
+    let r = t
+        .app
+        .http
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let shown = format!("/inbound/{}…", &token[..7]);
+    eventually(
+        Duration::from_secs(10),
+        "the request's log line",
+        || async { api.log_text().contains(&shown).then_some(()) },
+    )
+    .await;
+    assert!(!api.log_text().contains(&token), "{}", api.log_text());
+}
