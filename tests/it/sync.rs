@@ -270,6 +270,28 @@ async fn incremental_runs_from_postgres_keep_ties_late_rows_and_tombstones() {
         .map(|l| l["message"].as_str().unwrap())
         .collect();
     assert_eq!(messages, ["started", "succeeded: done"]);
+
+    // A cursor of another strategy cannot go on from the timestamp's position: the position
+    // is dropped and the next run reads from the start (everything unchanged), then by id.
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/sync/configurations/{config}"),
+            json!({"cursor": {"strategy": "id", "column": "id"}}),
+        )
+        .await;
+    let changed: Value = r.json().await.unwrap();
+    assert!(changed["state"].is_null(), "{changed}");
+    let fourth = run(&app, &key, &config).await;
+    assert_eq!(fourth["status"], "succeeded", "{fourth}");
+    assert!(fourth["cursor_before"].is_null(), "{fourth}");
+    let [read, inserted, updated, _, deleted, failed] = counts(&fourth);
+    assert_eq!(
+        (inserted, updated, deleted, failed),
+        (0, 0, 0, 0),
+        "{fourth}"
+    );
+    assert!(read >= 1200, "{fourth}");
 }
 
 #[tokio::test]

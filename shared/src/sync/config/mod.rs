@@ -157,15 +157,38 @@ pub async fn update(
     let Some(Json(mut spec)) = stored else {
         return Err(Error::not_found("sync configuration"));
     };
+    let before: SyncSpec =
+        serde_json::from_value(spec.clone()).map_err(|e| Error::Internal(e.into()))?;
     let changes = serde_json::to_value(&change).map_err(|e| Error::Internal(e.into()))?;
     if let (Some(spec), Value::Object(changes)) = (spec.as_object_mut(), changes) {
         spec.extend(changes);
     }
     let spec: SyncSpec = serde_json::from_value(spec).map_err(|e| Error::Internal(e.into()))?;
     let spec = spec.checked()?;
+    checks::check_integrations(conn, scope, &spec).await?;
+    // A cursor on another column or strategy cannot go on from the old one's position: the
+    // next run reads from the start. Not while a run holds a checkpoint of the old one.
+    let cursor_changed = cursor_key(&before) != cursor_key(&spec);
+    if cursor_changed {
+        let active: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sync_runs
+              WHERE configuration_id = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(run) = active {
+            return Err(Error::conflict(
+                "sync_run_active",
+                Some("cursor"),
+                format!("Run {run} reads by the current cursor; change it once the run ends."),
+            ));
+        }
+    }
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sync_configurations
-            SET spec = $2, name = $3, enabled = $4, next_run_at = $5, updated_at = now()
+            SET spec = $2, name = $3, enabled = $4, next_run_at = $5, updated_at = now(),
+                cursor = CASE WHEN $6 THEN NULL ELSE cursor END
           WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
@@ -173,9 +196,16 @@ pub async fn update(
     .bind(spec.name.as_str())
     .bind(spec.enabled.unwrap_or(true))
     .bind(schedule::next_run_at(&spec, Utc::now())?)
+    .bind(cursor_changed)
     .fetch_one(conn)
     .await?;
     Ok(view(row))
+}
+
+/// What a committed cursor position means: the strategy and column of each side's cursor.
+fn cursor_key(spec: &SyncSpec) -> [Option<(CursorStrategy, String)>; 2] {
+    [spec.cursor.as_ref(), spec.target.cursor.as_ref()]
+        .map(|c| c.map(|c| (c.strategy, c.column.as_deref().unwrap_or("").to_owned())))
 }
 
 /// Deletes the configuration with its runs; its records stay (unowned) in the store.
