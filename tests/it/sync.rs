@@ -341,10 +341,39 @@ async fn full_runs_delete_by_absence() {
     assert_eq!(counts(&second), [295, 0, 2, 293, 5, 0]);
     assert_eq!(all_records(&app, &key, "suppliers").await.len(), 295);
 
+    // More than half gone at once looks like a read cut short: nothing is deleted until a run
+    // is started with confirm_deletes.
+    erp.execute("DELETE FROM erp.suppliers WHERE region = 'us' OR code <= 10")
+        .await
+        .unwrap();
+    let third = run(&app, &key, &config).await;
+    assert_eq!(third["status"], "partial", "{third}");
+    assert_eq!(counts(&third), [140, 0, 0, 140, 0, 0]);
+    let error = third["error"].as_str().unwrap();
+    assert!(
+        error.contains("155 of 295") && error.contains("confirm_deletes"),
+        "{error}"
+    );
+    assert_eq!(all_records(&app, &key, "suppliers").await.len(), 295);
+    let r = app
+        .partner_post(
+            &key,
+            &format!("/v1/sync/configurations/{config}/runs?confirm_deletes=true"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let confirmed: Value = r.json().await.unwrap();
+    assert_eq!(confirmed["confirm_deletes"], true);
+    let fourth = finished(&app, &key, confirmed["id"].as_str().unwrap()).await;
+    assert_eq!(fourth["status"], "succeeded", "{fourth}");
+    assert_eq!(counts(&fourth), [140, 0, 0, 140, 155, 0]);
+    assert_eq!(all_records(&app, &key, "suppliers").await.len(), 140);
+
     let listed = app
         .partner_get(&key, &format!("/v1/sync/runs?configuration_id={config}"))
         .await;
-    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]

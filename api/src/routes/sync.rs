@@ -208,11 +208,14 @@ impl SyncApi {
         #[oai(name = "Idempotency-Key")] idem: Idempotency,
         state: Data<&Arc<AppState>>,
         id: Path<Uuid>,
+        /// Apply deletes by absence even beyond the configuration's `max_delete_percent`.
+        confirm_deletes: Query<Option<bool>>,
     ) -> Result<Accepted<SyncRun>, ApiError> {
         let p = auth.require(Scope::SyncWrite)?;
         let op = idem.begin(p).await?;
         let mut tx = state.services.pool.begin().await?;
-        let (run, task) = runs::start(&mut tx, p.scope(), id.0, Trigger::Manual).await?;
+        let confirm = confirm_deletes.0.unwrap_or(false);
+        let (run, task) = runs::start(&mut tx, p.scope(), id.0, Trigger::Manual, confirm).await?;
         let resp = op.commit(tx, Accepted(run)).await?;
         state.fast_path.push(SYNC_RUNS, vec![task]);
         Ok(resp)

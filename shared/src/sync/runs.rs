@@ -94,6 +94,9 @@ pub struct SyncRun {
     /// The schedule's slot a `scheduled` run was started for.
     #[oai(nullable)]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Started with `confirm_deletes`: deletes by absence beyond the configuration's
+    /// `max_delete_percent` are applied.
+    pub confirm_deletes: bool,
     pub created_at: DateTime<Utc>,
     #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
@@ -103,8 +106,8 @@ pub struct SyncRun {
 
 pub(crate) const RUN_COLUMNS: &str = "id, configuration_id, status, trigger, rows_read,
     rows_inserted, rows_updated, rows_unchanged, rows_deleted, conflicts, rows_failed, batches,
-    cursor_before, cursor_after, watermark, error, scheduled_for, created_at, started_at,
-    finished_at";
+    cursor_before, cursor_after, watermark, error, scheduled_for, confirm_deletes, created_at,
+    started_at, finished_at";
 
 /// Starts a run of configuration `id` on `conn` (the caller's transaction). Returns the run and
 /// the task of its job, to push after commit.
@@ -113,8 +116,14 @@ pub async fn start(
     scope: Scope,
     configuration_id: Uuid,
     trigger: Trigger,
+    confirm_deletes: bool,
 ) -> Result<(SyncRun, JobTask)> {
-    match try_start(conn, scope, configuration_id, trigger, None).await? {
+    let started = try_start(conn, scope, configuration_id, trigger, None).await?;
+    let started = match started {
+        Ok((run, task)) if confirm_deletes => Ok((confirm(conn, run.id).await?, task)),
+        other => other,
+    };
+    match started {
         Ok(started) => Ok(started),
         Err(run) => Err(Error::conflict(
             "sync_run_active",
@@ -122,6 +131,16 @@ pub async fn start(
             format!("Run {run} of this configuration is still active; cancel it or wait for it."),
         )),
     }
+}
+
+/// Marks a run just started as allowed to delete by absence beyond the guard.
+async fn confirm(conn: &mut PgConnection, run: Uuid) -> Result<SyncRun> {
+    Ok(sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_runs SET confirm_deletes = true WHERE id = $1 RETURNING {RUN_COLUMNS}"
+    )))
+    .bind(run)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// [`start`] for callers that act on an active run instead of refusing (the scheduler, the
@@ -363,7 +382,7 @@ pub async fn retry(conn: &mut PgConnection, scope: Scope, id: Uuid) -> Result<(S
             "Only a failed, partial or cancelled run can be retried.",
         ));
     }
-    start(conn, scope, configuration_id, Trigger::Retry).await
+    start(conn, scope, configuration_id, Trigger::Retry, false).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, poem_openapi::Enum, sqlx::Type)]

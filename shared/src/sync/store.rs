@@ -121,6 +121,23 @@ pub async fn apply(conn: &mut PgConnection, t: &Target, records: &[Record]) -> R
     Ok(applied)
 }
 
+/// Of the configuration's live records, how many the run did not see, and how many there are.
+pub async fn unseen(conn: &mut PgConnection, t: &Target) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE seen_run_id IS DISTINCT FROM $2), count(*)
+           FROM sync_records
+          WHERE tenant_id = $3 AND mode = $4 AND entity = $5
+            AND configuration_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(t.configuration_id)
+    .bind(t.run_id)
+    .bind(t.scope.tenant_id)
+    .bind(t.scope.mode.as_str())
+    .bind(&t.entity)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The end of a full run: the configuration's records the run did not see are gone from the
 /// source. Returns how many were deleted (soft or hard, by policy).
 pub async fn sweep_unseen(conn: &mut PgConnection, t: &Target) -> Result<i64> {

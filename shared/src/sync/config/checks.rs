@@ -83,6 +83,8 @@ impl SyncSpec {
             .get_or_insert(Int::new(500).expect("in range"));
         self.error_threshold
             .get_or_insert(Int::new(100).expect("in range"));
+        self.max_delete_percent
+            .get_or_insert(Int::new(50).expect("in range"));
         self.enabled.get_or_insert(true);
         for c in [self.cursor.as_mut(), self.target.cursor.as_mut()]
             .into_iter()

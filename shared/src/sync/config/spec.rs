@@ -355,6 +355,12 @@ pub struct SyncSpec {
     #[oai(nullable)]
     #[serde(default)]
     pub error_threshold: Option<Int<0, 1_000_000>>,
+    /// Deletes by absence (full and `hash` runs) of more than this share of the records, and
+    /// more than 10 of them, are applied only by a run started with `confirm_deletes`
+    /// (default 50; 100 turns the guard off).
+    #[oai(nullable)]
+    #[serde(default)]
+    pub max_delete_percent: Option<Int<1, 100>>,
     /// Runs on its own on these slots (besides manual runs); none by default.
     #[oai(nullable)]
     #[serde(default)]
@@ -395,6 +401,9 @@ pub struct SyncSpecChange {
     #[oai(nullable)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_threshold: Option<Int<0, 1_000_000>>,
+    #[oai(nullable)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_delete_percent: Option<Int<1, 100>>,
     /// A new schedule; `null` removes it.
     #[oai(nullable)]
     #[serde(default, skip_serializing_if = "MaybeUndefined::is_undefined")]
@@ -415,6 +424,10 @@ impl SyncSpec {
 
     pub fn error_threshold(&self) -> i64 {
         self.error_threshold.map_or(100, |t| t.get())
+    }
+
+    pub fn max_delete_percent(&self) -> i64 {
+        self.max_delete_percent.map_or(50, |p| p.get())
     }
 
     pub fn delete_policy(&self) -> DeletePolicy {

@@ -15,10 +15,13 @@
 //! none is duplicated. The engine knows no adapter.
 
 mod exchange;
+mod finish;
 mod inbound;
 mod plan;
 mod resolutions;
 mod settle;
+
+use finish::Finish;
 
 use std::time::Duration;
 
@@ -28,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     adapter::{Position, Read, SourceError, as_text},
-    config::{CursorStrategy, SyncSpec, Which, lookback_seconds},
+    config::{CursorStrategy, DeletePolicy, SyncSpec, Which, lookback_seconds},
     mapping::Rejected,
     open::{Connection, OpenSide, Opener},
     runs::{self, LogLevel, RunStatus},
@@ -76,6 +79,7 @@ struct RunRow {
     cursor_before: Option<Value>,
     rows_failed: i64,
     started: bool,
+    confirm_deletes: bool,
     tenant_id: Uuid,
     mode: String,
     configuration_id: Uuid,
@@ -125,7 +129,7 @@ impl Engine<'_> {
         let row: Option<RunRow> = sqlx::query_as(
             "SELECT r.status, r.cancel_requested, r.watermark, r.target_watermark, r.phase,
                     r.checkpoint, r.cursor_before, r.rows_failed,
-                    r.started_at IS NOT NULL AS started, r.tenant_id, r.mode,
+                    r.started_at IS NOT NULL AS started, r.confirm_deletes, r.tenant_id, r.mode,
                     r.configuration_id, c.spec
                FROM sync_runs r JOIN sync_configurations c ON c.id = r.configuration_id
               WHERE r.id = $1",
@@ -320,139 +324,6 @@ impl Engine<'_> {
             follow_up: None,
         })
     }
-
-    /// Ends the run and its job in one transaction: the sweep of a full inbound run's unseen
-    /// records, the configuration's new cursor, the log line and the end event.
-    async fn finish(
-        &self,
-        run: &Run<'_>,
-        f: &Finish,
-        end: End,
-        cursor_after: Option<Value>,
-    ) -> Result<Ended> {
-        let spec = run.spec;
-        let mut tx = self.pool.begin().await?;
-        if !jobs::finish(&mut tx, run.job, &Outcome::Succeeded).await? {
-            return Ok(Ended::LostLease);
-        }
-        let (status, error) = match &end {
-            End::Succeeded => (RunStatus::Succeeded, None),
-            End::Partial => (RunStatus::Partial, None),
-            End::Failed(e) => (RunStatus::Failed, Some(e.clone())),
-            End::Cancelled => (RunStatus::Cancelled, Some("cancelled".to_owned())),
-        };
-        let done = matches!(end, End::Succeeded | End::Partial);
-        let mut swept = 0;
-        if done && spec.reads_all(Which::Source) && !spec.exchanges() {
-            if matches!(end, End::Succeeded) {
-                swept = store::sweep_unseen(&mut tx, &inbound::target(run)).await?;
-            } else {
-                let m = "deletes by absence skipped: records failed, so absence proves nothing";
-                runs::log(&mut *tx, run.id, LogLevel::Warn, m, None).await?;
-            }
-        }
-        let row: runs::SyncRun = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE sync_runs
-                SET status = $2, error = $3, cursor_after = $4, rows_deleted = rows_deleted + $5,
-                    finished_at = now(), checkpoint = NULL
-              WHERE id = $1 RETURNING {}",
-            runs::RUN_COLUMNS
-        )))
-        .bind(run.id)
-        .bind(status)
-        .bind(&error)
-        .bind(&cursor_after)
-        .bind(swept)
-        .fetch_one(&mut *tx)
-        .await?;
-        metrics::counter!(m::SYNC_RUNS_FINISHED, "status" => status.as_str()).increment(1);
-        if swept > 0 {
-            metrics::counter!(m::SYNC_ROWS, "outcome" => "deleted").increment(swept as u64);
-        }
-        if done {
-            sqlx::query("UPDATE sync_configurations SET cursor = $2 WHERE id = $1")
-                .bind(run.configuration_id)
-                .bind(&cursor_after)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let ms = match (row.started_at, row.finished_at) {
-            (Some(s), Some(e)) => (e - s).num_milliseconds(),
-            _ => 0,
-        };
-        let plural = if row.batches == 1 { "" } else { "es" };
-        let summary = format!("{} rows in {} batch{plural}", row.rows_read, row.batches);
-        for (integration_id, target) in &f.sessions {
-            let call = SourceCall {
-                integration_id: *integration_id,
-                tenant_id: run.scope.tenant_id,
-                kind: "sync",
-                method: "READ",
-                target: target.as_deref(),
-                ok: done,
-                duration_ms: ms,
-                error: error.as_deref(),
-                summary: Some(&summary),
-            };
-            integration_logs::write(&mut *tx, &call).await?;
-        }
-        let level = if done { LogLevel::Info } else { LogLevel::Warn };
-        let message = format!(
-            "{}: {}",
-            status.as_str(),
-            error.as_deref().unwrap_or("done")
-        );
-        let stats = serde_json::to_value(&row).map_err(|e| Error::Internal(e.into()))?;
-        runs::log(&mut *tx, run.id, level, &message, Some(stats.clone())).await?;
-        let mut tasks = Vec::new();
-        let event_type = match status {
-            RunStatus::Succeeded | RunStatus::Partial => Some("sync.run.succeeded"),
-            RunStatus::Failed => Some("sync.run.failed"),
-            _ => None,
-        };
-        if let Some(t) = event_type {
-            let mut data = stats;
-            data["entity"] = json!(spec.entity.as_str());
-            tasks.push(self.event(&mut tx, run, t, data).await?);
-        }
-        let follow_up = if status == RunStatus::Cancelled {
-            None
-        } else {
-            runs::follow_up(&mut tx, run.scope, run.configuration_id).await?
-        };
-        if let Some((next, _)) = &follow_up {
-            let m = format!(
-                "run {} follows: a webhook or a resolution asked for it during this run",
-                next.id
-            );
-            runs::log(&mut *tx, run.id, LogLevel::Info, &m, None).await?;
-        }
-        tx.commit().await?;
-        Ok(Ended::Finished {
-            events: tasks,
-            follow_up: follow_up.map(|(_, task)| task),
-        })
-    }
-
-    /// Writes an event of the run's configuration to the outbox (ordered per configuration).
-    async fn event(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        run: &Run<'_>,
-        event_type: &str,
-        data: Value,
-    ) -> Result<JobTask> {
-        let mut event = NewEvent::new(
-            run.scope.tenant_id,
-            run.scope.mode,
-            event_type,
-            data,
-            EventSource::Sync,
-            chrono::Utc::now(),
-        );
-        event.ordering_key = Some(run.configuration_id.to_string());
-        insert_one(tx, &event).await
-    }
 }
 
 /// The next batch of up to `n` rows from a side's stream (waiting at most [`READ_TIMEOUT`]
@@ -526,19 +397,6 @@ fn start_of(run: &Run<'_>, which: Which) -> Position {
     Position::Since {
         value: value.and_then(as_text),
         minus_seconds: lookback,
-    }
-}
-
-/// What the end of a run needs: the sessions it had with integrations, for their logs.
-#[derive(Default)]
-struct Finish {
-    sessions: Vec<(Uuid, Option<String>)>,
-}
-
-impl Finish {
-    fn opened(&mut self, side: &OpenSide) {
-        self.sessions
-            .push((side.integration_id, side.target.clone()));
     }
 }
 
