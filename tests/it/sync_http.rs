@@ -139,6 +139,12 @@ async fn rest_erps_are_paged_by_their_link_headers_and_by_cursor_tokens() {
             json!({"page_size": 2, "page_size_param": "limit"}),
         ),
         ("tokens", "/api/feed", json!({"pagination": "cursor"})),
+        // Offsets, asking 3 per page of an API that gives 2: a short page is not the last.
+        (
+            "offsets",
+            "/api/items",
+            json!({"pagination": "offset", "page_size": 3, "page_size_param": "limit"}),
+        ),
     ] {
         let config = configure(
             &app,
@@ -160,10 +166,18 @@ async fn rest_erps_are_paged_by_their_link_headers_and_by_cursor_tokens() {
     assert_eq!(
         calls
             .iter()
-            .filter(|c| c.uri.starts_with("/api/items"))
+            .filter(|c| c.uri.starts_with("/api/items") && c.uri.contains("limit=2"))
             .count(),
         3,
         "three linked pages: {calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.uri.starts_with("/api/items") && c.uri.contains("limit=3"))
+            .count(),
+        4,
+        "three pages of offsets and an empty one: {calls:?}"
     );
     assert!(
         calls.iter().any(|c| c.uri.contains("cursor=4")),

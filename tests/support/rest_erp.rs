@@ -235,7 +235,9 @@ async fn respond(req: &Request, body: Body, state: &State, call: &Call) -> Respo
         }
         ("GET", "/api/items") => {
             let items = listed(since("updated_since"));
+            // Like many APIs, it caps the page size: two items at most, whatever is asked.
             let limit: usize = q.get("limit").and_then(|s| s.parse().ok()).unwrap_or(100);
+            let limit = limit.min(2);
             let offset: usize = q.get("offset").and_then(|s| s.parse().ok()).unwrap_or(0);
             let page: Vec<Value> = items
                 .iter()

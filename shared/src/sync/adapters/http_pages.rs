@@ -201,8 +201,10 @@ pub fn next_page(
             with_param(current, param, &token)
         }
         Pagination::Page | Pagination::Offset => {
-            let size = page_size(spec).unwrap_or(DEFAULT_PAGE_SIZE);
-            if n == 0 || (n as i64) < size {
+            // Only an empty page ends the read: a server may cap its pages below the size
+            // asked for, and a short page taken for the last would cut the read short (and
+            // a full run would take the rest for deleted).
+            if n == 0 {
                 return Ok(None);
             }
             let offset = pagination(spec) == Pagination::Offset;
