@@ -390,8 +390,17 @@ mod tests {
                 .as_str(),
             "https://erp.example/items?limit=2&page=2"
         );
-        assert!(
+        // A short page (the server's cap may be below the size asked) is not the last; an
+        // empty one is.
+        assert_eq!(
             next_page(&p, &base, &cur, &json!([]), None, 1)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "https://erp.example/items?limit=2&page=2"
+        );
+        assert!(
+            next_page(&p, &base, &cur, &json!([]), None, 0)
                 .unwrap()
                 .is_none()
         );
