@@ -32,8 +32,9 @@ use switchyard_shared::{
     net::Egress,
     telemetry::otlp,
     webhooks::{
-        credentials::{Credentials, REDACTED},
+        credentials::Credentials,
         delivery::Target,
+        scrub,
         send::AttemptResult,
         transport::{HttpTransport, Transport, attempt_span},
         webhook_id,
@@ -196,7 +197,7 @@ impl Destinations {
             ),
         };
         // Secrets never reach the attempt log, whatever a server echoed back.
-        redact(&mut result, credentials);
+        scrub::for_log(&mut result, credentials);
         if otlp::enabled() {
             let kind = target.kind.as_str();
             let start = std::time::SystemTime::now() - result.duration;
@@ -234,42 +235,6 @@ impl Attempt<'_> {
             response_body: Some(answer),
             ..Default::default()
         }
-    }
-}
-
-/// Replaces every secret setting's value in what the attempt log keeps — and, for secrets
-/// that are URLs, their path and password on their own (a server may quote them in another
-/// form, e.g. in a `Location` header).
-fn redact(result: &mut AttemptResult, credentials: &Credentials) {
-    let mut secrets: Vec<String> = Vec::new();
-    for value in credentials.config.values() {
-        secrets.push(value.clone());
-        if let Ok(url) = url::Url::parse(value) {
-            secrets.push(url.path().to_owned());
-            secrets.extend(url.password().map(str::to_owned));
-        }
-    }
-    secrets.retain(|s| s.len() >= 4 && s != "/");
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let scrub = |s: &mut String| {
-        for secret in &secrets {
-            if s.contains(secret.as_str()) {
-                *s = s.replace(secret.as_str(), REDACTED);
-            }
-        }
-    };
-    if let Some(m) = result.error_message.as_mut() {
-        scrub(m);
-    }
-    if let Some(b) = result.response_body.as_mut() {
-        scrub(b);
-    }
-    for (_, v) in result
-        .request_headers
-        .iter_mut()
-        .chain(result.response_headers.iter_mut())
-    {
-        scrub(v);
     }
 }
 

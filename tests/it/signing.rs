@@ -19,7 +19,7 @@ mod end_to_end {
     use base64::{Engine, engine::general_purpose::STANDARD};
     use serde_json::{Value, json};
     use switchyard_tests::{
-        Behaviour, PartnerServer, Received, TestApp, TestOptions, eventually, problem,
+        Behaviour, PartnerServer, Received, Reply, TestApp, TestOptions, eventually, problem,
         verify_signature,
     };
 
@@ -406,5 +406,57 @@ mod end_to_end {
                 );
             }
         }
+    }
+
+    /// What a receiver answers is logged as it can be stored, never with a secret in it: a
+    /// body quoting the endpoint's credentials back is redacted, a NUL character (which
+    /// Postgres' text refuses) is replaced, and a 2xx with a body too large to keep is a
+    /// delivery all the same.
+    #[tokio::test]
+    async fn what_a_receiver_answers_is_logged_without_secrets_or_nul_and_any_2xx_delivers() {
+        let app = TestApp::spawn(TestOptions::default()).await;
+        let echo = Reply {
+            body: Some("you sent: Bearer tok-ECHOED-7 and X-Key key-ECHOED-8\0.".into()),
+            ..Reply::status(200)
+        };
+        let huge = Reply {
+            body: Some("x".repeat(2 << 20)),
+            ..Reply::status(200)
+        };
+        let partner = PartnerServer::start(Behaviour::Replies(vec![echo])).await;
+        let big = PartnerServer::start(Behaviour::Replies(vec![huge])).await;
+        let (_, key) = app.partner_account().await;
+        let ep = app
+            .create_endpoint_with(
+                &key,
+                json!({"url": partner.url, "headers": {"X-Key": "key-ECHOED-8"},
+                       "auth": {"type": "bearer", "token": "tok-ECHOED-7"},
+                       "retry_schedule": ["100ms"]}),
+            )
+            .await;
+        let other = app
+            .create_endpoint_with(&key, json!({"url": big.url, "retry_schedule": ["100ms"]}))
+            .await;
+        assert_eq!(app.post_order(&key, "ord-echo").await.status(), 201);
+        for (ep, what) in [(&ep, "the echo"), (&other, "the large body")] {
+            let id = ep["id"].as_str().unwrap();
+            let log = eventually(Duration::from_secs(10), what, || async {
+                let v = app
+                    .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/attempts"))
+                    .await;
+                (!v["data"].as_array().unwrap().is_empty()).then_some(v)
+            })
+            .await;
+            let attempts = log["data"].as_array().unwrap();
+            assert_eq!(attempts.len(), 1, "one attempt, delivered: {log}");
+            assert!(attempts[0]["error_class"].is_null(), "{log}");
+        }
+        let id = ep["id"].as_str().unwrap();
+        let log = app
+            .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/attempts"))
+            .await;
+        let body = log["data"][0]["response_body"].as_str().unwrap();
+        assert_eq!(body, "you sent: [redacted] and X-Key [redacted]\u{FFFD}.");
+        assert_eq!(big.count(), 1, "sent once");
     }
 }

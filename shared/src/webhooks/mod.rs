@@ -18,6 +18,7 @@ pub mod record;
 pub mod rekey;
 pub mod replays;
 pub mod retry_schedule;
+pub mod scrub;
 pub mod send;
 pub mod signing;
 pub mod stats;

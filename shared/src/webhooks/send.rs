@@ -244,7 +244,10 @@ pub async fn exchange(
     }
     let too_large =
         seen > RESPONSE_READ_LIMIT || declared.is_some_and(|d| d > RESPONSE_READ_LIMIT as u64);
-    let (error_class, error_message) = if too_large {
+    // Any 2xx is a delivery, whatever size of body came with it (the log keeps its start).
+    let (error_class, error_message) = if (200..300).contains(&status) {
+        (None, None)
+    } else if too_large {
         (
             Some("body_too_large"),
             Some(format!(
@@ -252,10 +255,8 @@ pub async fn exchange(
                 RESPONSE_READ_LIMIT
             )),
         )
-    } else if !(200..300).contains(&status) {
-        (Some("http_status"), Some(format!("HTTP {status}")))
     } else {
-        (None, None)
+        (Some("http_status"), Some(format!("HTTP {status}")))
     };
     AttemptResult {
         webhook_timestamp: ts,

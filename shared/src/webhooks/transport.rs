@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{credentials::Credentials, delivery::Target, send, send::AttemptResult};
+use super::{credentials::Credentials, delivery::Target, scrub, send, send::AttemptResult};
 use crate::{
     net::{self, Egress},
     telemetry::{otlp, trace::TraceParent},
@@ -63,7 +63,9 @@ impl Transport for HttpTransport {
     ) -> BoxFuture<'a, AttemptResult> {
         Box::pin(async move {
             let start = std::time::SystemTime::now();
-            let result = send::send(&self.client, target, credentials, &self.egress, timeout).await;
+            let mut result =
+                send::send(&self.client, target, credentials, &self.egress, timeout).await;
+            scrub::for_log(&mut result, credentials);
             if otlp::enabled() {
                 let attributes = http_attributes(target, &result);
                 let span = attempt_span(target, &result, start, "POST webhook".into(), attributes);
