@@ -283,3 +283,42 @@ async fn applied_sync_conflicts_and_links_of_deleted_records_leave_after_the_syn
     assert_eq!(conflicts, "new-applied,old-open");
     assert_eq!(links, "new-gone,old-live");
 }
+
+/// A day partition is made and attached without waiting for readers of its table: while one
+/// reads `webhook_attempts` at length, a missing partition is still created at once, and
+/// attempts can still be written meanwhile.
+#[tokio::test]
+async fn a_new_partition_never_waits_behind_a_long_read() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let newest: String = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+          WHERE p.relname = 'webhook_attempts' AND c.relname LIKE 'webhook\\_attempts\\_p%'
+          ORDER BY c.relname DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {newest}")))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut reader = app.pool.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_attempts")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    let ensured = tokio::time::timeout(
+        Duration::from_secs(5),
+        switchyard_shared::retention::partitions::ensure(&app.pool),
+    )
+    .await;
+    assert!(matches!(ensured, Ok(Ok(()))), "{ensured:?}");
+    let back = count(
+        &app,
+        &format!("SELECT count(*) FROM pg_class WHERE relname = '{newest}' AND relispartition"),
+    )
+    .await;
+    assert_eq!(back, 1, "{newest} is a partition again");
+    reader.rollback().await.unwrap();
+}

@@ -43,18 +43,41 @@ async fn ensure_table(pool: &PgPool, table: &str, today: NaiveDate) -> Result<()
         if existing.contains(&name) || covered_by_upto(&existing, &upto, day) {
             continue;
         }
-        // Two replicas may race here; the loser's statement fails and the next run sees the
-        // partition.
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}
-               FOR VALUES FROM (uuid_v7_floor('{day}T00:00:00Z'))
-                            TO (uuid_v7_floor('{next}T00:00:00Z'))",
-            next = day + Days::new(1),
-        );
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await {
+        // Made apart and attached: `CREATE TABLE … PARTITION OF` takes the parent's ACCESS
+        // EXCLUSIVE lock, so behind any long read of the table it waited, and every insert
+        // (each delivery's attempt) queued behind it; ATTACH takes SHARE UPDATE EXCLUSIVE,
+        // which neither reads nor inserts conflict with. Two replicas may race here; the
+        // loser's transaction fails and the next run sees the partition.
+        if let Err(e) = create(pool, table, &name, day).await {
             tracing::warn!(partition = %name, error = %e, "cannot create partition yet");
         }
     }
+    Ok(())
+}
+
+/// Creates the partition `name` of `table` for `day` and attaches it, in one transaction.
+async fn create(pool: &PgPool, table: &str, name: &str, day: NaiveDate) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!(
+        "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+         INCLUDING STORAGE)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await?;
+    let sql = format!(
+        "ALTER TABLE {table} ATTACH PARTITION {name}
+           FOR VALUES FROM (uuid_v7_floor('{day}T00:00:00Z'))
+                        TO (uuid_v7_floor('{next}T00:00:00Z'))",
+        next = day + Days::new(1),
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 
