@@ -322,3 +322,60 @@ async fn a_new_partition_never_waits_behind_a_long_read() {
     assert_eq!(back, 1, "{newest} is a partition again");
     reader.rollback().await.unwrap();
 }
+
+/// A message's payload outlives its retention while a delivery of it still waits (here in a
+/// paused queue): the delivery is sent, not cancelled, and the payload goes once nothing
+/// needs it.
+#[tokio::test]
+async fn a_payload_stays_while_a_delivery_of_it_waits() {
+    let app = TestApp::spawn(TestOptions {
+        payload_retention: "1s".into(),
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint_with(&key, json!({"url": partner.url, "retry_schedule": []}))
+        .await;
+    let queue = "/admin/v1/queues/webhook_deliveries";
+    assert_eq!(
+        app.admin_post_json(&format!("{queue}/pause"), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.post_order(&key, "kept").await.status(), 201);
+    // Past the payload retention, with the janitor running every second meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.admin_post_json(&format!("{queue}/resume"), json!({}))
+            .await
+            .0,
+        200
+    );
+    eventually(Duration::from_secs(15), "the delivery", || async {
+        let done = count(
+            &app,
+            "SELECT count(*) FROM webhook_deliveries WHERE status <> 'pending'",
+        )
+        .await;
+        (done == 1).then_some(())
+    })
+    .await;
+    let delivered = count(
+        &app,
+        "SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(delivered, 1, "sent with its payload, not cancelled");
+    assert_eq!(partner.count(), 1);
+    eventually(Duration::from_secs(10), "the payload, purged", || async {
+        let left = count(
+            &app,
+            "SELECT count(*) FROM webhook_messages WHERE payload IS NOT NULL",
+        )
+        .await;
+        (left == 0).then_some(())
+    })
+    .await;
+}

@@ -117,10 +117,14 @@ const PURGES: &[Purge] = &[
         table: "webhook_messages (payloads)",
         sql: "UPDATE webhook_messages SET payload = NULL, payload_removed_at = now()
                WHERE id IN (
-                SELECT id FROM webhook_messages
-                 WHERE payload IS NOT NULL
-                   AND id < uuid_v7_floor(now() - make_interval(secs => $1))
-                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                SELECT m.id FROM webhook_messages m
+                 WHERE m.payload IS NOT NULL
+                   AND m.id < uuid_v7_floor(now() - make_interval(secs => $1))
+                   -- A delivery still waiting (behind an earlier change of its order, a FIFO
+                   -- head, a cap, a paused queue) needs it: kept until that one ends.
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                    WHERE d.message_id = m.id AND d.status = 'pending')
+                 ORDER BY m.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         audit: false,
     },
     Purge {
