@@ -491,3 +491,50 @@ async fn durations_that_overflow_are_refused_by_name() {
     problem(r, 400, "parameter_invalid", Some("grace_period")).await;
     assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 1);
 }
+
+/// Times outside the years 1 to 9999 (which RFC 3339 parsers take and Postgres refuses) are a
+/// 400 naming the parameter, in query filters and in bodies alike; nothing is written.
+#[tokio::test]
+async fn times_beyond_the_years_1_to_9999_are_refused_by_name() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let (tenant, _) = app.partner_account().await;
+    let (_, key) = app
+        .create_key(
+            &tenant,
+            Some(&["orders:read", "events:read", "events:write"]),
+        )
+        .await;
+    for (path, param) in [
+        (
+            "/v1/orders?created%5Bgte%5D=0000-01-01T00:00:00Z",
+            "created[gte]",
+        ),
+        (
+            "/v1/orders?updated%5Bgte%5D=%2B10000-01-01T00:00:00Z",
+            "updated[gte]",
+        ),
+        (
+            "/v1/events?created%5Blte%5D=-0001-06-01T00:00:00Z",
+            "created[lte]",
+        ),
+    ] {
+        let r = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        problem(r, 400, "parameter_invalid", Some(param)).await;
+    }
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/events",
+            json!({"type": "ncr.created", "data": {}, "occurred_at": "0000-01-01T00:00:00Z"}),
+        )
+        .await;
+    let p = problem(r, 400, "parameter_invalid", Some("occurred_at")).await;
+    assert!(p["detail"].as_str().unwrap().contains("9999"), "{p}");
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+}

@@ -1,8 +1,8 @@
 //! Operator API: tenants, their API keys, and the state of the queues.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
@@ -279,9 +279,9 @@ impl AdminApi {
         tenant_id: Path<Uuid>,
         id: Path<Uuid>,
         /// Start of the report (default: 7 days ago; at most 90 days ago).
-        since: Query<Option<DateTime<Utc>>>,
+        since: Query<Option<Time>>,
     ) -> Result<Json<usage::KeyUsage>, ApiError> {
-        let since = usage_since(since.0);
+        let since = usage_since(since.0.map(Time::get));
         Ok(Json(
             usage::get(&state.services.pool, tenant_id.0, id.0, since).await?,
         ))

@@ -3,6 +3,7 @@
 //! mode, and cannot grant scopes it does not hold.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
 use chrono::{DateTime, Duration, Utc};
 use poem::{Request, web::Data};
@@ -218,10 +219,10 @@ impl ApiKeysApi {
         id: Path<Uuid>,
         /// Start of the report (default: 7 days ago; usage is kept 90 days, so an earlier value reads
         /// as 90 days ago).
-        since: Query<Option<DateTime<Utc>>>,
+        since: Query<Option<Time>>,
     ) -> Result<Json<usage::KeyUsage>, ApiError> {
         let p = auth.require(Scope::KeysRead)?;
-        let since = usage_since(since.0);
+        let since = usage_since(since.0.map(Time::get));
         let pool = &state.services.pool;
         let key = api_keys::get(pool, p.tenant_id, id.0).await?;
         if key.mode != p.mode.as_str() {

@@ -2,8 +2,8 @@
 //! see where one event went.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
@@ -86,17 +86,17 @@ impl EventsApi {
         event_type: Query<Option<EventTypeName>>,
         /// Created at or after this time.
         #[oai(name = "created[gte]")]
-        created_gte: Query<Option<DateTime<Utc>>>,
+        created_gte: Query<Option<Time>>,
         /// Created at or before this time.
         #[oai(name = "created[lte]")]
-        created_lte: Query<Option<DateTime<Utc>>>,
+        created_lte: Query<Option<Time>>,
     ) -> Result<Json<EventList>, ApiError> {
         let p = auth.require(Scope::EventsRead)?;
         let limit = pagination::limit(limit.0)?;
         let filter = events::EventFilter {
             event_type: event_type.0.map(EventTypeName::into_string),
-            created_gte: created_gte.0,
-            created_lte: created_lte.0,
+            created_gte: created_gte.0.map(Time::get),
+            created_lte: created_lte.0.map(Time::get),
         };
         let rows = events::list(
             &state.services.pool,

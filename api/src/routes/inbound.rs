@@ -2,8 +2,8 @@
 //! the signature authenticate), and the partner API over what was received.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::{Request, RequestBody, http::StatusCode, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
@@ -207,9 +207,9 @@ impl InboundEventsApi {
         /// Only events in this status.
         status: Query<Option<InboundStatus>>,
         /// Received at or after this time.
-        since: Query<Option<DateTime<Utc>>>,
+        since: Query<Option<Time>>,
         /// Received before this time.
-        until: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<Time>>,
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
@@ -220,8 +220,8 @@ impl InboundEventsApi {
         let filter = events::Filter {
             integration_id: integration_id.0,
             status: status.0,
-            since: since.0,
-            until: until.0,
+            since: since.0.map(Time::get),
+            until: until.0.map(Time::get),
         };
         let rows = events::list(
             &state.services.pool,

@@ -2,8 +2,8 @@
 //! detail, and retry, cancel and discard — one job or every job a filter matches.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{
     Object, OpenApi,
@@ -57,9 +57,9 @@ impl JobsApi {
         /// Only jobs whose last error contains this (case-insensitive).
         error: Query<Option<Text<1, 200>>>,
         /// Only jobs made at or after this time (RFC 3339).
-        created_after: Query<Option<DateTime<Utc>>>,
+        created_after: Query<Option<Time>>,
         /// Only jobs made before this time (RFC 3339).
-        created_before: Query<Option<DateTime<Utc>>>,
+        created_before: Query<Option<Time>>,
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
@@ -72,8 +72,8 @@ impl JobsApi {
             state: job_state.0,
             tenant_id: tenant_id.0,
             error: error.0.map(Text::into_string),
-            created_after: created_after.0,
-            created_before: created_before.0,
+            created_after: created_after.0.map(Time::get),
+            created_before: created_before.0.map(Time::get),
         };
         let rows =
             jobs_admin::list(&state.services.pool, &filter, limit + 1, starting_after.0).await?;

@@ -2,8 +2,8 @@
 //! the calling key stands on its rate limits.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{Object, OpenApi, param::Query};
 use switchyard_shared::{
@@ -91,10 +91,10 @@ impl LogsApi {
         api_key_id: Query<Option<Uuid>>,
         /// Made at or after this time.
         #[oai(name = "created[gte]")]
-        created_gte: Query<Option<DateTime<Utc>>>,
+        created_gte: Query<Option<Time>>,
         /// Made before this time.
         #[oai(name = "created[lt]")]
-        created_lt: Query<Option<DateTime<Utc>>>,
+        created_lt: Query<Option<Time>>,
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
@@ -118,8 +118,8 @@ impl LogsApi {
             status_class: status_class.0,
             path: path.0.map(Text::into_string),
             api_key_id: api_key_id.0,
-            created_gte: created_gte.0,
-            created_lt: created_lt.0,
+            created_gte: created_gte.0.map(Time::get),
+            created_lt: created_lt.0.map(Time::get),
         };
         let rows = requests::list(
             &state.services.pool,

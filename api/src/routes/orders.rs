@@ -1,8 +1,8 @@
 //! Partner orders: create, read, list, change status, cancel, update, history.
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{api_keys::Scope, orders, queue::EVENT_FAN_OUT};
@@ -69,22 +69,22 @@ impl OrdersApi {
         provider: Query<Option<orders::input::ProviderSlug>>,
         /// Created at or after this time.
         #[oai(name = "created[gte]")]
-        created_gte: Query<Option<DateTime<Utc>>>,
+        created_gte: Query<Option<Time>>,
         /// Created at or before this time.
         #[oai(name = "created[lte]")]
-        created_lte: Query<Option<DateTime<Utc>>>,
+        created_lte: Query<Option<Time>>,
         /// Changed at or after this time (for incremental sync).
         #[oai(name = "updated[gte]")]
-        updated_gte: Query<Option<DateTime<Utc>>>,
+        updated_gte: Query<Option<Time>>,
     ) -> Result<Json<OrderList>, ApiError> {
         let p = auth.require(Scope::OrdersRead)?;
         let limit = pagination::limit(limit.0)?;
         let filter = orders::ListFilter {
             status: status.0,
             provider: provider.0.map(|p| p.into_string()),
-            created_gte: created_gte.0,
-            created_lte: created_lte.0,
-            updated_gte: updated_gte.0,
+            created_gte: created_gte.0.map(Time::get),
+            created_lte: created_lte.0.map(Time::get),
+            updated_gte: updated_gte.0.map(Time::get),
         };
         let rows = orders::list(
             &state.services.pool,

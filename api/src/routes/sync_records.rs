@@ -2,8 +2,8 @@
 //! syncs to carry to their integrations).
 
 use std::sync::Arc;
+use switchyard_shared::input::Time;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query};
 use switchyard_shared::{
@@ -44,7 +44,7 @@ impl SyncRecordsApi {
         key: Query<Option<Text<1, 1000>>>,
         /// Changed at or after this time.
         #[oai(name = "updated[gte]")]
-        updated_gte: Query<Option<DateTime<Utc>>>,
+        updated_gte: Query<Option<Time>>,
         /// Page size, 1 to 100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
@@ -56,7 +56,7 @@ impl SyncRecordsApi {
         let filter = RecordFilter {
             entity: entity.0.into_string(),
             key: key.0.map(Text::into_string),
-            updated_gte: updated_gte.0,
+            updated_gte: updated_gte.0.map(Time::get),
             starting_after: starting_after.0.map(Text::into_string),
             limit: limit + 1,
         };

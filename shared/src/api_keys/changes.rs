@@ -63,7 +63,7 @@ pub async fn create(
     let mode = new.mode.unwrap_or(Mode::Live);
     let name = new.name.into_string();
     let scopes = scope_names(new.scopes)?;
-    if new.expires_at.is_some_and(|t| t <= Utc::now()) {
+    if new.expires_at.is_some_and(|t| t.get() <= Utc::now()) {
         return Err(Error::invalid(
             "parameter_invalid",
             "expires_at",
@@ -89,7 +89,7 @@ pub async fn create(
     .bind(name)
     .bind(&scopes)
     .bind(&key[key.len() - 4..])
-    .bind(new.expires_at)
+    .bind(new.expires_at.map(crate::input::Time::get))
     .bind(&cidrs)
     .bind(per_minute)
     .bind(per_hour)

@@ -1,7 +1,7 @@
 //! What partners and operators send to create and change keys: typed values whose schema is
 //! exactly what the server accepts (see `crate::input`).
 
-use chrono::{DateTime, Utc};
+use crate::input::Time;
 use serde::Deserialize;
 
 use super::{DEFAULT_SCOPES, MAX_CIDRS, Mode, Scope};
@@ -36,7 +36,7 @@ pub struct CreateApiKey {
     pub mode: Option<Mode>,
     /// The key stops working at this time (in the future).
     #[oai(nullable)]
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Time>,
     /// At most 50 CIDR blocks (IPv4 or IPv6) the key may be used from; empty or absent =
     /// anywhere.
     #[oai(nullable, validator(max_items = 50))]

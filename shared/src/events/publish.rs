@@ -2,6 +2,7 @@
 //! against the tenant's catalog and the type's JSON Schema, then written to the outbox with its
 //! fan-out job. From there it goes exactly where an order event goes.
 
+use crate::input::Time;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -42,7 +43,7 @@ pub struct CreateEvent {
     pub ordering_key: Option<Text<1, 200>>,
     /// When it happened in your system (the webhook's `timestamp`); default: now.
     #[oai(nullable)]
-    pub occurred_at: Option<DateTime<Utc>>,
+    pub occurred_at: Option<Time>,
 }
 
 /// Checks `input` and writes the event and its fan-out job on `conn` (the caller's
@@ -109,7 +110,7 @@ pub async fn publish_from(
         event_type,
         data,
         source,
-        input.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
+        input.occurred_at.map_or(now, |t| t.get().trunc_subsecs(6)),
     );
     event.ordering_key = input.ordering_key.map(Text::into_string);
     let job = event.job();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use crate::input::Time;
 use serde::Deserialize;
 
 use super::{Customer, Delivery, Modifier, OrderItem, OrderStatus};
@@ -165,7 +165,7 @@ pub struct DeliveryInput {
     pub instructions: Option<Text<1, 1000>>,
     /// When the customer wants the order delivered.
     #[oai(nullable)]
-    pub scheduled_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<Time>,
 }
 
 impl From<DeliveryInput> for Delivery {
@@ -173,7 +173,7 @@ impl From<DeliveryInput> for Delivery {
         Delivery {
             address: d.address.into_string(),
             instructions: d.instructions.map(Text::into_string),
-            scheduled_at: d.scheduled_at,
+            scheduled_at: d.scheduled_at.map(Time::get),
         }
     }
 }

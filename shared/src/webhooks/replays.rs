@@ -4,6 +4,7 @@
 //! batch of `rate_per_second` messages per second, records its progress, and stops when
 //! cancelled. Replayed deliveries keep their `webhook-id` and go through the endpoint's caps.
 
+use crate::input::Time;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -45,10 +46,10 @@ impl ReplayStatus {
 #[oai(deny_unknown_fields)]
 pub struct CreateReplay {
     /// Messages created at or after this time.
-    pub since: DateTime<Utc>,
+    pub since: Time,
     /// … and before this time, which must be after `since` (default: now).
     #[oai(nullable)]
-    pub until: Option<DateTime<Utc>>,
+    pub until: Option<Time>,
     /// 1 to 100 event types or patterns (`order.*`); default: the endpoint's own filter.
     #[oai(nullable, validator(min_items = 1, max_items = 100))]
     pub event_types: Option<Vec<EventTypePattern>>,
@@ -135,8 +136,9 @@ pub async fn create(
         |s| s.into_iter().map(|s| s.as_str().to_owned()).collect(),
     );
     let rate = input.rate_per_second.map_or(50, |r| r.get() as i32);
-    let until = input.until.unwrap_or_else(Utc::now);
-    if until <= input.since {
+    let since = input.since.get();
+    let until = input.until.map_or_else(Utc::now, Time::get);
+    if until <= since {
         return Err(Error::invalid(
             "parameter_invalid",
             "until",
@@ -146,8 +148,8 @@ pub async fn create(
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) {MATCHING}")))
         .bind(scope.tenant_id)
         .bind(scope.mode.as_str())
-        .bind(uuid_v7_floor(input.since))
-        .bind(input.since)
+        .bind(uuid_v7_floor(since))
+        .bind(since)
         .bind(until)
         .bind(&types)
         .fetch_one(&mut *conn)
@@ -167,7 +169,7 @@ pub async fn create(
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(endpoint_id)
-    .bind(input.since)
+    .bind(since)
     .bind(until)
     .bind(&types)
     .bind(&statuses)
