@@ -519,3 +519,38 @@ async fn usage_is_counted_per_key_and_operation_without_a_write_per_request() {
     let days = (chrono::Utc::now() - since.with_timezone(&chrono::Utc)).num_days();
     assert!((89..=90).contains(&days), "{old}");
 }
+
+/// A roll renews a key's secret, not its life: the new key ends when the old one was to end.
+#[tokio::test]
+async fn a_rolled_key_keeps_its_expiry() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let tenant = app.create_tenant("Acme").await;
+    let ends = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let created = app
+        .create_key_with(
+            &tenant,
+            json!({"name": "short-lived", "scopes": ["keys:write"], "expires_at": ends}),
+        )
+        .await;
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/api-keys/{id}/roll"),
+        key,
+        json!({ "grace_period_seconds": 60 }),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let rolled: Value = r.json().await.unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rolled["expires_at"].clone()).unwrap();
+    assert_eq!(
+        expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ends
+    );
+}

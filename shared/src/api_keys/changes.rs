@@ -310,7 +310,7 @@ pub async fn roll(
         "INSERT INTO api_keys (id, tenant_id, key_id, key_hash, mode, name, scopes, last4,
                                expires_at, allowed_cidrs, rate_limit_per_minute,
                                rate_limit_per_hour, rolled_from)
-         SELECT $1, tenant_id, $2, $3, mode, name, scopes, $4, NULL, allowed_cidrs,
+         SELECT $1, tenant_id, $2, $3, mode, name, scopes, $4, $6, allowed_cidrs,
                 rate_limit_per_minute, rate_limit_per_hour, id
            FROM api_keys WHERE id = $5
          RETURNING {COLUMNS}"
@@ -320,6 +320,8 @@ pub async fn roll(
     .bind(&hash(pepper, &key)[..])
     .bind(&key[key.len() - 4..])
     .bind(id)
+    // The new key ends when the old one was to end: a roll renews the secret, not its life.
+    .bind(old.expires_at)
     .fetch_one(&mut *conn)
     .await?;
     audit::record(
