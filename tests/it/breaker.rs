@@ -315,3 +315,40 @@ async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_on
         .collect();
     assert_eq!(notes, expected, "in the order of the changes");
 }
+
+/// A breaker that closed counts failures from then on: the failures that opened it were
+/// answered by the probe that closed it, so the next single failure does not open it again.
+#[tokio::test]
+async fn a_closed_breaker_forgets_the_failures_that_opened_it() {
+    let app = TestApp::spawn(TestOptions {
+        breaker_cooldown: "1s".into(),
+        breaker_min_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(500)).await;
+    let (_, key) = app.partner_account().await;
+    let ep = app
+        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    app.post_orders(&key, "ord-fail", 4, 1).await;
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        (group(&app, &id).await == Some(("open".into(), 1))).then_some(())
+    })
+    .await;
+    partner.set_behaviour(Behaviour::Status(200));
+    assert_eq!(app.post_order(&key, "ord-probe").await.status(), 201);
+    eventually(Duration::from_secs(10), "the probe to close it", || async {
+        (group(&app, &id).await == Some(("closed".into(), 0))).then_some(())
+    })
+    .await;
+    partner.set_behaviour(Behaviour::Status(500));
+    assert_eq!(app.post_order(&key, "ord-one-failure").await.status(), 201);
+    eventually(Duration::from_secs(10), "the failure recorded", || async {
+        (partner.count() == 6).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(group(&app, &id).await, Some(("closed".into(), 0)));
+}

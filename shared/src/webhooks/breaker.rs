@@ -106,7 +106,7 @@ pub async fn on_success(pool: &PgPool, target: &Target) -> Result<Transition> {
     let n = sqlx::query(
         "UPDATE dispatch_groups
             SET breaker = 'closed', paused_until = NULL, probe_job = NULL, trips = 0,
-                updated_at = now()
+                closed_at = now(), updated_at = now()
           WHERE key = $1 AND breaker <> 'closed'",
     )
     .bind(target.endpoint_id)
@@ -120,7 +120,8 @@ pub async fn on_success(pool: &PgPool, target: &Target) -> Result<Transition> {
     })
 }
 
-/// A failure re-opens a half-open breaker, or trips a closed one whose window is failing.
+/// A failure re-opens a half-open breaker, or trips a closed one whose window (since it last
+/// closed) is failing.
 pub async fn on_failure(
     pool: &PgPool,
     policy: &BreakerPolicy,
@@ -135,6 +136,10 @@ pub async fn on_failure(
                FROM (SELECT error_class FROM webhook_attempts
                       WHERE endpoint_id = $1 AND created_at > now() - make_interval(secs => $2)
                         AND error_class IS DISTINCT FROM 'circuit_open'
+                        -- Not before the breaker last closed: the failures that opened it
+                        -- were answered by the probe that closed it.
+                        AND created_at > COALESCE((SELECT closed_at FROM dispatch_groups
+                                                    WHERE key = $1), '-infinity')
                       ORDER BY id DESC LIMIT 200) recent",
         )
         .bind(target.endpoint_id)
