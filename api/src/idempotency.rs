@@ -127,7 +127,11 @@ impl Idempotency {
                     state: self.state,
                 })
             }
-            Ok(Outcome::Replay(stored)) => Err(ApiError::replay(stored)),
+            Ok(Outcome::Replay(stored)) => {
+                // Answered: the stored response goes back as it was.
+                keyed.set(Slot::Settled);
+                Err(ApiError::replay(stored))
+            }
             Err(e) => Err(e.into()),
         }
     }

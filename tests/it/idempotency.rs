@@ -2,7 +2,9 @@
 //! nothing, and tenant scoping.
 
 use serde_json::{Value, json};
-use switchyard_tests::{TestApp, TestOptions, problem};
+use std::time::Duration;
+
+use switchyard_tests::{TestApp, TestOptions, eventually, problem};
 
 async fn post(app: &TestApp, path: &str, key: &str, idem: &str, body: &str) -> reqwest::Response {
     app.http
@@ -366,4 +368,31 @@ async fn records_are_kept_per_key_and_so_per_mode() {
             .await
             .unwrap();
     assert_eq!(modes, ["live", "test"]);
+}
+
+/// A replay is an answer like any other: the API logs no error for it (before, every replay
+/// was logged as a route that ignored its key).
+#[tokio::test]
+async fn a_replay_logs_no_error() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let (_, key) = app.partner_account().await;
+    let (api, base) = switchyard_tests::process::Process::spawn_api(&app.process_env()).await;
+    for _ in 0..2 {
+        let r = app
+            .http
+            .post(format!("{base}/v1/orders"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "replayed-once")
+            .json(&TestApp::order_body("replayed"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    eventually(Duration::from_secs(5), "both requests logged", || async {
+        (api.log_text().matches("\"request\"").count() >= 2).then_some(())
+    })
+    .await;
+    let log = api.log_text();
+    assert!(!log.contains("\"ERROR\""), "{log}");
 }
