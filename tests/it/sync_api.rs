@@ -521,3 +521,44 @@ async fn delta_previews_the_next_run_and_stats_sum_up_the_runs() {
     assert_eq!(stats["last_succeeded_at"], run["finished_at"]);
     assert!(stats["last_failed_at"].is_null());
 }
+
+/// An integration a sync configuration uses cannot be deleted: its runs would fail, and its
+/// configurations (with their runs and conflicts) would go with it when it is purged.
+#[tokio::test]
+async fn an_integration_in_use_by_a_sync_is_not_deleted() {
+    let (app, key) = setup(TestOptions::no_worker()).await;
+    let (db, _erp) = erp().await;
+    let source = integration(&app, &key, "postgres", &db.url).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({"name": "Sites", "entity": "sites", "mode": "full",
+               "source": {"integration_id": source, "table": "public.sites", "key": ["code"]},
+               "target": {"store": "switchyard"}}),
+    )
+    .await;
+    let delete = |path: String| {
+        let (app, key) = (&app, &key);
+        async move {
+            app.http
+                .delete(app.url(&path))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = delete(format!("/v1/integrations/{source}")).await;
+    let p = problem(r, 409, "integration_in_use", None).await;
+    assert!(p["detail"].as_str().unwrap().contains(&config), "{p}");
+    assert_eq!(
+        delete(format!("/v1/sync/configurations/{config}"))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        delete(format!("/v1/integrations/{source}")).await.status(),
+        204
+    );
+}

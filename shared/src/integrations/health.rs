@@ -2,6 +2,8 @@
 //! scheduled health checks run it: open the credentials (audited), check, record the outcome,
 //! and tell the tenant's operational endpoints when the connection breaks or comes back.
 
+use std::time::Duration;
+
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -109,4 +111,49 @@ pub async fn claim_due(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Scope)>> 
             ))
         })
         .collect()
+}
+
+/// How often an integration's connection is checked when `config.health_interval` is unset.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// `config.health_interval`: `None` = off (`0`), else between 30 s and 24 h.
+pub fn health_interval(raw: Option<&str>) -> std::result::Result<Option<Duration>, String> {
+    let Some(raw) = raw else {
+        return Ok(Some(DEFAULT_HEALTH_INTERVAL));
+    };
+    let d = crate::duration::parse_duration(raw)?;
+    if d.is_zero() {
+        Ok(None)
+    } else if (Duration::from_secs(30)..=Duration::from_secs(86_400)).contains(&d) {
+        Ok(Some(d))
+    } else {
+        Err("must be `0` (off) or between 30s and 24h".to_owned())
+    }
+}
+
+/// The scheduled-check interval of a (checked) config, in milliseconds; `None` = off.
+pub(super) fn interval_ms(config: &serde_json::Value) -> Option<i32> {
+    let raw = config.get("health_interval").and_then(|v| v.as_str());
+    health_interval(raw)
+        .ok()
+        .flatten()
+        .map(|d| d.as_millis() as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_interval_defaults_turns_off_and_is_bounded() {
+        assert_eq!(health_interval(None), Ok(Some(DEFAULT_HEALTH_INTERVAL)));
+        assert_eq!(health_interval(Some("0")), Ok(None));
+        assert_eq!(
+            health_interval(Some("1m")),
+            Ok(Some(Duration::from_secs(60)))
+        );
+        assert!(health_interval(Some("5s")).is_err());
+        assert!(health_interval(Some("2d")).is_err());
+        assert!(health_interval(Some("soon")).is_err());
+    }
 }

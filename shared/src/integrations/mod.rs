@@ -5,12 +5,14 @@
 pub mod connection;
 pub mod dashboard;
 pub mod health;
+
+pub use health::{DEFAULT_HEALTH_INTERVAL, health_interval};
 pub mod input;
 pub mod logs;
 pub mod sql;
 pub mod vault;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::types::MaybeUndefined;
@@ -30,33 +32,6 @@ use crate::{
     error::{Error, Result, is_unique_violation},
     tenants::Scope,
 };
-
-/// How often an integration's connection is checked when `config.health_interval` is unset.
-pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(300);
-
-/// `config.health_interval`: `None` = off (`0`), else between 30 s and 24 h.
-pub fn health_interval(raw: Option<&str>) -> std::result::Result<Option<Duration>, String> {
-    let Some(raw) = raw else {
-        return Ok(Some(DEFAULT_HEALTH_INTERVAL));
-    };
-    let d = crate::duration::parse_duration(raw)?;
-    if d.is_zero() {
-        Ok(None)
-    } else if (Duration::from_secs(30)..=Duration::from_secs(86_400)).contains(&d) {
-        Ok(Some(d))
-    } else {
-        Err("must be `0` (off) or between 30s and 24h".to_owned())
-    }
-}
-
-/// The scheduled-check interval of a (checked) config, in milliseconds; `None` = off.
-fn interval_ms(config: &serde_json::Value) -> Option<i32> {
-    let raw = config.get("health_interval").and_then(|v| v.as_str());
-    health_interval(raw)
-        .ok()
-        .flatten()
-        .map(|d| d.as_millis() as i32)
-}
 
 #[derive(Clone, Debug, Serialize, poem_openapi::Object)]
 pub struct Integration {
@@ -212,7 +187,7 @@ pub async fn create(
     }
     let id = Uuid::now_v7();
     let status = input.status.unwrap_or(IntegrationStatus::Active);
-    let interval_ms = interval_ms(&config);
+    let interval_ms = health::interval_ms(&config);
     let inbound = match input.inbound {
         Some(i) => Some(crate::inbound::check(conn, scope, i).await?),
         None => None,
@@ -427,7 +402,7 @@ pub async fn update(
     .bind(base_url.is_some())
     .bind(base_url.as_ref().and_then(|u| u.as_ref().map(Url::as_str)))
     .bind(&config)
-    .bind(config.as_ref().and_then(interval_ms))
+    .bind(config.as_ref().and_then(health::interval_ms))
     .bind(inbound.is_some())
     .bind(
         inbound
@@ -497,6 +472,33 @@ pub async fn update(
 /// Deletes the integration on `conn` (the caller's transaction): its credentials go at once,
 /// its row stays (marked deleted) for what refers to it.
 pub async fn delete(conn: &mut PgConnection, actor: &Actor, scope: Scope, id: Uuid) -> Result<()> {
+    // Not while something uses it: its sync configurations would fail every run (and go with
+    // it, their runs and conflicts too, when the deleted row is purged), its endpoints every
+    // delivery.
+    let users: Vec<String> = sqlx::query_scalar(
+        "(SELECT 'sync configuration ' || c.id FROM sync_configurations c
+           WHERE c.tenant_id = $1 AND (c.integration_id = $2 OR c.target_integration_id = $2)
+           ORDER BY c.id LIMIT 5)
+         UNION ALL
+         (SELECT 'endpoint ' || e.id FROM webhook_endpoints e
+           WHERE e.tenant_id = $1 AND e.deleted_at IS NULL
+             AND e.config->>'integration_id' = $2::text
+           ORDER BY e.id LIMIT 5)",
+    )
+    .bind(scope.tenant_id)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !users.is_empty() {
+        return Err(Error::conflict(
+            "integration_in_use",
+            None,
+            format!(
+                "The integration is in use ({}); delete or change those first.",
+                users.join(", ")
+            ),
+        ));
+    }
     let n = sqlx::query(
         "UPDATE integrations SET deleted_at = now(), updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND mode = $3 AND deleted_at IS NULL",
@@ -567,22 +569,4 @@ pub async fn list(
         .map(Integration::from)
         .collect(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_interval_defaults_turns_off_and_is_bounded() {
-        assert_eq!(health_interval(None), Ok(Some(DEFAULT_HEALTH_INTERVAL)));
-        assert_eq!(health_interval(Some("0")), Ok(None));
-        assert_eq!(
-            health_interval(Some("1m")),
-            Ok(Some(Duration::from_secs(60)))
-        );
-        assert!(health_interval(Some("5s")).is_err());
-        assert!(health_interval(Some("2d")).is_err());
-        assert!(health_interval(Some("soon")).is_err());
-    }
 }
