@@ -210,6 +210,33 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
         json!(["received", "confirmed"])
     );
     assert_eq!(history["data"][6]["data"]["status"], "completed");
+    // Paged by an entry's id; an id that is not an entry of this order is refused (it used
+    // to start the list over).
+    let third = history["data"][2]["id"].as_str().unwrap();
+    let rest: Value = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/orders/{id}/events?starting_after={third}"),
+        &key,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rest["data"][0]["seq"], 4, "{rest}");
+    let r = call(
+        &app,
+        reqwest::Method::GET,
+        &format!(
+            "/v1/orders/{id}/events?starting_after={}",
+            uuid::Uuid::now_v7()
+        ),
+        &key,
+        None,
+    )
+    .await;
+    problem(r, 400, "parameter_invalid", Some("starting_after")).await;
 
     // Cancelling early works and records the reason; a PATCH emits order.updated.
     let second: Value = app.post_order(&key, "sm-2").await.json().await.unwrap();

@@ -316,15 +316,34 @@ pub async fn history(
     starting_after: Option<Uuid>,
 ) -> Result<Vec<OrderHistoryEntry>> {
     get(pool, scope, order_id).await?;
+    // A cursor must be an entry of this order's history: an unknown one started the list
+    // over, so a client paging with it went round for ever.
+    let after: i32 = match starting_after {
+        None => 0,
+        Some(id) => sqlx::query_scalar(
+            "SELECT seq FROM order_events WHERE id = $1 AND order_id = $2 AND tenant_id = $3",
+        )
+        .bind(id)
+        .bind(order_id)
+        .bind(scope.tenant_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "parameter_invalid",
+                "starting_after",
+                "`starting_after` must be the id of an entry of this order's history.",
+            )
+        })?,
+    };
     Ok(sqlx::query_as::<_, OrderHistoryEntry>(
         "SELECT id, seq, type, changes, data, created_at FROM order_events
-          WHERE order_id = $1 AND tenant_id = $2
-            AND seq > COALESCE((SELECT seq FROM order_events WHERE id = $3 AND order_id = $1), 0)
+          WHERE order_id = $1 AND tenant_id = $2 AND seq > $3
           ORDER BY seq LIMIT $4",
     )
     .bind(order_id)
     .bind(scope.tenant_id)
-    .bind(starting_after)
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?)
