@@ -53,7 +53,9 @@ def before_call(ctx, case, **kwargs):
 #   `[a-z][a-z0-9_]*`, and the config keys Switchyard reads (`health_path`, `api_key_header`,
 #   `health_interval`) have their own rules, and inbound secrets must fit their scheme
 #   (tests/it/integrations.rs, inbound.rs);
-# - event types: a `schema` must be a valid JSON Schema (tests/it/event_types.rs);
+# - event types: a `schema` must be a valid JSON Schema, and a name is not in a family of
+#   Switchyard's own events (`order.`, `endpoint.`, `integration.`, `sync.`, `webhook.`)
+#   (tests/it/event_types.rs);
 # - events: the type must be in the tenant's catalog, so positive posts use the one the script
 #   adds (tests/it/events.rs);
 # - sync configurations: the source integration must exist and speak SQL (the script creates
@@ -71,6 +73,7 @@ import datetime
 import re
 
 _DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d)?$")
+_RESERVED = {"order", "endpoint", "integration", "sync", "webhook"}
 
 
 def _short(value):
@@ -226,6 +229,9 @@ def keep_semantic_rules(ctx, case, **kwargs):
         _repair_endpoint(body, now, create=method == "POST" and path == "/v1/webhook-endpoints")
     if path.startswith("/v1/integrations") and path.count("/") <= 3:
         _repair_integration(body)
+    if path == "/v1/event-types" and method == "POST" and isinstance(body.get("name"), str):
+        if body["name"].split(".")[0] in _RESERVED and "." in body["name"]:
+            body["name"] = "x" + body["name"]
     if path.startswith("/v1/event-types") and isinstance(body.get("schema"), dict):
         # A generated object is rarely a valid JSON Schema (tests/it/event_types.rs).
         body["schema"] = {"type": "object"}

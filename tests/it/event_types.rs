@@ -51,6 +51,14 @@ async fn the_event_type_catalog_lists_built_in_and_own_types_and_catches_typos()
         .partner_post(&key, "/v1/event-types", json!({ "name": "invoice.paid" }))
         .await;
     switchyard_tests::problem(r, 409, "event_type_exists", Some("name")).await;
+    // A name in a family of Switchyard's own events could pass for one of them to an
+    // endpoint subscribed to `order.*`.
+    for name in ["order.refunded", "endpoint.paused", "sync.run.retried"] {
+        let r = app
+            .partner_post(&key, "/v1/event-types", json!({ "name": name }))
+            .await;
+        switchyard_tests::problem(r, 400, "event_type_reserved", Some("name")).await;
+    }
     app.create_endpoint(&key, "https://example.com/hook", &["invoice.paid"])
         .await;
     let r = app

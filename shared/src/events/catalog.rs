@@ -114,6 +114,16 @@ pub fn is_built_in(name: &str) -> bool {
     BUILT_IN.iter().any(|(n, _)| *n == name)
 }
 
+/// Whether `name` is in a family of the built-in types (`order.`, `endpoint.`, …): such names
+/// are Switchyard's, so a tenant's own type cannot pass for one of its events to the
+/// endpoints that subscribe to the family (`order.*`).
+pub fn is_reserved(name: &str) -> bool {
+    BUILT_IN.iter().any(|(n, _)| {
+        let family = n.split('.').next().unwrap_or(n);
+        name.split('.').next() == Some(family) && name.contains('.')
+    })
+}
+
 /// The checks the types cannot make: a schema's size, and that it compiles. Returns the schema's JSON text, which
 /// is stored as it is (a `json` column), so every number reads back as it was sent.
 fn schema_text(
@@ -176,6 +186,14 @@ pub async fn create(
     };
     if is_built_in(name) {
         return Err(exists());
+    }
+    if is_reserved(name) {
+        let family = name.split('.').next().unwrap_or(name);
+        return Err(Error::invalid(
+            "event_type_reserved",
+            "name",
+            format!("`{family}.*` names are Switchyard's own events; choose another prefix."),
+        ));
     }
     sqlx::query_as::<_, EventType>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO event_types (tenant_id, mode, name, description, schema, deprecated)
