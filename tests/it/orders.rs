@@ -210,7 +210,7 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
         json!(["received", "confirmed"])
     );
     assert_eq!(history["data"][6]["data"]["status"], "completed");
-    // Paged by an entry's id; an id that is not an entry of this order is refused (it used
+    // Paged by an entry's id; an id that is not an entry of this order is not found (it used
     // to start the list over).
     let third = history["data"][2]["id"].as_str().unwrap();
     let rest: Value = call(
@@ -236,7 +236,11 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
         None,
     )
     .await;
-    problem(r, 400, "parameter_invalid", Some("starting_after")).await;
+    let p = problem(r, 404, "resource_not_found", None).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("starting_after"),
+        "{p}"
+    );
 
     // Cancelling early works and records the reason; a PATCH emits order.updated.
     let second: Value = app.post_order(&key, "sm-2").await.json().await.unwrap();

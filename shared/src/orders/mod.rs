@@ -328,13 +328,7 @@ pub async fn history(
         .bind(scope.tenant_id)
         .fetch_optional(pool)
         .await?
-        .ok_or_else(|| {
-            Error::invalid(
-                "parameter_invalid",
-                "starting_after",
-                "`starting_after` must be the id of an entry of this order's history.",
-            )
-        })?,
+        .ok_or_else(|| Error::not_found("entry of this order's history (`starting_after`)"))?,
     };
     Ok(sqlx::query_as::<_, OrderHistoryEntry>(
         "SELECT id, seq, type, changes, data, created_at FROM order_events
