@@ -20,9 +20,6 @@ pub struct Subscription {
     pub event_types: Vec<String>,
     /// Attempts allowed by the endpoint's own retry schedule, if it has one.
     pub max_attempts: Option<i32>,
-    /// The endpoint takes its messages strictly one after another, in accept order.
-    #[serde(default)]
-    pub fifo: bool,
 }
 
 /// An event as the fan-out reads it.
@@ -74,8 +71,7 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
         "SELECT e.id, e.tenant_id, e.type, e.data, e.ordering_key, e.seq, e.occurred_at,
                 e.traceparent,
                 COALESCE((SELECT json_agg(json_build_object('id', w.id, 'event_types', w.event_types,
-                                                  'max_attempts', cardinality(w.retry_schedule_ms) + 1,
-                                                  'fifo', w.fifo))
+                                                  'max_attempts', cardinality(w.retry_schedule_ms) + 1))
                             FROM webhook_endpoints w
                            WHERE w.tenant_id = e.tenant_id AND w.mode = e.mode
                              AND w.status = 'enabled' AND w.deleted_at IS NULL
@@ -102,35 +98,6 @@ pub async fn load(pool: &PgPool, event_id: Uuid) -> Result<Option<Loaded>> {
         subscriptions: r.subscriptions.0,
         waiting: r.waiting,
     }))
-}
-
-/// Whether an earlier event of the same tenant and mode is still to be fanned out (its fan-out
-/// job waits, is queued or runs). An event going to a FIFO endpoint waits for it: fan-outs
-/// run concurrently, and a FIFO endpoint's deliveries can only wait for deliveries that exist,
-/// so an event fanned out before an earlier one would reach the endpoint first. Asked only
-/// for events with a FIFO subscriber; each probe reads one partial index of live jobs.
-pub async fn earlier_fan_out_live(pool: &PgPool, event_id: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "WITH e AS (SELECT id, tenant_id, mode FROM events WHERE id = $1),
-              live AS (
-                SELECT j.subject_id FROM jobs j, e
-                 WHERE j.state = 'pending' AND j.group_key IS NULL AND j.queue = 'event_fan_out'
-                   AND j.tenant_id = e.tenant_id AND j.subject_id < e.id
-                UNION ALL
-                SELECT j.subject_id FROM jobs j, e
-                 WHERE j.state = 'queued' AND j.queue = 'event_fan_out'
-                   AND j.tenant_id = e.tenant_id AND j.subject_id < e.id
-                UNION ALL
-                SELECT j.subject_id FROM jobs j, e
-                 WHERE j.state = 'running' AND j.queue = 'event_fan_out'
-                   AND j.tenant_id = e.tenant_id AND j.subject_id < e.id)
-         SELECT EXISTS (SELECT 1 FROM live l, e
-                         WHERE (SELECT p.mode = e.mode AND p.fan_out_failed_at IS NULL
-                                  FROM events p WHERE p.id = l.subject_id))",
-    )
-    .bind(event_id)
-    .fetch_one(pool)
-    .await?)
 }
 
 /// Records that an event's fan-out gave up (its job is dead): later events of its ordering key

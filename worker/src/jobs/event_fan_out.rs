@@ -30,15 +30,6 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         return Ok(());
     }
     let subscribed = messages::subscribed(&loaded.event, &loaded.subscriptions);
-    if subscribed.iter().any(|s| s.fifo)
-        && messages::earlier_fan_out_live(&ctx.pool, loaded.event.id).await?
-    {
-        // A FIFO endpoint gets events in accept order: an earlier one is fanned out first.
-        let mut conn = ctx.pool.acquire().await?;
-        jobs::defer(&mut conn, job, None, ORDERING_RETRY).await?;
-        metrics::counter!(m::JOBS_DEFERRED, "queue" => EVENT_FAN_OUT).increment(1);
-        return Ok(());
-    }
     // Deliveries that can go straight out are born running here while this process has room
     // (no claim, no trip through Redis); the others are born queued and pushed to Redis.
     let slots = super::reserve_run_here(ctx, subscribed.len());
