@@ -416,7 +416,9 @@ mod end_to_end {
     async fn what_a_receiver_answers_is_logged_without_secrets_or_nul_and_any_2xx_delivers() {
         let app = TestApp::spawn(TestOptions::default()).await;
         let echo = Reply {
-            body: Some("you sent: Bearer tok-ECHOED-7 and X-Key key-ECHOED-8\0.".into()),
+            body: Some(
+                "you sent: Bearer tok-ECHOED-7 and X-Key key-ECHOED-8\0 (debug true).".into(),
+            ),
             ..Reply::status(200)
         };
         let huge = Reply {
@@ -429,7 +431,7 @@ mod end_to_end {
         let ep = app
             .create_endpoint_with(
                 &key,
-                json!({"url": partner.url, "headers": {"X-Key": "key-ECHOED-8"},
+                json!({"url": partner.url, "headers": {"X-Key": "key-ECHOED-8", "X-Debug": "true"},
                        "auth": {"type": "bearer", "token": "tok-ECHOED-7"},
                        "retry_schedule": ["100ms"]}),
             )
@@ -456,7 +458,11 @@ mod end_to_end {
             .partner_get(&key, &format!("/v1/webhook-endpoints/{id}/attempts"))
             .await;
         let body = log["data"][0]["response_body"].as_str().unwrap();
-        assert_eq!(body, "you sent: [redacted] and X-Key [redacted]\u{FFFD}.");
+        // A short, common header value (`true`) is left: it is no credential.
+        assert_eq!(
+            body,
+            "you sent: [redacted] and X-Key [redacted]\u{FFFD} (debug true)."
+        );
         assert_eq!(big.count(), 1, "sent once");
     }
 }

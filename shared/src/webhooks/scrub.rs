@@ -10,15 +10,20 @@ use super::{
     send::AttemptResult,
 };
 
-/// Replaces every secret value (custom and authorization headers, with the credential after
-/// an auth scheme on its own; a destination's secret settings, and for those that are URLs
-/// their path and password on their own) by `[redacted]`, and NUL by U+FFFD.
+/// Replaces every secret value (custom and authorization header values of 8 characters or
+/// more, with the credential after an auth scheme on its own; a destination's secret
+/// settings, and for those that are URLs their path and password on their own) by
+/// `[redacted]`, and NUL by U+FFFD.
 pub fn for_log(result: &mut AttemptResult, credentials: &Credentials) {
     let mut secrets: Vec<String> = Vec::new();
+    // A header value shorter than 8 characters is hardly a credential and likely a common word
+    // (`X-Debug: true`): scrubbing it would blank that word from every answer logged.
     for (_, value) in &credentials.headers {
-        secrets.push(value.clone());
-        if let Some((_, credential)) = value.split_once(' ') {
-            secrets.push(credential.trim().to_owned());
+        let credential = value.split_once(' ').map(|(_, c)| c.trim().to_owned());
+        for v in std::iter::once(value.clone()).chain(credential) {
+            if v.len() >= 8 {
+                secrets.push(v);
+            }
         }
     }
     for value in credentials.config.values() {
