@@ -172,9 +172,10 @@ fn dedupe_key(event_id: &str) -> String {
     if event_id.len() <= 200 && !event_id.contains('\0') {
         return event_id.to_owned();
     }
-    let digest = sha2::Sha256::digest(event_id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!(
+        "sha256:{}",
+        crate::telemetry::trace::hex(&sha2::Sha256::digest(event_id.as_bytes()))
+    )
 }
 
 /// Whether a string or key anywhere in `v` holds a NUL character.

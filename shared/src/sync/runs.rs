@@ -133,6 +133,20 @@ pub async fn start(
     }
 }
 
+/// The configuration's run that is pending or running, if any (at most one is).
+pub(crate) async fn active(
+    conn: &mut PgConnection,
+    configuration_id: Uuid,
+) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM sync_runs
+          WHERE configuration_id = $1 AND status IN ('pending', 'running')",
+    )
+    .bind(configuration_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// Marks a run just started as allowed to delete by absence beyond the guard.
 async fn confirm(conn: &mut PgConnection, run: Uuid) -> Result<SyncRun> {
     Ok(sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
@@ -173,14 +187,7 @@ pub(crate) async fn try_start(
             "The configuration is disabled.",
         ));
     }
-    let active: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sync_runs
-          WHERE configuration_id = $1 AND status IN ('pending', 'running')",
-    )
-    .bind(configuration_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(run) = active {
+    if let Some(run) = active(conn, configuration_id).await? {
         return Ok(Err(run));
     }
     // This run reads everything a pending follow-up request asked for.

@@ -169,21 +169,12 @@ pub async fn update(
     // A cursor on another column or strategy cannot go on from the old one's position: the
     // next run reads from the start. Not while a run holds a checkpoint of the old one.
     let cursor_changed = cursor_key(&before) != cursor_key(&spec);
-    if cursor_changed {
-        let active: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM sync_runs
-              WHERE configuration_id = $1 AND status IN ('pending', 'running')",
-        )
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(run) = active {
-            return Err(Error::conflict(
-                "sync_run_active",
-                Some("cursor"),
-                format!("Run {run} reads by the current cursor; change it once the run ends."),
-            ));
-        }
+    if cursor_changed && let Some(run) = super::runs::active(conn, id).await? {
+        return Err(Error::conflict(
+            "sync_run_active",
+            Some("cursor"),
+            format!("Run {run} reads by the current cursor; change it once the run ends."),
+        ));
     }
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sync_configurations
