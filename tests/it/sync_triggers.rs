@@ -248,3 +248,87 @@ async fn newest_outcome(app: &switchyard_tests::TestApp, key: &str, n: usize) ->
     )
     .await
 }
+
+/// A configuration whose slot already had its run (its `next_run_at` set back to that slot,
+/// as a host with a clock behind the database's could) neither runs it twice nor holds back
+/// the other due configurations: before, the second run's unique slot failed the scheduler's
+/// whole transaction, every pass, until the slot was over. A change that leaves the schedule
+/// alone keeps the slot it waits for.
+#[tokio::test]
+async fn a_slot_that_already_ran_holds_back_no_other_configuration() {
+    let (app, key) = setup(TestOptions::no_worker()).await;
+    let (db, mut erp) = erp().await;
+    erp.execute("CREATE TABLE erp.shifts (id int PRIMARY KEY, name text NOT NULL)")
+        .await
+        .unwrap();
+    let source = integration(&app, &key, "postgres", &db.url).await;
+    let config = |name: &str| {
+        json!({
+            "name": name, "entity": "shifts", "mode": "full",
+            "source": {"integration_id": source, "table": "erp.shifts", "key": ["id"]},
+            "target": {"store": "switchyard"},
+            "schedule": {"interval_seconds": 86_400},
+        })
+    };
+    let ran = configure(&app, &key, config("Ran")).await;
+    let other = configure(&app, &key, config("Other")).await;
+    let set_due = |id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE sync_configurations
+                    SET next_run_at = to_timestamp(floor(extract(epoch FROM now()) / 86400) * 86400)
+                  WHERE id = $1::uuid",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    set_due(ran.clone()).await;
+    let started = switchyard_shared::sync::schedule::start_due(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 1);
+    sqlx::query("UPDATE sync_runs SET status = 'succeeded', finished_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    set_due(ran.clone()).await;
+    set_due(other.clone()).await;
+    let due: Value = app
+        .partner_get(&key, &format!("/v1/sync/configurations/{other}"))
+        .await;
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/sync/configurations/{other}"),
+            json!({ "name": "Other, renamed" }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let renamed: Value = r.json().await.unwrap();
+    assert_eq!(renamed["next_run_at"], due["next_run_at"], "{renamed}");
+
+    let started = switchyard_shared::sync::schedule::start_due(&app.pool)
+        .await
+        .expect("the scheduler's pass goes through");
+    assert_eq!(started.len(), 1, "only the other configuration's slot runs");
+    let runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.name, count(r.id) FROM sync_configurations c
+           LEFT JOIN sync_runs r ON r.configuration_id = c.id GROUP BY c.name ORDER BY c.name",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        runs,
+        [("Other, renamed".to_owned(), 1), ("Ran".to_owned(), 1)]
+    );
+    let waiting = app
+        .count("SELECT count(*) FROM sync_configurations WHERE next_run_at > now()")
+        .await;
+    assert_eq!(waiting, 2, "both wait for their next slot");
+}

@@ -103,18 +103,11 @@ fn slots_between(every: &Every, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
 
 /// Starts the runs of every configuration whose slot is due, in one transaction, and moves
 /// each `next_run_at` to its next slot. The newest due slot runs; older ones still due (the
-/// scheduler was late or down) are folded into it, and the run's log says how many. Returns
-/// the new runs' tasks, to push.
+/// scheduler was late or down) are folded into it, and the run's log says how many. A
+/// configuration that cannot start is logged and moved to its next slot on its own savepoint:
+/// it does not hold back the others. Returns the new runs' tasks, to push.
 pub async fn start_due(pool: &PgPool) -> Result<Vec<JobTask>> {
     let mut tx = pool.begin().await?;
-    type Due = (
-        Uuid,
-        Uuid,
-        String,
-        Json<SyncSpec>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    );
     let due: Vec<Due> = sqlx::query_as(
         "SELECT id, tenant_id, mode, spec, next_run_at, now() FROM sync_configurations
           WHERE next_run_at <= now()
@@ -124,44 +117,95 @@ pub async fn start_due(pool: &PgPool) -> Result<Vec<JobTask>> {
     .fetch_all(&mut *tx)
     .await?;
     let mut tasks = Vec::new();
-    for (id, tenant_id, mode, Json(spec), next_run_at, now) in due {
-        let scope = Scope {
-            tenant_id,
-            mode: Mode::parse(&mode)?,
-        };
-        let every = match spec.schedule.as_ref().map(ScheduleSpec::every) {
-            Some(Ok(every)) => every,
-            // Checked when saved; a schedule that no longer parses stops instead of looping.
-            _ => {
-                set_next(&mut tx, id, None).await?;
-                continue;
+    for due in due {
+        let mut one = sqlx::Connection::begin(&mut *tx).await?;
+        match start_one(&mut one, &due).await {
+            Ok(task) => {
+                one.commit().await?;
+                tasks.extend(task);
             }
-        };
-        let slot = every.slot_at_or_before(now).unwrap_or(now).max(next_run_at);
-        let folded = slots_between(&every, next_run_at, slot);
-        match runs::try_start(&mut tx, scope, id, Trigger::Scheduled, Some(slot)).await? {
-            Ok((run, task)) => {
-                tasks.push(task);
-                if folded > 0 {
-                    let message = format!(
-                        "{folded} earlier scheduled slot(s) since {next_run_at} were folded into \
-                         this run: the scheduler was late or down."
-                    );
-                    skip_log(&mut tx, run.id, &message, folded).await?;
-                }
-            }
-            Err(active) => {
-                let message = format!(
-                    "The scheduled slot {slot} (and {folded} before it) was skipped: this run \
-                     was still active."
-                );
-                skip_log(&mut tx, active, &message, folded + 1).await?;
+            Err(e) => {
+                one.rollback().await?;
+                let (id, Json(spec), now) = (due.0, &due.3, due.5);
+                tracing::error!(configuration_id = %id, error = %e,
+                                "a scheduled sync run could not start; its slot is skipped");
+                let every = spec.schedule.as_ref().and_then(|s| s.every().ok());
+                set_next(&mut tx, id, every.and_then(|e| e.slot_after(now))).await?;
             }
         }
-        set_next(&mut tx, id, every.slot_after(now)).await?;
     }
     tx.commit().await?;
     Ok(tasks)
+}
+
+type Due = (
+    Uuid,
+    Uuid,
+    String,
+    Json<SyncSpec>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+/// Starts the run of one due configuration (or logs why its slot is skipped) and moves its
+/// `next_run_at` on.
+async fn start_one(
+    conn: &mut PgConnection,
+    (id, tenant_id, mode, Json(spec), next_run_at, now): &Due,
+) -> Result<Option<JobTask>> {
+    let (id, next_run_at, now) = (*id, *next_run_at, *now);
+    let scope = Scope {
+        tenant_id: *tenant_id,
+        mode: Mode::parse(mode)?,
+    };
+    let every = match spec.schedule.as_ref().map(ScheduleSpec::every) {
+        Some(Ok(every)) => every,
+        // Checked when saved; a schedule that no longer parses stops instead of looping.
+        _ => {
+            set_next(conn, id, None).await?;
+            return Ok(None);
+        }
+    };
+    let slot = every.slot_at_or_before(now).unwrap_or(now).max(next_run_at);
+    let folded = slots_between(&every, next_run_at, slot);
+    set_next(conn, id, every.slot_after(now)).await?;
+    // A slot that already had its run (a `next_run_at` set back to it) does not run twice.
+    let ran: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sync_runs WHERE configuration_id = $1 AND scheduled_for = $2)",
+    )
+    .bind(id)
+    .bind(slot)
+    .fetch_one(&mut *conn)
+    .await?;
+    if ran {
+        return Ok(None);
+    }
+    match runs::try_start(conn, scope, id, Trigger::Scheduled, Some(slot)).await? {
+        Ok((run, task)) => {
+            if folded > 0 {
+                let message = format!(
+                    "{folded} earlier scheduled slot(s) since {next_run_at} were folded into \
+                     this run: the scheduler was late or down."
+                );
+                skip_log(conn, run.id, &message, folded).await?;
+            }
+            Ok(Some(task))
+        }
+        Err(active) => {
+            let message = format!(
+                "The scheduled slot {slot} (and {folded} before it) was skipped: this run \
+                 was still active."
+            );
+            skip_log(conn, active, &message, folded + 1).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The database's clock, on which slots are reckoned (by the scheduler and by every change
+/// of a schedule), so a host whose clock is behind cannot set a slot that already ran.
+pub async fn db_now(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT now()").fetch_one(conn).await?)
 }
 
 async fn set_next(conn: &mut PgConnection, id: Uuid, next: Option<DateTime<Utc>>) -> Result<()> {

@@ -72,6 +72,8 @@ pub async fn create(
         (None, Some(t)) => (t, None),
         (None, None) => unreachable!("checked: one side is an integration"),
     };
+    // Slots are reckoned on the database's clock, as the scheduler does.
+    let now = schedule::db_now(&mut *conn).await?;
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sync_configurations (id, tenant_id, mode, name, entity, integration_id,
                                           target_integration_id, spec, enabled, next_run_at)
@@ -86,7 +88,7 @@ pub async fn create(
     .bind(other)
     .bind(Json(&spec))
     .bind(spec.enabled.unwrap_or(true))
-    .bind(schedule::next_run_at(&spec, Utc::now())?)
+    .bind(schedule::next_run_at(&spec, now)?)
     .fetch_one(conn)
     .await?;
     Ok(view(row))
@@ -145,8 +147,8 @@ pub async fn update(
     id: Uuid,
     change: SyncSpecChange,
 ) -> Result<SyncConfiguration> {
-    let stored: Option<Json<Value>> = sqlx::query_scalar(
-        "SELECT spec FROM sync_configurations
+    let stored: Option<(Json<Value>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT spec, now() FROM sync_configurations
           WHERE tenant_id = $1 AND mode = $2 AND id = $3 FOR UPDATE",
     )
     .bind(scope.tenant_id)
@@ -154,7 +156,7 @@ pub async fn update(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(Json(mut spec)) = stored else {
+    let Some((Json(mut spec), now)) = stored else {
         return Err(Error::not_found("sync configuration"));
     };
     let before: SyncSpec =
@@ -178,7 +180,8 @@ pub async fn update(
     }
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sync_configurations
-            SET spec = $2, name = $3, enabled = $4, next_run_at = $5, updated_at = now(),
+            SET spec = $2, name = $3, enabled = $4, updated_at = now(),
+                next_run_at = CASE WHEN $7 THEN $5 ELSE next_run_at END,
                 cursor = CASE WHEN $6 THEN NULL ELSE cursor END
           WHERE id = $1 RETURNING {COLUMNS}"
     )))
@@ -186,8 +189,13 @@ pub async fn update(
     .bind(Json(&spec))
     .bind(spec.name.as_str())
     .bind(spec.enabled.unwrap_or(true))
-    .bind(schedule::next_run_at(&spec, Utc::now())?)
+    .bind(schedule::next_run_at(&spec, now)?)
     .bind(cursor_changed)
+    // A change of anything else keeps the slot the schedule waits for (a due slot still runs).
+    .bind(
+        serde_json::to_value(&before.schedule).ok() != serde_json::to_value(&spec.schedule).ok()
+            || before.enabled != spec.enabled,
+    )
     .fetch_one(conn)
     .await?;
     Ok(view(row))
