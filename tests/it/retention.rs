@@ -171,6 +171,46 @@ async fn the_janitors_own_runs_leave_the_ledger_after_a_day() {
     );
 }
 
+/// A Redis the janitor cannot trim (here a queue's set of finished tasks holding the wrong
+/// type) fails its runs, but does not stop the purges of Postgres: before, the Redis error
+/// ended each run before any table's retention, for as long as the key stayed broken.
+#[tokio::test]
+async fn a_redis_error_does_not_stop_the_retention_of_the_tables() {
+    let app = TestApp::spawn(TestOptions::default()).await;
+    let done = app
+        .queues
+        .apalis_config("webhook_replays", 1)
+        .done_jobs_set();
+    let mut redis = app.queues.connection();
+    let _: () = redis::cmd("SET")
+        .arg(&done)
+        .arg("not a sorted set")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, state, finished_at)
+         VALUES (gen_random_uuid(), 'event_fan_out', gen_random_uuid(), gen_random_uuid(), 1,
+                 'succeeded', now() - interval '30 days')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(20), "the old job purged", || async {
+        let old = count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE finished_at < now() - interval '8 days'",
+        );
+        (old.await == 0).then_some(())
+    })
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&done)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
 /// A table autovacuum left behind (off here, or behind) is vacuumed by the janitor: 20,000
 /// dead ledger rows are gone within a few runs. Counted by `vacuum_count`, which only a manual
 /// `VACUUM` moves (autovacuum has its own counter).

@@ -19,9 +19,15 @@ pub const MAX_ATTEMPTS: i32 = 3;
 pub const KEEP_FINISHED: Duration = Duration::from_secs(86_400);
 
 pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
+    // Redis and Postgres are cleaned apart: a Redis that fails (a timeout, a key of the wrong
+    // type) must not stop every table's retention with it. Its error fails the run afterwards.
     let queues = ctx.dispatcher.queues();
+    let mut swept = Ok(());
     for q in queues.names() {
-        queues.sweep_finished(q).await?;
+        if let Err(e) = queues.sweep_finished(q).await {
+            tracing::warn!(queue = q, error = %e, "could not trim finished tasks from Redis");
+            swept = Err(e);
+        }
     }
     let short = super::short_retentions();
     let purged = retention::purge(&ctx.pool, &ctx.retention, ctx.idempotency_ttl, &short).await?;
@@ -32,6 +38,7 @@ pub async fn run(ctx: &Ctx, job: &Lease) -> switchyard_shared::Result<()> {
     if !vacuumed.is_empty() {
         tracing::info!(tables = ?vacuumed, "vacuumed tables autovacuum left behind");
     }
+    swept?;
     let mut conn = ctx.pool.acquire().await?;
     jobs::finish(&mut conn, job, &Outcome::Succeeded).await?;
     Ok(())
