@@ -21,6 +21,22 @@ pub(crate) struct Action {
     pub body: ActionBody,
 }
 
+/// Whether `url` (the base joined with a rendered path, `..` resolved) stays at the base's
+/// origin and under its path, a whole segment at a time: `/api` holds `/api/orders`, not
+/// `/api-admin`.
+fn within(base: &str, url: &str) -> bool {
+    match (url::Url::parse(base), url::Url::parse(url)) {
+        (Ok(b), Ok(u)) => {
+            let root = b.path().trim_end_matches('/');
+            b.origin() == u.origin()
+                && u.path()
+                    .strip_prefix(root)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }
+        _ => false,
+    }
+}
+
 pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action) -> AttemptResult {
     let Some(base) = integration.base_url.as_deref() else {
         return at.failed(
@@ -29,14 +45,7 @@ pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action)
         );
     };
     let url = format!("{}{}", base.trim_end_matches('/'), a.path);
-    // Checked again on the joined URL: the same origin as the base, under its path.
-    let within = match (url::Url::parse(base), url::Url::parse(&url)) {
-        (Ok(b), Ok(u)) => {
-            b.origin() == u.origin() && u.path().starts_with(b.path().trim_end_matches('/'))
-        }
-        _ => false,
-    };
-    if !within {
+    if !within(base, &url) {
         let mut r = at.failed(
             "config",
             format!("the action's URL leaves the integration's base URL ({base})"),
@@ -91,4 +100,24 @@ pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action)
         *body = connection::redact(body, &integration.credentials);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn an_action_stays_under_its_base_path_a_segment_at_a_time() {
+        let base = "https://erp.example/api";
+        assert!(within(base, "https://erp.example/api"));
+        assert!(within(base, "https://erp.example/api/orders/1"));
+        assert!(within(
+            "https://erp.example/",
+            "https://erp.example/anything"
+        ));
+        assert!(!within(base, "https://erp.example/api-admin/users"));
+        assert!(!within(base, "https://erp.example/api/../admin"));
+        assert!(!within(base, "https://other.example/api/orders"));
+        assert!(!within(base, "http://erp.example/api/orders"));
+    }
 }

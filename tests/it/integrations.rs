@@ -196,6 +196,15 @@ async fn bad_input_is_refused_with_the_offending_parameter() {
             "base_url",
         ),
         (json!({"base_url": "ftp://erp.example/"}), "base_url"),
+        // Headers that frame the request or that Switchyard sets cannot carry the key.
+        (
+            json!({"config": {"api_key_header": "Content-Length"}}),
+            "config.api_key_header",
+        ),
+        (
+            json!({"config": {"api_key_header": "webhook-signature"}}),
+            "config.api_key_header",
+        ),
     ];
     for (i, (patch, param)) in cases.into_iter().enumerate() {
         let mut body = erp_body(&format!("case-{i}"));

@@ -294,6 +294,20 @@ pub fn check_config(config: Config) -> Result<Value> {
                 "`config.api_key_header` must be an HTTP header name.",
             ));
         }
+        // A key may go in `Authorization`, not in a header that frames or routes the request
+        // or that Switchyard sets itself (`Content-Length`, `Host`, `Webhook-*`, …).
+        let lower = header.to_ascii_lowercase();
+        if (crate::net::reserved_header(&lower) && lower != "authorization")
+            || lower == "idempotency-key"
+        {
+            return Err(Error::invalid(
+                "parameter_invalid",
+                "config.api_key_header",
+                format!(
+                    "`{header}` is set by Switchyard or frames the request; choose another header."
+                ),
+            ));
+        }
     }
     if let Some(interval) = string("health_interval")? {
         super::health_interval(Some(interval)).map_err(|why| {

@@ -282,8 +282,20 @@ pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    (at.with_timezone(&Utc) - now).to_std().ok()
+    // An HTTP date: IMF-fixdate, or the obsolete RFC 850 and asctime forms that RFC 9110
+    // §5.6.7 asks recipients to accept.
+    let at = DateTime::parse_from_rfc2822(value)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
+                .map(|t| t.and_utc())
+        })
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y")
+                .map(|t| t.and_utc())
+        })
+        .ok()?;
+    (at - now).to_std().ok()
 }
 
 /// Maps a transport error to an error class by walking its cause chain.
@@ -342,6 +354,16 @@ mod tests {
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(60))
         );
+        for obsolete in [
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed Oct 21 07:28:00 2015",
+        ] {
+            assert_eq!(
+                parse_retry_after(obsolete, now),
+                Some(Duration::from_secs(60)),
+                "{obsolete}"
+            );
+        }
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
