@@ -74,23 +74,29 @@ fn presented_key(req: &Request) -> Option<&str> {
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
-/// `X-Forwarded-For` entry that is not one.
+/// `X-Forwarded-For` entry that is not one. Every line of the header counts, in order (a
+/// proxy may add its own line after the client's), and the walk stops at the first entry that
+/// is not an address (the last address read stands: a client cannot blank itself out).
 pub fn client_ip(req: &Request, trusted_proxies: &[Cidr]) -> Option<IpAddr> {
     let peer = req
         .remote_addr()
         .as_socket_addr()
         .map(|a| a.ip().to_canonical())?;
-    if !trusted_proxies.iter().any(|c| c.contains(peer)) {
-        return Some(peer);
-    }
-    let forwarded = req.headers().get("x-forwarded-for")?.to_str().ok()?;
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|c| c.contains(ip));
     let mut client = peer;
-    for hop in forwarded.rsplit(',') {
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+    if !trusted(client) {
+        return Some(client);
+    }
+    let lines = req.headers().get_all("x-forwarded-for").iter().rev();
+    for hop in lines.flat_map(|line| line.as_bytes().rsplit(|b| *b == b',')) {
+        let Some(ip) = std::str::from_utf8(hop)
+            .ok()
+            .and_then(|h| h.trim().parse::<IpAddr>().ok())
+        else {
             break;
         };
         client = ip.to_canonical();
-        if !trusted_proxies.iter().any(|c| c.contains(client)) {
+        if !trusted(client) {
             break;
         }
     }
@@ -326,10 +332,23 @@ impl<'a> ApiExtractor<'a> for Admin {
                 "Send the admin token as `Authorization: Bearer <token>`.",
             )
         })?;
+        // Wrong admin tokens count towards the address's lockout, as wrong API keys and
+        // dashboard sign-ins do: the admin API is no side door for guessing the token.
+        let ip = client_ip(req, &state.config.trusted_proxies);
+        if let Some(secs) = ip.and_then(|ip| state.lockouts.locked(ip)) {
+            return Err(locked_out(secs).into());
+        }
         if !constant_time_eq(
             token.as_bytes(),
             state.services.secrets.admin_token.as_bytes(),
         ) {
+            if let Some(ip) = ip {
+                let limit = state.config.auth_failure_limit(ip);
+                if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
+                    tracing::warn!(%ip, "too many wrong admin tokens; locked out");
+                    return Err(locked_out(secs).into());
+                }
+            }
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_admin_token",

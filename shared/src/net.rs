@@ -367,6 +367,13 @@ impl Cidr {
         })
     }
 
+    /// True when every address of `other` is inside this block.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        other.net.is_ipv4() == self.net.is_ipv4()
+            && self.prefix <= other.prefix
+            && mask(other.net, self.prefix) == self.net
+    }
+
     /// True when `ip` is inside; IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) match IPv4 blocks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

@@ -78,6 +78,37 @@ async fn a_client_that_keeps_failing_to_authenticate_is_locked_out() {
     stop.cancel();
 }
 
+/// Wrong admin tokens count towards the same lockout: the admin API is no side door for
+/// guessing the token the dashboard's sign-in guards (before, every guess got its 401).
+#[tokio::test]
+async fn a_client_that_keeps_guessing_the_admin_token_is_locked_out() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let mut cfg = app.api_config.clone();
+    cfg.auth_failures_per_minute = 3;
+    let (base, stop) = app.replica(cfg).await;
+    let tenants = |token: &'static str| {
+        app.http
+            .get(format!("{base}/admin/v1/tenants"))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..3 {
+        problem(
+            tenants("wrong-token").await.unwrap(),
+            401,
+            "invalid_admin_token",
+            None,
+        )
+        .await;
+    }
+    let r = tenants("wrong-token").await.unwrap();
+    assert!(r.headers().get("retry-after").is_some());
+    problem(r, 429, "rate_limited", None).await;
+    let r = tenants(switchyard_tests::ADMIN_TOKEN).await.unwrap();
+    problem(r, 429, "rate_limited", None).await;
+    stop.cancel();
+}
+
 /// A `keys:write` key can only act on keys no stronger than itself: it cannot loosen a
 /// stronger key's allowlist or limits, roll it, or revoke it.
 #[tokio::test]
@@ -206,4 +237,54 @@ async fn the_audit_log_is_mode_scoped() {
             ("tenant.created".to_owned(), "tenant".to_owned())
         ]
     );
+}
+
+/// Past its scopes, a key's allowlist, rate limits and expiry bound the keys it manages: a
+/// short-lived key, usable from one network at 10 requests a minute, cannot make itself or
+/// another key freer (before, both requests below succeeded).
+#[tokio::test]
+async fn a_restricted_key_cannot_make_an_unrestricted_one() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let tenant = app.create_tenant("Acme").await;
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let restricted = app
+        .create_key_with(
+            &tenant,
+            json!({ "name": "contractor", "scopes": ["keys:write", "orders:read"],
+                    "allowed_cidrs": ["127.0.0.0/8"], "rate_limit_per_minute": 10,
+                    "expires_at": expires }),
+        )
+        .await;
+    let (id, key) = (
+        restricted["id"].as_str().unwrap(),
+        restricted["key"].as_str().unwrap(),
+    );
+    let post = |body: Value| send(&app, reqwest::Method::POST, "/v1/api-keys", key, body);
+    for body in [
+        json!({ "name": "free", "scopes": ["orders:read"] }),
+        json!({ "name": "wider", "scopes": ["orders:read"], "allowed_cidrs": ["0.0.0.0/0"],
+                "rate_limit_per_minute": 5, "expires_at": expires }),
+        json!({ "name": "longer", "scopes": ["orders:read"], "allowed_cidrs": ["127.0.0.1"],
+                "rate_limit_per_minute": 5 }),
+    ] {
+        problem(post(body).await, 403, "api_key_too_strong", None).await;
+    }
+    let r = post(json!({ "name": "bounded", "scopes": ["orders:read"],
+                         "allowed_cidrs": ["127.0.0.1"], "rate_limit_per_minute": 5,
+                         "expires_at": expires - chrono::Duration::minutes(1) }))
+    .await;
+    assert_eq!(r.status(), 201);
+    let path = format!("/v1/api-keys/{id}");
+    for body in [
+        json!({ "allowed_cidrs": [] }),
+        json!({ "rate_limit_per_minute": 1000000 }),
+    ] {
+        let r = send(&app, reqwest::Method::PATCH, &path, key, body).await;
+        problem(r, 403, "api_key_too_strong", None).await;
+    }
+    // Nothing of the refused requests was written.
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 2);
+    let shown: Value = get(&app, &app.base, &path, key).await.json().await.unwrap();
+    assert_eq!(shown["allowed_cidrs"], json!(["127.0.0.0/8"]), "{shown}");
+    assert_eq!(shown["rate_limit_per_minute"], 10, "{shown}");
 }

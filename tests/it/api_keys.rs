@@ -208,14 +208,31 @@ async fn a_rolled_key_keeps_working_for_its_grace_period_only() {
         .await
         .unwrap();
     assert!(old_row["expires_at"].is_string(), "{old_row}");
+    // A key rolled once is not rolled again: the second new key would have died with the
+    // first one's grace period (before: 201, with that expiry).
+    let new_id = rolled["id"].as_str().unwrap();
+    let v = problem(
+        send(
+            &app,
+            reqwest::Method::POST,
+            &format!("/v1/api-keys/{old_id}/roll"),
+            &new,
+            json!({}),
+        )
+        .await,
+        409,
+        "api_key_rolled",
+        None,
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap().contains(new_id), "{v}");
 
     // Rolling the new key with no grace retires it at once.
-    let new_id = rolled["id"].as_str().unwrap();
     let r = send(
         &app,
         reqwest::Method::POST,
         &format!("/v1/api-keys/{new_id}/roll"),
-        &old,
+        &new,
         json!({ "grace_period_seconds": 0 }),
     )
     .await;
@@ -443,7 +460,26 @@ async fn allowlists_accept_only_their_networks_in_both_address_families() {
     assert_eq!(via("2001:db8::7", elsewhere.clone()).await, 200);
     assert_eq!(via("10.1.2.3", elsewhere.clone()).await, 200);
     assert_eq!(via("2001:db9::7", elsewhere.clone()).await, 403);
-    assert_eq!(via("192.168.1.1", elsewhere).await, 403);
+    assert_eq!(via("192.168.1.1", elsewhere.clone()).await, 403);
+    // Every line of the header counts, in order: a proxy that adds its own line after the
+    // client's forged one names the client. A forged entry that is not an address (here
+    // obs-text bytes) stops the walk at the address the proxy added.
+    let lines = |values: &[&'static [u8]]| {
+        let mut r = app
+            .http
+            .get(format!("{proxied}/v1/webhook-endpoints"))
+            .bearer_auth(&elsewhere);
+        for v in values {
+            r = r.header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(lines(&[b"10.1.2.3", b"192.168.1.1"]).await, 403);
+    assert_eq!(lines(&[b"192.168.1.1", b"10.1.2.3"]).await, 200);
+    assert_eq!(lines(&[b"\xff, 10.1.2.3"]).await, 200);
     stop.cancel();
 }
 

@@ -201,6 +201,7 @@ impl KeyCache {
             rate_limit_per_minute: to_u32(row.rate_limit_per_minute),
             rate_limit_per_hour: to_u32(row.rate_limit_per_hour),
             tenant_rate_limit_per_minute: to_u32(row.tenant_rate_limit_per_minute),
+            expires_at: row.expires_at,
         })
     }
 

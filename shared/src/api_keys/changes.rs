@@ -14,6 +14,7 @@ use crate::{
     audit::{self, Actor},
     error::{Error, Result},
     input::Text,
+    net::Cidr,
 };
 
 /// Who may create or change a key: operators anything; a partner key only keys of its own mode
@@ -45,6 +46,45 @@ impl Granter<'_> {
                 "insufficient_scope",
                 format!("This API key cannot grant `{s}`, which it does not hold itself."),
             ));
+        }
+        Ok(())
+    }
+
+    /// Past its scopes, a key's reach is where it may be used from, how fast and how long: a
+    /// partner key cannot make, change or roll (and so hold the secret of) a key that reaches
+    /// further than itself.
+    fn bound(&self, key: &ApiKey) -> Result<()> {
+        let Granter::Key(p) = self else {
+            return Ok(());
+        };
+        let refuse = |what: &str| {
+            Err(Error::forbidden(
+                "api_key_too_strong",
+                format!("This API key cannot manage a key {what}: it is restricted itself."),
+            ))
+        };
+        if !p.allowed_cidrs.is_empty() {
+            let inside = !key.allowed_cidrs.is_empty()
+                && key.allowed_cidrs.iter().all(|c| {
+                    Cidr::parse(c).is_some_and(|c| p.allowed_cidrs.iter().any(|g| g.covers(&c)))
+                });
+            if !inside {
+                return refuse("usable from outside its own `allowed_cidrs`");
+            }
+        }
+        let within = |own: Option<u32>, other: Option<i32>| {
+            own.is_none_or(|own| other.is_some_and(|o| o > 0 && o as u32 <= own))
+        };
+        if !within(p.rate_limit_per_minute, key.rate_limit_per_minute) {
+            return refuse("with a higher `rate_limit_per_minute`");
+        }
+        if !within(p.rate_limit_per_hour, key.rate_limit_per_hour) {
+            return refuse("with a higher `rate_limit_per_hour`");
+        }
+        if p.expires_at
+            .is_some_and(|own| key.expires_at.is_none_or(|t| t > own))
+        {
+            return refuse("that outlives it (`expires_at`)");
         }
         Ok(())
     }
@@ -95,6 +135,8 @@ pub async fn create(
     .bind(per_hour)
     .fetch_one(&mut *conn)
     .await?;
+    // Refused on the caller's transaction, which then writes nothing.
+    granter.bound(&row)?;
     audit::record(
         conn,
         actor,
@@ -153,6 +195,7 @@ pub async fn revoke(
 ) -> Result<ApiKey> {
     let old = lock(conn, tenant_id, mode_of(granter), id).await?;
     granter.check(Mode::parse(&old.mode)?, &old.scopes)?;
+    granter.bound(&old)?;
     if old.revoked_at.is_some() {
         return Ok(old);
     }
@@ -198,6 +241,7 @@ pub async fn update(
     // every scope it is given: a weak key must not loosen a strong one.
     let mode = Mode::parse(&old.mode)?;
     granter.check(mode, &old.scopes)?;
+    granter.bound(&old)?;
     if let Some(scopes) = &scopes {
         granter.check(mode, scopes)?;
     }
@@ -227,6 +271,7 @@ pub async fn update(
     .bind(per_hour)
     .fetch_one(&mut *conn)
     .await?;
+    granter.bound(&row)?;
     let mut changes = serde_json::Map::new();
     if old.name != row.name {
         changes.insert("name".into(), serde_json::json!([old.name, row.name]));
@@ -295,6 +340,23 @@ pub async fn roll(
     }
     let mode = Mode::parse(&old.mode)?;
     granter.check(mode, &old.scopes)?;
+    granter.bound(&old)?;
+    // A key rolled once lives on only for its grace period: a second roll would make a key
+    // that dies with it (its expiry is the grace period's end) beside the first successor.
+    let successor: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND rolled_from = $2 LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(next) = successor {
+        return Err(Error::conflict(
+            "api_key_rolled",
+            None,
+            format!("This key was rolled already, to key {next}: roll that one."),
+        ));
+    }
     let old_expires = sqlx::query_scalar::<_, DateTime<Utc>>(
         "UPDATE api_keys
             SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(secs => $2)),

@@ -182,6 +182,7 @@ pub struct Principal {
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_per_hour: Option<u32>,
     pub tenant_rate_limit_per_minute: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
