@@ -65,6 +65,9 @@ pub struct JobFilter {
     pub tenant_id: Option<Uuid>,
     /// Jobs whose last error contains this (case-insensitive).
     pub error: Option<String>,
+    /// Dead jobs whose error has exactly this fingerprint (one group of [`dead_groups`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_fingerprint: Option<String>,
     /// Jobs made at or after this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_after: Option<DateTime<Utc>>,
@@ -128,6 +131,10 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &JobFilter) {
             .replace('_', "\\_");
         q.push(" AND last_error ILIKE ")
             .push_bind(format!("%{escaped}%"));
+    }
+    if let Some(fingerprint) = &filter.error_fingerprint {
+        q.push(" AND error_fingerprint = ")
+            .push_bind(fingerprint.clone());
     }
 }
 

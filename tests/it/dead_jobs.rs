@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_tests::{ADMIN_TOKEN, Behaviour, PartnerServer, TestApp, TestOptions, eventually};
+use switchyard_tests::{
+    ADMIN_TOKEN, Behaviour, PartnerServer, TestApp, TestOptions, dashboard::Dashboard, eventually,
+};
 
 #[tokio::test]
 async fn a_poison_event_dies_visibly_and_does_not_block_its_order() {
@@ -95,4 +97,94 @@ async fn a_poison_event_dies_visibly_and_does_not_block_its_order() {
         1,
         "the poisoned order.created never went out"
     );
+}
+
+/// A dead-job group is exactly its fingerprint: the dead jobs page links to that group's jobs
+/// only, and a bulk action from there (or through the admin API) reaches no other group.
+/// Before, the link filtered by the error's text up to its first masked part (`HTTP` for
+/// `HTTP #`), which matched `HTTP # with a response body over # bytes` too, and the group of
+/// jobs that died with no error matched every dead job of its queue.
+#[tokio::test]
+async fn a_dead_job_group_reaches_its_own_jobs_only() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    sqlx::raw_sql(
+        "INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, last_error)
+         SELECT gen_random_uuid(), 'event_fan_out', gen_random_uuid(), gen_random_uuid(), 1, e
+           FROM UNNEST(ARRAY['HTTP 503', 'HTTP 502',
+                             'HTTP 500 with a response body over 1048576 bytes', NULL]) AS e;
+         UPDATE jobs SET state = 'dead', finished_at = now() WHERE queue = 'event_fan_out'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (_, groups) = app.admin_get_json("/admin/v1/jobs/dead-groups").await;
+    let mut groups: Vec<(String, i64)> = groups["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["fingerprint"].as_str().unwrap().to_owned(),
+                g["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            (String::new(), 1),
+            ("HTTP #".to_owned(), 2),
+            ("HTTP # with a response body over # bytes".to_owned(), 1)
+        ]
+    );
+    let d = Dashboard::sign_in(&app.base, None, ADMIN_TOKEN).await;
+    let (_, dead_page) = d.page("/dashboard/dead").await;
+    let csrf = d.csrf().await;
+    for (fingerprint, count) in &groups {
+        let ids: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE COALESCE(error_fingerprint, '') = $1")
+                .bind(fingerprint)
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        let query = format!(
+            "queue=event_fan_out&amp;state=dead&amp;fingerprint={}",
+            url::form_urlencoded::byte_serialize(fingerprint.as_bytes()).collect::<String>()
+        );
+        assert!(dead_page.contains(&query), "{query}: {dead_page}");
+        let (_, jobs_page) = d
+            .page(&format!("/dashboard/jobs?{}", query.replace("&amp;", "&")))
+            .await;
+        let listed = jobs_page.matches("<a href=\"/dashboard/jobs/").count();
+        assert_eq!(listed as i64, *count, "{fingerprint}: {jobs_page}");
+        assert!(ids.iter().all(|id| jobs_page.contains(&id.to_string())));
+        // A bulk action from that page counts the group's jobs and no others.
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("action", "discard"),
+            ("queue", "event_fan_out"),
+            ("state", "dead"),
+            ("fingerprint", fingerprint.as_str()),
+        ];
+        let html = d
+            .post("/dashboard/jobs/bulk", &form)
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains(&format!("<strong>{count}</strong> job")),
+            "{html}"
+        );
+        let r = app
+            .admin_post(
+                "/admin/v1/jobs/bulk",
+                json!({ "action": "discard", "queue": "event_fan_out", "state": "dead",
+                        "error_fingerprint": fingerprint }),
+            )
+            .await;
+        let counted: Value = r.json().await.unwrap();
+        assert_eq!(counted["matched"], *count, "{counted}");
+    }
 }

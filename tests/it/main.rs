@@ -11,6 +11,7 @@ mod brokers;
 mod cancellation;
 mod dashboard;
 mod dashboard_browser;
+mod dashboard_input;
 mod dashboard_pages;
 mod dead_jobs;
 mod delivery;

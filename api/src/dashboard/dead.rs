@@ -1,5 +1,6 @@
 //! Dead jobs grouped by error fingerprint (the error with its numbers and ids masked), biggest
-//! groups first, each linking to its jobs (where a bulk retry or discard acts on the group).
+//! groups first, each linking to its jobs (where a bulk retry or discard acts on the group
+//! and on nothing else).
 
 use std::sync::Arc;
 
@@ -21,18 +22,11 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| {
-            // The group's jobs: its queue and the error's text up to the first masked part.
-            let prefix: String = g
-                .fingerprint
-                .split('#')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
+            // The group's jobs, exactly: its queue and its fingerprint.
             let link = format!(
-                "/dashboard/jobs?queue={}&state=dead&error={}",
+                "/dashboard/jobs?queue={}&state=dead&fingerprint={}",
                 html::url(&g.queue),
-                html::url(&prefix)
+                html::url(&g.fingerprint)
             );
             vec![
                 esc(&g.queue),

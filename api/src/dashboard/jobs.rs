@@ -37,6 +37,9 @@ pub struct Filters {
     tenant: String,
     #[serde(default)]
     error: String,
+    /// One dead-job group's fingerprint, exactly (the dead jobs page links with it; the
+    /// group of jobs that died with no error has the empty one).
+    fingerprint: Option<String>,
     #[serde(default)]
     from: String,
     #[serde(default)]
@@ -55,8 +58,11 @@ fn parse_time(s: &str) -> Result<Option<DateTime<Utc>>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").map(|t| t.and_utc()))
+        .ok()
+        // Postgres holds the years 1 to 9999 of the API's times (`input::Time`), no more.
+        .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
         .map(Some)
-        .map_err(|_| format!("`{s}` is not a time (YYYY-MM-DDTHH:MM, UTC)."))
+        .ok_or_else(|| format!("`{s}` is not a time (YYYY-MM-DDTHH:MM, UTC, years 1 to 9999)."))
 }
 
 impl Filters {
@@ -78,12 +84,18 @@ impl Filters {
             "" => None,
             t => Some(Uuid::parse_str(t).map_err(|_| format!("`{t}` is not a tenant id."))?),
         };
+        if self.error.contains('\0') || self.fingerprint.as_ref().is_some_and(|f| f.contains('\0'))
+        {
+            return Err("The error filter cannot hold NUL characters.".to_owned());
+        }
         let error = Some(self.error.trim().to_owned()).filter(|e| !e.is_empty());
+        let error_fingerprint = self.fingerprint.clone();
         Ok(JobFilter {
             queue,
             state,
             tenant_id,
             error,
+            error_fingerprint,
             created_after: parse_time(&self.from)?,
             created_before: parse_time(&self.to)?,
         })
@@ -107,6 +119,11 @@ impl Filters {
             .iter()
             .filter(|(_, v)| !v.trim().is_empty())
             .map(|(k, v)| format!("{k}={}", html::url(v.trim())))
+            .chain(
+                self.fingerprint
+                    .iter()
+                    .map(|f| format!("fingerprint={}", html::url(f))),
+            )
             .collect::<Vec<_>>()
             .join("&")
     }
@@ -119,6 +136,13 @@ impl Filters {
                 out,
                 "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
                 esc(v.trim())
+            );
+        }
+        if let Some(f) = &self.fingerprint {
+            let _ = write!(
+                out,
+                "<input type=\"hidden\" name=\"fingerprint\" value=\"{}\">",
+                esc(f)
             );
         }
         out
@@ -151,13 +175,26 @@ impl Filters {
              <label>Error contains <input name=\"error\" value=\"{}\"></label>\
              <label>Made from <input name=\"from\" type=\"datetime-local\" value=\"{}\"></label>\
              <label>to <input name=\"to\" type=\"datetime-local\" value=\"{}\"></label>\
-             <label>Job id <input name=\"id\" value=\"{}\" size=\"36\"></label>\
+             <label>Job id <input name=\"id\" value=\"{}\" size=\"36\"></label>{}\
              <button type=\"submit\">Filter</button></form>",
             esc(&self.tenant),
             esc(&self.error),
             esc(&self.from),
             esc(&self.to),
             esc(&self.id),
+            self.group(),
+        )
+    }
+
+    /// The dead-job group the list is narrowed to, kept by the filter form.
+    fn group(&self) -> String {
+        let Some(f) = &self.fingerprint else {
+            return String::new();
+        };
+        format!(
+            "<input type=\"hidden\" name=\"fingerprint\" value=\"{0}\">\
+             <p>Error group: <code>{0}</code></p>",
+            esc(f)
         )
     }
 }

@@ -64,6 +64,31 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/assets/dashboard.css", get(css))
         .at("/assets/dashboard.js", get(js))
         .with(poem::middleware::SetHeader::new().overriding("x-robots-tag", "noindex"))
+        .around(limit_form)
+}
+
+/// The largest form the dashboard reads: its forms hold a token and a few fields.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// Reads a request's body up to [`MAX_FORM_BYTES`] before any handler (and before sign-in is
+/// checked): a larger one, or one that never ends, gets a 413 instead of filling memory.
+async fn limit_form<E: poem::Endpoint>(
+    ep: std::sync::Arc<E>,
+    mut req: poem::Request,
+) -> poem::Result<Response> {
+    let body = req.take_body().into_bytes_limit(MAX_FORM_BYTES).await;
+    match body {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            ep.call(req).await.map(poem::IntoResponse::into_response)
+        }
+        Err(_) => Ok(Response::builder()
+            .status(poem::http::StatusCode::PAYLOAD_TOO_LARGE)
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "A dashboard form is at most {MAX_FORM_BYTES} bytes."
+            ))),
+    }
 }
 
 fn asset(content_type: &str, body: &'static str) -> Response {

@@ -220,7 +220,10 @@ pub async fn login(
     let email = form.email.unwrap_or_default();
     let pool = &state.services.pool;
     let pepper = &state.services.secrets.api_key_pepper;
-    let who = if email.trim().is_empty() {
+    let who = if email.contains('\0') || secret.contains('\0') {
+        // No account has one (Postgres text cannot hold it): a failed sign-in like any other.
+        None
+    } else if email.trim().is_empty() {
         let admin = state.services.secrets.admin_token.as_bytes();
         constant_time_eq(secret.trim().as_bytes(), admin).then_some((None, Role::Operator))
     } else {

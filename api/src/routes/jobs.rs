@@ -56,6 +56,8 @@ impl JobsApi {
         tenant_id: Query<Option<Uuid>>,
         /// Only jobs whose last error contains this (case-insensitive).
         error: Query<Option<Text<1, 200>>>,
+        /// Only dead jobs of this error group (a `fingerprint` of `GET …/jobs/dead-groups`).
+        error_fingerprint: Query<Option<Text<0, 1000>>>,
         /// Only jobs made at or after this time (RFC 3339).
         created_after: Query<Option<Time>>,
         /// Only jobs made before this time (RFC 3339).
@@ -72,6 +74,7 @@ impl JobsApi {
             state: job_state.0,
             tenant_id: tenant_id.0,
             error: error.0.map(Text::into_string),
+            error_fingerprint: error_fingerprint.0.map(Text::into_string),
             created_after: created_after.0.map(Time::get),
             created_before: created_before.0.map(Time::get),
         };
@@ -83,7 +86,7 @@ impl JobsApi {
     /// Dead jobs grouped by queue and error fingerprint (the error with numbers and ids
     /// masked), biggest groups first, each with a count, its newest job and when the group
     /// began and last grew. Retry or discard a group with `POST /admin/v1/jobs/bulk` and its
-    /// queue and error text.
+    /// queue and `error_fingerprint`.
     #[oai(
         path = "/dead-groups",
         method = "get",
@@ -139,6 +142,10 @@ pub struct BulkJobAction {
     /// Only jobs whose last error contains this (case-insensitive).
     #[oai(nullable)]
     pub error: Option<Text<1, 200>>,
+    /// Only dead jobs of this error group (a `fingerprint` of `GET …/jobs/dead-groups`).
+    #[oai(nullable)]
+    #[serde(default)]
+    pub error_fingerprint: Option<Text<0, 1000>>,
     /// Count what matches and change nothing (the default).
     #[oai(default = "dry_run_default")]
     #[serde(default = "dry_run_default")]
@@ -199,6 +206,7 @@ impl JobActionsApi {
             state: b.state,
             tenant_id: b.tenant_id,
             error: b.error.map(Text::into_string),
+            error_fingerprint: b.error_fingerprint.map(Text::into_string),
             ..JobFilter::default()
         };
         let who = actor(req, ActorKind::Admin);
