@@ -1,7 +1,11 @@
-//! What the dashboard does with input it cannot use: a form too large is refused before it is
-//! read to the end (and before sign-in is checked), and text or times Postgres cannot hold get
-//! the page's explanation or a failed sign-in, never a 500.
+//! What the dashboard does with input it cannot use, and with sessions that end: a form too
+//! large is refused before it is read to the end (and before sign-in is checked), text or
+//! times Postgres cannot hold get the page's explanation or a failed sign-in, never a 500, and
+//! a live overview stops with its session.
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use reqwest::redirect::Policy;
 use switchyard_tests::{ADMIN_TOKEN, TestApp, TestOptions, dashboard::Dashboard};
 
@@ -54,4 +58,23 @@ async fn text_and_times_postgres_cannot_hold_are_explained_not_a_500() {
         let page = r.text().await.unwrap();
         assert!(page.contains(said), "{query}: {page}");
     }
+}
+
+/// The live overview ends within seconds of its session's end by sign-out, not at the
+/// session's expiry hours later (before, it kept streaming until then).
+#[tokio::test]
+async fn the_live_overview_ends_with_its_session() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let d = Dashboard::sign_in(&app.base, None, ADMIN_TOKEN).await;
+    let csrf = d.csrf().await;
+    let mut stream = d.get("/dashboard/live").await.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(_)))), "the overview streams");
+    let r = d.post("/dashboard/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream still runs 10 s after sign-out");
 }

@@ -13,13 +13,13 @@ use poem::{
         sse::{Event, SSE},
     },
 };
-use switchyard_shared::dispatch::pauses;
+use switchyard_shared::{dispatch::pauses, operators::sessions};
 
 use super::{
     CsrfForm,
     html::{self, esc},
     live::{Overview, QueueRow},
-    session::{acting, failed, or_failed, signed_in},
+    session::{acting, cookie_token, failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -130,6 +130,9 @@ pub async fn page(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     html::page(&signed, "overview", "Overview", &body)
 }
 
+/// How often a live overview looks its session up again.
+const SESSION_RECHECK: Duration = Duration::from_secs(3);
+
 /// Server-sent events: the overview as JSON on every poll, until the session ends or the API
 /// shuts down.
 #[poem::handler]
@@ -141,11 +144,17 @@ pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     let rx = state.live.watch(&state.services);
     let until = signed.session.expires_at;
     let shutdown = state.shutdown.clone();
-    let stream = futures::stream::unfold((rx, true), move |(mut rx, first)| {
-        let shutdown = shutdown.clone();
+    let (pool, token) = (
+        state.services.pool.clone(),
+        cookie_token(req).unwrap_or_default(),
+    );
+    let checked = std::time::Instant::now();
+    let stream = futures::stream::unfold((rx, true, checked), move |(mut rx, first, checked)| {
+        let (shutdown, pool, token) = (shutdown.clone(), pool.clone(), token.clone());
         async move {
             // The first message is the latest read, if there was one yet. The stream ends with
-            // the session, or when the API shuts down.
+            // the session (its expiry, a sign-out, its account deleted: looked up again every
+            // few seconds), or when the API shuts down.
             if !first || rx.borrow().at.is_none() {
                 let left = (until - Utc::now()).to_std().ok()?;
                 tokio::select! {
@@ -153,8 +162,14 @@ pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
                     () = shutdown.cancelled() => return None,
                 }
             }
+            let checked = if checked.elapsed() >= SESSION_RECHECK {
+                sessions::find(&pool, &token).await.ok()??;
+                std::time::Instant::now()
+            } else {
+                checked
+            };
             let data = serde_json::to_string(&**rx.borrow_and_update()).ok()?;
-            Some((Event::message(data), (rx, false)))
+            Some((Event::message(data), (rx, false, checked)))
         }
     });
     SSE::new(stream)

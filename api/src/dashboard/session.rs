@@ -47,7 +47,7 @@ impl Signed {
 }
 
 /// The session token the request's cookie holds.
-fn cookie_token(req: &Request) -> Option<String> {
+pub(super) fn cookie_token(req: &Request) -> Option<String> {
     let header = req.headers().get("cookie")?.to_str().ok()?;
     header.split(';').find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
