@@ -285,6 +285,14 @@ async fn batched_statements_probe_their_own_index_on_a_young_ledger() {
     )
     .await;
     assert!(!targets.contains("Sort"), "no probe sorts:\n{targets}");
+    // FIFO's probe for earlier events not yet fanned out: each state's partial index.
+    assert!(
+        !targets.contains("Seq Scan"),
+        "no scan of a table:\n{targets}"
+    );
+    for index in ["jobs_due", "jobs_queued", "jobs_running"] {
+        assert!(targets.contains(index), "{index}:\n{targets}");
+    }
     assert!(
         targets.contains("Index Scan using webhook_deliveries_ordering"),
         "the ordering probe walks the ordering index:\n{targets}"

@@ -20,6 +20,7 @@ mod durability;
 mod endpoint_limits;
 mod event_types;
 mod events;
+mod fifo;
 mod idempotency;
 mod idempotency_routes;
 mod inbound;

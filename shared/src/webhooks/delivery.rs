@@ -54,8 +54,9 @@ pub struct Target {
     pub paused_until: Option<DateTime<Utc>>,
     pub probe_job: Option<Uuid>,
     /// Set while an earlier event of the same order to the same endpoint is still pending, or
-    /// (FIFO endpoints) any earlier message to it: when the first of those is due next (it
-    /// goes before the others). This delivery waits for it. Each is one probe of the index
+    /// (FIFO endpoints) any earlier message to it, or an earlier event of the tenant not yet
+    /// fanned out: when the first of those is due next (it goes before the others). This
+    /// delivery waits for it. Each is one probe of the index
     /// whose order the subquery names (`webhook_deliveries_ordering`, `_fifo`); the batch pool
     /// rules out sorts (`db::connect_for_batches`), so when a young table's costs tie, the
     /// ordering probe still cannot take the FIFO index, sort, and walk an endpoint's whole
@@ -113,7 +114,26 @@ pub static LOAD_TARGETS_SQL: LazyLock<String> = LazyLock::new(|| {
               (SELECT COALESCE(p.next_attempt_at, now()) FROM webhook_deliveries p
                 WHERE e.fifo AND p.endpoint_id = d.endpoint_id
                   AND p.message_id < d.message_id AND p.status = 'pending'
-                ORDER BY p.endpoint_id, p.message_id LIMIT 1)) AS waiting_for
+                ORDER BY p.endpoint_id, p.message_id LIMIT 1),
+              -- FIFO: an earlier event of the tenant (a message's id is its event's) whose
+              -- fan-out has not run yet may still make a delivery to this endpoint, which
+              -- goes first (in either mode: a job has no mode, and a sandbox fan-out is as
+              -- short). One branch per state, each over that state's partial index:
+              -- unfinished jobs are few.
+              (SELECT f.t FROM (
+                 SELECT GREATEST(j.run_at, now()) AS t FROM jobs j
+                  WHERE j.state = 'pending' AND j.group_key IS NULL
+                    AND j.queue = 'event_fan_out' AND j.tenant_id = d.tenant_id
+                    AND j.subject_id < d.message_id
+                 UNION ALL
+                 SELECT now() FROM jobs j
+                  WHERE j.state = 'queued' AND j.queue = 'event_fan_out'
+                    AND j.tenant_id = d.tenant_id AND j.subject_id < d.message_id
+                 UNION ALL
+                 SELECT now() FROM jobs j
+                  WHERE j.state = 'running' AND j.queue = 'event_fan_out'
+                    AND j.tenant_id = d.tenant_id AND j.subject_id < d.message_id) f
+                WHERE e.fifo LIMIT 1)) AS waiting_for
        FROM webhook_deliveries d
        JOIN webhook_messages m ON m.id = d.message_id
        JOIN webhook_endpoints e ON e.id = d.endpoint_id
