@@ -117,17 +117,14 @@ pub static LOAD_TARGETS_SQL: LazyLock<String> = LazyLock::new(|| {
                 ORDER BY p.endpoint_id, p.message_id LIMIT 1),
               -- FIFO: an earlier event of the tenant (a message's id is its event's) whose
               -- fan-out has not run yet may still make a delivery to this endpoint, which
-              -- goes first (in either mode: a job has no mode, and a sandbox fan-out is as
-              -- short). One branch per state, each over that state's partial index:
-              -- unfinished jobs are few.
+              -- goes first (in either mode: a job has no mode). Waiting or queued fan-outs by
+              -- their own index (`jobs_fan_outs_waiting`), running ones among the few jobs
+              -- running.
               (SELECT f.t FROM (
-                 SELECT GREATEST(j.run_at, now()) AS t FROM jobs j
-                  WHERE j.state = 'pending' AND j.group_key IS NULL
-                    AND j.queue = 'event_fan_out' AND j.tenant_id = d.tenant_id
-                    AND j.subject_id < d.message_id
-                 UNION ALL
-                 SELECT now() FROM jobs j
-                  WHERE j.state = 'queued' AND j.queue = 'event_fan_out'
+                 SELECT CASE WHEN j.state = 'pending' THEN GREATEST(j.run_at, now())
+                             ELSE now() END AS t
+                   FROM jobs j
+                  WHERE j.queue = 'event_fan_out' AND j.state IN ('pending', 'queued')
                     AND j.tenant_id = d.tenant_id AND j.subject_id < d.message_id
                  UNION ALL
                  SELECT now() FROM jobs j
