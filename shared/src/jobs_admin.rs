@@ -133,7 +133,8 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &JobFilter) {
             .push_bind(format!("%{escaped}%"));
     }
     if let Some(fingerprint) = &filter.error_fingerprint {
-        q.push(" AND error_fingerprint = ")
+        // A group is of dead jobs: a job retried since keeps its old fingerprint.
+        q.push(" AND state = 'dead' AND error_fingerprint = ")
             .push_bind(fingerprint.clone());
     }
 }

@@ -284,6 +284,16 @@ async fn a_restricted_key_cannot_make_an_unrestricted_one() {
     }
     // Nothing of the refused requests was written.
     assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 2);
+    // Revoking narrows what exists: a restricted key may revoke a freer key of its scopes.
+    let free = app
+        .create_key_with(
+            &tenant,
+            json!({ "name": "free", "scopes": ["orders:read"] }),
+        )
+        .await;
+    let revoke = format!("/v1/api-keys/{}/revoke", free["id"].as_str().unwrap());
+    let r = send(&app, reqwest::Method::POST, &revoke, key, json!({})).await;
+    assert_eq!(r.status(), 200);
     let shown: Value = get(&app, &app.base, &path, key).await.json().await.unwrap();
     assert_eq!(shown["allowed_cidrs"], json!(["127.0.0.0/8"]), "{shown}");
     assert_eq!(shown["rate_limit_per_minute"], 10, "{shown}");

@@ -112,7 +112,12 @@ async fn a_dead_job_group_reaches_its_own_jobs_only() {
          SELECT gen_random_uuid(), 'event_fan_out', gen_random_uuid(), gen_random_uuid(), 1, e
            FROM UNNEST(ARRAY['HTTP 503', 'HTTP 502',
                              'HTTP 500 with a response body over 1048576 bytes', NULL]) AS e;
-         UPDATE jobs SET state = 'dead', finished_at = now() WHERE queue = 'event_fan_out'",
+         UPDATE jobs SET state = 'dead', finished_at = now() WHERE queue = 'event_fan_out';
+         -- Retried since it died: it keeps its old fingerprint, and is in no group.
+         INSERT INTO jobs (id, queue, tenant_id, subject_id, max_attempts, last_error,
+                           error_fingerprint)
+         VALUES (gen_random_uuid(), 'event_fan_out', gen_random_uuid(), gen_random_uuid(), 1,
+                 'HTTP 503', 'HTTP #')",
     )
     .execute(&app.pool)
     .await
@@ -142,12 +147,13 @@ async fn a_dead_job_group_reaches_its_own_jobs_only() {
     let (_, dead_page) = d.page("/dashboard/dead").await;
     let csrf = d.csrf().await;
     for (fingerprint, count) in &groups {
-        let ids: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE COALESCE(error_fingerprint, '') = $1")
-                .bind(fingerprint)
-                .fetch_all(&app.pool)
-                .await
-                .unwrap();
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'dead' AND error_fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
         let query = format!(
             "queue=event_fan_out&amp;state=dead&amp;fingerprint={}",
             url::form_urlencoded::byte_serialize(fingerprint.as_bytes()).collect::<String>()
@@ -180,7 +186,7 @@ async fn a_dead_job_group_reaches_its_own_jobs_only() {
         let r = app
             .admin_post(
                 "/admin/v1/jobs/bulk",
-                json!({ "action": "discard", "queue": "event_fan_out", "state": "dead",
+                json!({ "action": "cancel", "queue": "event_fan_out",
                         "error_fingerprint": fingerprint }),
             )
             .await;
