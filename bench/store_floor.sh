@@ -7,6 +7,8 @@
 # source, no mapping, no hashing, no upsert: every shape's time is a lower bound on a sync's).
 # Usage: bench/store_floor.sh [rows] [rounds]   (defaults 100000 and 2)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/erp_products.sh
 ROWS=${1:-100000}
 ROUNDS=${2:-2}
 ERP=switchyard_floor_erp
@@ -16,22 +18,9 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 psql_() { psql -q -At -h 127.0.0.1 -U postgres "$@"; }
 now_ms() { date +%s%3N; }
-for d in $ERP $COPY_DB $STORE; do
-  psql_ -c "DROP DATABASE IF EXISTS $d" postgres 2>/dev/null
-  psql_ -c "CREATE DATABASE $d" postgres
-done
-TYPED="sku text PRIMARY KEY, name text NOT NULL, category text NOT NULL, price numeric(12,2) NOT NULL,
-       quantity integer NOT NULL, active boolean NOT NULL, updated_at timestamptz NOT NULL"
-psql_ $ERP <<SQL
-CREATE SCHEMA erp;
-CREATE TABLE erp.products ($TYPED);
-INSERT INTO erp.products
-SELECT 'SKU-' || lpad(i::text, 8, '0'), 'Product number ' || i, 'category-' || (i % 50),
-       (i % 10000) / 100.0 + 1, i % 1000, i % 7 <> 0, now() - interval '1 hour' + i * interval '1 ms'
-  FROM generate_series(1, $ROWS) i;
-ANALYZE erp.products;
-SQL
-psql_ $COPY_DB -c "CREATE SCHEMA erp" -c "CREATE TABLE erp.products ($TYPED)"
+seed_products $ERP $COPY_DB "$ROWS"
+psql_ -c "DROP DATABASE IF EXISTS $STORE" postgres 2>/dev/null
+psql_ -c "CREATE DATABASE $STORE" postgres
 psql_ $ERP -c "COPY (SELECT p.* FROM erp.products p) TO STDOUT" > "$DIR/typed.tsv"
 psql_ $ERP -c "COPY (SELECT p.*, sha256(convert_to(row_to_json(p)::text, 'UTF8'))
                        FROM erp.products p) TO STDOUT" > "$DIR/typed_hash.tsv"
@@ -73,9 +62,9 @@ for round in $(seq 1 "$ROUNDS"); do
   shape "int scope + key, json (unparsed), primary key only" \
     "CREATE TABLE r ($(scoped json))" "scope, key, data, hash" scoped.tsv
   shape "typed columns, primary key only (the copy's own target)" \
-    "CREATE TABLE r ($TYPED)" "sku, name, category, price, quantity, active, updated_at" typed.tsv
+    "CREATE TABLE r ($PRODUCTS)" "sku, name, category, price, quantity, active, updated_at" typed.tsv
   shape "typed columns + hash + change index" \
-    "CREATE TABLE r ($TYPED, _hash bytea, _updated timestamptz NOT NULL DEFAULT now()); CREATE INDEX ON r (_updated, sku)" \
+    "CREATE TABLE r ($PRODUCTS, _hash bytea, _updated timestamptz NOT NULL DEFAULT now()); CREATE INDEX ON r (_updated, sku)" \
     "sku, name, category, price, quantity, active, updated_at, _hash" typed_hash.tsv
 done
 for d in $ERP $COPY_DB $STORE; do psql_ -c "DROP DATABASE $d" postgres; done

@@ -19,23 +19,12 @@ COPY_DB=switchyard_bench_copy
 PORT=18083
 TOKEN=bench-admin-token-123456
 . bench/cpu.sh
+. bench/erp_products.sh
 psql_() { psql -q -At -h 127.0.0.1 -U postgres "$@"; }
 now_ms() { date +%s%3N; }
 
 echo "seeding $ROWS rows into $ERP.erp.products …"
-for d in $ERP $COPY_DB; do psql_ -c "DROP DATABASE IF EXISTS $d" postgres; psql_ -c "CREATE DATABASE $d" postgres; done
-TABLE="sku text PRIMARY KEY, name text NOT NULL, category text NOT NULL, price numeric(12,2) NOT NULL,
-       quantity integer NOT NULL, active boolean NOT NULL, updated_at timestamptz NOT NULL"
-psql_ $ERP <<SQL
-CREATE SCHEMA erp;
-CREATE TABLE erp.products ($TABLE);
-INSERT INTO erp.products
-SELECT 'SKU-' || lpad(i::text, 8, '0'), 'Product number ' || i, 'category-' || (i % 50),
-       (i % 10000) / 100.0 + 1, i % 1000, i % 7 <> 0, now() - interval '1 hour' + i * interval '1 ms'
-  FROM generate_series(1, $ROWS) i;
-ANALYZE erp.products;
-SQL
-psql_ $COPY_DB -c "CREATE SCHEMA erp" -c "CREATE TABLE erp.products ($TABLE)"
+seed_products $ERP $COPY_DB $ROWS
 
 echo "## baseline: COPY TO STDOUT | COPY FROM STDIN"
 pg0=$(pg_ticks); t0=$(now_ms)

@@ -9,13 +9,18 @@ use futures::StreamExt;
 use reqwest::redirect::Policy;
 use switchyard_tests::{ADMIN_TOKEN, TestApp, TestOptions, dashboard::Dashboard};
 
+/// A client that shows redirects instead of following them (sign-in answers with one).
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_form_too_large_is_refused_unread_and_unsigned_in() {
     let app = TestApp::spawn(TestOptions::no_worker()).await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     // Before, the whole body was read into memory first: any size, from anyone.
     let secret = "a".repeat(2 * 1024 * 1024);
     let r = http
@@ -32,10 +37,7 @@ async fn a_form_too_large_is_refused_unread_and_unsigned_in() {
 #[tokio::test]
 async fn text_and_times_postgres_cannot_hold_are_explained_not_a_500() {
     let app = TestApp::spawn(TestOptions::no_worker()).await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     // A NUL in the e-mail is a failed sign-in (it reached Postgres before: a 500).
     let r = http
         .post(app.url("/dashboard/login"))
