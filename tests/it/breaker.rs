@@ -28,26 +28,44 @@ async fn open_for(app: &TestApp, endpoint: &str) -> Duration {
     Duration::from_millis(ms.max(0.0) as u64)
 }
 
-#[tokio::test]
-async fn the_breaker_opens_parks_probes_and_closes() {
+/// An app whose breakers trip after `min_attempts` failures and cool down for a second, a
+/// partner answering 500, and an endpoint to it retried on `retry_schedule`: the app, the
+/// partner, the partner's API key and the endpoint's id.
+async fn failing_endpoint(
+    min_attempts: u32,
+    retry_schedule: Value,
+) -> (TestApp, PartnerServer, String, String) {
     let app = TestApp::spawn(TestOptions {
         breaker_cooldown: "1s".into(),
-        breaker_min_attempts: 4,
+        breaker_min_attempts: min_attempts,
         ..Default::default()
     })
     .await;
     let partner = PartnerServer::start(Behaviour::Status(500)).await;
-    let ops = PartnerServer::start(Behaviour::Status(200)).await;
     let (_, key) = app.partner_account().await;
     let ep = app
         .create_endpoint_with(
             &key,
-            json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"] }),
+            json!({ "url": partner.url, "retry_schedule": retry_schedule }),
         )
         .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    (app, partner, key, id)
+}
+
+/// Eight retries 100 ms apart: deliveries outlive a trip.
+fn short_retries() -> Value {
+    json!([
+        "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"
+    ])
+}
+
+#[tokio::test]
+async fn the_breaker_opens_parks_probes_and_closes() {
+    let (app, partner, key, id) = failing_endpoint(4, short_retries()).await;
+    let ops = PartnerServer::start(Behaviour::Status(200)).await;
     app.create_endpoint_with(&key, json!({ "url": ops.url, "operational": true }))
         .await;
-    let id = ep["id"].as_str().unwrap().to_owned();
     app.post_orders(&key, "ord-brk", 6, 6).await;
 
     // Open: the endpoint shows it, and its deliveries wait in Postgres, not in Redis or a worker.
@@ -211,18 +229,7 @@ async fn a_failing_endpoint_is_disabled_announced_and_catches_up_when_enabled_ag
 
 #[tokio::test]
 async fn fewer_attempts_than_the_minimum_never_trip_the_breaker() {
-    let app = TestApp::spawn(TestOptions {
-        breaker_cooldown: "1s".into(),
-        breaker_min_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(500)).await;
-    let (_, key) = app.partner_account().await;
-    let ep = app
-        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
-        .await;
-    let id = ep["id"].as_str().unwrap().to_owned();
+    let (app, partner, key, id) = failing_endpoint(4, json!([])).await;
     // Three failures, every one of them: a 100 % failure rate, but below the minimum.
     app.post_orders(&key, "ord-few", 3, 3).await;
     eventually(Duration::from_secs(10), "three failed attempts", || async {
@@ -248,21 +255,7 @@ async fn fewer_attempts_than_the_minimum_never_trip_the_breaker() {
 /// recovers at its first cool-down, and the changes still arrive in order.
 #[tokio::test]
 async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_one_instead() {
-    let app = TestApp::spawn(TestOptions {
-        breaker_cooldown: "1s".into(),
-        breaker_min_attempts: 3,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(500)).await;
-    let (_, key) = app.partner_account().await;
-    let ep = app
-        .create_endpoint_with(
-            &key,
-            json!({ "url": partner.url, "retry_schedule": ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"] }),
-        )
-        .await;
-    let id = ep["id"].as_str().unwrap().to_owned();
+    let (app, partner, key, id) = failing_endpoint(3, short_retries()).await;
     let order: Value = app.post_order(&key, "probe-1").await.json().await.unwrap();
     let order_id = order["id"].as_str().unwrap();
     for n in 1..=5 {
@@ -320,18 +313,7 @@ async fn a_probe_that_must_wait_for_an_earlier_change_of_its_order_sends_that_on
 /// answered by the probe that closed it, so the next single failure does not open it again.
 #[tokio::test]
 async fn a_closed_breaker_forgets_the_failures_that_opened_it() {
-    let app = TestApp::spawn(TestOptions {
-        breaker_cooldown: "1s".into(),
-        breaker_min_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let partner = PartnerServer::start(Behaviour::Status(500)).await;
-    let (_, key) = app.partner_account().await;
-    let ep = app
-        .create_endpoint_with(&key, json!({ "url": partner.url, "retry_schedule": [] }))
-        .await;
-    let id = ep["id"].as_str().unwrap().to_owned();
+    let (app, partner, key, id) = failing_endpoint(4, json!([])).await;
     app.post_orders(&key, "ord-fail", 4, 1).await;
     eventually(Duration::from_secs(10), "the breaker to open", || async {
         (group(&app, &id).await == Some(("open".into(), 1))).then_some(())

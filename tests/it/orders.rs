@@ -169,17 +169,13 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
     )
     .await;
 
-    let history: Value = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/orders/{id}/events"),
-        &key,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    // The order's history, with a query string.
+    let events = |query: String| {
+        let path = format!("/v1/orders/{id}/events{query}");
+        let (app, key) = (&app, &key);
+        async move { call(app, reqwest::Method::GET, &path, key, None).await }
+    };
+    let history: Value = events(String::new()).await.json().await.unwrap();
     let types: Vec<&str> = history["data"]
         .as_array()
         .unwrap()
@@ -213,29 +209,13 @@ async fn the_status_machine_refuses_illegal_moves_and_keeps_the_history() {
     // Paged by an entry's id; an id that is not an entry of this order is not found (it used
     // to start the list over).
     let third = history["data"][2]["id"].as_str().unwrap();
-    let rest: Value = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/orders/{id}/events?starting_after={third}"),
-        &key,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let rest: Value = events(format!("?starting_after={third}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rest["data"][0]["seq"], 4, "{rest}");
-    let r = call(
-        &app,
-        reqwest::Method::GET,
-        &format!(
-            "/v1/orders/{id}/events?starting_after={}",
-            uuid::Uuid::now_v7()
-        ),
-        &key,
-        None,
-    )
-    .await;
+    let r = events(format!("?starting_after={}", uuid::Uuid::now_v7())).await;
     let p = problem(r, 404, "resource_not_found", None).await;
     assert!(
         p["detail"].as_str().unwrap().contains("starting_after"),
