@@ -195,8 +195,7 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         let peer = client_ip(&req, &state.config.trusted_proxies);
-        if let Some(secs) = peer.and_then(|ip| state.lockouts.locked(ip)) {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
+        if let Some(secs) = lockout_left(&state, peer) {
             return Ok(locked_out(secs).into_problem_response(&request_id));
         }
         let principal = match state.keys.authenticate(&key, peer).await {
@@ -207,13 +206,8 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
                     switchyard_shared::Error::Unauthenticated { .. }
                         | switchyard_shared::Error::Forbidden { .. }
                 );
-                if let (true, Some(ip)) = (refused, peer) {
-                    let limit = state.config.auth_failure_limit(ip);
-                    if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
-                        metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
-                        tracing::warn!(%ip, "too many failed authentications; locked out");
-                        return Ok(locked_out(secs).into_problem_response(&request_id));
-                    }
+                if refused && let Some(secs) = failed_authentication(&state, peer).await {
+                    return Ok(locked_out(secs).into_problem_response(&request_id));
                 }
                 return Ok(ApiError::from(e).into_problem_response(&request_id));
             }
@@ -293,6 +287,25 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
 }
 
 /// `429` for a client address with too many failed authentications.
+/// How long `ip` is still locked out for too many failed authentications (API keys, admin
+/// tokens and dashboard sign-ins count alike), if it is.
+pub fn lockout_left(state: &AppState, ip: Option<IpAddr>) -> Option<u64> {
+    let secs = ip.and_then(|ip| state.lockouts.locked(ip))?;
+    metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
+    Some(secs)
+}
+
+/// Counts a failed authentication from `ip`: the seconds of the lockout it starts, if it was
+/// one too many (answered as that lockout).
+pub async fn failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Option<u64> {
+    let ip = ip?;
+    let limit = state.config.auth_failure_limit(ip);
+    let secs = state.lockouts.failed(&state.limiter, ip, limit).await?;
+    metrics::counter!(m::RATE_LIMITED, "limit" => "auth_failures").increment(1);
+    tracing::warn!(%ip, "too many failed authentications; locked out");
+    Some(secs)
+}
+
 fn locked_out(secs: u64) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -335,19 +348,15 @@ impl<'a> ApiExtractor<'a> for Admin {
         // Wrong admin tokens count towards the address's lockout, as wrong API keys and
         // dashboard sign-ins do: the admin API is no side door for guessing the token.
         let ip = client_ip(req, &state.config.trusted_proxies);
-        if let Some(secs) = ip.and_then(|ip| state.lockouts.locked(ip)) {
+        if let Some(secs) = lockout_left(state, ip) {
             return Err(locked_out(secs).into());
         }
         if !constant_time_eq(
             token.as_bytes(),
             state.services.secrets.admin_token.as_bytes(),
         ) {
-            if let Some(ip) = ip {
-                let limit = state.config.auth_failure_limit(ip);
-                if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
-                    tracing::warn!(%ip, "too many wrong admin tokens; locked out");
-                    return Err(locked_out(secs).into());
-                }
+            if let Some(secs) = failed_authentication(state, ip).await {
+                return Err(locked_out(secs).into());
             }
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -23,7 +23,7 @@ use switchyard_shared::{
 use super::html::{self, esc};
 use crate::{
     AppState,
-    auth::{actor, client_ip},
+    auth::{actor, client_ip, failed_authentication, lockout_left},
 };
 
 const COOKIE: &str = "sy_dashboard";
@@ -213,7 +213,7 @@ pub async fn login(
             &format!("Too many failed sign-ins from this address; retry in {secs} s."),
         )
     };
-    if let Some(secs) = ip.and_then(|ip| state.lockouts.locked(ip)) {
+    if let Some(secs) = lockout_left(&state, ip) {
         return locked_out(secs);
     }
     let secret = form.secret.unwrap_or_default();
@@ -234,12 +234,8 @@ pub async fn login(
     };
     let next = safe_next(form.next.as_deref()).to_owned();
     let Some((operator_id, role)) = who else {
-        if let Some(ip) = ip {
-            let limit = state.config.auth_failure_limit(ip);
-            // The failure that was one too many is answered as the lockout it starts.
-            if let Some(secs) = state.lockouts.failed(&state.limiter, ip, limit).await {
-                return locked_out(secs);
-            }
+        if let Some(secs) = failed_authentication(&state, ip).await {
+            return locked_out(secs);
         }
         tracing::warn!(?ip, "dashboard sign-in refused");
         return html::redirect(&format!(

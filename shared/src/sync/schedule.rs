@@ -27,7 +27,7 @@ use crate::{
 
 /// When a configuration runs on its own: `interval_seconds` (slots aligned to the Unix epoch),
 /// or `cron` (5 fields, or 6 with seconds first) read in `timezone` (IANA, default `UTC`).
-#[derive(Clone, Debug, Serialize, Deserialize, poem_openapi::Object)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct ScheduleSpec {

@@ -192,10 +192,7 @@ pub async fn update(
     .bind(schedule::next_run_at(&spec, now)?)
     .bind(cursor_changed)
     // A change of anything else keeps the slot the schedule waits for (a due slot still runs).
-    .bind(
-        serde_json::to_value(&before.schedule).ok() != serde_json::to_value(&spec.schedule).ok()
-            || before.enabled != spec.enabled,
-    )
+    .bind(before.schedule != spec.schedule || before.enabled != spec.enabled)
     .fetch_one(conn)
     .await?;
     Ok(view(row))
