@@ -12,7 +12,8 @@
 # Then the queue floor (this build only): raw apalis-redis no-op tasks beside no-op probe jobs
 # through the whole ledger path (`switchyard-bench --queue-floor`).
 # SCENARIOS="fanout burst" runs only those (names: idle steady burst noisy fanout floor events,
-# and fifo: 60 orders to two strict-FIFO endpoints, only when named).
+# and, only when named, fifo: 60 orders to two strict-FIFO endpoints, and ingest: the fan-out's
+# orders with no endpoint).
 # With pg_stat_statements preloaded, each scenario also reports statements per delivery, and
 # the top statements by total time go to /tmp/compare-<build>-<round>-statements.txt.
 set -euo pipefail
@@ -53,6 +54,7 @@ measure() {
   c0=$(db_counts)
   a0=$(ticks "$API"); p0=$(pg_ticks); t0=$(date +%s.%N)
   bench "$@" | sed "s/^/    /"
+  sleep "${SETTLE:-0}"
   a1=$(ticks "$API"); p1=$(pg_ticks); t1=$(date +%s.%N)
   sleep 2
   c1=$(db_counts)
@@ -89,6 +91,10 @@ for round in $(seq "$ROUNDS"); do
     measure noisy 24000 --orders 2400 --rate 40 --endpoints 10 --dead-endpoint
     sleep 5
     measure fanout 20000 --orders 2000 --concurrency 50 --endpoints 10
+    # Ingest alone (opt-in: SCENARIOS=ingest): the fan-out scenario's 2,000 orders with no
+    # endpoint subscribed, 3 s allowed for their fan-outs to finish; "per delivery" is per
+    # order here. A tenth of it is what each delivery of the fan-out ×10 scenario carries.
+    SETTLE=3 measure ingest 2000 --orders 2000 --concurrency 50 --endpoints 0
     # Strict FIFO (opt-in: SCENARIOS=fifo): two FIFO endpoints, one delivery at a time each.
     measure fifo 120 --orders 60 --concurrency 10 --endpoints 2 --fifo --drain-timeout-secs 90
     # Queue floor (this build only: the baseline may predate probe jobs): raw apalis-redis
