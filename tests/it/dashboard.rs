@@ -511,3 +511,31 @@ async fn the_overview_is_read_once_a_second_however_many_watch() {
         started.elapsed()
     );
 }
+
+/// A session opened with the admin token ends when the deployment's admin token changes (a
+/// leaked token is rotated to shut its holders out); operator accounts' sessions go on.
+#[tokio::test]
+async fn admin_token_sessions_end_when_the_admin_token_changes() {
+    let app = TestApp::spawn(TestOptions::no_worker()).await;
+    let (_, email, secret) = operator(&app, "operator").await;
+    let admin = Dashboard::sign_in(&app.base, None, ADMIN_TOKEN).await;
+    let account = Dashboard::sign_in(&app.base, Some(&email), &secret).await;
+    assert_eq!(admin.page("/dashboard/workers").await.0, 200);
+    // The same database, served by an API whose admin token was rotated.
+    let new_token = "a-rotated-admin-token-0123456789";
+    let mut env = app.process_env();
+    env.retain(|(k, _)| k != "SWITCHYARD_ADMIN_TOKEN");
+    env.push(("SWITCHYARD_ADMIN_TOKEN".into(), new_token.into()));
+    let (_api, base) = switchyard_tests::process::Process::spawn_api(&env).await;
+    let on_new = |d: &Dashboard| Dashboard {
+        base: base.clone(),
+        http: d.http.clone(),
+        cookie: d.cookie.clone(),
+    };
+    let r = on_new(&admin).get("/dashboard/workers").await;
+    assert_eq!(r.status(), 303, "the old token's session is over");
+    assert!(location(&r).contains("error=expired"), "{}", location(&r));
+    assert_eq!(on_new(&account).page("/dashboard/workers").await.0, 200);
+    let renewed = Dashboard::sign_in(&base, None, new_token).await;
+    assert_eq!(renewed.page("/dashboard/workers").await.0, 200);
+}

@@ -168,6 +168,7 @@ async fn bad_input_is_refused_with_the_offending_parameter() {
         .partner_post(&key, "/v1/integrations", erp_body("dup"))
         .await;
     assert_eq!(r.status(), 201);
+    let dup: Value = r.json().await.unwrap();
     let r = app
         .partner_post(&key, "/v1/integrations", erp_body("dup"))
         .await;
@@ -219,8 +220,20 @@ async fn bad_input_is_refused_with_the_offending_parameter() {
         };
         problem(r, 400, code, Some(param)).await;
     }
+    // A change is held to the same rules as a creation.
+    let path = format!("/v1/integrations/{}", dup["id"].as_str().unwrap());
+    for header in ["Host", "Webhook-Signature", "x key"] {
+        let r = app
+            .partner_patch(&key, &path, json!({"config": {"api_key_header": header}}))
+            .await;
+        problem(r, 400, "parameter_invalid", Some("config.api_key_header")).await;
+    }
     // Nothing of a refused request was written.
     assert_eq!(app.count("SELECT count(*) FROM integrations").await, 1);
+    let config = app
+        .count("SELECT count(*) FROM integrations WHERE config ? 'api_key_header'")
+        .await;
+    assert_eq!(config, 0, "no refused change was kept");
 
     // Scopes: reading needs `integrations:read`; the data-plane default key has neither.
     let tenant = app.create_tenant("Other").await;

@@ -419,3 +419,61 @@ async fn a_payload_stays_while_a_delivery_of_it_waits() {
     })
     .await;
 }
+
+/// The fan-out reads only the outbox, so an event past the retention stays while its fan-out
+/// has yet to run (here: its queue paused) or is dead and may still be retried.
+#[tokio::test]
+async fn an_event_stays_while_its_fan_out_waits_or_may_be_retried() {
+    let app = TestApp::spawn(TestOptions {
+        payload_retention: "1s".into(),
+        args: vec!["--webhook-retention=1s".into()],
+        ..Default::default()
+    })
+    .await;
+    let partner = PartnerServer::start(Behaviour::Status(200)).await;
+    let (_, key) = app.partner_account().await;
+    app.create_endpoint(&key, &partner.url, &["*"]).await;
+    let queue = "/admin/v1/queues/event_fan_out";
+    assert_eq!(
+        app.admin_post_json(&format!("{queue}/pause"), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.post_order(&key, "waiting").await.status(), 201);
+    assert_eq!(app.post_order(&key, "dead").await.status(), 201);
+    // The second order's fan-out gave up (as after its last attempt failed).
+    let dead: uuid::Uuid = sqlx::query_scalar(
+        "WITH j AS (
+            UPDATE jobs SET state = 'dead', finished_at = now(), last_error = 'gave up'
+             WHERE id = (SELECT j.id FROM jobs j JOIN events e ON e.id = j.subject_id
+                          WHERE j.queue = 'event_fan_out' ORDER BY e.id DESC LIMIT 1)
+            RETURNING id, subject_id),
+         e AS (UPDATE events SET fan_out_failed_at = now(), fan_out_error = 'gave up'
+                WHERE id = (SELECT subject_id FROM j))
+         SELECT id FROM j",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // Past the retention, with the janitor running every second meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 2);
+    assert_eq!(
+        app.admin_post_json(&format!("{queue}/resume"), json!({}))
+            .await
+            .0,
+        200
+    );
+    let retry = format!("/admin/v1/jobs/{dead}/retry");
+    assert_eq!(app.admin_post_json(&retry, json!({})).await.0, 200);
+    eventually(Duration::from_secs(15), "both webhooks", || async {
+        (partner.count() == 2).then_some(())
+    })
+    .await;
+    // Once fanned out, they go with the rest of the history.
+    eventually(Duration::from_secs(20), "the events, purged", || async {
+        (count(&app, "SELECT count(*) FROM events").await == 0).then_some(())
+    })
+    .await;
+}

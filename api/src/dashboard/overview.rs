@@ -19,7 +19,7 @@ use super::{
     CsrfForm,
     html::{self, esc},
     live::{Overview, QueueRow},
-    session::{acting, cookie_token, failed, or_failed, signed_in},
+    session::{acting, admin_mark, cookie_token, failed, or_failed, signed_in},
 };
 use crate::AppState;
 
@@ -144,17 +144,19 @@ pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
     let rx = state.live.watch(&state.services);
     let until = signed.session.expires_at;
     let shutdown = state.shutdown.clone();
-    let (pool, token) = (
+    let (pool, token, mark) = (
         state.services.pool.clone(),
         cookie_token(req).unwrap_or_default(),
+        admin_mark(&state),
     );
     let checked = std::time::Instant::now();
     let stream = futures::stream::unfold((rx, true, checked), move |(mut rx, first, checked)| {
-        let (shutdown, pool, token) = (shutdown.clone(), pool.clone(), token.clone());
+        let (shutdown, pool, token, mark) =
+            (shutdown.clone(), pool.clone(), token.clone(), mark.clone());
         async move {
             // The first message is the latest read, if there was one yet. The stream ends with
-            // the session (its expiry, a sign-out, its account deleted: looked up again every
-            // few seconds), or when the API shuts down.
+            // the session (its expiry, a sign-out, its account deleted, the admin token changed:
+            // looked up again every few seconds), or when the API shuts down.
             if !first || rx.borrow().at.is_none() {
                 let left = (until - Utc::now()).to_std().ok()?;
                 tokio::select! {
@@ -163,7 +165,7 @@ pub async fn live(req: &Request, state: Data<&Arc<AppState>>) -> Response {
                 }
             }
             let checked = if checked.elapsed() >= SESSION_RECHECK {
-                sessions::find(&pool, &token).await.ok()??;
+                sessions::find(&pool, &token, &mark).await.ok()??;
                 std::time::Instant::now()
             } else {
                 checked

@@ -71,7 +71,7 @@ pub async fn signed_in(req: &Request, state: &AppState) -> Result<Signed, Respon
     let Some(token) = cookie_token(req) else {
         return Err(back(""));
     };
-    match sessions::find(&state.services.pool, &token).await {
+    match sessions::find(&state.services.pool, &token, &admin_mark(state)).await {
         Ok(Some(session)) => Ok(Signed {
             session,
             csrf: sessions::csrf_token(&state.services.secrets.api_key_pepper, &token),
@@ -245,7 +245,7 @@ pub async fn login(
     };
     let ttl = state.config.dashboard_session_ttl;
     let (token, _) = page_try!(or_failed(
-        sessions::start(pool, operator_id, role, ttl).await
+        sessions::start(pool, operator_id, role, ttl, &admin_mark(&state)).await
     ));
     let mut resp = html::redirect(&next);
     let secure = if over_tls(req, &state) {
@@ -261,6 +261,13 @@ pub async fn login(
         resp.headers_mut().insert("set-cookie", v);
     }
     resp
+}
+
+/// The mark of this deployment's admin token that admin-token sessions hold: they end when
+/// the token changes.
+pub fn admin_mark(state: &AppState) -> Vec<u8> {
+    let secrets = &state.services.secrets;
+    sessions::admin_token_mark(&secrets.api_key_pepper, &secrets.admin_token)
 }
 
 /// Whether the browser reached us over TLS: directly, or through a trusted proxy that says so.

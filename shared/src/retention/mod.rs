@@ -151,6 +151,18 @@ const PURGES: &[Purge] = &[
                 SELECT e.id FROM events e
                  WHERE e.id < uuid_v7_floor(now() - make_interval(secs => $1))
                    AND NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.event_id = e.id)
+                   -- Kept while its fan-out has yet to run (waiting, retrying, its queue
+                   -- paused), runs, or is dead and may be retried: the fan-out reads only
+                   -- the outbox. Waiting ones by their own index, the few others at once.
+                   AND NOT EXISTS (SELECT 1 FROM jobs j
+                                    WHERE j.queue = 'event_fan_out'
+                                      AND j.state IN ('pending', 'queued')
+                                      AND j.tenant_id = e.tenant_id AND j.subject_id = e.id)
+                   AND e.id NOT IN (SELECT j.subject_id FROM jobs j
+                                     WHERE j.queue = 'event_fan_out' AND j.state = 'running'
+                                    UNION ALL
+                                    SELECT j.subject_id FROM jobs j
+                                     WHERE j.queue = 'event_fan_out' AND j.state = 'dead')
                  ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         audit: false,
     },
