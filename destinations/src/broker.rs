@@ -25,7 +25,10 @@ use rustls::{
     },
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
-use switchyard_shared::net::{Egress, ResolveError};
+use switchyard_shared::{
+    destinations::config::broker_default_port,
+    net::{Egress, ResolveError},
+};
 
 /// How long a broker connection may stay unused before it is closed.
 pub(crate) const IDLE: Duration = Duration::from_secs(300);
@@ -90,10 +93,10 @@ pub struct BrokerAddress {
 }
 
 impl BrokerAddress {
-    /// Resolves `raw`'s host (port `default_port` if none) and checks every address.
+    /// Resolves `raw`'s host (its scheme's port if none: `broker_default_port`) and checks
+    /// every address.
     pub async fn resolve(
         raw: &str,
-        default_port: u16,
         egress: &Egress,
     ) -> Result<BrokerAddress, (&'static str, String)> {
         let mut url =
@@ -102,7 +105,7 @@ impl BrokerAddress {
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
             .ok_or(("config", "the broker URL has no host".to_owned()))?;
-        let port = url.port().unwrap_or(default_port);
+        let port = url.port().unwrap_or(broker_default_port(url.scheme()));
         let addrs = egress.resolve(&host, port).await.map_err(|e| match e {
             ResolveError::Blocked { .. } => ("blocked_address", e.to_string()),
             ResolveError::Lookup { .. } => ("dns", e.to_string()),
@@ -198,6 +201,21 @@ mod tests {
     use super::*;
 
     static CLOSED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+    #[tokio::test]
+    async fn a_url_without_a_port_goes_to_its_schemes_port() {
+        let egress = Egress::open();
+        for (url, port) in [
+            ("amqps://guest:guest@127.0.0.1/%2f", 5671),
+            ("amqp://127.0.0.1", 5672),
+            ("nats://127.0.0.1", 4222),
+            ("tls://127.0.0.1", 4222),
+            ("amqps://127.0.0.1:6000", 6000),
+        ] {
+            let address = BrokerAddress::resolve(url, &egress).await.unwrap();
+            assert_eq!(address.addr.port(), port, "{url}");
+        }
+    }
 
     #[tokio::test]
     async fn a_connection_unused_for_the_idle_time_is_closed_at_the_next_use_of_the_pool() {

@@ -109,7 +109,7 @@ impl Pool {
             }
             *slot = None;
         }
-        let address = BrokerAddress::resolve(url, 4222, at.egress).await?;
+        let address = BrokerAddress::resolve(url, at.egress).await?;
         let client = connect(&address, self.extra_roots.as_deref(), at.timeout)
             .await
             .map_err(|e| ("connect", format!("cannot connect to the NATS server: {e}")))?;

@@ -133,7 +133,7 @@ impl Pool {
             return Ok(link.clone());
         }
         *slot = None;
-        let address = BrokerAddress::resolve(url, 5672, at.egress).await?;
+        let address = BrokerAddress::resolve(url, at.egress).await?;
         let connection = connect(&address, self.extra_roots.as_deref())
             .await
             .map_err(|e| ("connect", format!("cannot connect to the broker: {e}")))?;

@@ -309,8 +309,11 @@ async fn refused_bodies_are_recorded_headers_redacted_and_unknown_urls_are_404()
         )
         .await;
     problem(r, 400, "body_invalid", Some("body")).await;
-    let r = t.post("/inbound/in_unknown", &[], "{}").await;
-    problem(r, 404, "resource_not_found", None).await;
+    // Unknown, or not even a token (a NUL, percent-encoded): 404, never a 500.
+    for url in ["/inbound/in_unknown", "/inbound/in_%00", "/inbound/in_%C3%A9"] {
+        let r = t.post(url, &[], "{}").await;
+        problem(r, 404, "resource_not_found", None).await;
+    }
     let list = t
         .app
         .partner_get(&t.key, &format!("/v1/inbound-events?integration_id={id}"))
@@ -444,6 +447,66 @@ async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
         )
         .await;
     assert_eq!(event["source"], "inbound");
+
+    // A body that breaks the type's schema fails at once, with the reason: no retry can fix it.
+    let r = t
+        .app
+        .partner_post(
+            key,
+            "/v1/event-types",
+            json!({"name": "shipment.checked",
+                   "schema": {"type": "object", "required": ["shipment"]}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (checker, path) = t
+        .integration(
+            "checker",
+            json!({"scheme": "none",
+                   "action": {"type": "emit_event", "event_type": "shipment.checked"}}),
+        )
+        .await;
+    let r = t.post(&path, &[], r#"{"state":"delivered"}"#).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = eventually(Duration::from_secs(5), "the refusal", || async {
+        let e = t
+            .app
+            .partner_get(key, &format!("/v1/inbound-events/{id}"))
+            .await;
+        (e["status"] == "failed").then_some(e)
+    })
+    .await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("schema"),
+        "{failed}"
+    );
+    // A body refused on arrival (JSON Postgres cannot hold), retried by request: it fails
+    // again at once, not after every attempt of the job.
+    let r = t.post(&path, &[], r#"{"shipment":"a\u0000b"}"#).await;
+    problem(r, 400, "body_invalid", Some("body")).await;
+    let list = t
+        .app
+        .partner_get(key, &format!("/v1/inbound-events?integration_id={checker}"))
+        .await;
+    let refused = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let retry = format!("/v1/inbound-events/{refused}/retry");
+    assert_eq!(t.app.partner_post(key, &retry, json!({})).await.status(), 200);
+    let failed = eventually(Duration::from_secs(5), "the second refusal", || async {
+        let e = t
+            .app
+            .partner_get(key, &format!("/v1/inbound-events/{refused}"))
+            .await;
+        (e["status"] == "failed").then_some(e)
+    })
+    .await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("u0000"),
+        "{failed}"
+    );
 }
 
 /// A sender's event id too long for the dedupe index still deduplicates (by its digest); a

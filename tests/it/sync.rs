@@ -533,3 +533,53 @@ async fn a_hash_cursor_reads_every_row_writes_only_changes_and_finds_deletes_by_
     let third = run(&app, &key, &config).await;
     assert_eq!(counts(&third), [18, 0, 0, 18, 0, 0], "{third}");
 }
+
+/// A source's own names are names: columns with a quote, a backtick or a double quote in them
+/// sync like any other (passed through unmapped), in MariaDB and in Postgres: never a syntax
+/// error, never SQL.
+#[tokio::test]
+async fn column_names_with_quotes_sync_as_names() {
+    let (app, key) = setup(TestOptions::default()).await;
+    let mes = MariaDb::create().await;
+    let mut my = mes.connect().await;
+    my.execute(
+        "CREATE TABLE odd (id INT PRIMARY KEY, `it's` VARCHAR(10), `back``tick` VARCHAR(10),
+                           `a\"b\\c` VARCHAR(10))",
+    )
+    .await
+    .unwrap();
+    my.execute("INSERT INTO odd VALUES (1, 'one', 'two', 'three')")
+        .await
+        .unwrap();
+    let (db, mut pg) = erp().await;
+    pg.execute(
+        r#"CREATE TABLE erp.odd (id integer PRIMARY KEY, "it's" text, "say ""hi""" text);
+           INSERT INTO erp.odd VALUES (1, 'one', 'two')"#,
+    )
+    .await
+    .unwrap();
+    let sources = [
+        ("mysql", mes.user_url(), "odd", "my_odd",
+         json!({"it's": "one", "back`tick": "two", "a\"b\\c": "three"})),
+        ("postgres", db.url.clone(), "erp.odd", "pg_odd", json!({"it's": "one", "say \"hi\"": "two"})),
+    ];
+    for (provider, url, table, entity, expected) in sources {
+        let source = integration(&app, &key, provider, &url).await;
+        let config = configure(
+            &app,
+            &key,
+            json!({
+                "name": entity, "entity": entity, "mode": "full",
+                "source": {"integration_id": source, "table": table, "key": ["id"]},
+                "target": {"store": "switchyard"},
+            }),
+        )
+        .await;
+        let done = run(&app, &key, &config).await;
+        assert_eq!(done["status"], "succeeded", "{provider}: {done}");
+        let r = record(&app, &key, entity, "1").await.unwrap();
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&r["data"][field], value, "{provider}: {r}");
+        }
+    }
+}

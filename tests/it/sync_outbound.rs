@@ -256,6 +256,14 @@ async fn a_record_key_the_erp_cannot_hold_fails_alone() {
         .await
         .status();
     assert!(nul.is_client_error(), "{nul}");
+    let nul = reqwest::Client::new()
+        .delete(app.url("/v1/sync/records/machines/a%00b"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(nul, 404, "a key no record can have: none is found, no 500");
     settle().await;
     let target = integration(&app, &key, "postgres", &db.url).await;
     let config = configure(

@@ -103,7 +103,8 @@ impl SyncRecordsApi {
         auth: Partner,
         state: Data<&Arc<AppState>>,
         entity: Path<EntityName>,
-        #[oai(validator(min_length = 1, max_length = 1000))] key: Path<String>,
+        /// The record's key, as for `PUT`.
+        key: Path<Text<1, 1000>>,
     ) -> Result<NoContent, ApiError> {
         let p = auth.require(Scope::SyncWrite)?;
         let mut tx = state.services.pool.begin().await?;

@@ -204,13 +204,21 @@ pub(super) fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// An email address as RFC 5322 takes it from us: `local@domain`, no spaces or brackets.
+/// An email address as the email destination can send to: `local@domain` as lettre parses it
+/// (the same `email_address` rules; a domain in Unicode as its IDNA form), a domain with a dot
+/// or `localhost`, no display name, comments or IP literal. Anything else would be saved and
+/// then fail every delivery.
 pub(super) fn check_address(field: &str, value: &str) -> Result<()> {
+    use email_address::EmailAddress;
     let ok = value.len() <= 254
-        && value.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty()
-                && !d.is_empty()
-                && d.contains('.') | (d == "localhost")
+        && value.rsplit_once('@').is_some_and(|(l, d)| {
+            let ascii = match url::Host::parse(d) {
+                Ok(url::Host::Domain(a)) if !d.is_ascii() => a,
+                _ => d.to_owned(),
+            };
+            EmailAddress::is_valid_local_part(l)
+                && EmailAddress::is_valid_domain(&ascii)
+                && (ascii.contains('.') || ascii == "localhost")
                 && !value
                     .chars()
                     .any(|c| c.is_whitespace() || "<>()[]\\,;:\"".contains(c))
@@ -230,13 +238,22 @@ pub(super) async fn vet_http(field: &str, raw: &str, egress: &Egress) -> Result<
     net::vet_url(raw, egress, &format!("config.{field}")).await
 }
 
+/// A broker URL's port when it names none, by scheme: AMQP over TLS listens on 5671, plain
+/// AMQP on 5672, NATS on 4222 with or without TLS.
+pub fn broker_default_port(scheme: &str) -> u16 {
+    match scheme {
+        "amqps" => 5671,
+        "amqp" => 5672,
+        _ => 4222,
+    }
+}
+
 /// Vets a broker URL: one of `schemes`, a host (no sockets), and every address the host
 /// resolves to permitted by the egress rules. Credentials may be in it (it is sealed).
 pub(super) async fn vet_broker(
     field: &str,
     raw: &str,
     schemes: &[&str],
-    default_port: u16,
     egress: &Egress,
 ) -> Result<url::Url> {
     let param = format!("config.{field}");
@@ -255,7 +272,7 @@ pub(super) async fn vet_broker(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = url.port().unwrap_or(default_port);
+    let port = url.port().unwrap_or(broker_default_port(url.scheme()));
     match tokio::time::timeout(
         std::time::Duration::from_secs(2),
         egress.resolve(&host, port),

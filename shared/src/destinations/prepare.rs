@@ -119,10 +119,10 @@ pub async fn prepare(
             format!("mailto:{}", c.to.join(","))
         }
         Settings::Rabbitmq(c) => {
-            display(&vet_broker("url", &c.url, &["amqp", "amqps"], 5672, egress).await?)
+            display(&vet_broker("url", &c.url, &["amqp", "amqps"], egress).await?)
         }
         Settings::Nats(c) => {
-            display(&vet_broker("url", &c.url, &["nats", "tls"], 4222, egress).await?)
+            display(&vet_broker("url", &c.url, &["nats", "tls"], egress).await?)
         }
         Settings::HttpAction(c) => {
             let base = integration(pool, scope, "http_action", c.integration_id, &[]).await?;

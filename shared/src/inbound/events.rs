@@ -158,6 +158,15 @@ pub enum Processed {
     Failed,
 }
 
+/// The body as JSON Postgres can store (no `\u0000` anywhere), or `None`: a body that is not
+/// fails its action at once (a retry of a body refused on arrival included), never after
+/// every attempt.
+fn usable_json(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(|v| !super::receive::holds_nul(v))
+}
+
 /// Processes inbound event `id` on `conn` (the job's transaction): its integration's action,
 /// and the event's new status, together.
 pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
@@ -208,15 +217,15 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
             Ok(Processed::Done(vec![]))
         }
         ActionType::EmitEvent => {
-            let data = match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Object(map)) => map.into_iter().collect(),
+            let data = match usable_json(&body) {
+                Some(Value::Object(map)) => map.into_iter().collect(),
                 _ => {
                     finish(
                         conn,
                         id,
                         InboundStatus::Failed,
                         None,
-                        Some("`emit_event` needs a JSON object body"),
+                        Some("`emit_event` needs a JSON object body (without `\\u0000`)"),
                     )
                     .await?;
                     return Ok(Processed::Failed);
@@ -239,7 +248,7 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
                     Ok(Processed::Done(vec![task]))
                 }
                 // The type left the catalog, or the body breaks its schema: not retried.
-                Err(Error::Invalid { detail, .. }) => {
+                Err(Error::Invalid { detail, .. } | Error::Unprocessable { detail, .. }) => {
                     finish(conn, id, InboundStatus::Failed, None, Some(&detail)).await?;
                     Ok(Processed::Failed)
                 }
@@ -289,8 +298,8 @@ pub async fn process(conn: &mut PgConnection, id: Uuid) -> Result<Processed> {
                 .await?;
                 return Ok(Processed::Failed);
             };
-            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-                let reason = "`order_feed` needs a JSON body";
+            let Some(body) = usable_json(&body) else {
+                let reason = "`order_feed` needs a JSON body (without `\\u0000`)";
                 finish(conn, id, InboundStatus::Failed, None, Some(reason)).await?;
                 return Ok(Processed::Failed);
             };

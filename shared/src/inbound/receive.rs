@@ -179,7 +179,7 @@ fn dedupe_key(event_id: &str) -> String {
 }
 
 /// Whether a string or key anywhere in `v` holds a NUL character.
-fn holds_nul(v: &serde_json::Value) -> bool {
+pub(super) fn holds_nul(v: &serde_json::Value) -> bool {
     use serde_json::Value;
     match v {
         Value::String(s) => s.contains('\0'),
@@ -191,6 +191,11 @@ fn holds_nul(v: &serde_json::Value) -> bool {
 
 /// The integration of `token` with its sealed inbound secrets, in one round trip.
 async fn find(pool: &PgPool, token: &str) -> Result<Target> {
+    // Tokens are `in_` and base62: anything else names no URL (and a NUL, which the path may
+    // carry percent-encoded, could not even be compared in Postgres).
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::not_found("inbound URL"));
+    }
     type Row = (
         Uuid,
         Uuid,

@@ -120,11 +120,25 @@ pub async fn connect(
     })
 }
 
+/// `s` as an identifier of the connection's dialect: quoted, its quote character doubled, so
+/// a source's own names (a column `it's`, or one holding a quote) are names, never SQL.
 pub(super) fn quote(conn: &Conn, s: &str) -> String {
     match conn {
-        Conn::Pg(_) => format!("\"{s}\""),
-        Conn::My(_) => format!("`{s}`"),
+        Conn::Pg(_) => format!("\"{}\"", s.replace('"', "\"\"")),
+        Conn::My(_) => quote_my(s),
     }
+}
+
+/// `s` as a MySQL/MariaDB identifier (see [`quote`]).
+pub(super) fn quote_my(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// `s` as a MySQL/MariaDB string of any content, as a hex literal: no quote or backslash in it
+/// can end it, whatever the server's `sql_mode`.
+fn text_my(s: &str) -> String {
+    let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("CONVERT(X'{hex}' USING utf8mb4)")
 }
 
 /// The Postgres types a key or cursor column may have, by `udt_name`.
@@ -251,7 +265,7 @@ impl SqlAdapter {
                     .described
                     .columns
                     .iter()
-                    .map(|c| format!("'{c}', t.{}", self.quote(c)))
+                    .map(|c| format!("{}, t.{}", text_my(c), self.quote(c)))
                     .collect();
                 format!(
                     "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM ({inner}) t",

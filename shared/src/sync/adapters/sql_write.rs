@@ -269,7 +269,7 @@ async fn my_write(
         quoted
             .iter()
             .find(|(n, _)| n == c)
-            .map_or_else(|| format!("`{c}`"), |(_, q)| q.clone())
+            .map_or_else(|| super::sql::quote_my(c), |(_, q)| q.clone())
     };
     let table = a.table.clone();
     let key_cols = a.info.key.clone();
