@@ -266,3 +266,61 @@ async fn an_outbound_run_killed_mid_way_resumes_and_writes_no_row_twice() {
             .unwrap();
     assert_eq!(copies, source);
 }
+
+/// A run whose job dies (its source unreachable through every attempt) ends as any failed run
+/// ends: `sync.run.failed` in the outbox, and the follow-up a webhook asked for meanwhile.
+#[tokio::test]
+async fn a_run_whose_job_dies_announces_it_and_starts_its_follow_up() {
+    let (app, key) = setup(TestOptions {
+        args: vec!["--job-retry-delay=300ms".into()],
+        ..Default::default()
+    })
+    .await;
+    let (db, mut erp) = erp().await;
+    erp.execute("CREATE TABLE erp.parts (id integer PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let source = integration(&app, &key, "postgres", &db.url).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({"name": "Parts", "entity": "parts", "mode": "full",
+               "source": {"integration_id": source, "table": "erp.parts", "key": ["id"]},
+               "target": {"store": "switchyard"}}),
+    )
+    .await;
+    // The source goes away.
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/integrations/{source}"),
+            json!({"credentials": {"url": "postgres://postgres@127.0.0.1:1/gone"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let run = start(&app, &key, &config).await;
+    // A webhook asks for another run while this one retries (as `trigger_inbound` records it).
+    sqlx::query("UPDATE sync_configurations SET rerun_requested = true WHERE id = $1::uuid")
+        .bind(&config)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let failed = finished(&app, &key, &run).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let events = app.partner_get(&key, "/v1/events?type=sync.run.failed").await;
+    let announced = events["data"].as_array().unwrap();
+    assert!(
+        announced.iter().any(|e| e["data"]["id"] == run.as_str()),
+        "{events}"
+    );
+    eventually(Duration::from_secs(10), "the follow-up run", || async {
+        let runs = app
+            .partner_get(&key, &format!("/v1/sync/runs?configuration_id={config}"))
+            .await;
+        let runs = runs["data"].as_array().unwrap().clone();
+        runs.iter()
+            .any(|r| r["id"] != run.as_str() && r["trigger"] == "inbound")
+            .then_some(())
+    })
+    .await;
+}

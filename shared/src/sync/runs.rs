@@ -490,20 +490,12 @@ pub async fn log<'e>(
     Ok(())
 }
 
-/// A dead run's job fails its run (`Kind::on_dead`), so no run stays active without a job.
-pub async fn fail_dead(conn: &mut PgConnection, run_id: Uuid, error: &str) -> Result<()> {
-    let failed = sqlx::query(
-        "UPDATE sync_runs SET status = 'failed', error = $2, finished_at = now()
-          WHERE id = $1 AND status IN ('pending', 'running')",
-    )
-    .bind(run_id)
-    .bind(error)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if failed > 0 {
-        metrics::counter!(crate::telemetry::metrics::SYNC_RUNS_FINISHED, "status" => "failed")
-            .increment(1);
-    }
-    log(&mut *conn, run_id, LogLevel::Error, error, None).await
+/// Run `id` as it is now, whatever its tenant (for the job that owns it).
+pub(crate) async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<SyncRun> {
+    Ok(sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM sync_runs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
 }

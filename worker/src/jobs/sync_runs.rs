@@ -8,7 +8,7 @@ use switchyard_shared::{
     jobs::Lease,
     queue,
     sync::{
-        engine::{Ended, Engine},
+        engine::{self, Ended, Engine},
         runs,
     },
 };
@@ -46,5 +46,5 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |_| 2,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |conn, job, error| Box::pin(runs::fail_dead(conn, job.subject_id, error)),
+    on_dead: |conn, job, error| Box::pin(engine::fail_dead(conn, job.subject_id, error)),
 };

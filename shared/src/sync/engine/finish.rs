@@ -135,17 +135,67 @@ impl Engine<'_> {
         event_type: &str,
         data: Value,
     ) -> Result<JobTask> {
-        let mut event = NewEvent::new(
-            run.scope.tenant_id,
-            run.scope.mode,
-            event_type,
-            data,
-            EventSource::Sync,
-            chrono::Utc::now(),
-        );
-        event.ordering_key = Some(run.configuration_id.to_string());
-        insert_one(tx, &event).await
+        run_event(tx, run.scope, run.configuration_id, event_type, data).await
     }
+}
+
+/// An event of configuration `configuration_id`'s runs, in the outbox (ordered per
+/// configuration).
+async fn run_event(
+    tx: &mut sqlx::PgConnection,
+    scope: Scope,
+    configuration_id: Uuid,
+    event_type: &str,
+    data: Value,
+) -> Result<JobTask> {
+    let mut event = NewEvent::new(
+        scope.tenant_id,
+        scope.mode,
+        event_type,
+        data,
+        EventSource::Sync,
+        chrono::Utc::now(),
+    );
+    event.ordering_key = Some(configuration_id.to_string());
+    insert_one(tx, &event).await
+}
+
+/// A dead run's job fails its run (`Kind::on_dead`), so no run stays active without a job,
+/// and ends it as any failed run ends: its log line, `sync.run.failed`, and the follow-up a
+/// webhook or a resolution asked for meanwhile (its job waits for the dispatcher). In the
+/// job's death's transaction.
+pub async fn fail_dead(conn: &mut sqlx::PgConnection, run_id: Uuid, error: &str) -> Result<()> {
+    let failed: Option<(Uuid, String, String)> = sqlx::query_as(
+        "UPDATE sync_runs r SET status = 'failed', error = $2, finished_at = now()
+           FROM sync_configurations c
+          WHERE r.id = $1 AND r.status IN ('pending', 'running') AND c.id = r.configuration_id
+         RETURNING r.tenant_id, r.mode, c.entity",
+    )
+    .bind(run_id)
+    .bind(error)
+    .fetch_optional(&mut *conn)
+    .await?;
+    runs::log(&mut *conn, run_id, LogLevel::Error, error, None).await?;
+    let Some((tenant_id, mode, entity)) = failed else {
+        return Ok(());
+    };
+    metrics::counter!(m::SYNC_RUNS_FINISHED, "status" => "failed").increment(1);
+    let scope = Scope {
+        tenant_id,
+        mode: Mode::parse(&mode)?,
+    };
+    let row = runs::get_by_id(&mut *conn, run_id).await?;
+    let mut data = serde_json::to_value(&row).map_err(|e| Error::Internal(e.into()))?;
+    data["entity"] = json!(entity);
+    run_event(conn, scope, row.configuration_id, "sync.run.failed", data).await?;
+    if let Some((next, _)) = runs::follow_up(conn, scope, row.configuration_id).await? {
+        let m = format!(
+            "run {} follows: a webhook or a resolution asked for it during this run",
+            next.id
+        );
+        runs::log(&mut *conn, run_id, LogLevel::Info, &m, None).await?;
+    }
+    Ok(())
 }
 
 /// Why the deletes by absence of a run are not applied, if they are beyond the configuration's

@@ -21,6 +21,7 @@ mod plan;
 mod resolutions;
 mod settle;
 
+pub use finish::fail_dead;
 use finish::Finish;
 
 use std::time::Duration;
