@@ -19,7 +19,11 @@ use lettre::{
         client::{Certificate, Tls, TlsParameters},
     },
 };
-use switchyard_shared::{destinations::render::Email, webhooks::send::AttemptResult};
+use switchyard_shared::{
+    destinations::render::Email,
+    integrations::smtp::{SmtpServer, TlsMode},
+    webhooks::send::AttemptResult,
+};
 
 use crate::{Attempt, integrations::Integration};
 
@@ -103,7 +107,7 @@ impl Pool {
         {
             return Ok(t.clone());
         }
-        let server = Server::parse(raw).map_err(|e| ("config", e))?;
+        let server = SmtpServer::parse(raw).map_err(|e| ("config", e))?;
         let addrs = at
             .egress
             .resolve(&server.host, server.port)
@@ -197,96 +201,4 @@ fn build(mail: &Email) -> Result<Message, String> {
         (None, None) => b.singlepart(text("")),
     };
     built.map_err(|e| e.to_string())
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TlsMode {
-    Implicit,
-    Required,
-    Opportunistic,
-    None,
-}
-
-/// An SMTP server URL.
-#[derive(Debug)]
-struct Server {
-    host: String,
-    port: u16,
-    tls: TlsMode,
-    credentials: Option<(String, String)>,
-}
-
-impl Server {
-    fn parse(raw: &str) -> Result<Server, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("the SMTP URL is not valid: {e}"))?;
-        let (tls, port) = match url.scheme() {
-            "smtps" => (TlsMode::Implicit, 465),
-            "smtp" => {
-                let asked = url
-                    .query_pairs()
-                    .find(|(k, _)| k == "tls")
-                    .map(|(_, v)| v.into_owned());
-                let mode = match asked.as_deref() {
-                    None | Some("required") => TlsMode::Required,
-                    Some("opportunistic") => TlsMode::Opportunistic,
-                    Some("none") => TlsMode::None,
-                    Some(other) => {
-                        return Err(format!(
-                            "`tls={other}` is not required, opportunistic or none"
-                        ));
-                    }
-                };
-                (mode, 587)
-            }
-            other => return Err(format!("`{other}://` is not smtp:// or smtps://")),
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("the SMTP URL has no host")?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let decode = |s: &str| percent_decode(s);
-        let credentials = (!url.username().is_empty()).then(|| {
-            (
-                decode(url.username()),
-                decode(url.password().unwrap_or_default()),
-            )
-        });
-        Ok(Server {
-            host,
-            port: url.port().unwrap_or(port),
-            tls,
-            credentials,
-        })
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_choose_tls_and_default_ports() {
-        let s = Server::parse("smtp://user%40x:p%2Bw+d@mail.example.com").unwrap();
-        assert_eq!((s.port, s.tls), (587, TlsMode::Required));
-        assert_eq!(s.credentials, Some(("user@x".into(), "p+w+d".into())));
-        let s = Server::parse("smtps://mail.example.com").unwrap();
-        assert_eq!(
-            (s.port, s.tls, s.credentials),
-            (465, TlsMode::Implicit, None)
-        );
-        let s = Server::parse("smtp://127.0.0.1:2525?tls=none").unwrap();
-        assert_eq!((s.port, s.tls), (2525, TlsMode::None));
-        assert!(Server::parse("smtp://h?tls=maybe").is_err());
-        assert!(Server::parse("http://h").is_err());
-    }
 }

@@ -483,11 +483,21 @@ async fn email_retries_a_4xx_fails_on_a_5xx_and_keeps_one_message_id() {
     switchyard_tests::problem(r, 400, "parameter_invalid", Some("config.integration_id")).await;
     // Addresses the mailer could not send to are refused when saved, not failed on every
     // delivery.
-    for to in ["ops@example.com.", "a@b@example.com", "a..b@example.com", "a@.", "a@-x.com"] {
+    for to in [
+        "ops@example.com.",
+        "a@b@example.com",
+        "a..b@example.com",
+        "a@.",
+        "a@-x.com",
+    ] {
         let r = app
-            .partner_post(&key, "/v1/webhook-endpoints", json!({"kind": "email",
+            .partner_post(
+                &key,
+                "/v1/webhook-endpoints",
+                json!({"kind": "email",
                 "config": {"integration_id": bad["id"], "from": "a@example.com", "to": [to],
-                           "subject": "x", "text": "y"}}))
+                           "subject": "x", "text": "y"}}),
+            )
             .await;
         switchyard_tests::problem(r, 400, "parameter_invalid", Some("config.to[0]")).await;
     }

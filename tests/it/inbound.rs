@@ -310,7 +310,11 @@ async fn refused_bodies_are_recorded_headers_redacted_and_unknown_urls_are_404()
         .await;
     problem(r, 400, "body_invalid", Some("body")).await;
     // Unknown, or not even a token (a NUL, percent-encoded): 404, never a 500.
-    for url in ["/inbound/in_unknown", "/inbound/in_%00", "/inbound/in_%C3%A9"] {
+    for url in [
+        "/inbound/in_unknown",
+        "/inbound/in_%00",
+        "/inbound/in_%C3%A9",
+    ] {
         let r = t.post(url, &[], "{}").await;
         problem(r, 404, "resource_not_found", None).await;
     }
@@ -494,7 +498,10 @@ async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
         .await;
     let refused = list["data"][0]["id"].as_str().unwrap().to_owned();
     let retry = format!("/v1/inbound-events/{refused}/retry");
-    assert_eq!(t.app.partner_post(key, &retry, json!({})).await.status(), 200);
+    assert_eq!(
+        t.app.partner_post(key, &retry, json!({})).await.status(),
+        200
+    );
     let failed = eventually(Duration::from_secs(5), "the second refusal", || async {
         let e = t
             .app

@@ -321,6 +321,65 @@ async fn private_sql_hosts_are_refused_without_the_egress_opening() {
     let r = test(&app, &key, &id).await;
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap().contains("not allowed"), "{r}");
+    // An SMTP relay's host is checked when saved.
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "Mail", "code": "mail", "type": "email", "provider": "smtp",
+                   "credentials": {"url": "smtp://127.0.0.1:25"}}),
+        )
+        .await;
+    switchyard_tests::problem(r, 400, "url_not_allowed", Some("credentials.url")).await;
+}
+
+/// SMTP relays: the check connects and reads the `220` greeting (no mail, no login); a URL
+/// the email destination could not use is refused when saved, created or changed.
+#[tokio::test]
+async fn smtp_checks_greet_the_relay_and_unusable_urls_are_refused() {
+    let (app, key) = setup().await;
+    let relay = switchyard_tests::smtp::SmtpServer::start(vec![250]).await;
+    let smtp = |code: &str, url: Option<&str>| {
+        json!({"name": "Mail", "code": code, "type": "email", "provider": "smtp",
+               "credentials": url.map(|u| json!({"url": u})).unwrap_or(json!({}))})
+    };
+    let id = create(&app, &key, smtp("mail", Some(&relay.url()))).await;
+    let r = test(&app, &key, &id).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(relay.mails().is_empty(), "a check sends no mail");
+    let closed = create(
+        &app,
+        &key,
+        smtp("closed", Some("smtp://127.0.0.1:1?tls=none")),
+    )
+    .await;
+    let r = test(&app, &key, &closed).await;
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"].as_str().unwrap().contains("cannot connect"),
+        "{r}"
+    );
+    for body in [
+        smtp("bad", Some("smtp://relay.example.com?tls=maybe")),
+        smtp("bad", Some("http://relay.example.com")),
+        smtp("bad", None),
+    ] {
+        let r = app.partner_post(&key, "/v1/integrations", body).await;
+        switchyard_tests::problem(r, 400, "parameter_invalid", Some("credentials.url")).await;
+    }
+    let r = app
+        .partner_patch(
+            &key,
+            &format!("/v1/integrations/{id}"),
+            json!({"credentials": {"url": "smtp://relay.example.com?tls=maybe"}}),
+        )
+        .await;
+    switchyard_tests::problem(r, 400, "parameter_invalid", Some("credentials.url")).await;
+    assert_eq!(
+        test(&app, &key, &id).await["ok"],
+        true,
+        "the refused change was not kept"
+    );
 }
 
 #[tokio::test]

@@ -559,9 +559,20 @@ async fn column_names_with_quotes_sync_as_names() {
     .await
     .unwrap();
     let sources = [
-        ("mysql", mes.user_url(), "odd", "my_odd",
-         json!({"it's": "one", "back`tick": "two", "a\"b\\c": "three"})),
-        ("postgres", db.url.clone(), "erp.odd", "pg_odd", json!({"it's": "one", "say \"hi\"": "two"})),
+        (
+            "mysql",
+            mes.user_url(),
+            "odd",
+            "my_odd",
+            json!({"it's": "one", "back`tick": "two", "a\"b\\c": "three"}),
+        ),
+        (
+            "postgres",
+            db.url.clone(),
+            "erp.odd",
+            "pg_odd",
+            json!({"it's": "one", "say \"hi\"": "two"}),
+        ),
     ];
     for (provider, url, table, entity, expected) in sources {
         let source = integration(&app, &key, provider, &url).await;

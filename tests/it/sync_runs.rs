@@ -307,7 +307,9 @@ async fn a_run_whose_job_dies_announces_it_and_starts_its_follow_up() {
         .unwrap();
     let failed = finished(&app, &key, &run).await;
     assert_eq!(failed["status"], "failed", "{failed}");
-    let events = app.partner_get(&key, "/v1/events?type=sync.run.failed").await;
+    let events = app
+        .partner_get(&key, "/v1/events?type=sync.run.failed")
+        .await;
     let announced = events["data"].as_array().unwrap();
     assert!(
         announced.iter().any(|e| e["data"]["id"] == run.as_str()),

@@ -8,7 +8,7 @@ use switchyard_shared::{
     api_keys::Scope,
     audit::ActorKind,
     integrations::{
-        self, Integration, Writer, connection::CheckResult, health, logs, vault::Purpose,
+        self, Integration, Writer, connection::CheckResult, health, logs, smtp, vault::Purpose,
     },
     net,
     queue::EVENT_FAN_OUT,
@@ -51,6 +51,10 @@ impl IntegrationsApi {
             Some(u) => Some(net::vet_url(u, state.transport.egress(), "base_url").await?),
             None => None,
         };
+        if body.0.provider.as_str() == "smtp" {
+            let url = body.0.credentials.as_ref().and_then(|c| c.get("url"));
+            smtp::vet(url.map(|u| u.as_str()), state.transport.egress()).await?;
+        }
         let actor = actor(req, ActorKind::ApiKey(p.api_key_id));
         let w = Writer {
             keyring: &s.secrets.keyring,
@@ -116,6 +120,17 @@ impl IntegrationsApi {
                 net::vet_url(u, state.transport.egress(), "base_url").await?,
             )),
         };
+        // A new server URL of an SMTP integration: one the email destination can use.
+        let url = body.0.credentials.as_ref().and_then(|c| c.get("url"));
+        if let Some(url) = url.and_then(|c| c.0.as_ref()) {
+            let provider = match &body.0.provider {
+                Some(p) => p.as_str().to_owned(),
+                None => integrations::get(&s.pool, p.scope(), id.0).await?.provider,
+            };
+            if provider == "smtp" {
+                smtp::vet(Some(url.as_str()), state.transport.egress()).await?;
+            }
+        }
         let actor = actor(req, ActorKind::ApiKey(p.api_key_id));
         let w = Writer {
             keyring: &s.secrets.keyring,
@@ -146,7 +161,8 @@ impl IntegrationsApi {
 
     /// Check the connection now with the stored credentials: HTTP providers `GET` their
     /// `base_url` + `config.health_path` (2xx = ok), SQL providers connect with
-    /// `credentials.url` and run `SELECT 1`. The result is logged and updates
+    /// `credentials.url` and run `SELECT 1`, SMTP relays connect and must greet with `220`.
+    /// The result is logged and updates
     /// `connection_status`.
     #[oai(path = "/:id/test", method = "post", operation_id = "testIntegration")]
     async fn test(

@@ -121,9 +121,7 @@ pub async fn prepare(
         Settings::Rabbitmq(c) => {
             display(&vet_broker("url", &c.url, &["amqp", "amqps"], egress).await?)
         }
-        Settings::Nats(c) => {
-            display(&vet_broker("url", &c.url, &["nats", "tls"], egress).await?)
-        }
+        Settings::Nats(c) => display(&vet_broker("url", &c.url, &["nats", "tls"], egress).await?),
         Settings::HttpAction(c) => {
             let base = integration(pool, scope, "http_action", c.integration_id, &[]).await?;
             let Some(base) = base else {

@@ -193,7 +193,10 @@ pub(super) fn holds_nul(v: &serde_json::Value) -> bool {
 async fn find(pool: &PgPool, token: &str) -> Result<Target> {
     // Tokens are `in_` and base62: anything else names no URL (and a NUL, which the path may
     // carry percent-encoded, could not even be compared in Postgres).
-    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(Error::not_found("inbound URL"));
     }
     type Row = (

@@ -1,7 +1,8 @@
 //! Checking an integration's connection with its stored credentials, by the conventions the
 //! README documents: HTTP providers get `GET base_url + config.health_path` (2xx = ok) with
 //! Bearer, Basic or API-key authentication; SQL providers (`postgres`, `mysql`) connect with
-//! `credentials.url` and run `SELECT 1`. Every outbound address passes the egress (SSRF) rules.
+//! `credentials.url` and run `SELECT 1`; SMTP relays (`smtp`) are connected to and must greet
+//! with `220` (implicit TLS: connected). Every outbound address passes the egress (SSRF) rules.
 //! Each check is logged and counted on the integration ([`record`]).
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,12 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ConnectionStatus, Integration, sql, vault::Opened};
+use super::{
+    ConnectionStatus, Integration,
+    smtp::{SmtpServer, TlsMode},
+    sql,
+    vault::Opened,
+};
 use crate::{
     error::Result,
     net::{self, Egress},
@@ -81,6 +87,11 @@ impl Checker {
                     Err(f) => Outcome::failed(f.message, None, f.target),
                 }
             }
+            "smtp" => tokio::time::timeout(CHECK_TIMEOUT, self.smtp(credentials))
+                .await
+                .unwrap_or_else(|_| {
+                    Outcome::failed("the SMTP server did not answer in time".into(), None, None)
+                }),
             _ => self.http(integration, credentials).await,
         };
         let error = outcome.error.map(|e| redact(&e, credentials));
@@ -97,6 +108,50 @@ impl Checker {
             response_body: outcome.body.map(|b| redact(&b, credentials)),
         };
         (result, call)
+    }
+
+    /// An SMTP relay: its address checked against the egress rules, connected, and (unless
+    /// it speaks TLS from the first byte) its `220` greeting read before a `QUIT`. No mail,
+    /// no login: the first delivery checks the certificate and the credentials.
+    async fn smtp(&self, credentials: &Opened) -> Outcome {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = match credentials.get("url").map(SmtpServer::parse) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Outcome::failed(e, None, None),
+            None => {
+                return Outcome::failed(
+                    "the integration has no `url` credential".into(),
+                    None,
+                    None,
+                );
+            }
+        };
+        let target = Some(format!("{}:{}", server.host, server.port));
+        let addr = match self.egress.resolve(&server.host, server.port).await {
+            Ok(addrs) if !addrs.is_empty() => addrs[0],
+            Ok(_) => {
+                return Outcome::failed(format!("`{}` has no address", server.host), None, target);
+            }
+            Err(e) => return Outcome::failed(e.to_string(), None, target),
+        };
+        let mut stream = match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::failed(format!("cannot connect: {e}"), None, target),
+        };
+        if server.tls == TlsMode::Implicit {
+            return Outcome::ok(None, target);
+        }
+        let mut greeting = [0u8; 512];
+        let n = stream.read(&mut greeting).await.unwrap_or(0);
+        let line = String::from_utf8_lossy(&greeting[..n]);
+        let line = line.lines().next().unwrap_or("").trim().to_owned();
+        if line.starts_with("220") {
+            let _ = stream.write_all(b"QUIT\r\n").await;
+            Outcome::ok(Some(220), target)
+        } else {
+            let shown: String = line.chars().take(200).collect();
+            Outcome::failed(format!("not an SMTP greeting: `{shown}`"), None, target)
+        }
     }
 
     async fn http(&self, integration: &Integration, credentials: &Opened) -> Outcome {

@@ -9,6 +9,7 @@ pub mod health;
 pub use health::{DEFAULT_HEALTH_INTERVAL, health_interval};
 pub mod input;
 pub mod logs;
+pub mod smtp;
 pub mod sql;
 pub mod vault;
 

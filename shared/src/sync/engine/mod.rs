@@ -21,8 +21,8 @@ mod plan;
 mod resolutions;
 mod settle;
 
-pub use finish::fail_dead;
 use finish::Finish;
+pub use finish::fail_dead;
 
 use std::time::Duration;
 
