@@ -377,6 +377,20 @@ async fn refused_bodies_are_recorded_headers_redacted_and_unknown_urls_are_404()
     assert_eq!(r.status(), 202);
 }
 
+/// Inbound event `id` ends `failed` within seconds (not after the job's attempts), and why.
+async fn fails_at_once(t: &Inbound, id: &str, why: &str) {
+    let failed = eventually(Duration::from_secs(5), "the refusal", || async {
+        let e = t
+            .app
+            .partner_get(&t.key, &format!("/v1/inbound-events/{id}"))
+            .await;
+        (e["status"] == "failed").then_some(e)
+    })
+    .await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains(why), "{failed}");
+}
+
 #[tokio::test]
 async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
     let t = Inbound::new().await;
@@ -476,18 +490,7 @@ async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
         .as_str()
         .unwrap()
         .to_owned();
-    let failed = eventually(Duration::from_secs(5), "the refusal", || async {
-        let e = t
-            .app
-            .partner_get(key, &format!("/v1/inbound-events/{id}"))
-            .await;
-        (e["status"] == "failed").then_some(e)
-    })
-    .await;
-    assert!(
-        failed["reason"].as_str().unwrap().contains("schema"),
-        "{failed}"
-    );
+    fails_at_once(&t, &id, "schema").await;
     // A body refused on arrival (JSON Postgres cannot hold), retried by request: it fails
     // again at once, not after every attempt of the job.
     let r = t.post(&path, &[], r#"{"shipment":"a\u0000b"}"#).await;
@@ -502,18 +505,7 @@ async fn an_inbound_emit_event_reaches_another_endpoint_signed() {
         t.app.partner_post(key, &retry, json!({})).await.status(),
         200
     );
-    let failed = eventually(Duration::from_secs(5), "the second refusal", || async {
-        let e = t
-            .app
-            .partner_get(key, &format!("/v1/inbound-events/{refused}"))
-            .await;
-        (e["status"] == "failed").then_some(e)
-    })
-    .await;
-    assert!(
-        failed["reason"].as_str().unwrap().contains("u0000"),
-        "{failed}"
-    );
+    fails_at_once(&t, &refused, "u0000").await;
 }
 
 /// A sender's event id too long for the dedupe index still deduplicates (by its digest); a
