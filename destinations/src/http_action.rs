@@ -96,9 +96,15 @@ pub(crate) async fn send(at: &Attempt<'_>, integration: &Integration, a: Action)
     };
     let mut result = http::exchange(at, request).await;
     http::final_client_errors(&mut result);
-    if let Some(body) = result.response_body.as_mut() {
-        *body = connection::redact(body, &integration.credentials);
-    }
+    // What the integration's server sends back may echo its credentials.
+    let redact = |text: &mut String| *text = connection::redact(text, &integration.credentials);
+    let texts = result
+        .response_body
+        .iter_mut()
+        .chain(result.error_message.iter_mut());
+    texts
+        .chain(result.response_headers.iter_mut().map(|(_, v)| v))
+        .for_each(redact);
     result
 }
 

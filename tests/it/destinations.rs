@@ -431,6 +431,45 @@ async fn http_actions_call_stripe_style_apis_form_encoded_with_one_idempotency_k
     assert_eq!(app.post_order(&key, "PO-3").await.status(), 201);
     let failed = deliveries(&app, &key, id, "failed", 1).await;
     assert_eq!(failed[0]["attempts"], 1, "{failed:?}");
+
+    // A server that echoes the request's Basic authorization (`plant:pa:ss` in base64) in its
+    // body and headers: the attempt log keeps neither it nor the password.
+    let basic = "cGxhbnQ6cGE6c3M=";
+    let echo = PartnerServer::start(Behaviour::Replies(vec![
+        Reply::status(200)
+            .body(format!("you sent Basic {basic} (pa:ss)"))
+            .header("x-echo", format!("Basic {basic}")),
+    ]))
+    .await;
+    let r = app
+        .partner_post(
+            &key,
+            "/v1/integrations",
+            json!({"name": "MES", "code": "mes", "type": "mes", "provider": "http",
+                   "base_url": echo.base, "credentials": {"username": "plant", "password": "pa:ss"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let mes: Value = r.json().await.unwrap();
+    let e = app
+        .create_endpoint_with(
+            &key,
+            json!({"kind": "http_action", "event_types": ["order.created"],
+            "config": {"integration_id": mes["id"], "method": "POST", "path": "/orders",
+                       "body": "{\"ref\": {{ data.external_id }}}"}}),
+        )
+        .await;
+    assert_eq!(app.post_order(&key, "PO-9").await.status(), 201);
+    let id = e["id"].as_str().unwrap();
+    deliveries(&app, &key, id, "succeeded", 1).await;
+    assert_eq!(
+        echo.received()[0].header("authorization"),
+        format!("Basic {basic}")
+    );
+    let logged = attempts(&app, &key, id).await;
+    let text = serde_json::to_string(&logged).unwrap();
+    assert!(text.contains("you sent Basic"), "{text}");
+    assert!(!text.contains(basic) && !text.contains("pa:ss"), "{text}");
 }
 
 #[tokio::test]

@@ -289,8 +289,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// `text` with every credential value replaced.
 pub fn redact(text: &str, credentials: &Opened) -> String {
+    // What the auth headers carry beyond the raw values: Basic's `user:password` in base64
+    // decodes straight back to the password.
+    let basic = match (credentials.get("username"), credentials.get("password")) {
+        (Some(user), Some(pass)) => Some(STANDARD.encode(format!("{user}:{pass}"))),
+        _ => None,
+    };
     let mut out = text.to_owned();
-    for v in credentials.values().filter(|v| v.len() >= 3) {
+    for v in credentials
+        .values()
+        .chain(basic.as_deref())
+        .filter(|v| v.len() >= 3)
+    {
         out = out.replace(v, crate::webhooks::credentials::REDACTED);
     }
     out
