@@ -335,3 +335,35 @@ async fn an_outbound_write_refused_for_a_changed_item_is_read_again_and_written(
         .collect();
     assert_eq!(puts, [412, 200]);
 }
+
+/// An API that ignores the page asked for answers its first page again and again: the run
+/// fails and says why, instead of reading (and counting) the same rows without end.
+#[tokio::test]
+async fn an_api_that_repeats_its_page_fails_the_run_instead_of_looping() {
+    let (app, key) = setup(TestOptions {
+        args: vec!["--job-retry-delay=50ms".into()],
+        ..Default::default()
+    })
+    .await;
+    let erp = RestErp::start().await;
+    for i in 1..=5 {
+        erp.put(i, &format!("Item {i}"), i);
+    }
+    let source = http_integration(&app, &key, &erp).await;
+    let config = configure(
+        &app,
+        &key,
+        json!({
+            "name": "stuck", "entity": "stuck", "mode": "full",
+            "source": {"integration_id": source, "resource": "/api/items", "key": ["id"],
+                       "http": {"pagination": "page", "page_param": "p", "page_size": 2,
+                                "page_size_param": "limit"}},
+            "target": {"store": "switchyard"},
+        }),
+    )
+    .await;
+    let done = run(&app, &key, &config).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("does not move on"), "{done}");
+}

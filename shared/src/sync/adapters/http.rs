@@ -393,6 +393,9 @@ impl Adapter for HttpAdapter {
             next: Option<Url>,
             skip: usize,
             buffered: std::collections::VecDeque<Read>,
+            /// The digest of the last page's body: an API that ignores the page or offset asked
+            /// for (or clamps it to its last page) answers the same page again, forever.
+            last: Option<u64>,
         }
         let first = match start {
             Ok(u) => u,
@@ -402,6 +405,7 @@ impl Adapter for HttpAdapter {
             next: Some(first),
             skip,
             buffered: Default::default(),
+            last: None,
         };
         futures::stream::try_unfold(state, move |mut s| async move {
             loop {
@@ -413,6 +417,20 @@ impl Adapter for HttpAdapter {
                 };
                 let (body, headers) = this.page(&url).await?;
                 let rows = http_pages::items(&body, this.spec.items.as_deref())?;
+                let digest = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    body.to_string().hash(&mut h);
+                    h.finish()
+                };
+                if !rows.is_empty() && s.last.replace(digest) == Some(digest) {
+                    return Err(
+                        "the API answered the next page with the same rows as the page \
+                                before: its pagination does not move on (does it ignore the \
+                                page or offset parameter, or repeat its last page?)"
+                            .to_owned(),
+                    );
+                }
                 let link = headers.get("link").and_then(|v| v.to_str().ok());
                 s.next =
                     http_pages::next_page(&this.spec, &this.base, &url, &body, link, rows.len())?;
