@@ -271,8 +271,10 @@ async fn an_outbound_run_killed_mid_way_resumes_and_writes_no_row_twice() {
 /// ends: `sync.run.failed` in the outbox, and the follow-up a webhook asked for meanwhile.
 #[tokio::test]
 async fn a_run_whose_job_dies_announces_it_and_starts_its_follow_up() {
+    // The reconciler far away: what the death adds must reach the dispatcher by itself.
     let (app, key) = setup(TestOptions {
         args: vec!["--job-retry-delay=300ms".into()],
+        reconcile_after: "60s".into(),
         ..Default::default()
     })
     .await;
@@ -315,14 +317,28 @@ async fn a_run_whose_job_dies_announces_it_and_starts_its_follow_up() {
         announced.iter().any(|e| e["data"]["id"] == run.as_str()),
         "{events}"
     );
-    eventually(Duration::from_secs(10), "the follow-up run", || async {
-        let runs = app
-            .partner_get(&key, &format!("/v1/sync/runs?configuration_id={config}"))
-            .await;
-        let runs = runs["data"].as_array().unwrap().clone();
-        runs.iter()
-            .any(|r| r["id"] != run.as_str() && r["trigger"] == "inbound")
-            .then_some(())
-    })
+    // The follow-up runs (it fails too: the same source), and the event is fanned out.
+    eventually(
+        Duration::from_secs(15),
+        "the follow-up run, run",
+        || async {
+            let runs = app
+                .partner_get(&key, &format!("/v1/sync/runs?configuration_id={config}"))
+                .await;
+            let runs = runs["data"].as_array().unwrap().clone();
+            runs.iter()
+                .any(|r| {
+                    r["id"] != run.as_str() && r["trigger"] == "inbound" && r["status"] == "failed"
+                })
+                .then_some(())
+        },
+    )
     .await;
+    let fanned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE queue = 'event_fan_out' AND state = 'succeeded'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(fanned >= 1, "sync.run.failed fanned out");
 }

@@ -161,12 +161,13 @@ async fn run_event(
 }
 
 /// A dead run's job fails its run (`Kind::on_dead`), so no run stays active without a job,
-/// and ends it as any failed run ends: its log line, `sync.run.failed`, and the follow-up a
-/// webhook or a resolution asked for meanwhile (its job waits for the dispatcher). In the
-/// job's death's transaction.
+/// and ends it as a failed run ends: its log line, `sync.run.failed`, and the follow-up a
+/// webhook or a resolution asked for meanwhile. In the job's death's transaction, which
+/// pushes nothing after its commit: the jobs it adds wait for the dispatcher's next pass.
 pub async fn fail_dead(conn: &mut sqlx::PgConnection, run_id: Uuid, error: &str) -> Result<()> {
     let failed: Option<(Uuid, String, String)> = sqlx::query_as(
-        "UPDATE sync_runs r SET status = 'failed', error = $2, finished_at = now()
+        "UPDATE sync_runs r SET status = 'failed', error = $2, finished_at = now(),
+                                checkpoint = NULL
            FROM sync_configurations c
           WHERE r.id = $1 AND r.status IN ('pending', 'running') AND c.id = r.configuration_id
          RETURNING r.tenant_id, r.mode, c.entity",
@@ -187,14 +188,26 @@ pub async fn fail_dead(conn: &mut sqlx::PgConnection, run_id: Uuid, error: &str)
     let row = runs::get_by_id(&mut *conn, run_id).await?;
     let mut data = serde_json::to_value(&row).map_err(|e| Error::Internal(e.into()))?;
     data["entity"] = json!(entity);
-    run_event(conn, scope, row.configuration_id, "sync.run.failed", data).await?;
-    if let Some((next, _)) = runs::follow_up(conn, scope, row.configuration_id).await? {
+    let mut added =
+        vec![run_event(conn, scope, row.configuration_id, "sync.run.failed", data).await?];
+    if let Some((next, task)) = runs::follow_up(conn, scope, row.configuration_id).await? {
         let m = format!(
             "run {} follows: a webhook or a resolution asked for it during this run",
             next.id
         );
         runs::log(&mut *conn, run_id, LogLevel::Info, &m, None).await?;
+        added.push(task);
     }
+    // Born `queued` for a push after commit that no one here makes: `pending` instead, for
+    // the dispatcher (else they would wait for the reconciler, as lost tasks).
+    let ids: Vec<Uuid> = added.iter().map(|t| t.job).collect();
+    sqlx::query(
+        "UPDATE jobs SET state = 'pending', queued_at = NULL, updated_at = now()
+          WHERE id = ANY($1) AND state = 'queued'",
+    )
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
