@@ -286,7 +286,6 @@ impl<E: Endpoint> Endpoint for PartnerEndpoint<E> {
     }
 }
 
-/// `429` for a client address with too many failed authentications.
 /// How long `ip` is still locked out for too many failed authentications (API keys, admin
 /// tokens and dashboard sign-ins count alike), if it is.
 pub fn lockout_left(state: &AppState, ip: Option<IpAddr>) -> Option<u64> {
@@ -306,6 +305,7 @@ pub async fn failed_authentication(state: &AppState, ip: Option<IpAddr>) -> Opti
     Some(secs)
 }
 
+/// `429` for a client address with too many failed authentications.
 fn locked_out(secs: u64) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

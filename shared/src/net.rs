@@ -199,14 +199,29 @@ pub async fn vet_url(raw: &str, egress: &Egress, param: &str) -> crate::error::R
     })?;
     if let Some(url::Host::Domain(host)) = url.host().filter(|_| !egress.is_open()) {
         let port = url.port_or_known_default().unwrap_or(443);
-        // A resolver that does not answer must not hold the request: the name is then treated
-        // like one that does not resolve yet (every request checks it again).
-        let lookup = tokio::time::timeout(DNS_BUDGET, egress.resolve(host, port)).await;
-        if let Ok(Err(e @ ResolveError::Blocked { .. })) = lookup {
-            return Err(not_allowed(format!("`{param}` is not allowed: {e}.")));
-        }
+        vet_host(host, port, egress, param).await?;
     }
     Ok(url)
+}
+
+/// Refuses `host` (`url_not_allowed`, on `param`) if an address it resolves to now is not
+/// permitted. A name that does not resolve yet is accepted, and so is one whose resolver does
+/// not answer within the budget (it must not hold the request): every connection checks again.
+pub async fn vet_host(
+    host: &str,
+    port: u16,
+    egress: &Egress,
+    param: &str,
+) -> crate::error::Result<()> {
+    let lookup = tokio::time::timeout(DNS_BUDGET, egress.resolve(host, port)).await;
+    if let Ok(Err(e @ ResolveError::Blocked { .. })) = lookup {
+        return Err(crate::error::Error::invalid(
+            "url_not_allowed",
+            param,
+            format!("`{param}` is not allowed: {e}."),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolver that refuses a host if any of its addresses is not permitted.

@@ -273,20 +273,8 @@ pub(super) async fn vet_broker(
         .trim_end_matches(']')
         .to_owned();
     let port = url.port().unwrap_or(broker_default_port(url.scheme()));
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        egress.resolve(&host, port),
-    )
-    .await
-    {
-        Ok(Err(e @ net::ResolveError::Blocked { .. })) => Err(Error::invalid(
-            "url_not_allowed",
-            &param,
-            format!("`{param}` is not allowed: {e}."),
-        )),
-        // A name that does not resolve yet is accepted: every connection checks again.
-        _ => Ok(url),
-    }
+    net::vet_host(&host, port, egress, &param).await?;
+    Ok(url)
 }
 
 /// The address shown for a URL holding secrets: scheme, host and port only.

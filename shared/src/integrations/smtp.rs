@@ -4,11 +4,9 @@
 //! email destination could not use is refused then), by its health check and by the email
 //! transport.
 
-use std::time::Duration;
-
 use crate::{
     error::{Error, Result},
-    net::{Egress, ResolveError},
+    net::{self, Egress},
 };
 
 /// The credential an SMTP integration keeps its server in.
@@ -21,19 +19,7 @@ pub async fn vet(raw: Option<&str>, egress: &Egress) -> Result<()> {
     let invalid = |detail: String| Error::invalid("parameter_invalid", PARAM, detail);
     let raw = raw.ok_or_else(|| invalid(format!("an `smtp` integration needs `{PARAM}`.")))?;
     let server = SmtpServer::parse(raw).map_err(|e| invalid(format!("`{PARAM}`: {e}.")))?;
-    let lookup = tokio::time::timeout(
-        Duration::from_secs(2),
-        egress.resolve(&server.host, server.port),
-    )
-    .await;
-    if let Ok(Err(e @ ResolveError::Blocked { .. })) = lookup {
-        return Err(Error::invalid(
-            "url_not_allowed",
-            PARAM,
-            format!("`{PARAM}` is not allowed: {e}."),
-        ));
-    }
-    Ok(())
+    net::vet_host(&server.host, server.port, egress, PARAM).await
 }
 
 /// How the connection is secured.

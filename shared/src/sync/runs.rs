@@ -280,14 +280,14 @@ pub(crate) async fn follow_up(
     }
 }
 
-pub async fn get(pool: &PgPool, scope: Scope, id: Uuid) -> Result<SyncRun> {
+pub async fn get<'e>(db: impl sqlx::PgExecutor<'e>, scope: Scope, id: Uuid) -> Result<SyncRun> {
     sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
         "SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = $1 AND mode = $2 AND id = $3"
     )))
     .bind(scope.tenant_id)
     .bind(scope.mode.as_str())
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or_else(|| Error::not_found("sync run"))
 }
@@ -488,14 +488,4 @@ pub async fn log<'e>(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// Run `id` as it is now, whatever its tenant (for the job that owns it).
-pub(crate) async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<SyncRun> {
-    Ok(sqlx::query_as::<_, SyncRun>(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM sync_runs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_one(conn)
-    .await?)
 }

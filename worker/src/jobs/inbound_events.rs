@@ -45,6 +45,6 @@ pub const KIND: Kind = Kind {
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
     on_dead: |conn, job, error| {
         metrics::counter!(m::INBOUND_EVENTS, "outcome" => "failed").increment(1);
-        Box::pin(events::record_attempt(conn, job.subject_id, error, true))
+        super::closes(events::record_attempt(conn, job.subject_id, error, true))
     },
 };

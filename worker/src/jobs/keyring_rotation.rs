@@ -26,5 +26,5 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |_| 1,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |conn, job, error| Box::pin(keyring::finish(conn, job.subject_id, Some(error))),
+    on_dead: |conn, job, error| super::closes(keyring::finish(conn, job.subject_id, Some(error))),
 };

@@ -49,11 +49,23 @@ pub struct Kind {
     /// Runs the job; the `bool` says whether the run may hand its slot on ([`Next`]).
     pub run:
         for<'a> fn(&'a Arc<Ctx>, &'a Lease, bool) -> BoxFuture<'a, switchyard_shared::Result<Next>>,
+    /// Closes the row the dead job owned, in the death's transaction; returns the work that
+    /// created, pushed after the commit (as a run pushes its own).
     pub on_dead: for<'a> fn(
         &'a mut sqlx::PgConnection,
         &'a ClaimedJob,
         &'a str,
-    ) -> BoxFuture<'a, switchyard_shared::Result<()>>,
+    ) -> BoxFuture<'a, switchyard_shared::Result<Created>>,
+}
+
+/// Jobs written in a transaction, by queue, to push to Redis once it commits.
+pub type Created = Vec<(&'static str, Vec<JobTask>)>;
+
+/// An `on_dead` that creates no work: `closes(f)` runs `f`.
+fn closes<'a>(
+    f: impl std::future::Future<Output = switchyard_shared::Result<()>> + Send + 'a,
+) -> BoxFuture<'a, switchyard_shared::Result<Created>> {
+    Box::pin(async move { f.await.map(|()| Created::new()) })
 }
 
 /// What a run hands on: a job this process now holds the lease of, to run next in the same
@@ -278,12 +290,16 @@ async fn bury(ctx: &Ctx, job: &Lease, error: String) -> switchyard_shared::Resul
     let outcome = Outcome::Dead {
         error: error.clone(),
     };
+    let mut created = Created::new();
     if jobs::finish(&mut tx, job, &outcome).await? {
-        on_dead(&mut tx, job, &error).await?;
+        created = on_dead(&mut tx, job, &error).await?;
         metrics::counter!(m::JOBS_DEAD, "queue" => job.queue.clone()).increment(1);
         tracing::error!(job_id = %job.id, queue = %job.queue, %error, "job is dead");
     }
     tx.commit().await?;
+    for (queue, tasks) in created.into_iter().filter(|(_, t)| !t.is_empty()) {
+        ctx.fast_path.push(queue, tasks);
+    }
     Ok(())
 }
 
@@ -292,10 +308,10 @@ async fn on_dead(
     conn: &mut sqlx::PgConnection,
     job: &ClaimedJob,
     error: &str,
-) -> switchyard_shared::Result<()> {
+) -> switchyard_shared::Result<Created> {
     match kind(&job.queue) {
         Some(k) => (k.on_dead)(conn, job, error).await,
-        None => Ok(()),
+        None => Ok(Created::new()),
     }
 }
 

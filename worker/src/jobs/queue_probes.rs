@@ -32,5 +32,5 @@ pub const KIND: Kind = Kind {
     keep_finished: Some(KEEP_FINISHED),
     concurrency: |cfg| cfg.delivery_concurrency,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |_, _, _| Box::pin(async { Ok(()) }),
+    on_dead: |_, _, _| Box::pin(async { Ok(super::Created::new()) }),
 };

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use switchyard_shared::{
     jobs::Lease,
-    queue,
+    queue::{self, JobTask},
     sync::{
         engine::{self, Ended, Engine},
         runs,
     },
 };
 
-use super::{Attempts, Kind};
+use super::{Attempts, Created, Kind};
 use crate::context::Ctx;
 
 pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
@@ -24,11 +24,10 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
     };
     match engine.run(job).await? {
         Ended::Finished { events, follow_up } => {
-            if !events.is_empty() {
-                ctx.fast_path.push(queue::EVENT_FAN_OUT, events);
-            }
-            if let Some(task) = follow_up {
-                ctx.fast_path.push(queue::SYNC_RUNS, vec![task]);
+            for (queue, tasks) in created(events, follow_up) {
+                if !tasks.is_empty() {
+                    ctx.fast_path.push(queue, tasks);
+                }
             }
         }
         Ended::LostLease => {
@@ -36,6 +35,14 @@ pub async fn run(ctx: &Arc<Ctx>, job: &Lease) -> switchyard_shared::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a run's end wrote: its events' fan-outs and the follow-up run, by queue.
+fn created(events: Vec<JobTask>, follow_up: Option<JobTask>) -> Created {
+    vec![
+        (queue::EVENT_FAN_OUT, events),
+        (queue::SYNC_RUNS, follow_up.into_iter().collect()),
+    ]
 }
 
 /// The queue's entry in the registry ([`super::KINDS`]): a few runs at once per worker (each
@@ -46,5 +53,10 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |_| 2,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |conn, job, error| Box::pin(engine::fail_dead(conn, job.subject_id, error)),
+    on_dead: |conn, job, error| {
+        Box::pin(async move {
+            let (events, follow_up) = engine::fail_dead(conn, job.subject_id, error).await?;
+            Ok(created(events, follow_up))
+        })
+    },
 };

@@ -184,5 +184,5 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |cfg| cfg.delivery_concurrency,
     run: |ctx, job, may_hand_on| Box::pin(run(ctx, job, may_hand_on)),
-    on_dead: |conn, job, _| Box::pin(on_dead(conn, job)),
+    on_dead: |conn, job, _| super::closes(on_dead(conn, job)),
 };

@@ -37,5 +37,5 @@ pub const KIND: Kind = Kind {
     keep_finished: None,
     concurrency: |_| 2,
     run: |ctx, job, _| Box::pin(super::alone(run(ctx, job))),
-    on_dead: |conn, job, error| Box::pin(on_dead(conn, job, error)),
+    on_dead: |conn, job, error| super::closes(on_dead(conn, job, error)),
 };

@@ -393,9 +393,9 @@ impl Adapter for HttpAdapter {
             next: Option<Url>,
             skip: usize,
             buffered: std::collections::VecDeque<Read>,
-            /// The digest of the last page's body: an API that ignores the page or offset asked
-            /// for (or clamps it to its last page) answers the same page again, forever.
-            last: Option<u64>,
+            /// The last page's body: an API that ignores the page or offset asked for (or
+            /// clamps it to its last page) answers the same page again, forever.
+            last: Option<Value>,
         }
         let first = match start {
             Ok(u) => u,
@@ -417,13 +417,7 @@ impl Adapter for HttpAdapter {
                 };
                 let (body, headers) = this.page(&url).await?;
                 let rows = http_pages::items(&body, this.spec.items.as_deref())?;
-                let digest = {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    body.to_string().hash(&mut h);
-                    h.finish()
-                };
-                if !rows.is_empty() && s.last.replace(digest) == Some(digest) {
+                if !rows.is_empty() && s.last.as_ref() == Some(&body) {
                     return Err(
                         "the API answered the next page with the same rows as the page \
                                 before: its pagination does not move on (does it ignore the \
@@ -434,6 +428,7 @@ impl Adapter for HttpAdapter {
                 let link = headers.get("link").and_then(|v| v.to_str().ok());
                 s.next =
                     http_pages::next_page(&this.spec, &this.base, &url, &body, link, rows.len())?;
+                s.last = Some(body);
                 let n = rows.len();
                 for (i, row) in rows
                     .into_iter()

@@ -162,9 +162,14 @@ async fn run_event(
 
 /// A dead run's job fails its run (`Kind::on_dead`), so no run stays active without a job,
 /// and ends it as a failed run ends: its log line, `sync.run.failed`, and the follow-up a
-/// webhook or a resolution asked for meanwhile. In the job's death's transaction, which
-/// pushes nothing after its commit: the jobs it adds wait for the dispatcher's next pass.
-pub async fn fail_dead(conn: &mut sqlx::PgConnection, run_id: Uuid, error: &str) -> Result<()> {
+/// webhook or a resolution asked for meanwhile. In the job's death's transaction; returns the
+/// event's task and the follow-up's, for the caller to push after the commit (as
+/// [`Ended::Finished`]).
+pub async fn fail_dead(
+    conn: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    error: &str,
+) -> Result<(Vec<JobTask>, Option<JobTask>)> {
     let failed: Option<(Uuid, String, String)> = sqlx::query_as(
         "UPDATE sync_runs r SET status = 'failed', error = $2, finished_at = now(),
                                 checkpoint = NULL
@@ -178,37 +183,26 @@ pub async fn fail_dead(conn: &mut sqlx::PgConnection, run_id: Uuid, error: &str)
     .await?;
     runs::log(&mut *conn, run_id, LogLevel::Error, error, None).await?;
     let Some((tenant_id, mode, entity)) = failed else {
-        return Ok(());
+        return Ok((vec![], None));
     };
     metrics::counter!(m::SYNC_RUNS_FINISHED, "status" => "failed").increment(1);
     let scope = Scope {
         tenant_id,
         mode: Mode::parse(&mode)?,
     };
-    let row = runs::get_by_id(&mut *conn, run_id).await?;
+    let row = runs::get(&mut *conn, scope, run_id).await?;
     let mut data = serde_json::to_value(&row).map_err(|e| Error::Internal(e.into()))?;
     data["entity"] = json!(entity);
-    let mut added =
-        vec![run_event(conn, scope, row.configuration_id, "sync.run.failed", data).await?];
-    if let Some((next, task)) = runs::follow_up(conn, scope, row.configuration_id).await? {
+    let event = run_event(conn, scope, row.configuration_id, "sync.run.failed", data).await?;
+    let follow_up = runs::follow_up(conn, scope, row.configuration_id).await?;
+    if let Some((next, _)) = &follow_up {
         let m = format!(
             "run {} follows: a webhook or a resolution asked for it during this run",
             next.id
         );
         runs::log(&mut *conn, run_id, LogLevel::Info, &m, None).await?;
-        added.push(task);
     }
-    // Born `queued` for a push after commit that no one here makes: `pending` instead, for
-    // the dispatcher (else they would wait for the reconciler, as lost tasks).
-    let ids: Vec<Uuid> = added.iter().map(|t| t.job).collect();
-    sqlx::query(
-        "UPDATE jobs SET state = 'pending', queued_at = NULL, updated_at = now()
-          WHERE id = ANY($1) AND state = 'queued'",
-    )
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok((vec![event], follow_up.map(|(_, task)| task)))
 }
 
 /// Why the deletes by absence of a run are not applied, if they are beyond the configuration's
