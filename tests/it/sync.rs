@@ -62,6 +62,22 @@ pub async fn configure(app: &TestApp, key: &str, body: Value) -> String {
         .to_owned()
 }
 
+/// A full sync of `table` (keyed by `column`) from integration `source` into the record store,
+/// every column passed through, the table's name as the entity; returns the configuration.
+pub async fn full_sync(
+    app: &TestApp,
+    key: &str,
+    source: &str,
+    table: &str,
+    column: &str,
+) -> String {
+    let entity = table.rsplit('.').next().unwrap();
+    let body = json!({"name": entity, "entity": entity, "mode": "full",
+                      "source": {"integration_id": source, "table": table, "key": [column]},
+                      "target": {"store": "switchyard"}});
+    configure(app, key, body).await
+}
+
 /// Starts a run and returns its id.
 pub async fn start(app: &TestApp, key: &str, config: &str) -> String {
     let r = app
@@ -542,52 +558,32 @@ async fn column_names_with_quotes_sync_as_names() {
     let (app, key) = setup(TestOptions::default()).await;
     let mes = MariaDb::create().await;
     let mut my = mes.connect().await;
-    my.execute(
-        "CREATE TABLE odd (id INT PRIMARY KEY, `it's` VARCHAR(10), `back``tick` VARCHAR(10),
-                           `a\"b\\c` VARCHAR(10))",
-    )
-    .await
-    .unwrap();
-    my.execute("INSERT INTO odd VALUES (1, 'one', 'two', 'three')")
-        .await
-        .unwrap();
+    for sql in [
+        "CREATE TABLE my_odd (id INT PRIMARY KEY, `it's` VARCHAR(9), `back``tick` VARCHAR(9),
+                              `a\"b\\c` VARCHAR(9))",
+        "INSERT INTO my_odd VALUES (1, 'one', 'two', 'three')",
+    ] {
+        my.execute(sql).await.unwrap();
+    }
     let (db, mut pg) = erp().await;
     pg.execute(
-        r#"CREATE TABLE erp.odd (id integer PRIMARY KEY, "it's" text, "say ""hi""" text);
-           INSERT INTO erp.odd VALUES (1, 'one', 'two')"#,
+        r#"CREATE TABLE erp.pg_odd (id integer PRIMARY KEY, "it's" text, "say ""hi""" text);
+           INSERT INTO erp.pg_odd VALUES (1, 'one', 'two')"#,
     )
     .await
     .unwrap();
+    let my_fields = json!({"it's": "one", "back`tick": "two", "a\"b\\c": "three"});
+    let pg_fields = json!({"it's": "one", "say \"hi\"": "two"});
     let sources = [
-        (
-            "mysql",
-            mes.user_url(),
-            "odd",
-            "my_odd",
-            json!({"it's": "one", "back`tick": "two", "a\"b\\c": "three"}),
-        ),
-        (
-            "postgres",
-            db.url.clone(),
-            "erp.odd",
-            "pg_odd",
-            json!({"it's": "one", "say \"hi\"": "two"}),
-        ),
+        ("mysql", mes.user_url(), "my_odd", my_fields),
+        ("postgres", db.url.clone(), "erp.pg_odd", pg_fields),
     ];
-    for (provider, url, table, entity, expected) in sources {
+    for (provider, url, table, expected) in sources {
         let source = integration(&app, &key, provider, &url).await;
-        let config = configure(
-            &app,
-            &key,
-            json!({
-                "name": entity, "entity": entity, "mode": "full",
-                "source": {"integration_id": source, "table": table, "key": ["id"]},
-                "target": {"store": "switchyard"},
-            }),
-        )
-        .await;
+        let config = full_sync(&app, &key, &source, table, "id").await;
         let done = run(&app, &key, &config).await;
         assert_eq!(done["status"], "succeeded", "{provider}: {done}");
+        let entity = table.rsplit('.').next().unwrap();
         let r = record(&app, &key, entity, "1").await.unwrap();
         for (field, value) in expected.as_object().unwrap() {
             assert_eq!(&r["data"][field], value, "{provider}: {r}");

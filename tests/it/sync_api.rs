@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Executor;
 use switchyard_tests::{TestOptions, problem};
 
-use crate::sync::{configure, erp, integration, setup};
+use crate::sync::{configure, erp, full_sync, integration, setup};
 
 #[tokio::test]
 async fn bad_configurations_are_refused_with_the_offending_parameter() {
@@ -529,14 +529,7 @@ async fn an_integration_in_use_by_a_sync_is_not_deleted() {
     let (app, key) = setup(TestOptions::no_worker()).await;
     let (db, _erp) = erp().await;
     let source = integration(&app, &key, "postgres", &db.url).await;
-    let config = configure(
-        &app,
-        &key,
-        json!({"name": "Sites", "entity": "sites", "mode": "full",
-               "source": {"integration_id": source, "table": "public.sites", "key": ["code"]},
-               "target": {"store": "switchyard"}}),
-    )
-    .await;
+    let config = full_sync(&app, &key, &source, "public.sites", "code").await;
     let delete = |path: String| {
         let (app, key) = (&app, &key);
         async move {

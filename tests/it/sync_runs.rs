@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::{Executor, PgConnection};
 use switchyard_tests::{TestApp, TestOptions, db::TestDb, eventually, process::WorkerProcess};
 
-use crate::sync::{all_records, configure, erp, finished, integration, setup, start};
+use crate::sync::{all_records, configure, erp, finished, full_sync, integration, setup, start};
 
 /// An ERP table of `n` rows and a view over it that waits `row_ms` milliseconds per row: a
 /// slow source, so a run is still going when the test acts. Runs read one streamed statement,
@@ -283,14 +283,7 @@ async fn a_run_whose_job_dies_announces_it_and_starts_its_follow_up() {
         .await
         .unwrap();
     let source = integration(&app, &key, "postgres", &db.url).await;
-    let config = configure(
-        &app,
-        &key,
-        json!({"name": "Parts", "entity": "parts", "mode": "full",
-               "source": {"integration_id": source, "table": "erp.parts", "key": ["id"]},
-               "target": {"store": "switchyard"}}),
-    )
-    .await;
+    let config = full_sync(&app, &key, &source, "erp.parts", "id").await;
     // The source goes away.
     let r = app
         .partner_patch(
